@@ -64,7 +64,11 @@ class _Translate:
             raise AuthenticationError(f"etcd refused {self.what}: {exc}") from exc
         if isinstance(exc, grpc.aio.AioRpcError):
             code = exc.code()
-            if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            details = (exc.details() or "").lower()
+            if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) or (
+                code == grpc.StatusCode.INVALID_ARGUMENT
+                and ("user name is empty" in details or "authentication failed" in details)
+            ):
                 raise AuthenticationError(f"etcd refused {self.what}: {exc.details()}") from exc
             if code == grpc.StatusCode.NOT_FOUND and "lease" in (exc.details() or ""):
                 raise LeaseNotFound(f"{self.what}: {exc.details()}") from exc

@@ -1,0 +1,219 @@
+"""IF.coordinator: real-time registration, push, atomic claims and blocker escalation (seed 002's API).
+
+Backends are chosen by URL (embedded by default; etcd and NATS for a distributed deployment). Pushes are
+request/reply on the bus, so a push returns only once the swarm's inbox holds the task: nothing is
+silently dropped, and a push to a swarm nobody serves fails at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+from backends.bus import Message, MessageBus, Subscription, open_bus
+from backends.errors import NoResponders, RemoteError
+from backends.kv import KeyValueStore, SyncKV, open_kv
+from infrafabric import audit as audit_log
+from infrafabric.coordinator import keys
+from infrafabric.coordinator.core import AuditFn, Claim, CoordinationCore, encode
+from infrafabric.errors import SwarmQueueFullError, UnknownSwarmError
+from infrafabric.ids import validate_swarm_id, validate_task_id
+
+DEFAULT_QUEUE_SIZE = 100_000
+
+
+def _etcd_url(
+    host: str, port: int, username: str | None, password: str | None, ca: str | None, cert: str | None, key: str | None
+) -> str:
+    from urllib.parse import quote, urlencode
+
+    query: dict[str, str] = {}
+    if username is not None:
+        query["username"] = username
+    if password is not None:
+        query["password"] = password
+    if ca:
+        query.update({"ca": ca, **({"cert": cert, "key": key} if cert and key else {})})
+    scheme = "etcds" if ca else "etcd"
+    return f"{scheme}://{quote(host)}:{int(port)}" + (f"?{urlencode(query)}" if query else "")
+
+
+class IFCoordinator:
+    """The coordinator. `IFCoordinator()` runs embedded; pass etcd_host (or kv_url/bus_url) to distribute."""
+
+    def __init__(
+        self,
+        etcd_host: str | None = None,
+        etcd_port: int = 2379,
+        etcd_username: str | None = None,
+        etcd_password: str | None = None,
+        *,
+        etcd_ca_cert: str | None = None,
+        etcd_client_cert: str | None = None,
+        etcd_client_key: str | None = None,
+        kv_url: str | None = None,
+        bus_url: str | None = None,
+        kv: KeyValueStore | None = None,
+        bus: MessageBus | None = None,
+        claim_ttl: int = 10,
+        queue_maxsize: int = DEFAULT_QUEUE_SIZE,
+        audit: AuditFn | None = audit_log.log_operation,
+    ) -> None:
+        if kv is None:
+            if kv_url is None and etcd_host is not None:
+                kv_url = _etcd_url(
+                    etcd_host, etcd_port, etcd_username, etcd_password, etcd_ca_cert, etcd_client_cert, etcd_client_key
+                )
+            kv = open_kv(kv_url or os.environ.get("INFRAFABRIC_KV_URL", "memory://"))
+        if bus is None:
+            bus = open_bus(bus_url or os.environ.get("INFRAFABRIC_BUS_URL", "memory://"))
+        self.kv = kv
+        self.bus = bus
+        self.core = CoordinationCore(kv, bus, claim_ttl=claim_ttl, audit=audit)
+        self.queue_maxsize = queue_maxsize
+        self.swarm_connections: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._subscriptions: dict[str, list[Subscription]] = {}
+        self._etcd: SyncKV | None = None
+
+    # -- the seed's sync view of the store ---------------------------------------------------------
+
+    @property
+    def etcd(self) -> SyncKV:
+        """Sync put/get/replace/delete_prefix/status on the coordination store (whatever engine)."""
+        if self._etcd is None:
+            self._etcd = SyncKV(self.kv)
+        return self._etcd
+
+    # -- swarms -----------------------------------------------------------------------------------
+
+    async def register_swarm(self, swarm_id: str, capabilities: list[str]) -> asyncio.Queue[dict[str, Any]]:
+        """Record the swarm's capabilities and open its inbox; returns the queue its tasks arrive on."""
+        validate_swarm_id(swarm_id)
+        from infrafabric.governor.capability import Capability
+
+        caps = [Capability(c) for c in capabilities]  # malformed capability: ValueError, nothing written
+        existing = self.swarm_connections.get(swarm_id)
+        if existing is not None:
+            await self.core.write_registration(swarm_id, caps)
+            return existing
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=self.queue_maxsize)
+
+        def deliver(msg: Message) -> bytes:
+            try:
+                queue.put_nowait(json.loads(msg.data))
+            except asyncio.QueueFull as exc:
+                raise SwarmQueueFullError(f"inbox of {swarm_id} is full ({queue.maxsize})") from exc
+            return b"ok"
+
+        # Subscribe before announcing the swarm, so whoever sees the registration can push at once.
+        subs = [await self.bus.subscribe(keys.inbox_subject(swarm_id), deliver)]
+        if swarm_id == keys.ORCHESTRATOR:
+            subs.append(await self.bus.subscribe(keys.BLOCKER_EVENTS, deliver))
+        self.swarm_connections[swarm_id] = queue
+        self._subscriptions[swarm_id] = subs
+        try:
+            await self.core.write_registration(swarm_id, caps)
+        except BaseException:
+            await self._drop_local(swarm_id)
+            raise
+        self.core.audit("swarm_registered", {"swarm_id": swarm_id, "capabilities": [str(c) for c in caps]})
+        return queue
+
+    async def _drop_local(self, swarm_id: str) -> None:
+        self.swarm_connections.pop(swarm_id, None)
+        for sub in self._subscriptions.pop(swarm_id, []):
+            await sub.unsubscribe()
+
+    async def deregister_swarm(self, swarm_id: str, *, release_claims: bool = True) -> None:
+        """Close the swarm's inbox and session; with release_claims its claimed tasks free up at once."""
+        validate_swarm_id(swarm_id)
+        await self._drop_local(swarm_id)
+        await self.core.end_session(swarm_id, release=release_claims)
+        await self.kv.delete(keys.capabilities_key(swarm_id))
+        self.core.audit("swarm_deregistered", {"swarm_id": swarm_id})
+
+    async def abandon_swarm(self, swarm_id: str) -> None:
+        """Stop heartbeating for a swarm without releasing anything: what a crash looks like."""
+        await self._drop_local(swarm_id)
+        await self.core.end_session(swarm_id, release=False)
+
+    # -- push -------------------------------------------------------------------------------------
+
+    async def push_task_to_swarm(self, swarm_id: str, task: dict[str, Any]) -> None:
+        """Deliver a task into the swarm's inbox now (no polling); raises if it cannot be delivered."""
+        validate_swarm_id(swarm_id)
+        if not isinstance(task, dict):
+            raise TypeError("task must be a dict")
+        validate_task_id(task.get("id"))
+        try:
+            await self.bus.request(keys.inbox_subject(swarm_id), encode(task))
+        except NoResponders as exc:
+            raise UnknownSwarmError(f"no connected swarm {swarm_id!r}") from exc
+        except RemoteError as exc:
+            if exc.remote_code == SwarmQueueFullError.error_code:
+                raise SwarmQueueFullError(exc.message) from exc
+            raise
+
+    # -- claims -----------------------------------------------------------------------------------
+
+    async def claim_task(self, swarm_id: str, task_id: str) -> bool:
+        """Atomic claim: True for exactly one claimant of an unclaimed task."""
+        return await self.core.claim(swarm_id, task_id) is not None
+
+    async def claim(self, swarm_id: str, task_id: str) -> Claim | None:
+        """Like claim_task, returning the fencing token of a won claim."""
+        return await self.core.claim(swarm_id, task_id)
+
+    async def complete_task(self, swarm_id: str, task_id: str, result: Any = None, claim: Claim | None = None) -> int:
+        """Record the result, fenced by the claim: refused (StaleClaimError) if the claim was lost."""
+        return await self.core.complete(swarm_id, task_id, result, claim)
+
+    async def update_task_progress(self, swarm_id: str, task_id: str, progress: Any, claim: Claim | None = None) -> int:
+        return await self.core.update_progress(swarm_id, task_id, progress, claim)
+
+    async def announce_task(self, task_id: str) -> None:
+        """Mark a task claimable (owner 'unclaimed'); an existing owner is left alone."""
+        from backends.kv import Compare, Put
+
+        validate_task_id(task_id)
+        await self.kv.txn([Compare.missing(keys.owner_key(task_id))], [Put(keys.owner_key(task_id), keys.UNCLAIMED)])
+
+    async def task_owner(self, task_id: str) -> str | None:
+        kv = await self.kv.get(keys.owner_key(validate_task_id(task_id)))
+        return kv.value.decode() if kv else None
+
+    # -- blockers ---------------------------------------------------------------------------------
+
+    async def detect_blocker(self, swarm_id: str, blocker_info: dict[str, Any]) -> dict[str, Any]:
+        """Escalate at once: the orchestrator's queue and every governor get a `blocker_detected` event."""
+        return await self.core.report_blocker(swarm_id, blocker_info)
+
+    async def pending_blockers(self) -> list[dict[str, Any]]:
+        return [json.loads(kv.value) for kv in await self.kv.get_prefix(keys.BLOCKERS)]
+
+    async def resolve_blocker(self, swarm_id: str, blocker_id: str) -> bool:
+        validate_swarm_id(swarm_id)
+        validate_task_id(blocker_id)
+        return await self.kv.delete(keys.blocker_key(swarm_id, blocker_id))
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        for swarm_id in list(self.swarm_connections):
+            await self._drop_local(swarm_id)
+        await self.core.close()
+        if self._etcd is not None:
+            self._etcd.close()
+            self._etcd = None
+        await self.bus.close()
+        await self.kv.close()
+
+    async def __aenter__(self) -> "IFCoordinator":
+        await self.kv.connect()
+        await self.bus.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,203 @@
+"""The coordination protocol on a key-value store and a bus, shared by the coordinator and swarm clients.
+
+Claims are one compare-and-swap on /tasks/{id}/owner, attached to the claiming swarm's session lease,
+so a crashed swarm's tasks become claimable when its lease expires. The revision of the winning write is
+the fencing token: completion and progress writes compare it, so an owner whose lease expired (and whose
+task someone else claimed) cannot write any more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from backends.bus import MessageBus
+from backends.errors import LeaseNotFound, OutcomeUnknown
+from backends.kv import Compare, Get, KeyValue, KeyValueStore, LeaseKeeper, Put
+from infrafabric.coordinator import keys
+from infrafabric.errors import NotTaskOwnerError, StaleClaimError
+from infrafabric.ids import validate_swarm_id, validate_task_id
+
+AuditFn = Callable[..., Any]
+
+
+def encode(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), default=str).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A won claim: the revision is the fencing token for the owner's later writes."""
+
+    task_id: str
+    swarm_id: str
+    revision: int
+    lease: int
+
+
+class _Session:
+    """One swarm's lease, refreshed in the background while the swarm is alive."""
+
+    def __init__(self, lease: int, keeper: LeaseKeeper) -> None:
+        self.lease = lease
+        self.keeper = keeper
+
+
+class CoordinationCore:
+    def __init__(self, kv: KeyValueStore, bus: MessageBus, *, claim_ttl: int = 10, audit: AuditFn | None = None) -> None:
+        self.kv = kv
+        self.bus = bus
+        self.claim_ttl = claim_ttl
+        self._audit = audit
+        self._sessions: dict[str, _Session] = {}
+        self._session_locks: dict[str, asyncio.Lock] = {}
+        self.claims: dict[str, Claim] = {}
+
+    def audit(self, operation: str, params: dict[str, Any], severity: str = "INFO") -> None:
+        if self._audit is not None:
+            self._audit("IF.coordinator", operation, params, severity)
+
+    # -- registration ----------------------------------------------------------------------------
+
+    async def write_registration(self, swarm_id: str, capabilities: list[str]) -> None:
+        await self.kv.put(keys.capabilities_key(swarm_id), encode([str(c) for c in capabilities]))
+
+    # -- sessions (leases) ------------------------------------------------------------------------
+
+    async def session_lease(self, swarm_id: str) -> int:
+        session = self._sessions.get(swarm_id)
+        if session is not None and session.keeper.alive:
+            return session.lease
+        lock = self._session_locks.setdefault(swarm_id, asyncio.Lock())
+        async with lock:
+            session = self._sessions.get(swarm_id)
+            if session is not None and session.keeper.alive:
+                return session.lease
+            lease = await self.kv.grant_lease(self.claim_ttl)
+            self._sessions[swarm_id] = _Session(lease, self.kv.keep_alive(lease, self.claim_ttl))
+            return lease
+
+    async def end_session(self, swarm_id: str, *, release: bool) -> None:
+        """Stop refreshing a swarm's lease; with release, revoke it so its claims free up now."""
+        session = self._sessions.pop(swarm_id, None)
+        if session is None:
+            return
+        await session.keeper.stop()
+        if release:
+            await self.kv.revoke_lease(session.lease)
+
+    async def close(self) -> None:
+        for swarm_id in list(self._sessions):
+            await self.end_session(swarm_id, release=False)
+
+    # -- claims -----------------------------------------------------------------------------------
+
+    async def claim(self, swarm_id: str, task_id: str) -> Claim | None:
+        validate_swarm_id(swarm_id)
+        validate_task_id(task_id)
+        key = keys.owner_key(task_id)
+        for _attempt in range(3):
+            lease = await self.session_lease(swarm_id)
+            try:
+                won = await self._try_claim(key, swarm_id, task_id, lease)
+            except LeaseNotFound:
+                await self.end_session(swarm_id, release=False)  # expired under us: take a new lease
+                continue
+            except OutcomeUnknown:
+                won = await self._resolve_unknown(key, swarm_id, task_id)
+            if won is not None:
+                self.claims[task_id] = won
+                self.audit("task_claimed", {"task_id": task_id, "swarm_id": swarm_id, "revision": won.revision})
+            return won
+        return None
+
+    async def _try_claim(self, key: str, swarm_id: str, task_id: str, lease: int) -> Claim | None:
+        res = await self.kv.txn([Compare.value(key, keys.UNCLAIMED)], [Put(key, swarm_id, lease)], [Get(key)])
+        if res.succeeded:
+            return Claim(task_id, swarm_id, res.revision, lease)
+        current = res.results[0]
+        assert isinstance(current, list)
+        if not current:  # never announced, or its previous owner's lease expired: claimable
+            res = await self.kv.txn([Compare.missing(key)], [Put(key, swarm_id, lease)], [Get(key)])
+            if res.succeeded:
+                return Claim(task_id, swarm_id, res.revision, lease)
+            current = res.results[0]
+            assert isinstance(current, list)
+        return self._already_mine(current, swarm_id, task_id)
+
+    def _already_mine(self, current: list[KeyValue], swarm_id: str, task_id: str) -> Claim | None:
+        """A re-claim by the current owner is idempotent (also resolves a retried, applied claim)."""
+        if current and current[0].value == swarm_id.encode():
+            return Claim(task_id, swarm_id, current[0].mod_revision, current[0].lease)
+        return None
+
+    async def _resolve_unknown(self, key: str, swarm_id: str, task_id: str) -> Claim | None:
+        kv = await self.kv.get(key)
+        return self._already_mine([kv] if kv else [], swarm_id, task_id)
+
+    def _claim_of(self, swarm_id: str, task_id: str, claim: Claim | None) -> Claim:
+        claim = claim or self.claims.get(task_id)
+        if claim is None or claim.swarm_id != swarm_id:
+            raise NotTaskOwnerError(f"{swarm_id} holds no claim on task {task_id}")
+        return claim
+
+    async def fenced_write(self, claim: Claim, writes: list[Put]) -> int:
+        """Apply writes only while the claim is still the current ownership (revision fence)."""
+        key = keys.owner_key(claim.task_id)
+        res = await self.kv.txn(
+            [Compare.mod_revision(key, claim.revision), Compare.value(key, claim.swarm_id)], writes, [Get(key)]
+        )
+        if not res.succeeded:
+            current = res.results[0]
+            holder = current[0].value.decode() if isinstance(current, list) and current else "nobody"
+            self.audit(
+                "fenced_write_refused",
+                {"task_id": claim.task_id, "swarm_id": claim.swarm_id, "current_owner": holder},
+                "WARN",
+            )
+            raise StaleClaimError(
+                f"claim of {claim.swarm_id} on {claim.task_id} (revision {claim.revision}) is stale; owner: {holder}"
+            )
+        return res.revision
+
+    async def update_progress(self, swarm_id: str, task_id: str, progress: Any, claim: Claim | None = None) -> int:
+        claim = self._claim_of(swarm_id, task_id, claim)
+        return await self.fenced_write(claim, [Put(keys.progress_key(task_id), encode(progress))])
+
+    async def complete(self, swarm_id: str, task_id: str, result: Any = None, claim: Claim | None = None) -> int:
+        claim = self._claim_of(swarm_id, task_id, claim)
+        revision = await self.fenced_write(
+            claim,
+            [
+                Put(keys.owner_key(task_id), keys.COMPLETED_PREFIX + swarm_id),
+                Put(keys.result_key(task_id), encode(result)),
+            ],
+        )
+        self.claims.pop(task_id, None)
+        self.audit("task_completed", {"task_id": task_id, "swarm_id": swarm_id})
+        return revision
+
+    # -- blockers ---------------------------------------------------------------------------------
+
+    async def report_blocker(self, swarm_id: str, blocker_info: dict[str, Any]) -> dict[str, Any]:
+        """Persist the blocker, then notify the orchestrator and every governor at once (no polling)."""
+        validate_swarm_id(swarm_id)
+        if not isinstance(blocker_info, dict):
+            raise TypeError("blocker_info must be a dict")
+        event = {
+            "type": "blocker_detected",
+            "blocker_id": uuid.uuid4().hex,
+            "swarm_id": swarm_id,
+            "blocker_info": blocker_info,
+            "timestamp": time.time(),
+        }
+        data = encode(event)
+        await self.kv.put(keys.blocker_key(swarm_id, event["blocker_id"]), data)
+        await self.bus.publish(keys.BLOCKER_EVENTS, data)
+        self.audit("blocker_detected", {"swarm_id": swarm_id, "blocker_id": event["blocker_id"]}, "WARN")
+        return event

@@ -1,0 +1,44 @@
+"""The key and subject layout of the coordination state (from the S2 design document)."""
+
+from __future__ import annotations
+
+UNCLAIMED = "unclaimed"
+COMPLETED_PREFIX = "completed:"
+SWARMS = "/swarms/"
+TASKS = "/tasks/"
+BLOCKERS = "/blockers/"
+BLOCKER_EVENTS = "if.events.blocker_detected"
+HELP_EVENTS = "if.events.help_assigned"
+ORCHESTRATOR = "orchestrator"
+
+
+def capabilities_key(swarm_id: str) -> str:
+    return f"/swarms/{swarm_id}/capabilities"
+
+
+def profile_key(swarm_id: str) -> str:
+    return f"/swarms/{swarm_id}/profile"
+
+
+def status_key(swarm_id: str) -> str:
+    return f"/swarms/{swarm_id}/status"
+
+
+def owner_key(task_id: str) -> str:
+    return f"/tasks/{task_id}/owner"
+
+
+def result_key(task_id: str) -> str:
+    return f"/tasks/{task_id}/result"
+
+
+def progress_key(task_id: str) -> str:
+    return f"/tasks/{task_id}/progress"
+
+
+def blocker_key(swarm_id: str, blocker_id: str) -> str:
+    return f"/blockers/{swarm_id}/{blocker_id}"
+
+
+def inbox_subject(swarm_id: str) -> str:
+    return f"if.swarm.{swarm_id}.tasks"

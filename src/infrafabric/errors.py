@@ -1,0 +1,93 @@
+"""InfraFabric's error classes: each has a stable `error_code` and a human `message`.
+
+Validation errors also subclass ValueError, as the seed's tests expect (`pytest.raises(ValueError)`).
+"""
+
+from __future__ import annotations
+
+from backends.errors import AuthenticationError, BackendError, BackendUnavailable, OutcomeUnknown
+
+__all__ = [
+    "AuthenticationError",
+    "BackendError",
+    "BackendUnavailable",
+    "BudgetManipulationError",
+    "CircuitOpenError",
+    "InfraFabricError",
+    "InvalidCapabilityError",
+    "InvalidCostError",
+    "InvalidIdentifierError",
+    "InvalidPolicyError",
+    "NotTaskOwnerError",
+    "OutcomeUnknown",
+    "StaleClaimError",
+    "SwarmQueueFullError",
+    "UnknownSwarmError",
+    "ValidationError",
+]
+
+
+class InfraFabricError(Exception):
+    error_code = "IF_ERR_INTERNAL"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.error_code}: {self.message}"
+
+
+class ValidationError(InfraFabricError, ValueError):
+    error_code = "IF_ERR_VALIDATION"
+
+
+class InvalidIdentifierError(ValidationError):
+    """A task or swarm id outside ^[A-Za-z0-9._:-]{1,128}$ (shell metacharacters, paths, spaces...)."""
+
+    error_code = "IF_ERR_INVALID_ID"
+
+
+class InvalidCapabilityError(ValidationError):
+    error_code = "IF_ERR_INVALID_CAPABILITY"
+
+
+class InvalidCostError(ValidationError):
+    error_code = "IF_ERR_INVALID_COST"
+
+
+class InvalidPolicyError(ValidationError):
+    error_code = "IF_ERR_INVALID_POLICY"
+
+
+class UnknownSwarmError(InfraFabricError, KeyError):
+    error_code = "IF_ERR_UNKNOWN_SWARM"
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return f"{self.error_code}: {self.message}"
+
+
+class SwarmQueueFullError(InfraFabricError):
+    """The swarm's inbox is full: the push is refused rather than dropped."""
+
+    error_code = "IF_ERR_QUEUE_FULL"
+
+
+class StaleClaimError(InfraFabricError):
+    """A write fenced by a claim revision that is no longer current (lease expired, task re-claimed)."""
+
+    error_code = "IF_ERR_STALE_CLAIM"
+
+
+class NotTaskOwnerError(InfraFabricError):
+    error_code = "IF_ERR_NOT_OWNER"
+
+
+class BudgetManipulationError(InfraFabricError, AttributeError):
+    """Budgets and reputation live in the governor; a profile cannot set them."""
+
+    error_code = "IF_ERR_BUDGET_READ_ONLY"
+
+
+class CircuitOpenError(InfraFabricError):
+    error_code = "IF_ERR_CIRCUIT_OPEN"

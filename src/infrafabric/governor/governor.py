@@ -1,0 +1,418 @@
+"""IF.governor: capability matching, team assembly for blockers, exact budgets and circuit breakers.
+
+Fixes S2 bug #2 (any idle swarm sent to help, budgets overrun): a helper must cover the capabilities a
+blocker needs, a team never exceeds the policy's size and cost, and a swarm whose budget is exhausted or
+that keeps failing is cut off until an operator resets it — every such decision audited by IF.witness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from backends.kv import KeyValueStore
+from infrafabric import audit as audit_log
+from infrafabric.coordinator import keys
+from infrafabric.errors import InfraFabricError, UnknownSwarmError, ValidationError
+from infrafabric.governor.capability import Capability, parse_capabilities
+from infrafabric.governor.index import CapabilityIndex, base_score
+from infrafabric.governor.money import to_money
+from infrafabric.governor.persistence import StatePersister
+from infrafabric.governor.policy import ResourcePolicy
+from infrafabric.governor.profile import SwarmProfile, check_reputation
+from infrafabric.ids import validate_swarm_id
+
+if TYPE_CHECKING:
+    from infrafabric.coordinator import IFCoordinator
+
+COMPONENT = "IF.governor"
+CLOSED, OPEN = "closed", "open"
+_live_governors: "weakref.WeakSet[IFGovernor]" = weakref.WeakSet()
+
+
+@dataclass
+class _Account:
+    """A swarm's exact budget: what it started with (or was reset to) and what it has spent since."""
+
+    budget: Decimal
+    spent: Decimal = Decimal(0)
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.budget - self.spent
+
+
+@dataclass
+class _Breaker:
+    state: str = CLOSED
+    reason: str | None = None
+    consecutive_failures: int = 0
+    tripped_at: float | None = None
+
+
+def _budget_key(swarm_id: str) -> str:
+    return f"/governor/budgets/{swarm_id}"
+
+
+def _breaker_key(swarm_id: str) -> str:
+    return f"/governor/breakers/{swarm_id}"
+
+
+def track_cost_with_optimise(provider: str, operation: str, cost: Decimal, **metadata: Any) -> None:
+    """The default cost sink: IF.optimise's accounting (one audited record per charge)."""
+    from infrafabric.optimise import track_operation_cost
+
+    track_operation_cost(provider, operation, cost, **metadata)
+
+
+class IFGovernor:
+    def __init__(
+        self,
+        coordinator: "IFCoordinator | None" = None,
+        policy: ResourcePolicy | None = None,
+        *,
+        kv: KeyValueStore | None = None,
+        audit: Any = audit_log.log_operation,
+        cost_sink: Any = track_cost_with_optimise,
+    ) -> None:
+        self.coordinator = coordinator
+        self._cost_sink = cost_sink
+        self.policy = policy or ResourcePolicy()
+        self.swarm_registry: dict[str, SwarmProfile] = {}
+        self.task_budgets: dict[str, dict[str, Decimal]] = {}
+        self._accounts: dict[str, _Account] = {}
+        self._breakers: dict[str, _Breaker] = {}
+        self._reputation: dict[str, float] = {}
+        self._index = CapabilityIndex()
+        self._audit = audit
+        store = kv if kv is not None else (coordinator.kv if coordinator is not None else None)
+        self._store = StatePersister(store) if store is not None else None
+        _live_governors.add(self)
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _log(self, operation: str, params: dict[str, Any], severity: str = "INFO") -> None:
+        if self._audit is not None:
+            self._audit(COMPONENT, operation, params, severity)
+
+    def _profile(self, swarm_id: str) -> SwarmProfile:
+        profile = self.swarm_registry.get(swarm_id)
+        if profile is None:
+            raise UnknownSwarmError(f"swarm {swarm_id!r} is not registered with the governor")
+        return profile
+
+    def _persist_profile(self, swarm_id: str) -> None:
+        if self._store is not None:
+            self._store.put(keys.profile_key(swarm_id), self.swarm_registry[swarm_id].to_record())
+
+    def _persist_budget(self, swarm_id: str) -> None:
+        if self._store is not None:
+            acct = self._accounts[swarm_id]
+            self._store.put(_budget_key(swarm_id), {"budget": str(acct.budget), "spent": str(acct.spent)})
+
+    def _persist_breaker(self, swarm_id: str) -> None:
+        if self._store is not None:
+            b = self._breakers[swarm_id]
+            self._store.put(_breaker_key(swarm_id), b.__dict__)
+            status = "circuit_breaker_tripped" if b.state == OPEN else "active"
+            self._store.put(keys.status_key(swarm_id), status)
+
+    def _reindex(self, swarm_id: str) -> None:
+        profile = self.swarm_registry[swarm_id]
+        self._index.upsert(
+            swarm_id, profile.capabilities, base_score(self._reputation[swarm_id], profile.cost_per_hour_exact)
+        )
+
+    # -- registry ---------------------------------------------------------------------------------
+
+    def register_swarm(self, profile: SwarmProfile) -> None:
+        """Add (or replace) a swarm; its budget and reputation move into the governor's ledger."""
+        if not isinstance(profile, SwarmProfile):
+            raise ValidationError("register_swarm takes a SwarmProfile")
+        swarm_id = profile.swarm_id
+        self._reputation[swarm_id] = profile.reputation_score
+        self._accounts[swarm_id] = _Account(profile.budget_remaining_exact)
+        self._breakers.setdefault(swarm_id, _Breaker())
+        profile._governor = self
+        self.swarm_registry[swarm_id] = profile
+        self._reindex(swarm_id)
+        self._persist_profile(swarm_id)
+        self._persist_budget(swarm_id)
+        self._persist_breaker(swarm_id)
+        self._log(
+            "swarm_registered",
+            {"swarm_id": swarm_id, "capabilities": [str(c) for c in profile.capabilities],
+             "budget": str(profile.initial_budget), "cost_per_hour": str(profile.cost_per_hour_exact)},
+        )
+
+    def deregister_swarm(self, swarm_id: str) -> None:
+        self._profile(swarm_id)
+        self._index.remove(swarm_id)
+        profile = self.swarm_registry.pop(swarm_id)
+        profile._governor = None
+        self._log("swarm_deregistered", {"swarm_id": swarm_id})
+
+    # -- reading the ledger -------------------------------------------------------------------------
+
+    def budget_remaining(self, swarm_id: str) -> Decimal:
+        acct = self._accounts.get(swarm_id)
+        if acct is None:
+            raise UnknownSwarmError(f"swarm {swarm_id!r} is not registered with the governor")
+        return acct.remaining
+
+    def budget_spent(self, swarm_id: str) -> Decimal:
+        self._profile(swarm_id)
+        return self._accounts[swarm_id].spent
+
+    def reputation(self, swarm_id: str) -> float:
+        self._profile(swarm_id)
+        return self._reputation[swarm_id]
+
+    def circuit_breaker_status(self, swarm_id: str) -> dict[str, Any]:
+        self._profile(swarm_id)
+        b = self._breakers[swarm_id]
+        return {"state": b.state, "reason": b.reason, "consecutive_failures": b.consecutive_failures,
+                "tripped_at": b.tripped_at}
+
+    def is_available(self, swarm_id: str) -> bool:
+        return self._breakers[swarm_id].state == CLOSED and self._accounts[swarm_id].remaining > 0
+
+    # -- matching ---------------------------------------------------------------------------------
+
+    def find_qualified_swarm(
+        self, required_capabilities: Iterable[Any], max_cost: float, *, exclude: Iterable[str] = ()
+    ) -> str | None:
+        """Best swarm covering >= min_capability_match of the requirements, within max_cost per hour.
+
+        Ranked by match × reputation ÷ cost; swarms with an open breaker or no budget are skipped.
+        """
+        required = parse_capabilities(required_capabilities)
+        if not required:
+            raise ValidationError("required_capabilities must name at least one capability")
+        ceiling = to_money(max_cost, "max_cost")
+        excluded = set(exclude)
+        profiles = self.swarm_registry
+
+        def eligible(swarm_id: str) -> bool:
+            return (
+                swarm_id not in excluded
+                and profiles[swarm_id].cost_per_hour_exact <= ceiling
+                and self.is_available(swarm_id)
+            )
+
+        found = self._index.best(required, self.policy.min_capability_match, eligible)
+        return found[0] if found else None
+
+    # -- gang up on a blocker -----------------------------------------------------------------------
+
+    @staticmethod
+    def _extract_required_capabilities(description: dict[str, Any]) -> list[Capability]:
+        if not isinstance(description, dict):
+            raise ValidationError("blocker_description must be a dict")
+        raw = description.get("required_capabilities", description.get("capabilities", []))
+        return parse_capabilities(raw or [])
+
+    async def request_help_for_blocker(
+        self, blocked_swarm_id: str, blocker_description: dict[str, Any]
+    ) -> list[str]:
+        """Assemble a team for a blocked swarm: per required capability the best affordable helper.
+
+        Never the blocked swarm itself, at most max_swarms_per_task helpers, each within an equal share
+        of max_cost_per_task. Coverage counts the blocked swarm's own capabilities; below
+        min_capability_match the blocker is escalated to a human and no one is assigned.
+        """
+        validate_swarm_id(blocked_swarm_id)
+        required = self._extract_required_capabilities(blocker_description)
+        request_id = uuid.uuid4().hex
+        if not required:
+            await self._escalate_to_human(blocked_swarm_id, blocker_description, "no required capabilities")
+            return []
+        share = self.policy.max_cost_per_task_exact / len(required)
+        blocked = self.swarm_registry.get(blocked_swarm_id)
+        covered: set[Capability] = set(blocked.capabilities) if blocked else set()
+        team: list[str] = []
+        for cap in required:
+            if len(team) >= self.policy.max_swarms_per_task:
+                break
+            if any(cap in self._index.capabilities_of(h) for h in team):
+                continue
+            helper = self.find_qualified_swarm([cap], share, exclude=[blocked_swarm_id, *team])
+            if helper is not None:
+                team.append(helper)
+                covered |= self._index.capabilities_of(helper)
+        coverage = len(covered.intersection(required)) / len(required)
+        if not team or coverage + 1e-12 < self.policy.min_capability_match:
+            await self._escalate_to_human(
+                blocked_swarm_id, blocker_description, f"coverage {coverage:.0%} below policy"
+            )
+            return []
+        self.task_budgets[request_id] = {h: share for h in team}
+        self._log(
+            "help_requested",
+            {"request_id": request_id, "blocked_swarm": blocked_swarm_id, "assigned_swarms": team,
+             "required_capabilities": [str(c) for c in required], "budget": str(share * len(team)),
+             "coverage": coverage},
+        )
+        await self._dispatch_help(request_id, blocked_swarm_id, required, team, share)
+        return team
+
+    async def _dispatch_help(
+        self, request_id: str, blocked: str, required: list[Capability], team: list[str], share: Decimal
+    ) -> None:
+        """Push each helper its assignment (when a coordinator is attached)."""
+        if self.coordinator is None:
+            return
+        for helper in team:
+            task = {"id": f"help-{request_id}-{helper}", "type": "help_request", "blocked_swarm": blocked,
+                    "required_capabilities": [str(c) for c in required], "budget": str(share)}
+            try:
+                await self.coordinator.push_task_to_swarm(helper, task)
+            except InfraFabricError as exc:  # not connected here: the assignment stays recorded and audited
+                self._log("help_push_failed", {"request_id": request_id, "swarm_id": helper,
+                                               "error": exc.error_code}, "WARN")
+
+    async def _escalate_to_human(self, swarm_id: str, description: dict[str, Any], reason: str) -> None:
+        self._log("blocker_escalated", {"swarm_id": swarm_id, "reason": reason,
+                                        "description": description}, "HIGH")
+        if self.coordinator is not None:
+            from backends.kv.base import to_bytes
+            import json
+
+            event = {"type": "escalation", "swarm_id": swarm_id, "reason": reason, "timestamp": time.time(),
+                     "dashboard": f"http://localhost:8080/swarms/{swarm_id}"}
+            await self.coordinator.bus.publish("if.events.escalation", to_bytes(json.dumps(event, default=str)))
+
+    # -- budgets and breakers -----------------------------------------------------------------------
+
+    def track_cost(self, swarm_id: str, operation: str, cost: float) -> Decimal:
+        """Charge a cost exactly; at zero (or below) the swarm's breaker trips. Returns what remains."""
+        self._profile(swarm_id)
+        amount = to_money(cost, "cost")
+        if not isinstance(operation, str) or not operation:
+            raise ValidationError("operation must be a non-empty string")
+        acct = self._accounts[swarm_id]
+        acct.spent += amount
+        self._persist_budget(swarm_id)
+        self._log("budget_charged", {"swarm_id": swarm_id, "operation": operation, "cost": str(amount),
+                                     "remaining": str(acct.remaining)})
+        if self._cost_sink is not None:
+            self._cost_sink(swarm_id, operation, amount, component=COMPONENT, model=self.swarm_registry[swarm_id].model)
+        if acct.remaining <= 0 and self._breakers[swarm_id].state == CLOSED:
+            self._trip_circuit_breaker(swarm_id, "budget_exhausted")
+        return acct.remaining
+
+    def record_task_result(self, swarm_id: str, success: bool) -> None:
+        """Count consecutive failures; the policy's threshold trips the breaker."""
+        self._profile(swarm_id)
+        breaker = self._breakers[swarm_id]
+        breaker.consecutive_failures = 0 if success else breaker.consecutive_failures + 1
+        if breaker.consecutive_failures >= self.policy.circuit_breaker_failure_threshold and breaker.state == CLOSED:
+            self._trip_circuit_breaker(swarm_id, "consecutive_failures")
+        else:
+            self._persist_breaker(swarm_id)
+
+    def _trip_circuit_breaker(self, swarm_id: str, reason: str) -> None:
+        breaker = self._breakers[swarm_id]
+        breaker.state, breaker.reason, breaker.tripped_at = OPEN, reason, time.time()
+        self._persist_breaker(swarm_id)
+        self._log("circuit_breaker_tripped", {"swarm_id": swarm_id, "reason": reason,
+                                              "remaining": str(self._accounts[swarm_id].remaining)}, "HIGH")
+        if self.coordinator is not None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            loop.create_task(self._escalate_to_human(swarm_id, {"reason": reason}, f"circuit breaker: {reason}"))
+
+    def reset_circuit_breaker(self, swarm_id: str, *, operator: str, new_budget: float | None = None,
+                              reason: str = "") -> None:
+        """Operator action: close the breaker (optionally with a fresh budget). Audited."""
+        self._profile(swarm_id)
+        if not isinstance(operator, str) or not operator.strip():
+            raise ValidationError("reset_circuit_breaker requires the operator's identity")
+        budget = to_money(new_budget, "new_budget") if new_budget is not None else None
+        if budget is not None:
+            self._accounts[swarm_id] = _Account(budget)
+            self._persist_budget(swarm_id)
+        self._breakers[swarm_id] = _Breaker()
+        self._persist_breaker(swarm_id)
+        self._log("circuit_breaker_reset", {"swarm_id": swarm_id, "operator": operator, "reason": reason,
+                                            "new_budget": str(budget) if budget is not None else None}, "WARN")
+
+    def set_budget(self, swarm_id: str, amount: float, *, operator: str) -> None:
+        """Operator action: set a new budget (spending starts again from zero). Audited."""
+        self._profile(swarm_id)
+        if not isinstance(operator, str) or not operator.strip():
+            raise ValidationError("set_budget requires the operator's identity")
+        budget = to_money(amount, "budget")
+        old = self._accounts[swarm_id].remaining
+        self._accounts[swarm_id] = _Account(budget)
+        self._persist_budget(swarm_id)
+        self._log("budget_set", {"swarm_id": swarm_id, "operator": operator, "old_remaining": str(old),
+                                 "budget": str(budget)}, "WARN")
+
+    def update_reputation(self, swarm_id: str, reputation: float) -> None:
+        """Set the reputation IF.chassis computed from the swarm's SLO record."""
+        self._profile(swarm_id)
+        value = check_reputation(reputation)
+        self._reputation[swarm_id] = value
+        self._reindex(swarm_id)
+        self._persist_profile(swarm_id)
+        self._log("reputation_updated", {"swarm_id": swarm_id, "reputation": value})
+
+    # -- persistence ----------------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Wait until every state change is stored (a no-op on the embedded store)."""
+        if self._store is not None:
+            await self._store.flush()
+
+    async def load(self) -> int:
+        """Restore profiles, budgets and breakers from the store (a restarted governor); returns count."""
+        if self._store is None:
+            return 0
+        profiles = await self._store.load_prefix(keys.SWARMS)
+        budgets = await self._store.load_prefix("/governor/budgets/")
+        breakers = await self._store.load_prefix("/governor/breakers/")
+        count = 0
+        for key, record in profiles.items():
+            if not key.endswith("/profile"):
+                continue
+            profile = SwarmProfile.from_record(record)
+            swarm_id = profile.swarm_id
+            budget = budgets.get(_budget_key(swarm_id))
+            self._accounts[swarm_id] = (
+                _Account(Decimal(budget["budget"]), Decimal(budget["spent"])) if budget
+                else _Account(profile.initial_budget)
+            )
+            self._breakers[swarm_id] = _Breaker(**breakers[_breaker_key(swarm_id)]) \
+                if _breaker_key(swarm_id) in breakers else _Breaker()
+            self._reputation[swarm_id] = profile.reputation_score
+            profile._governor = self
+            self.swarm_registry[swarm_id] = profile
+            self._reindex(swarm_id)
+            count += 1
+        return count
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._store is not None:
+            self._store.close()
+        _live_governors.discard(self)
+
+
+def update_reputation(swarm_id: str, reputation: float) -> int:
+    """Apply a reputation to every live governor that knows the swarm; returns how many did."""
+    value = check_reputation(reputation)
+    updated = 0
+    for governor in list(_live_governors):
+        if swarm_id in governor.swarm_registry:
+            governor.update_reputation(swarm_id, value)
+            updated += 1
+    return updated

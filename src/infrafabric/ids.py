@@ -1,0 +1,27 @@
+"""Identifier validation at the boundary (SPEC: ^[A-Za-z0-9._:-]{1,128}$).
+
+Ids become etcd keys and NATS subjects, so anything else (shell metacharacters, slashes, spaces,
+wildcards) is refused before it can touch a store.
+"""
+
+from __future__ import annotations
+
+import re
+
+from infrafabric.errors import InvalidIdentifierError
+
+_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def validate_id(value: object, kind: str = "id") -> str:
+    if not isinstance(value, str) or not _ID.fullmatch(value) or value in (".", ".."):
+        raise InvalidIdentifierError(f"invalid {kind} {value!r}: must match ^[A-Za-z0-9._:-]{{1,128}}$")
+    return value
+
+
+def validate_task_id(value: object) -> str:
+    return validate_id(value, "task id")
+
+
+def validate_swarm_id(value: object) -> str:
+    return validate_id(value, "swarm id")
