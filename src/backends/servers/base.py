@@ -10,34 +10,60 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
 import threading
 import time
-import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+import psutil
 
 from .errors import ServerError, ServerStartError
 
 __all__ = ["ManagedProcess", "ServerError", "ServerStartError", "pid_exists"]
 
-_LIVE: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
+# Strong references on purpose: a running server whose handle was dropped must still be stopped at exit.
+_LIVE: set[ManagedProcess] = set()
 _LIVE_LOCK = threading.Lock()
 
 
+_PORT_CONFLICT = re.compile(r"address already in use|eaddrinuse", re.IGNORECASE)
+
+
 def pid_exists(pid: int) -> bool:
-    """True when ``pid`` is a live process (zombies of our own children count as gone once reaped)."""
+    """True when ``pid`` is a live process; a zombie (dead, waiting for its parent to reap it) counts as gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return True
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _wait_gone(pids: list[int], timeout: float) -> None:
+    """Wait for processes that are not our direct children (e.g. beam.smp under a shell wrapper) to vanish."""
+    deadline = time.monotonic() + timeout
+    alive = [p for p in pids if pid_exists(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+        alive = [p for p in alive if pid_exists(p)]
+    for p in alive:  # they were in our process group; a last direct SIGKILL for the stragglers
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _stop_all_live() -> None:
@@ -182,16 +208,39 @@ class ManagedProcess:
                 )
             time.sleep(self.poll_interval)
 
+    #: How often start() retries with fresh ports when another process grabbed a chosen port meanwhile.
+    port_retries: int = 3
+
     def start(self) -> Self:
-        """Launch, wait until ready, run the post-start hook. Returns self for chaining."""
-        self.launch()
-        try:
-            self.wait_ready()
-            self._after_start()
-        except BaseException:
-            self.stop(cleanup=self._owns_workdir)
-            raise
-        return self
+        """Launch, wait until ready, run the post-start hook. Returns self for chaining.
+
+        Free ports are only free when chosen: another test process may bind one before the engine does. Then
+        the start is retried on fresh ports (when the subclass chose them itself, see ``_reassign_ports``).
+        """
+        if self.is_running:
+            raise ServerError(f"{self.name} is already running (pid {self.pid})", error_code="SERVER_ALREADY_RUNNING")
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.launch()
+                self.wait_ready()
+                self._after_start()
+                return self
+            except ServerStartError as exc:
+                conflict = _PORT_CONFLICT.search(exc.message) is not None
+                self.stop(cleanup=False)
+                if conflict and attempt < self.port_retries and self._reassign_ports():
+                    continue
+                self.stop(cleanup=self._owns_workdir)
+                raise
+            except BaseException:
+                self.stop(cleanup=self._owns_workdir)
+                raise
+
+    def _reassign_ports(self) -> bool:
+        """Pick fresh free ports after a bind conflict; False when the caller fixed the ports."""
+        return False
 
     def _signal_group(self, sig: int) -> None:
         if self._proc is None:
@@ -218,6 +267,7 @@ class ManagedProcess:
         """Graceful stop of the whole process group (SIGKILL after ``timeout``); removes the temp dir."""
         proc = self._proc
         if proc is not None:
+            descendants = _descendants(proc.pid)
             if self._paused:
                 self._signal_group(signal.SIGCONT)
             if proc.poll() is None:
@@ -228,6 +278,7 @@ class ManagedProcess:
                     self._signal_group(signal.SIGKILL)
                     proc.wait(5.0)
             self._reap()
+            _wait_gone(descendants, 5.0)
         try:
             self._after_stop()
         finally:
@@ -240,12 +291,14 @@ class ManagedProcess:
         proc = self._proc
         if proc is None:
             return
+        descendants = _descendants(proc.pid)
         self._signal_group(signal.SIGKILL)
         try:
             proc.wait(5.0)
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
             pass
         self._reap()
+        _wait_gone(descendants, 5.0)
 
     def pause(self) -> None:
         """SIGSTOP the process group (a hung server that still holds its sockets)."""

@@ -12,13 +12,14 @@ import subprocess
 import tempfile
 import time
 import uuid
+import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from .base import ManagedProcess
 from .errors import BinaryNotFoundError, ServerError, ServerStartError
-from .http import http_get, http_json
+from .probe import http_get, http_json
 from .ports import free_ports
 from .tls import generate_tls_bundle
 
@@ -91,6 +92,7 @@ class EtcdServer(ManagedProcess):
         workdir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(startup_timeout=startup_timeout, workdir=workdir)
+        self._auto_ports = client_port is None and peer_port is None and initial_cluster is None
         if client_port is None or peer_port is None:
             client_port, peer_port = free_ports(2)
         self.client_port: int = client_port
@@ -159,7 +161,7 @@ class EtcdServer(ManagedProcess):
             "--initial-cluster", self._initial_cluster,
             "--initial-cluster-token", self._cluster_token,
             "--initial-cluster-state", "new",
-            "--log-level", "warn",
+            "--log-level", os.environ.get("IF_ETCD_LOG_LEVEL", "warn"),
         ]
         if self.fast_timers:
             cmd += ["--heartbeat-interval", str(self.heartbeat_ms), "--election-timeout", str(self.election_ms)]
@@ -170,6 +172,14 @@ class EtcdServer(ManagedProcess):
             cmd += ["--trusted-ca-file", str(self.ca_cert), "--cert-file", str(self._server_cert),
                     "--key-file", str(self._server_key)]
         return cmd
+
+    def _reassign_ports(self) -> bool:
+        if not self._auto_ports or self._explicit_data_dir is not None:
+            return False
+        self.client_port, self.peer_port = free_ports(2)
+        self._initial_cluster = f"{self.member_name}=http://{HOST}:{self.peer_port}"
+        shutil.rmtree(self.data_dir, ignore_errors=True)  # a half-created member would remember the old port
+        return True
 
     def _is_ready(self) -> bool:
         status, body = http_get(f"{self.client_url}/health", timeout=0.5, context=self._ssl_context)
@@ -216,6 +226,8 @@ class EtcdCluster:
         self.size = size
         self.startup_timeout = startup_timeout
         self._root: Path | None = Path(tempfile.mkdtemp(prefix="if-etcd-cluster-"))
+        # Members are stopped by the ManagedProcess atexit net; this removes their shared root dir too.
+        self._finalizer = weakref.finalize(self, shutil.rmtree, str(self._root), True)
         ports = free_ports(2 * size)
         names = [f"m{i}" for i in range(size)]
         initial = ",".join(f"{n}=http://{HOST}:{ports[2 * i + 1]}" for i, n in enumerate(names))
@@ -229,7 +241,6 @@ class EtcdCluster:
                 cluster_token=token, fast_timers=True, heartbeat_ms=heartbeat_ms, election_ms=election_ms,
                 unsafe_no_fsync=unsafe_no_fsync, startup_timeout=startup_timeout, workdir=member_dir,
             ))
-        self._member_ids: dict[int, str] = {}
 
     @property
     def endpoints(self) -> list[str]:
@@ -240,11 +251,17 @@ class EtcdCluster:
         return "etcd://" + ",".join(self.endpoints)
 
     def start(self) -> Self:
-        """Launch all members at once (they need each other to elect a leader), then wait for each."""
+        """Launch the members one after another, then wait until each is healthy.
+
+        A new member first asks its peers whether the cluster already exists; a peer whose port is bound but
+        not yet serving makes that question hang for 1 s per peer. So each member is launched only once the
+        previous one serves peer traffic (its bootstrap check is done), which takes a few ms.
+        """
         try:
+            deadline = time.monotonic() + self.startup_timeout
             for m in self.members:
                 m.launch()
-            deadline = time.monotonic() + self.startup_timeout
+                self._wait_peer_serving(m, deadline)
             for m in self.members:
                 m.wait_ready(max(0.1, deadline - time.monotonic()))
         except BaseException:
@@ -252,13 +269,32 @@ class EtcdCluster:
             raise
         return self
 
+    @staticmethod
+    def _wait_peer_serving(member: EtcdServer, deadline: float) -> None:
+        while True:
+            if not member.is_running:
+                member.wait_ready(0)  # raises ServerStartError with the log tail
+            try:
+                status, _ = http_get(f"http://{HOST}:{member.peer_port}/members", timeout=0.5)
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() >= deadline:
+                member.wait_ready(0)  # one last probe: returns if healthy, else kills and raises
+                return
+            time.sleep(0.005)
+
     def stop(self) -> None:
-        """Stop every member and remove all data."""
+        """Kill every member and remove all data.
+
+        SIGKILL on purpose: the data is thrown away, and a graceful SIGTERM of a cluster member waits 1-5 s
+        for leadership transfer to peers that are stopping too.
+        """
         for m in self.members:
-            m.stop(timeout=5.0, cleanup=False)
-        if self._root is not None:
-            shutil.rmtree(self._root, ignore_errors=True)
-            self._root = None
+            m.kill()
+        self._root = None
+        self._finalizer()
 
     def pause(self, i: int) -> None:
         self.members[i].pause()
@@ -292,7 +328,6 @@ class EtcdCluster:
                     continue
                 header = st.get("header", {})
                 member_id = str(header.get("member_id", "")) if isinstance(header, dict) else ""
-                self._member_ids[i] = member_id
                 if member_id and str(st.get("leader", "")) == member_id:
                     term = int(str(st.get("raftTerm", "0")))
                     if best is None or term > best[0]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .base import ManagedProcess
 from .errors import BinaryNotFoundError
-from .http import http_get
+from .probe import http_get
 from .ports import free_ports
 
 __all__ = ["NatsServer", "find_nats_binary"]
@@ -49,6 +49,10 @@ class NatsServer(ManagedProcess):
         if self.jetstream:
             cmd += ["-js", "-sd", str(self.workdir / "jetstream")]
         return cmd
+
+    def _reassign_ports(self) -> bool:
+        self.port, self.monitor_port = free_ports(2)
+        return True
 
     def _is_ready(self) -> bool:
         query = "?js-enabled-only=true" if self.jetstream else ""

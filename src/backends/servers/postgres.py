@@ -48,7 +48,6 @@ class PostgresServer(ManagedProcess):
         self.bindir = find_postgres_bindir()
         self.port: int = free_port()
         self._as_postgres = os.geteuid() == 0
-        self._initialized = False
 
     # ------------------------------------------------------------ addresses
     @property
@@ -71,12 +70,15 @@ class PostgresServer(ManagedProcess):
         return self._user_kwargs()
 
     def _prepare(self) -> None:
-        if self._initialized:
-            return
+        if (self.data_dir / "PG_VERSION").exists():
+            return  # a restart of the same server reuses its cluster
         if self._as_postgres:
             import pwd
 
-            pw = pwd.getpwnam("postgres")
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError as exc:
+                raise ServerStartError("running as root needs the 'postgres' system user for initdb") from exc
             os.chown(self.workdir, pw.pw_uid, pw.pw_gid)
             os.chmod(self.workdir, 0o700)
         res = subprocess.run(  # noqa: S603 - fixed argv
@@ -86,10 +88,6 @@ class PostgresServer(ManagedProcess):
         )
         if res.returncode != 0:
             raise ServerStartError(f"initdb failed ({res.returncode}): {(res.stderr or res.stdout)[-2000:]}")
-        self._initialized = True
-        if self._as_postgres:
-            # The log file is opened by us (root) in the postgres-owned dir; keep it readable for both.
-            self.log_path.touch()
 
     def _command(self) -> list[str]:
         return [
@@ -99,7 +97,25 @@ class PostgresServer(ManagedProcess):
             "-c", "max_connections=200",
         ]
 
+    def _reassign_ports(self) -> bool:
+        self.port = free_port()
+        return True
+
+    def _postmaster_says_ready(self) -> bool:
+        """The 8th line of postmaster.pid turns to "ready" once the postmaster accepts connections.
+
+        Checked first because it is cheap and, unlike a TCP probe, cannot be fooled by another process that
+        holds our port (pg_isready would then wait its 2 s minimum connect timeout).
+        """
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return False
+        return len(lines) >= 8 and lines[7].strip() == "ready" and lines[0].strip() == str(self.pid)
+
     def _is_ready(self) -> bool:
+        if not self._postmaster_says_ready():
+            return False
         with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
             pass
         res = subprocess.run(  # noqa: S603

@@ -97,6 +97,11 @@ class RabbitMQServer(ManagedProcess):
     def _command(self) -> list[str]:
         return [find_rabbitmq_server()]
 
+    def _reassign_ports(self) -> bool:
+        self.port, self.dist_port, self.epmd_port = free_ports(3)
+        shutil.rmtree(self.workdir / "mnesia", ignore_errors=True)  # the node name contains the port
+        return True
+
     def _is_ready(self) -> bool:
         # Each rabbitmq-diagnostics call costs ~1 s, so watch the log instead, then confirm the port.
         if b"Server startup complete" not in self.log_path.read_bytes():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.bus import MessageBus
-from backends.errors import LeaseNotFound, OutcomeUnknown
+from backends.errors import BackendUnavailable, LeaseNotFound, OutcomeUnknown
 from backends.kv import Compare, Get, KeyValue, KeyValueStore, LeaseKeeper, Put
 from infrafabric.coordinator import keys
 from infrafabric.errors import NotTaskOwnerError, StaleClaimError
@@ -109,12 +109,17 @@ class CoordinationCore:
                 await self.end_session(swarm_id, release=False)  # expired under us: take a new lease
                 continue
             except OutcomeUnknown:
-                won = await self._resolve_unknown(key, swarm_id, task_id)
+                # The write may or may not have landed: read to find out, and try again only if the
+                # task is still claimable (a blind retry could report our own win as a loss).
+                current = await self.kv.get(key)
+                if current is None or current.value == keys.UNCLAIMED.encode():
+                    continue
+                won = self._already_mine([current], swarm_id, task_id)
             if won is not None:
                 self.claims[task_id] = won
                 self.audit("task_claimed", {"task_id": task_id, "swarm_id": swarm_id, "revision": won.revision})
             return won
-        return None
+        raise BackendUnavailable(f"claim of {task_id} by {swarm_id} did not complete; try again")
 
     async def _try_claim(self, key: str, swarm_id: str, task_id: str, lease: int) -> Claim | None:
         res = await self.kv.txn([Compare.value(key, keys.UNCLAIMED)], [Put(key, swarm_id, lease)], [Get(key)])
@@ -135,10 +140,6 @@ class CoordinationCore:
         if current and current[0].value == swarm_id.encode():
             return Claim(task_id, swarm_id, current[0].mod_revision, current[0].lease)
         return None
-
-    async def _resolve_unknown(self, key: str, swarm_id: str, task_id: str) -> Claim | None:
-        kv = await self.kv.get(key)
-        return self._already_mine([kv] if kv else [], swarm_id, task_id)
 
     def _claim_of(self, swarm_id: str, task_id: str, claim: Claim | None) -> Claim:
         claim = claim or self.claims.get(task_id)

@@ -1,0 +1,57 @@
+"""BlockerResponder: the governor answering blocker events as they happen (gang up on a blocker).
+
+It listens on the coordinator's blocker broadcast; for each event it assembles a team with
+`request_help_for_blocker` (which pushes each helper its assignment) and announces the team, so the
+blocked swarm learns who is coming within milliseconds instead of the 62 s of git polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from backends.bus import Message, Subscription
+from infrafabric.coordinator import keys
+from infrafabric.governor.governor import IFGovernor
+
+
+class BlockerResponder:
+    def __init__(self, governor: IFGovernor) -> None:
+        if governor.coordinator is None:
+            raise ValueError("the responder needs a governor attached to a coordinator")
+        self.governor = governor
+        self.bus = governor.coordinator.bus
+        self.assignments: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._sub: Subscription | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> "BlockerResponder":
+        self._sub = await self.bus.subscribe(keys.BLOCKER_EVENTS, self._on_blocker)
+        return self
+
+    def _on_blocker(self, msg: Message) -> None:
+        event = json.loads(msg.data)
+        task = asyncio.get_running_loop().create_task(self._respond(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _respond(self, event: dict[str, Any]) -> None:
+        info = event.get("blocker_info") or {}
+        team = await self.governor.request_help_for_blocker(event["swarm_id"], info)
+        assignment = {
+            "type": "help_assigned",
+            "blocker_id": event.get("blocker_id"),
+            "swarm_id": event["swarm_id"],
+            "team": team,
+            "detected_at": event.get("timestamp"),
+        }
+        await self.bus.publish(keys.HELP_EVENTS, json.dumps(assignment).encode())
+        self.assignments.put_nowait(assignment)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+        for task in list(self._tasks):
+            await task
