@@ -190,3 +190,27 @@ async def test_sqlite_store_survives_a_restart(tmp_path) -> None:  # type: ignor
     next_lease = await reopened.grant_lease(5)
     assert next_lease != lease
     drop_shared_core(f"sqlite:{tmp_path}/state.db")
+
+
+async def test_txn_many_runs_independent_transactions(kv: KeyValueStore, ns: str) -> None:
+    await kv.put(ns + "taken", "someone")
+    results = await kv.txn_many([
+        ([Compare.missing(ns + "free")], [Put(ns + "free", "me")], [Get(ns + "free")]),
+        ([Compare.missing(ns + "taken")], [Put(ns + "taken", "me")], [Get(ns + "taken")]),
+    ])
+    assert [r.succeeded for r in results] == [True, False]
+    assert results[1].results[0][0].value == b"someone"  # type: ignore[index]
+    assert (await kv.get(ns + "free")).value == b"me"  # type: ignore[union-attr]
+
+
+async def test_create_many_is_put_if_absent_per_item(kv: KeyValueStore, ns: str) -> None:
+    await kv.put(ns + "b", "old")
+    out = await kv.create_many([(ns + "a", b"1", 0), (ns + "b", b"2", 0), (ns + "c", b"3", 0)])
+    assert [created for created, _ in out] == [True, False, True]
+    assert out[1][1] is not None and out[1][1].value == b"old"
+    a = await kv.get(ns + "a")
+    assert a is not None and out[0][1] is not None and out[0][1].mod_revision == a.mod_revision
+    with pytest.raises(LeaseNotFound):
+        await kv.create_many([(ns + "d", b"4", 0), (ns + "e", b"5", 424242)])
+    if kv.backend != "etcd":  # embedded: the batch is checked before anything is written
+        assert await kv.get(ns + "d") is None

@@ -203,3 +203,28 @@ async def test_push_order_is_preserved(coordinator: IFCoordinator) -> None:
 
 async def test_status_is_healthy(coordinator: IFCoordinator) -> None:
     assert coordinator.etcd.status()["healthy"] is True
+
+
+async def test_batch_push_is_all_or_nothing(make_coordinator: CoordinatorFactory) -> None:
+    coordinator = await make_coordinator(queue_maxsize=5)
+    queue = await coordinator.register_swarm("batch", [])
+    assert await coordinator.push_tasks_to_swarm("batch", [{"id": f"b-{i}"} for i in range(3)]) == 3
+    with pytest.raises(SwarmQueueFullError):
+        await coordinator.push_tasks_to_swarm("batch", [{"id": f"c-{i}"} for i in range(3)])
+    assert queue.qsize() == 3
+    with pytest.raises(ValueError):
+        await coordinator.push_tasks_to_swarm("batch", [{"id": "ok"}, {"id": "bad; rm -rf /"}])
+    assert [queue.get_nowait()["id"] for _ in range(3)] == ["b-0", "b-1", "b-2"]
+
+
+async def test_batch_claims_race_to_exactly_one_winner_per_task(coordinator: IFCoordinator) -> None:
+    run = unique("batch")
+    ids = [f"{run}-{i}" for i in range(50)]
+    for task_id in ids[::2]:
+        await coordinator.announce_task(task_id)  # half announced as 'unclaimed', half fresh
+    outcomes = await asyncio.gather(*[coordinator.claim_tasks(f"swarm-{j}", ids) for j in range(4)])
+    for i, task_id in enumerate(ids):
+        winners = [j for j in range(4) if outcomes[j][i]]
+        assert len(winners) == 1, f"{task_id}: winners {winners}"
+        assert await coordinator.task_owner(task_id) == f"swarm-{winners[0]}"
+    assert await coordinator.claim_tasks("swarm-0", ids[:3]) == [outcomes[0][i] for i in range(3)]

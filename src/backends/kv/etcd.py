@@ -161,8 +161,12 @@ class EtcdKV(KeyValueStore):
         cert_chain: bytes | None = None,
         timeout: float = 5.0,
         url: str = "",
+        max_in_flight: int = 256,
     ) -> None:
         self.endpoints = list(endpoints)
+        # Calls beyond this many wait locally, so a burst (10,000 registrations at once) queues here
+        # instead of spending its deadline in gRPC's queue.
+        self._in_flight = asyncio.Semaphore(max_in_flight)
         self.url = url or "etcd://" + ",".join(self.endpoints)
         self.timeout = timeout
         self._username = username
@@ -235,31 +239,36 @@ class EtcdKV(KeyValueStore):
     async def get(self, key: str) -> KeyValue | None:
         kv = await self._kvs()
         with _Translate(f"get {key}"):
-            resp = await kv.get(key, timeout=self.timeout)
+            async with self._in_flight:
+                resp = await kv.get(key, timeout=self.timeout)
         return _kv(resp.kvs[0]) if resp.kvs else None
 
     async def get_prefix(self, prefix: str) -> list[KeyValue]:
         kv = await self._kvs()
         with _Translate(f"get prefix {prefix}"):
-            resp = await kv.get(prefix, prefix_range_end(prefix.encode()), timeout=self.timeout)
+            async with self._in_flight:
+                resp = await kv.get(prefix, prefix_range_end(prefix.encode()), timeout=self.timeout)
         return sorted((_kv(x) for x in resp.kvs), key=lambda x: x.key)
 
     async def put(self, key: str, value: Bytesish, *, lease: int = 0) -> int:
         kv = await self._kvs()
         with _Translate(f"put {key}", write=True):
-            resp = await kv.put(key, to_bytes(value), lease=lease, timeout=self.timeout)
+            async with self._in_flight:
+                resp = await kv.put(key, to_bytes(value), lease=lease, timeout=self.timeout)
         return int(resp.header.revision)
 
     async def delete(self, key: str) -> bool:
         kv = await self._kvs()
         with _Translate(f"delete {key}", write=True):
-            resp = await kv.delete(key, timeout=self.timeout)
+            async with self._in_flight:
+                resp = await kv.delete(key, timeout=self.timeout)
         return resp.deleted > 0
 
     async def delete_prefix(self, prefix: str) -> int:
         kv = await self._kvs()
         with _Translate(f"delete prefix {prefix}", write=True):
-            resp = await kv.delete(prefix, prefix_range_end(prefix.encode()), timeout=self.timeout)
+            async with self._in_flight:
+                resp = await kv.delete(prefix, prefix_range_end(prefix.encode()), timeout=self.timeout)
         return int(resp.deleted)
 
     @staticmethod
@@ -290,13 +299,14 @@ class EtcdKV(KeyValueStore):
     ) -> TxnResult:
         kv = await self._kvs()
         with _Translate("txn", write=True):
-            resp = await kv.txn(
-                [self._compare(c) for c in compare],
-                [self._op(o) for o in success],
-                [self._op(o) for o in failure],
-                timeout=self.timeout,
-                max_attempts=1,
-            )
+            async with self._in_flight:
+                resp = await kv.txn(
+                    [self._compare(c) for c in compare],
+                    [self._op(o) for o in success],
+                    [self._op(o) for o in failure],
+                    timeout=self.timeout,
+                    max_attempts=1,
+                )
         results: list[list[KeyValue] | int | None] = []
         for r in resp.responses:
             which = r.WhichOneof("response")

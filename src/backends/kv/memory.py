@@ -369,35 +369,76 @@ class _MemoryCore:
 
         return self._mutate(op)
 
-    def txn(self, compare: Sequence[Compare], success: Sequence[TxnOp], failure: Sequence[TxnOp]) -> TxnResult:
-        def op(rev: int) -> TxnResult:
-            ok = all(self._check(c) for c in compare)
-            branch = success if ok else failure
-            for o in branch:  # validate before mutating anything: a txn is all or nothing
-                if isinstance(o, Put) and o.lease and o.lease not in self._leases:
-                    raise LeaseNotFound(f"lease {o.lease} not found")
-            wrote = False
-            results: list[list[KeyValue] | int | None] = []
-            for o in branch:
-                if isinstance(o, Get):
-                    results.append(self._range(o.key, o.prefix))
-                elif isinstance(o, Put):
-                    self._put_locked(o.key, o.value, o.lease, rev)
-                    wrote = True
-                    results.append(None)
-                elif isinstance(o, Delete):
-                    keys = [kv.key for kv in self._range(o.key, o.prefix)]
-                    for k in keys:
-                        self._delete_locked(k, rev)
-                    wrote = wrote or bool(keys)
-                    results.append(len(keys))
-                else:
-                    raise TypeError(f"unknown txn op {o!r}")
-            if wrote:
-                self._revision = rev
-            return TxnResult(ok, self._revision, results)
+    def _check_leases(self, ops: Sequence[TxnOp]) -> None:
+        """Validate before mutating anything: a transaction is all or nothing."""
+        for o in ops:
+            if type(o) is Put and o.lease and o.lease not in self._leases:
+                raise LeaseNotFound(f"lease {o.lease} not found")
+
+    def txn_many(
+        self, txns: Sequence[tuple[Sequence[Compare], Sequence[TxnOp], Sequence[TxnOp]]]
+    ) -> list[TxnResult]:
+        """Independent transactions under one lock and one persisted commit (each its own revision)."""
+
+        def op(_rev: int) -> list[TxnResult]:
+            for _c, success, failure in txns:  # every lease checked first: nothing half-applied
+                self._check_leases(success)
+                self._check_leases(failure)
+            return [self._txn_locked(c, s, f, self._revision + 1) for c, s, f in txns]
 
         return self._mutate(op)
+
+    def create_many(self, items: Sequence[tuple[str, bytes, int]]) -> list[tuple[bool, KeyValue | None]]:
+        """Bulk put-if-absent under one lock; each created key gets its own revision (as separate txns)."""
+
+        def op(_rev: int) -> list[tuple[bool, KeyValue | None]]:
+            for _key, _value, lease in items:
+                if lease and lease not in self._leases:
+                    raise LeaseNotFound(f"lease {lease} not found")
+            out: list[tuple[bool, KeyValue | None]] = []
+            data = self._data
+            for key, value, lease in items:
+                current = data.get(key)
+                if current is not None:
+                    out.append((False, current))
+                    continue
+                rev = self._revision + 1
+                self._put_locked(key, value, lease, rev)
+                self._revision = rev
+                out.append((True, data[key]))
+            return out
+
+        return self._mutate(op)
+
+    def txn(self, compare: Sequence[Compare], success: Sequence[TxnOp], failure: Sequence[TxnOp]) -> TxnResult:
+        return self._mutate(lambda rev: self._txn_locked(compare, success, failure, rev))
+
+    def _txn_locked(
+        self, compare: Sequence[Compare], success: Sequence[TxnOp], failure: Sequence[TxnOp], rev: int
+    ) -> TxnResult:
+        ok = all(self._check(c) for c in compare)
+        branch = success if ok else failure
+        self._check_leases(branch)
+        wrote = False
+        results: list[list[KeyValue] | int | None] = []
+        for o in branch:
+            if isinstance(o, Get):
+                results.append(self._range(o.key, o.prefix))
+            elif isinstance(o, Put):
+                self._put_locked(o.key, o.value, o.lease, rev)
+                wrote = True
+                results.append(None)
+            elif isinstance(o, Delete):
+                keys = [kv.key for kv in self._range(o.key, o.prefix)]
+                for k in keys:
+                    self._delete_locked(k, rev)
+                wrote = wrote or bool(keys)
+                results.append(len(keys))
+            else:
+                raise TypeError(f"unknown txn op {o!r}")
+        if wrote:
+            self._revision = rev
+        return TxnResult(ok, self._revision, results)
 
     # -- watch ----------------------------------------------------------------------------------
 
@@ -498,6 +539,14 @@ class MemoryKV(KeyValueStore):
         self, compare: Sequence[Compare], success: Sequence[TxnOp], failure: Sequence[TxnOp] = ()
     ) -> TxnResult:
         return self.core.txn(compare, success, failure)
+
+    async def txn_many(
+        self, txns: Sequence[tuple[Sequence[Compare], Sequence[TxnOp], Sequence[TxnOp]]]
+    ) -> list[TxnResult]:
+        return self.core.txn_many(txns)
+
+    async def create_many(self, items: Sequence[tuple[str, bytes, int]]) -> list[tuple[bool, KeyValue | None]]:
+        return self.core.create_many(items)
 
     async def grant_lease(self, ttl: int) -> int:
         return self.core.grant_lease(ttl)

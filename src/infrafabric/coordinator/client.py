@@ -16,7 +16,7 @@ from backends.kv import KeyValueStore, open_kv
 from infrafabric import audit as audit_log
 from infrafabric.coordinator import keys
 from infrafabric.coordinator.core import Claim, CoordinationCore
-from infrafabric.errors import SwarmQueueFullError
+from infrafabric.coordinator.coordinator import deliver_to_inbox
 from infrafabric.governor.capability import parse_capabilities
 from infrafabric.ids import validate_swarm_id
 
@@ -48,10 +48,7 @@ class SwarmClient:
         await self.bus.connect()
 
         def deliver(msg: Message) -> bytes:
-            try:
-                self.tasks.put_nowait(json.loads(msg.data))
-            except asyncio.QueueFull as exc:
-                raise SwarmQueueFullError(f"inbox of {self.swarm_id} is full") from exc
+            deliver_to_inbox(self.tasks, self.swarm_id, json.loads(msg.data))
             return b"ok"
 
         self._sub = await self.bus.subscribe(keys.inbox_subject(self.swarm_id), deliver)
@@ -63,6 +60,9 @@ class SwarmClient:
 
     async def claim(self, task_id: str) -> Claim | None:
         return await self.core.claim(self.swarm_id, task_id)
+
+    async def claim_many(self, task_ids: list[str]) -> list[Claim | None]:
+        return await self.core.claim_many(self.swarm_id, task_ids)
 
     async def complete(self, task_id: str, result: Any = None, claim: Claim | None = None) -> int:
         return await self.core.complete(self.swarm_id, task_id, result, claim)

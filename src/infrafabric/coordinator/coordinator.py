@@ -40,6 +40,21 @@ def _etcd_url(
     return f"{scheme}://{quote(host)}:{int(port)}" + (f"?{urlencode(query)}" if query else "")
 
 
+def check_task(task: object) -> None:
+    if not isinstance(task, dict):
+        raise TypeError("task must be a dict")
+    validate_task_id(task.get("id"))
+
+
+def deliver_to_inbox(queue: "asyncio.Queue[dict[str, Any]]", swarm_id: str, payload: Any) -> None:
+    """Queue one task or a batch; a batch that does not fit is refused whole (nothing half-delivered)."""
+    items = payload if isinstance(payload, list) else [payload]
+    if queue.maxsize and queue.qsize() + len(items) > queue.maxsize:
+        raise SwarmQueueFullError(f"inbox of {swarm_id} is full ({queue.maxsize})")
+    for item in items:
+        queue.put_nowait(item)
+
+
 class IFCoordinator:
     """The coordinator. `IFCoordinator()` runs embedded; pass etcd_host (or kv_url/bus_url) to distribute."""
 
@@ -101,10 +116,7 @@ class IFCoordinator:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=self.queue_maxsize)
 
         def deliver(msg: Message) -> bytes:
-            try:
-                queue.put_nowait(json.loads(msg.data))
-            except asyncio.QueueFull as exc:
-                raise SwarmQueueFullError(f"inbox of {swarm_id} is full ({queue.maxsize})") from exc
+            deliver_to_inbox(queue, swarm_id, json.loads(msg.data))
             return b"ok"
 
         # Subscribe before announcing the swarm, so whoever sees the registration can push at once.
@@ -144,11 +156,22 @@ class IFCoordinator:
     async def push_task_to_swarm(self, swarm_id: str, task: dict[str, Any]) -> None:
         """Deliver a task into the swarm's inbox now (no polling); raises if it cannot be delivered."""
         validate_swarm_id(swarm_id)
-        if not isinstance(task, dict):
-            raise TypeError("task must be a dict")
-        validate_task_id(task.get("id"))
+        check_task(task)
+        await self._deliver(swarm_id, encode(task))
+
+    async def push_tasks_to_swarm(self, swarm_id: str, tasks: list[dict[str, Any]]) -> int:
+        """Deliver several tasks in one message: all of them are queued, or none (inbox too full)."""
+        validate_swarm_id(swarm_id)
+        if not isinstance(tasks, list) or not tasks:
+            raise TypeError("tasks must be a non-empty list of dicts")
+        for task in tasks:
+            check_task(task)
+        await self._deliver(swarm_id, encode(tasks))
+        return len(tasks)
+
+    async def _deliver(self, swarm_id: str, data: bytes) -> None:
         try:
-            await self.bus.request(keys.inbox_subject(swarm_id), encode(task))
+            await self.bus.request(keys.inbox_subject(swarm_id), data)
         except NoResponders as exc:
             raise UnknownSwarmError(f"no connected swarm {swarm_id!r}") from exc
         except RemoteError as exc:
@@ -165,6 +188,10 @@ class IFCoordinator:
     async def claim(self, swarm_id: str, task_id: str) -> Claim | None:
         """Like claim_task, returning the fencing token of a won claim."""
         return await self.core.claim(swarm_id, task_id)
+
+    async def claim_tasks(self, swarm_id: str, task_ids: list[str]) -> list[bool]:
+        """Claim several tasks at once (each its own atomic CAS); True where this swarm won."""
+        return [c is not None for c in await self.core.claim_many(swarm_id, task_ids)]
 
     async def complete_task(self, swarm_id: str, task_id: str, result: Any = None, claim: Claim | None = None) -> int:
         """Record the result, fenced by the claim: refused (StaleClaimError) if the claim was lost."""

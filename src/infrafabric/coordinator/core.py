@@ -121,14 +121,47 @@ class CoordinationCore:
             return won
         raise BackendUnavailable(f"claim of {task_id} by {swarm_id} did not complete; try again")
 
+    async def claim_many(self, swarm_id: str, task_ids: list[str]) -> list[Claim | None]:
+        """Claim several tasks at once: one independent CAS each, sent together (one lock embedded)."""
+        validate_swarm_id(swarm_id)
+        for task_id in task_ids:
+            validate_task_id(task_id)
+        lease = await self.session_lease(swarm_id)
+        value = swarm_id.encode()
+        try:
+            created = await self.kv.create_many([(keys.owner_key(t), value, lease) for t in task_ids])
+        except (LeaseNotFound, OutcomeUnknown):
+            return [await self.claim(swarm_id, t) for t in task_ids]  # slow path decides each one
+        claims: list[Claim | None] = []
+        unclaimed = keys.UNCLAIMED.encode()
+        for task_id, (won, current) in zip(task_ids, created):
+            if won:
+                assert current is not None
+                claim: Claim | None = Claim(task_id, swarm_id, current.mod_revision, lease)
+            elif current is not None and current.value == unclaimed:
+                claim = await self.claim(swarm_id, task_id)  # announced: the two-step path
+            else:
+                claim = self._already_mine([current] if current else [], swarm_id, task_id)
+            if claim is not None:
+                self.claims[task_id] = claim
+            claims.append(claim)
+        won = [c.task_id for c in claims if c is not None]
+        if won:
+            self.audit("tasks_claimed", {"swarm_id": swarm_id, "task_ids": won})
+        return claims
+
     async def _try_claim(self, key: str, swarm_id: str, task_id: str, lease: int) -> Claim | None:
-        res = await self.kv.txn([Compare.value(key, keys.UNCLAIMED)], [Put(key, swarm_id, lease)], [Get(key)])
+        """One transaction for a fresh task (the common case: pushed, never announced, or its lease
+        expired); a second only when the task was announced as 'unclaimed'."""
+        res = await self.kv.txn([Compare.missing(key)], [Put(key, swarm_id, lease)], [Get(key)])
         if res.succeeded:
             return Claim(task_id, swarm_id, res.revision, lease)
         current = res.results[0]
         assert isinstance(current, list)
-        if not current:  # never announced, or its previous owner's lease expired: claimable
-            res = await self.kv.txn([Compare.missing(key)], [Put(key, swarm_id, lease)], [Get(key)])
+        if current and current[0].value == keys.UNCLAIMED.encode():
+            res = await self.kv.txn(
+                [Compare.mod_revision(key, current[0].mod_revision)], [Put(key, swarm_id, lease)], [Get(key)]
+            )
             if res.succeeded:
                 return Claim(task_id, swarm_id, res.revision, lease)
             current = res.results[0]

@@ -8,6 +8,7 @@ one of the required capabilities.
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 
@@ -61,18 +62,23 @@ class CapabilityIndex:
                 if eligible(swarm_id):
                     return swarm_id, 1.0
             return None
-        counts: dict[str, int] = {}
-        for cap in required:
-            for _neg, swarm_id in self._lists.get(cap, ()):
-                counts[swarm_id] = counts.get(swarm_id, 0) + 1
-        best: tuple[float, str, float] | None = None
+        # Walk the required capabilities' lists merged in descending base score. A swarm's value is
+        # match × base <= base, so once the next base falls below the best value found, stop.
+        wanted = set(required)
         total = len(required)
-        for swarm_id, hits in counts.items():
-            match = hits / total
+        best: tuple[float, str, float] | None = None  # (-value, swarm_id, match)
+        seen: set[str] = set()
+        lists = [self._lists.get(cap, []) for cap in wanted]
+        for neg_base, swarm_id in heapq.merge(*lists):
+            if best is not None and -neg_base < -best[0]:
+                break
+            if swarm_id in seen:
+                continue
+            seen.add(swarm_id)
+            match = len(self._caps[swarm_id] & wanted) / total
             if match + 1e-12 < min_match or not eligible(swarm_id):
                 continue
-            value = match * -self._entry[swarm_id][0]
-            candidate = (-value, swarm_id, match)
+            candidate = (-(match * -neg_base), swarm_id, match)
             if best is None or candidate < best:
                 best = candidate
         return (best[1], best[2]) if best else None

@@ -1,0 +1,41 @@
+"""Shared helpers for `make bench`: percentiles, rows, and the real engines started for the run."""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+from collections.abc import Iterator
+from typing import Any
+
+
+def pct(values: list[float], q: int) -> float:
+    """q-th percentile (1..99) of values."""
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def row(name: str, value: float, unit: str, baseline_name: str = "", baseline_value: float | None = None,
+        goal: str = "", met: bool | None = None, **extra: Any) -> dict[str, Any]:
+    """One benchmark figure beside the raw engine measured in the same run (ratio = value / baseline)."""
+    ratio = (value / baseline_value) if baseline_value else None
+    return {"name": name, "value": value, "unit": unit, "baseline_name": baseline_name,
+            "baseline_value": baseline_value, "ratio": ratio, "goal": goal, "met": met, **extra}
+
+
+@contextlib.contextmanager
+def engines(*names: str) -> Iterator[dict[str, Any]]:
+    """Start the named real engines (etcd, nats, postgres) for one benchmark module, stop them after."""
+    from backends.servers.etcd import EtcdServer
+    from backends.servers.nats import NatsServer
+    from backends.servers.postgres import PostgresServer
+
+    factories = {"etcd": EtcdServer, "nats": NatsServer, "postgres": PostgresServer}
+    started: dict[str, Any] = {}
+    try:
+        for name in names:
+            started[name] = factories[name]().start()
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()

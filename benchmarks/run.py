@@ -1,0 +1,75 @@
+"""`make bench`: run every benchmark module, print one table, write JSON to bench-results/.
+
+Each figure is printed beside the raw engine measured in the same run; the ratio is figure ÷ raw.
+The machine is small and shared: read medians, p99 and ratios, not a single absolute run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+MODULES = ["bench_coordinator", "bench_witness", "bench_chassis", "bench_mesh", "bench_node"]
+console = Console(width=200)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def print_rows(title: str, rows: list[dict[str, Any]]) -> None:
+    table = Table("figure", "value", "unit", "raw baseline", "raw", "ratio", "goal", "met", title=title)
+    for r in rows:
+        met = r.get("met")
+        table.add_row(r["name"], _fmt(r["value"]), r.get("unit", ""), r.get("baseline_name", ""),
+                      _fmt(r.get("baseline_value")), _fmt(r.get("ratio")), r.get("goal", ""),
+                      "" if met is None else ("[green]yes[/green]" if met else "[red]no[/red]"))
+    console.print(table)
+
+
+def main() -> int:
+    selected = sys.argv[1:] or MODULES
+    out_dir = Path(os.environ.get("BENCH_OUT", "bench-results"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"started": time.time(), "python": sys.version, "machine": platform.platform(),
+                              "cpus": os.cpu_count(), "modules": {}}
+    failures = 0
+    for name in selected:
+        try:
+            module = importlib.import_module(f"benchmarks.{name}")
+        except ModuleNotFoundError as exc:
+            console.print(f"[yellow]{name}: not present ({exc})[/yellow]")
+            continue
+        t0 = time.perf_counter()
+        try:
+            rows = module.run()
+        except Exception:
+            failures += 1
+            console.print(f"[red]{name} failed[/red]\n{traceback.format_exc()}")
+            report["modules"][name] = {"error": traceback.format_exc()}
+            continue
+        print_rows(f"{name} ({time.perf_counter() - t0:.1f} s)", rows)
+        report["modules"][name] = {"rows": rows, "seconds": time.perf_counter() - t0}
+    path = out_dir / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(report, indent=2, default=str))
+    (out_dir / "latest.json").write_text(json.dumps(report, indent=2, default=str))
+    console.print(f"results written to {path}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The `infrafabric` command line (typer + rich)."""

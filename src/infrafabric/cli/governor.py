@@ -1,0 +1,131 @@
+"""`infrafabric governor register | find-help | budgets | reset-breaker | set-budget`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from backends.kv import open_kv
+from infrafabric.cli.state import default_kv_url
+from infrafabric.errors import InfraFabricError
+
+app = typer.Typer(help="IF.governor: capabilities, budgets and circuit breakers.", no_args_is_help=True)
+console = Console()
+KV = typer.Option(None, "--kv", help="Key-value URL (etcd://host:port, sqlite:///file)")
+T = TypeVar("T")
+
+
+def _with_governor(kv: Optional[str], action: Callable[[Any], Awaitable[T]]) -> T:
+    """Load the governor's state from the store, run action, store the changes."""
+    from infrafabric.governor import IFGovernor
+
+    async def run() -> T:
+        store = open_kv(kv or default_kv_url())
+        async with store:
+            governor = IFGovernor(kv=store)
+            await governor.load()
+            try:
+                return await action(governor)
+            finally:
+                await governor.close()
+
+    try:
+        return asyncio.run(run())
+    except (InfraFabricError, ValueError, KeyError) as exc:
+        console.print(f"[red]{getattr(exc, 'error_code', 'IF_ERR')}[/red]: {getattr(exc, 'message', exc)}")
+        raise typer.Exit(2) from exc
+
+
+def _caps(value: str) -> list[str]:
+    return [c.strip() for c in value.split(",") if c.strip()]
+
+
+@app.command()
+def register(
+    swarm_id: str,
+    capabilities: str = typer.Option("", help="Comma-separated capabilities"),
+    cost_per_hour: float = typer.Option(..., help="Cost per hour in USD"),
+    budget: float = typer.Option(..., help="Starting budget in USD"),
+    reputation: float = typer.Option(1.0),
+    model: Optional[str] = typer.Option(None),
+    kv: Optional[str] = KV,
+) -> None:
+    """Register (or replace) a swarm profile."""
+    from infrafabric.governor import SwarmProfile
+
+    async def action(governor: Any) -> None:
+        governor.register_swarm(SwarmProfile(swarm_id, _caps(capabilities), cost_per_hour, reputation, budget, model))
+
+    _with_governor(kv, action)
+    console.print(f"registered {swarm_id}")
+
+
+@app.command("find-help")
+def find_help(
+    capabilities: str = typer.Option(..., help="Comma-separated required capabilities"),
+    blocked: str = typer.Option("cli-request", help="The blocked swarm (never chosen)"),
+    kv: Optional[str] = KV,
+) -> None:
+    """Assemble the team the governor would send to a blocker."""
+
+    async def action(governor: Any) -> list[str]:
+        return await governor.request_help_for_blocker(blocked, {"required_capabilities": _caps(capabilities)})
+
+    team = _with_governor(kv, action)
+    console.print(f"team: {', '.join(team)}" if team else "[yellow]no qualified team: escalated[/yellow]")
+
+
+@app.command()
+def budgets(kv: Optional[str] = KV) -> None:
+    """Budgets, spending and breakers of every swarm."""
+
+    async def action(governor: Any) -> list[tuple[str, ...]]:
+        rows = []
+        for swarm_id in sorted(governor.swarm_registry):
+            breaker = governor.circuit_breaker_status(swarm_id)
+            rows.append((swarm_id, str(governor.budget_remaining(swarm_id)), str(governor.budget_spent(swarm_id)),
+                         f"{governor.reputation(swarm_id):.2f}", breaker["state"], breaker["reason"] or ""))
+        return rows
+
+    table = Table("swarm", "remaining", "spent", "reputation", "breaker", "reason", title="budgets")
+    for row in _with_governor(kv, action):
+        table.add_row(*row)
+    console.print(table)
+
+
+@app.command("reset-breaker")
+def reset_breaker(
+    swarm_id: str,
+    operator: str = typer.Option(..., help="Who approves the reset (audited)"),
+    budget: Optional[float] = typer.Option(None, help="A fresh budget"),
+    reason: str = typer.Option(""),
+    kv: Optional[str] = KV,
+) -> None:
+    """Close a swarm's circuit breaker (an audited operator action)."""
+
+    async def action(governor: Any) -> None:
+        governor.reset_circuit_breaker(swarm_id, operator=operator, new_budget=budget, reason=reason)
+
+    _with_governor(kv, action)
+    console.print(f"breaker of {swarm_id} reset by {operator}")
+
+
+@app.command("set-budget")
+def set_budget(
+    swarm_id: str,
+    amount: float,
+    operator: str = typer.Option(..., help="Who sets the budget (audited)"),
+    kv: Optional[str] = KV,
+) -> None:
+    """Give a swarm a new budget (an audited operator action)."""
+
+    async def action(governor: Any) -> None:
+        governor.set_budget(swarm_id, amount, operator=operator)
+
+    _with_governor(kv, action)
+    console.print(f"budget of {swarm_id} set to {amount}")
