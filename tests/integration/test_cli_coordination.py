@@ -1,0 +1,90 @@
+"""The `infrafabric coordinator` and `infrafabric governor` commands, on a SQLite store and on etcd."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from typer.testing import CliRunner
+
+from infrafabric.cli.main import app
+from infrafabric.coordinator.client import SwarmClient
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_governor_commands_keep_state_between_invocations(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    kv = f"sqlite:///{tmp_path}/cli.db"
+    invoke("governor", "register", "ndi-1", "--capabilities", "integration:ndi", "--cost-per-hour", "2",
+           "--budget", "1.5", "--kv", kv)
+    invoke("governor", "register", "web-1", "--capabilities", "integration:webrtc", "--cost-per-hour", "3",
+           "--budget", "10", "--kv", kv)
+    out = invoke("governor", "find-help", "--capabilities", "integration:ndi,integration:webrtc", "--kv", kv)
+    assert "ndi-1" in out and "web-1" in out
+    out = invoke("governor", "budgets", "--kv", kv)
+    assert "ndi-1" in out and "1.5" in out and "closed" in out
+    invoke("governor", "set-budget", "ndi-1", "0", "--operator", "alice", "--kv", kv)
+    out = invoke("governor", "find-help", "--capabilities", "integration:ndi", "--kv", kv)
+    assert "escalated" in out
+    invoke("governor", "reset-breaker", "ndi-1", "--operator", "alice", "--budget", "4", "--kv", kv)
+    out = invoke("governor", "budgets", "--kv", kv)
+    assert "4" in out
+    bad = runner.invoke(app, ["governor", "register", "bad id!", "--cost-per-hour", "1", "--budget", "1", "--kv", kv])
+    assert bad.exit_code == 2 and "IF_ERR_INVALID_ID" in bad.output
+    bad = runner.invoke(app, ["governor", "reset-breaker", "ghost", "--operator", "x", "--kv", kv])
+    assert bad.exit_code == 2 and "IF_ERR_UNKNOWN_SWARM" in bad.output
+
+
+def test_coordinator_status_and_swarms(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    kv = f"sqlite:///{tmp_path}/cli2.db"
+
+    async def register() -> None:
+        client = SwarmClient("cli-swarm", ["cli:design"], kv_url=kv)
+        await client.start()
+        await client.stop()
+
+    asyncio.run(register())
+    assert "healthy" in invoke("coordinator", "status", "--kv", kv)
+    assert "cli-swarm" in invoke("coordinator", "swarms", "--kv", kv)
+
+
+@pytest.mark.etcd
+@pytest.mark.nats
+async def test_coordinator_serve_answers_blockers(etcd_server, nats_server) -> None:  # type: ignore[no-untyped-def]
+    """`coordinator serve` on etcd + NATS assigns a team to a blocker raised by a remote swarm."""
+    tag = uuid.uuid4().hex[:6]
+    env = {**os.environ, "INFRAFABRIC_KV_URL": etcd_server.url, "INFRAFABRIC_BUS_URL": nats_server.url}
+    for swarm_id, cap in ((f"sip-{tag}", "integration:sip"), (f"ndi-{tag}", "integration:ndi")):
+        subprocess.run([sys.executable, "-m", "infrafabric.cli.main", "governor", "register", swarm_id,
+                        "--capabilities", cap, "--cost-per-hour", "2", "--budget", "10"], env=env, check=True,
+                       capture_output=True)
+    helper = SwarmClient(f"ndi-{tag}", ["integration:ndi"], kv_url=etcd_server.url, bus_url=nats_server.url)
+    blocked = SwarmClient(f"sip-{tag}", ["integration:sip"], kv_url=etcd_server.url, bus_url=nats_server.url)
+    await helper.start()
+    await blocked.start()
+    serve = subprocess.Popen([sys.executable, "-m", "infrafabric.cli.main", "coordinator", "serve", "--duration", "30"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert serve.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(serve.stdout.readline), 30)
+        assert "coordinator serving" in line
+        await blocked.report_blocker({"required_capabilities": ["integration:sip", "integration:ndi"]})
+        task = await helper.next_task(15)
+        assert task["type"] == "help_request" and task["blocked_swarm"] == f"sip-{tag}"
+    finally:
+        serve.terminate()
+        serve.wait(20)
+        await helper.stop()
+        await blocked.stop()
+    assert serve.returncode == 0
