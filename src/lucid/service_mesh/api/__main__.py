@@ -1,0 +1,45 @@
+"""Run the discovery API: ``python -m lucid.service_mesh.api --kv URL --jwks FILE --port N``.
+
+The JWK set file holds the public keys of the token issuer; the server never needs a private key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+import uvicorn
+from backends.kv import open_kv
+
+from lucid.service_mesh.api.app import create_app
+from lucid.service_mesh.discovery.discovery_core import AsyncServiceDiscoveryClient
+from lucid.service_mesh.discovery.registry_core import AsyncServiceRegistry
+from lucid.service_mesh.security.auth_provider import ServiceAuthProvider
+
+
+async def main(kv_url: str, jwks_path: str, host: str, port: int) -> None:
+    kv = open_kv(kv_url)
+    await kv.connect()
+    registry = AsyncServiceRegistry(kv)
+    discovery = AsyncServiceDiscoveryClient(kv)
+    await discovery.start()
+    verifier = ServiceAuthProvider.verifier_from_jwks(json.loads(Path(jwks_path).read_text()))
+    app = create_app(registry, discovery, verifier)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    try:
+        await server.serve()
+    finally:
+        await discovery.close()
+        await kv.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--kv", default="memory://lucid-mesh")
+    parser.add_argument("--jwks", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8500)
+    args = parser.parse_args()
+    asyncio.run(main(args.kv, args.jwks, args.host, args.port))

@@ -1,0 +1,157 @@
+"""HTTP API of the registry for services not written in Python: ``/service-discovery/services``.
+
+Every endpoint needs a service JWT (Bearer). A service may register, update and deregister only
+itself (the token's service_name/cluster/plane must match); a token with the ``mesh:admin``
+permission may act for any service. Errors use the SPEC envelope.
+"""
+
+
+import logging
+import uuid
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from lucid.service_mesh.discovery.discovery_core import AsyncServiceDiscoveryClient
+from lucid.service_mesh.discovery.registry_core import AsyncServiceRegistry
+from lucid.service_mesh.errors import (
+    AuthenticationError,
+    LucidMeshError,
+    SecurityPolicyViolation,
+    ServiceNotFoundError,
+)
+from lucid.service_mesh.security.auth_provider import ServiceAuthProvider
+
+log = logging.getLogger(__name__)
+ADMIN_PERMISSION = "mesh:admin"
+
+
+def envelope(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details or {},
+            "request_id": str(uuid.uuid4()),
+            "timestamp": datetime.now(timezone.utc).isoformat(),
+        }
+    }
+
+
+class RegisterBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    serviceName: str = Field(pattern=r"^[a-z0-9-]+$", min_length=3, max_length=50)
+    cluster: str = Field(pattern=r"^[a-z0-9-]+$", min_length=1, max_length=63)
+    plane: Literal["ops", "chain", "wallet"]
+    host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:-]+$")
+    port: int = Field(ge=1, le=65535)
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
+    protocol: Literal["http", "https", "grpc", "grpcs"] = "https"
+    healthCheckPath: str | None = Field(default="/health", pattern=r"^/[^\s]{0,255}$")
+    healthCheckInterval: int = Field(default=30, ge=5, le=300)
+    healthCheckTimeout: int = Field(default=10, ge=1, le=60)
+    ttl: int = Field(default=300, ge=30, le=3600)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class HealthBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["passing", "warning", "critical"]
+    output: str = Field(default="", max_length=4096)
+
+
+def create_app(
+    registry: AsyncServiceRegistry,
+    discovery: AsyncServiceDiscoveryClient,
+    verifier: ServiceAuthProvider,
+) -> FastAPI:
+    app = FastAPI(title="Lucid service discovery", version="1.0.0")
+
+    @app.exception_handler(LucidMeshError)
+    async def _mesh_error(_: Request, exc: LucidMeshError) -> JSONResponse:
+        return JSONResponse(envelope(exc.error_code, exc.message, exc.details), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        return JSONResponse(envelope("LUCID_ERR_1004", "invalid request", {"errors": details}), status_code=400)
+
+    async def caller(request: Request) -> dict[str, Any]:
+        header = request.headers.get("authorization", "")
+        if not header.startswith("Bearer "):
+            raise AuthenticationError("missing bearer token")
+        return verifier.verify_service_token(header[7:].strip())
+
+    Caller = Annotated[dict[str, Any], Depends(caller)]
+
+    def is_admin(claims: dict[str, Any]) -> bool:
+        return ADMIN_PERMISSION in (claims.get("permissions") or [])
+
+    def require_owner(claims: dict[str, Any], name: str, cluster: str, plane: str) -> None:
+        if is_admin(claims):
+            return
+        if (claims["service_name"], claims["cluster"], claims["plane"]) != (name, cluster, plane):
+            raise SecurityPolicyViolation(f"{claims['service_name']} may not act for service {name}")
+
+    @app.post("/service-discovery/services", status_code=201)
+    async def register(body: RegisterBody, claims: Caller) -> dict[str, Any]:
+        require_owner(claims, body.serviceName, body.cluster, body.plane)
+        sid = await registry.register_service(
+            body.serviceName, body.cluster, body.plane, body.host, body.port, body.version,
+            body.healthCheckPath, body.healthCheckInterval, body.healthCheckTimeout, body.metadata,
+            protocol=body.protocol, ttl=body.ttl,
+        )
+        return {"serviceId": sid, "serviceName": body.serviceName, "status": "healthy"}
+
+    async def owned(service_id: str, claims: dict[str, Any]):
+        reg = await registry.get_registration(service_id)
+        require_owner(claims, reg.service_name, reg.cluster, reg.plane)
+        return reg
+
+    @app.delete("/service-discovery/services/{service_id}", status_code=204)
+    async def deregister(service_id: str, claims: Caller) -> Response:
+        await owned(service_id, claims)
+        if not await registry.deregister_service(service_id):
+            raise ServiceNotFoundError(f"service id {service_id} is not registered")
+        return Response(status_code=204)
+
+    @app.put("/service-discovery/services/{service_id}/health")
+    async def health(service_id: str, body: HealthBody, claims: Caller) -> dict[str, Any]:
+        await owned(service_id, claims)
+        if not await registry.update_health_status(service_id, body.status, body.output):
+            raise LucidMeshError("health update not recorded (registry unavailable)", error_code="LUCID_ERR_1005")
+        mapping = {"passing": "healthy", "warning": "degraded", "critical": "unhealthy"}
+        return {
+            "serviceId": service_id,
+            "status": mapping[body.status],
+            "checkStatus": body.status,
+            "output": body.output,
+            "lastHealthCheck": datetime.now(timezone.utc).isoformat(),
+        }
+
+    @app.get("/service-discovery/services")
+    async def list_services(
+        claims: Caller,
+        cluster: str | None = Query(default=None, pattern=r"^[a-z0-9-]+$", max_length=63),
+        plane: Literal["ops", "chain", "wallet"] | None = None,
+        status: Literal["healthy", "degraded", "unhealthy", "passing", "warning", "critical", "any"] = "any",
+        limit: int = Query(default=100, ge=1, le=1000),
+        offset: int = Query(default=0, ge=0),
+    ) -> dict[str, Any]:
+        found = await discovery.discover_services(cluster=cluster, plane=plane, status=status)
+        return {"services": found[offset: offset + limit], "total": len(found), "limit": limit, "offset": offset}
+
+    @app.get("/service-discovery/services/{service_name}/resolve")
+    async def resolve(
+        service_name: str,
+        claims: Caller,
+        version: str | None = Query(default=None, pattern=r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$"),
+        loadBalance: Literal["round-robin", "least-connections", "random"] = "round-robin",
+    ) -> dict[str, Any]:
+        return await discovery.resolve_service(service_name, version, loadBalance)
+
+    return app

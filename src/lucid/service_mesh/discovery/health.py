@@ -1,0 +1,128 @@
+"""Health reporting: a TTL heartbeat run by the service itself, and active HTTP checks run by a checker.
+
+HTTP results map as in Consul: 2xx passing, 429 warning, anything else (or no answer) critical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import httpx
+
+from lucid.service_mesh.discovery.model import Registration
+from lucid.service_mesh.discovery.registry_core import AsyncServiceRegistry
+from lucid.service_mesh.errors import LucidMeshError, ServiceNotFoundError
+
+log = logging.getLogger(__name__)
+
+
+class TTLHeartbeat:
+    """Reports ``status_fn()`` (default: passing) every ``interval`` seconds while the service lives."""
+
+    def __init__(self, registry: AsyncServiceRegistry, service_id: str, interval: float,
+                 status_fn: Callable[[], tuple[str, str]] | None = None) -> None:
+        self.registry = registry
+        self.service_id = service_id
+        self.interval = interval
+        self.status_fn = status_fn or (lambda: ("passing", "heartbeat"))
+        self.lost = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> "TTLHeartbeat":
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"heartbeat-{self.service_id}")
+        return self
+
+    async def _run(self) -> None:
+        while True:
+            status, output = self.status_fn()
+            try:
+                await self.registry.update_health_status(self.service_id, status, output)
+            except ServiceNotFoundError:
+                self.lost = True  # registration expired: the owner must register again
+                log.warning("heartbeat: %s no longer registered", self.service_id)
+                return
+            except LucidMeshError as exc:
+                log.warning("heartbeat for %s failed: %s", self.service_id, exc.message)
+            await asyncio.sleep(self.interval)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+def classify_http(status_code: int) -> str:
+    if 200 <= status_code < 300:
+        return "passing"
+    if status_code == 429:
+        return "warning"
+    return "critical"
+
+
+class HTTPHealthChecker:
+    """Probes ``http(s)://host:port<health_check_path>`` of every registration at its own interval."""
+
+    def __init__(self, registry: AsyncServiceRegistry, *, client: httpx.AsyncClient | None = None,
+                 scheme: str = "http", tick: float = 0.1) -> None:
+        self.registry = registry
+        self.scheme = scheme
+        self.tick = tick
+        self._client = client or httpx.AsyncClient()
+        self._owns_client = client is None
+        self._next_due: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.checks_run = 0
+
+    async def check_once(self, reg: Registration) -> tuple[str, str]:
+        """Probe one registration and record the result; returns (status, output)."""
+        url = f"{self.scheme}://{reg.host}:{reg.port}{reg.health_check_path}"
+        try:
+            response = await self._client.get(url, timeout=reg.health_check_timeout)
+            status, output = classify_http(response.status_code), f"HTTP GET {url}: {response.status_code}"
+        except httpx.HTTPError as exc:
+            status, output = "critical", f"HTTP GET {url}: {type(exc).__name__}"
+        self.checks_run += 1
+        try:
+            await self.registry.update_health_status(reg.service_id, status, output, source="http")
+        except ServiceNotFoundError:
+            self._next_due.pop(reg.service_id, None)
+        return status, output
+
+    async def run_due(self) -> int:
+        """Check every registration whose interval has elapsed; returns how many were checked."""
+        now = time.monotonic()
+        regs = [r for r in await self.registry.list_registrations() if r.health_check_path]
+        due = [r for r in regs if self._next_due.get(r.service_id, 0.0) <= now]
+        for r in due:
+            self._next_due[r.service_id] = now + r.health_check_interval
+        await asyncio.gather(*(self.check_once(r) for r in due))
+        return len(due)
+
+    def start(self) -> "HTTPHealthChecker":
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="mesh-http-checker")
+        return self
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_due()
+            except LucidMeshError as exc:
+                log.warning("health checker pass failed: %s", exc.message)
+            except Exception:
+                log.exception("health checker pass failed")
+            await asyncio.sleep(self.tick)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._owns_client:
+            await self._client.aclose()

@@ -1,0 +1,129 @@
+"""Error classes of the Lucid service mesh.
+
+Every error carries the SPEC's ``error_code`` (``LUCID_ERR_1xxx``) and a human ``message`` so callers and
+the HTTP API can map failures without parsing strings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LucidMeshError(Exception):
+    """Base class: ``error_code`` and ``message``; ``str()`` is ``[CODE] message``."""
+
+    default_code: str = "LUCID_ERR_1105"
+    http_status: int = 500
+
+    def __init__(self, message: str, error_code: str | None = None, details: dict[str, Any] | None = None):
+        self.error_code: str = error_code or self.default_code
+        self.message: str = message
+        self.details: dict[str, Any] = details or {}
+        super().__init__(f"[{self.error_code}] {message}")
+
+
+class ServiceRegistrationError(LucidMeshError):
+    """Registration failed (the backend refused or was unreachable)."""
+
+    default_code = "LUCID_ERR_1001"
+    http_status = 503
+
+
+class ServiceDiscoveryError(LucidMeshError):
+    """Discovery failed; the default code is the discovery-timeout code."""
+
+    default_code = "LUCID_ERR_1005"
+    http_status = 503
+
+
+class ServiceNotFoundError(ServiceDiscoveryError):
+    """No (healthy, matching) instance of the service, or an unknown service id."""
+
+    default_code = "LUCID_ERR_1002"
+    http_status = 404
+
+
+class ServiceAlreadyRegisteredError(LucidMeshError):
+    """The same service id is registered already."""
+
+    default_code = "LUCID_ERR_1003"
+    http_status = 409
+
+
+class InvalidServiceConfigError(LucidMeshError, ValueError):
+    """A registration or query argument failed validation."""
+
+    default_code = "LUCID_ERR_1004"
+    http_status = 400
+
+
+class PolicyValidationError(LucidMeshError, ValueError):
+    """A policy definition is malformed."""
+
+    default_code = "LUCID_ERR_1102"
+    http_status = 400
+
+
+class CircuitBreakerConfigError(LucidMeshError, ValueError):
+    """Circuit breaker settings out of the documented ranges."""
+
+    default_code = "LUCID_ERR_1202"
+    http_status = 400
+
+
+class CircuitBreakerOpenError(LucidMeshError):
+    """Raised without calling the protected function while the breaker is open (fail fast)."""
+
+    default_code = "LUCID_ERR_1104"
+    http_status = 503
+
+
+class SecurityPolicyViolation(LucidMeshError):
+    """A plane/cluster rule or an authentication check refused the caller."""
+
+    default_code = "LUCID_ERR_1203"
+    http_status = 403
+
+
+class AuthenticationError(SecurityPolicyViolation):
+    """Every service-JWT failure (SPEC: all of them are 1203)."""
+
+    http_status = 401
+
+
+class MTLSVerificationError(LucidMeshError):
+    """Certificate refused: 1204 when bad/expired/untrusted, 1203 when the plane/cluster is not allowed."""
+
+    default_code = "LUCID_ERR_1204"
+    http_status = 403
+
+
+class CertificateError(MTLSVerificationError):
+    """Certificate authority or issuance problem (mTLS configuration failure)."""
+
+
+__all__ = [
+    "AuthenticationError",
+    "CertificateError",
+    "CircuitBreakerConfigError",
+    "CircuitBreakerOpenError",
+    "InvalidServiceConfigError",
+    "LucidMeshError",
+    "MTLSVerificationError",
+    "PolicyValidationError",
+    "SecurityPolicyViolation",
+    "ServiceAlreadyRegisteredError",
+    "ServiceDiscoveryError",
+    "ServiceNotFoundError",
+    "ServiceRegistrationError",
+]
+
+
+class UpstreamCallError(LucidMeshError):
+    """A mesh call reached no healthy answer (connection failure or a 5xx from the destination)."""
+
+    default_code = "LUCID_ERR_1301"
+    http_status = 502
+
+
+__all__.append("UpstreamCallError")

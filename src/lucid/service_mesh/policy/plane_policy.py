@@ -1,0 +1,64 @@
+"""The plane isolation rules of SPEC.md, decided on verified identities (default deny).
+
+- same plane: allowed, any method;
+- ops -> chain: read-only (GET, HEAD);
+- api-gateway (ops) -> tron-payment (wallet): GET and POST; no other caller reaches the wallet plane;
+- everything else (chain->ops, chain->wallet, wallet->chain, wallet->ops, ...): denied with 1203.
+An identity whose cluster is unknown or does not belong to the plane it claims is denied as well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lucid.service_mesh.errors import SecurityPolicyViolation
+from lucid.service_mesh.policy.planes import CLUSTER_PLANE
+from lucid.service_mesh.security.identity import ServiceIdentity
+
+READ_ONLY = frozenset({"GET", "HEAD"})
+WALLET_METHODS = frozenset({"GET", "POST"})
+WALLET_GATEKEEPER = "api-gateway"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDecision:
+    """Outcome of one check, with the rule that decided it (logged and returned to the caller)."""
+
+    allowed: bool
+    reason: str
+
+
+class PlanePolicy:
+    """Stateless decision function; ``enforce`` raises SecurityPolicyViolation (LUCID_ERR_1203)."""
+
+    def decide(self, source: ServiceIdentity, destination: ServiceIdentity, method: str) -> PolicyDecision:
+        method = method.upper()
+        for ident, role in ((source, "source"), (destination, "destination")):
+            home = CLUSTER_PLANE.get(ident.cluster)
+            if home is None:
+                return PolicyDecision(False, f"{role} cluster {ident.cluster!r} is not a Lucid cluster")
+            if home != ident.plane:
+                return PolicyDecision(False, f"{role} cluster {ident.cluster!r} is not in plane {ident.plane!r}")
+        sp, dp = source.plane, destination.plane
+        if sp == dp:
+            return PolicyDecision(True, f"same plane ({sp})")
+        if sp == "ops" and dp == "chain":
+            if method in READ_ONLY:
+                return PolicyDecision(True, "ops->chain read-only")
+            return PolicyDecision(False, f"ops->chain is read-only; {method} denied")
+        if dp == "wallet":
+            if source.cluster != WALLET_GATEKEEPER:
+                return PolicyDecision(False, f"only {WALLET_GATEKEEPER} may call the wallet plane")
+            if method in WALLET_METHODS:
+                return PolicyDecision(True, "api-gateway->tron-payment")
+            return PolicyDecision(False, f"{method} not allowed on the wallet plane")
+        return PolicyDecision(False, f"{sp}->{dp} denied (default deny)")
+
+    def enforce(self, source: ServiceIdentity, destination: ServiceIdentity, method: str) -> PolicyDecision:
+        decision = self.decide(source, destination, method)
+        if not decision.allowed:
+            raise SecurityPolicyViolation(
+                f"{source.spiffe_id} -> {destination.spiffe_id} {method.upper()}: {decision.reason}",
+                details={"source": source.spiffe_id, "destination": destination.spiffe_id, "method": method.upper()},
+            )
+        return decision

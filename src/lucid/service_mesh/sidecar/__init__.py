@@ -1,0 +1,1 @@
+"""Seed module path ``lucid.service_mesh.sidecar``: the breaker lives in ``resilience``."""
