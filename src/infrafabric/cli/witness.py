@@ -1,0 +1,235 @@
+"""``infrafabric witness verify | query | trace | export | checkpoint | prove``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infrafabric.witness import (
+    Checkpoint,
+    VerificationReport,
+    Witness,
+    WitnessError,
+    default_key_dir,
+    default_url,
+    load_public_key,
+    verify_export,
+)
+from infrafabric.witness.keys import PUBLIC_KEY_FILE
+from infrafabric.witness.store.sql import sqlite_path
+
+app = typer.Typer(help="IF.witness: the tamper-evident audit log.", no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+UrlOpt = typer.Option(None, "--url", help="Witness URL (default: $INFRAFABRIC_WITNESS_URL or the state-dir SQLite file).")
+KeyDirOpt = typer.Option(None, "--key-dir", help="Key directory (default: $INFRAFABRIC_WITNESS_KEY_DIR).")
+
+
+class OutFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class ExportFormat(str, Enum):
+    jsonl = "jsonl"
+    json = "json"
+    csv = "csv"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _open(url: Optional[str], key_dir: Optional[Path]) -> Witness:
+    url = url or default_url()
+    path = sqlite_path(url) if url.startswith("sqlite") else None
+    if path is not None and not Path(path).exists():
+        _fail(f"no witness log at {path}")
+    try:
+        return Witness(url, key_dir or default_key_dir(), create_key=False)  # readers never mint keys
+    except WitnessError as exc:
+        _fail(f"{exc.error_code}: {exc.message}")
+        raise  # unreachable
+
+
+def _print_report(report: VerificationReport, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    if report.ok:
+        console.print(f"[green]OK[/green]: {report.entries} entries verify; root {report.root}")
+    else:
+        console.print(f"[red]FAILED[/red]: {len(report.problems)} problem(s) in {report.entries} entries")
+        table = Table("kind", "seq", "position", "entry id", "detail")
+        for p in report.problems:
+            table.add_row(p.kind, "" if p.seq is None else str(p.seq), "" if p.position is None else str(p.position),
+                          p.entry_id or "", p.message)
+        console.print(table)
+    for cp in report.checkpoints_verified:
+        console.print(f"checkpoint verified: size {cp.size} root {cp.root} at {cp.timestamp} (key {cp.key_id})")
+    console.print(f"signatures checked: {report.signatures_checked}")
+
+
+@app.command()
+def verify(
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Verify an exported log (JSONL or JSON) instead of the store."),
+    public_key: Optional[Path] = typer.Option(None, "--public-key", help="Public key PEM (default: key dir's public_key.pem)."),
+    checkpoint: list[Path] = typer.Option([], "--checkpoint", help="Trusted checkpoint JSON obtained out of band (repeatable)."),
+    all_signatures: bool = typer.Option(False, "--all-signatures", help="Check every entry signature, not only those past the checkpoint."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable report."),
+    url: Optional[str] = UrlOpt,
+    key_dir: Optional[Path] = KeyDirOpt,
+) -> None:
+    """Verify hashes, links, signatures and checkpoints; exit 1 and name every problem found."""
+    try:
+        trusted = [Checkpoint.from_json(p.read_text()) for p in checkpoint]
+        pub = None
+        if public_key is not None:
+            pub = load_public_key(public_key)
+        if file is not None:
+            if pub is None:
+                pub = load_public_key((key_dir or default_key_dir()) / PUBLIC_KEY_FILE)
+            report = verify_export(file, pub, trusted_checkpoints=trusted, all_signatures=all_signatures)
+        else:
+            witness = _open(url, key_dir)
+            try:
+                report = witness.verify(trusted, all_signatures=all_signatures, public_key=pub)
+            finally:
+                witness.close()
+    except (WitnessError, OSError) as exc:
+        _fail(str(exc))
+        return
+    _print_report(report, as_json)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _emit_entries(entries: list[dict[str, Any]], fmt: OutFormat) -> None:
+    if fmt is OutFormat.json:
+        typer.echo(json.dumps(entries, indent=2, sort_keys=True))
+    elif fmt is OutFormat.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["seq", "timestamp", "component", "operation", "severity", "trace_id", "params", "id", "content_hash"])
+        for e in entries:
+            writer.writerow([e["seq"], e["timestamp"], e["component"], e["operation"], e["severity"], e["trace_id"] or "",
+                             json.dumps(e["params"], sort_keys=True), e["id"], e["content_hash"]])
+    else:
+        table = Table("seq", "timestamp", "component", "operation", "severity", "trace", "params")
+        for e in entries:
+            params = json.dumps(e["params"], sort_keys=True)
+            table.add_row(str(e["seq"]), e["timestamp"], e["component"], e["operation"], e["severity"],
+                          e["trace_id"] or "", params if len(params) <= 80 else params[:77] + "...")
+        console.print(table)
+
+
+@app.command()
+def query(
+    component: Optional[str] = typer.Option(None, "--component", "-c"),
+    operation: Optional[str] = typer.Option(None, "--operation", "-o"),
+    trace_id: Optional[str] = typer.Option(None, "--trace-id", "-t"),
+    since: Optional[str] = typer.Option(None, "--since", help="ISO 8601 time, e.g. 2026-01-31T12:00:00Z"),
+    until: Optional[str] = typer.Option(None, "--until"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1),
+    fmt: OutFormat = typer.Option(OutFormat.table, "--format"),
+    url: Optional[str] = UrlOpt,
+    key_dir: Optional[Path] = KeyDirOpt,
+) -> None:
+    """List entries (oldest first) matching every filter given."""
+    witness = _open(url, key_dir)
+    try:
+        entries = witness.query(component, operation, since, trace_id, until=until, limit=limit)
+    except WitnessError as exc:
+        _fail(str(exc))
+        return
+    finally:
+        witness.close()
+    _emit_entries(entries, fmt)
+
+
+@app.command()
+def trace(
+    trace_id: str = typer.Argument(..., help="Trace id to follow."),
+    fmt: OutFormat = typer.Option(OutFormat.table, "--format"),
+    url: Optional[str] = UrlOpt,
+    key_dir: Optional[Path] = KeyDirOpt,
+) -> None:
+    """Every entry of one trace, with its components, duration and total cost."""
+    witness = _open(url, key_dir)
+    try:
+        info = witness.trace(trace_id)
+    except WitnessError as exc:
+        _fail(str(exc))
+        return
+    finally:
+        witness.close()
+    if not info["entries"]:
+        _fail(f"no entries with trace id {trace_id!r}", code=1)
+    if fmt is OutFormat.json:
+        typer.echo(json.dumps(info, indent=2, sort_keys=True))
+        return
+    if fmt is OutFormat.csv:
+        _emit_entries(info["entries"], fmt)
+        return
+    console.print(f"trace [bold]{trace_id}[/bold]: {info['operations']} operations across "
+                  f"{', '.join(info['components'])}; {info['duration_s']} s; total cost {info['total_cost']}")
+    _emit_entries(info["entries"], fmt)
+
+
+@app.command()
+def export(
+    fmt: ExportFormat = typer.Option(ExportFormat.jsonl, "--format", help="jsonl and json are verifiable; csv is for spreadsheets."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: stdout)."),
+    url: Optional[str] = UrlOpt,
+    key_dir: Optional[Path] = KeyDirOpt,
+) -> None:
+    """Export the whole log with its latest signed checkpoint."""
+    witness = _open(url, key_dir)
+    try:
+        if output is None:
+            count = witness.export(sys.stdout, fmt.value)
+        else:
+            count = witness.export(output, fmt.value)
+    except (WitnessError, OSError) as exc:
+        _fail(str(exc))
+        return
+    finally:
+        witness.close()
+    if output is not None:
+        err_console.print(f"exported {count} entries to {output}")
+
+
+@app.command("checkpoint")
+def checkpoint_cmd(url: Optional[str] = UrlOpt, key_dir: Optional[Path] = KeyDirOpt) -> None:
+    """Print the latest signed checkpoint (size, Merkle root, time, signature) as JSON."""
+    witness = _open(url, key_dir)
+    try:
+        typer.echo(witness.latest_checkpoint().to_json())
+    finally:
+        witness.close()
+
+
+@app.command()
+def prove(
+    seq: int = typer.Argument(..., min=0, help="Entry sequence number."),
+    size: Optional[int] = typer.Option(None, "--size", help="Tree size (default: whole log)."),
+    url: Optional[str] = UrlOpt,
+    key_dir: Optional[Path] = KeyDirOpt,
+) -> None:
+    """RFC 9162 inclusion proof of one entry, as JSON."""
+    witness = _open(url, key_dir)
+    try:
+        typer.echo(json.dumps(witness.inclusion_proof(seq, size), indent=2))
+    except WitnessError as exc:
+        _fail(str(exc))
+    finally:
+        witness.close()

@@ -1,0 +1,246 @@
+"""Canonical bytes of an entry: the exact bytes that are hashed, signed and exported.
+
+Params are serialised once, when the caller logs (so later mutation of the caller's dict cannot change
+the record), as sorted-key compact ASCII JSON. The entry content is assembled by string concatenation
+in sorted key order, which is byte-identical to ``json.dumps(content, sort_keys=True,
+separators=(",", ":"))`` (a unit test holds us to that) but avoids re-serialising params on the
+writer thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import enum
+import json
+import re
+import uuid
+from decimal import Decimal
+from pathlib import PurePath
+from typing import Any
+
+from .errors import WitnessInputError
+
+ENTRY_VERSION = 1
+GENESIS_HASH = "0" * 64
+SEVERITIES = ("DEBUG", "INFO", "WARN", "HIGH", "ERROR", "CRITICAL")
+_SEVERITY_ALIASES = {"WARNING": "WARN", "FATAL": "CRITICAL"}
+_NAME_RE = re.compile(r"^[A-Za-z0-9._:/@-]{1,128}$")
+_TRACE_RE = re.compile(r"^[A-Za-z0-9._:/@+=-]{1,256}$")
+
+_dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), sort_keys=True, allow_nan=False).encode
+_dump_str = json.JSONEncoder(ensure_ascii=True).encode
+
+
+def _default(value: Any) -> Any:
+    """Convert the few non-JSON types the platform logs into stable JSON values."""
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise TypeError(f"non-finite Decimal {value!r}")
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(_dt.timezone.utc)
+        return value.isoformat()
+    if isinstance(value, (_dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, (uuid.UUID, PurePath)):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        items = [json.loads(_dumps(v)) if not isinstance(v, str) else v for v in value]
+        return sorted(items, key=lambda v: _dumps(v))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    model_dump = getattr(value, "model_dump", None)
+    if callable(model_dump):  # pydantic v2 models
+        return model_dump(mode="json")
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+MAX_PARAMS_CHARS = 1 << 20  # an audit entry is a record, not a blob store
+REDACTED = "[REDACTED]"
+# Values under these keys never reach the log (it is exported and shown); a safety net, not a licence.
+SECRET_KEYS = frozenset({
+    "password", "passwd", "secret", "client_secret", "token", "access_token", "refresh_token", "id_token",
+    "api_key", "apikey", "private_key", "authorization", "credentials", "jwt", "bearer",
+})
+
+
+_secret_verdicts: dict[object, bool] = {}  # key -> is secret; the same few keys are logged millions of times
+
+
+def _is_secret_key(key: object) -> bool:
+    verdict = _secret_verdicts.get(key)
+    if verdict is None:
+        verdict = isinstance(key, str) and (
+            key.lower() in SECRET_KEYS or key.lower().endswith(("_password", "_secret", "_private_key")))
+        if len(_secret_verdicts) < 65536:
+            _secret_verdicts[key] = verdict
+    return verdict
+
+
+def _redact(value: Any) -> Any:
+    """Copy of ``value`` with secret-keyed values replaced; ``value`` itself when nothing to redact."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if _is_secret_key(k) or isinstance(v, (dict, list, tuple)):
+                return {k: (REDACTED if _is_secret_key(k) else _redact(v)) for k, v in value.items()}
+        return value
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            if isinstance(v, (dict, list, tuple)):
+                return [_redact(v) for v in value]
+    return value
+
+
+_params_encoder = json.JSONEncoder(
+    ensure_ascii=True, separators=(",", ":"), sort_keys=True, allow_nan=False, default=_default
+)
+
+
+def params_to_json(params: Any) -> str:
+    """Serialise ``params`` (a mapping) to canonical JSON, or raise ``WitnessInputError``."""
+    if params is None:
+        return "{}"
+    if not isinstance(params, dict):
+        try:
+            params = dict(params)
+        except (TypeError, ValueError):
+            raise WitnessInputError(
+                f"params must be a dict, got {type(params).__name__}", error_code="WITNESS_INVALID_PARAMS"
+            ) from None
+    try:
+        text = _params_encoder.encode(_redact(params))
+    except (TypeError, ValueError) as exc:
+        raise WitnessInputError(f"params are not JSON-serialisable: {exc}", error_code="WITNESS_INVALID_PARAMS") from exc
+    if len(text) > MAX_PARAMS_CHARS:
+        raise WitnessInputError(f"params serialise to {len(text)} characters, more than {MAX_PARAMS_CHARS}",
+                                error_code="WITNESS_PARAMS_TOO_LARGE")
+    return text
+
+
+def normalise_severity(severity: Any) -> str:
+    """Upper-case a severity and map aliases (WARNING → WARN); reject unknown ones."""
+    value = getattr(severity, "value", severity)
+    if isinstance(value, str):
+        upper = value.upper()
+        upper = _SEVERITY_ALIASES.get(upper, upper)
+        if upper in SEVERITIES:
+            return upper
+    raise WitnessInputError(
+        f"severity must be one of {', '.join(SEVERITIES)}, got {severity!r}", error_code="WITNESS_INVALID_SEVERITY"
+    )
+
+
+def check_name(kind: str, value: Any) -> str:
+    """Components and operations are short identifiers (letters, digits, . _ : / @ -)."""
+    if isinstance(value, str) and _NAME_RE.match(value):
+        return str(value)
+    raise WitnessInputError(f"{kind} must match {_NAME_RE.pattern}, got {value!r}", error_code="WITNESS_INVALID_NAME")
+
+
+def check_trace_id(value: Any) -> str | None:
+    """Trace ids are optional opaque identifiers of at most 256 safe characters."""
+    if value is None:
+        return None
+    value = str(value) if isinstance(value, uuid.UUID) else value
+    if isinstance(value, str) and _TRACE_RE.match(value):
+        return str(value)
+    raise WitnessInputError(f"trace_id must match {_TRACE_RE.pattern}, got {value!r}", error_code="WITNESS_INVALID_TRACE_ID")
+
+
+def format_timestamp(ns: int) -> str:
+    """Fixed-width UTC ISO 8601 with microseconds, so text order is time order."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    base = _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc)
+    return f"{base:%Y-%m-%dT%H:%M:%S}.{rest // 1000:06d}Z"
+
+
+def parse_since(since: Any) -> str | None:
+    """Accept a datetime, an epoch number or an ISO string and return the canonical timestamp text."""
+    if since is None:
+        return None
+    if isinstance(since, _dt.datetime):
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=_dt.timezone.utc)
+        return format_timestamp(int(since.timestamp() * 1_000_000) * 1000)
+    if isinstance(since, (int, float)) and not isinstance(since, bool):
+        return format_timestamp(int(since * 1_000_000) * 1000)
+    if isinstance(since, str):
+        text = since.strip()
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = _dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise WitnessInputError(f"since is not an ISO 8601 time: {since!r}", error_code="WITNESS_INVALID_SINCE") from None
+        return parse_since(parsed)
+    raise WitnessInputError(f"since must be a datetime, epoch seconds or ISO text, got {since!r}", error_code="WITNESS_INVALID_SINCE")
+
+
+def content_text(
+    *,
+    seq: int,
+    entry_id: str,
+    timestamp: str,
+    component: str,
+    operation: str,
+    params_json: str,
+    severity: str,
+    trace_id: str | None,
+    prev_hash: str,
+) -> str:
+    """Canonical content (sorted keys, compact, ASCII) of one entry; what content_hash covers."""
+    return (
+        '{"component":' + _dump_str(component)
+        + ',"id":' + _dump_str(entry_id)
+        + ',"operation":' + _dump_str(operation)
+        + ',"params":' + params_json
+        + ',"prev_hash":"' + prev_hash
+        + '","seq":' + str(seq)
+        + ',"severity":' + _dump_str(severity)
+        + ',"timestamp":"' + timestamp
+        + '","trace_id":' + ("null" if trace_id is None else _dump_str(trace_id))
+        + ',"v":' + str(ENTRY_VERSION) + "}"
+    )
+
+
+def content_text_from_record(record: dict[str, Any]) -> str:
+    """Re-serialise the content fields of a parsed record (used for JSON-array exports)."""
+    content = {
+        "component": record["component"],
+        "id": record["id"],
+        "operation": record["operation"],
+        "params": record["params"],
+        "prev_hash": record["prev_hash"],
+        "seq": record["seq"],
+        "severity": record["severity"],
+        "timestamp": record["timestamp"],
+        "trace_id": record["trace_id"],
+        "v": record.get("v", ENTRY_VERSION),
+    }
+    return _dumps(content)
+
+
+def entry_line(content: str, content_hash: str, signature: str) -> str:
+    """The JSON-Lines export of one entry: the content bytes verbatim plus hash and signature."""
+    return content[:-1] + ',"content_hash":"' + content_hash + '","signature":"' + signature + '"}'
+
+
+LINE_SUFFIX_LEN = len(',"content_hash":"') + 64 + len('","signature":"') + 128 + len('"}')
+
+
+def split_entry_line(line: str) -> tuple[str, str, str] | None:
+    """Inverse of :func:`entry_line`; None when the line does not have that exact shape."""
+    if len(line) <= LINE_SUFFIX_LEN:
+        return None
+    head, suffix = line[:-LINE_SUFFIX_LEN], line[-LINE_SUFFIX_LEN:]
+    if not (suffix.startswith(',"content_hash":"') and suffix[81:96] == '","signature":"' and suffix.endswith('"}')):
+        return None
+    return head + "}", suffix[17:81], suffix[96:224]

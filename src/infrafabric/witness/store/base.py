@@ -1,0 +1,165 @@
+"""The storage interface of the witness: one append primitive that serialises every writer.
+
+``append`` must run the sealer while holding a lock that excludes every other writer of the same log,
+in any process (a row lock on the head row in PostgreSQL, the database write lock in SQLite, a mutex
+in memory), so that sequence numbers and hash links form one chain however many writers there are.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from ..canonical import content_text
+from ..checkpoint import Checkpoint
+from ..keys import WitnessKeys
+from ..merkle import CompactRange, leaf_hash
+from ..verify import RawRecord
+
+
+class Pending(NamedTuple):
+    """An entry accepted by ``log`` but not yet sealed (no sequence number, hash or signature yet)."""
+
+    id: str
+    ts_ns: int
+    component: str
+    operation: str
+    params_json: str
+    severity: str
+    trace_id: str | None
+
+
+@dataclass(slots=True)
+class StoredEntry:
+    seq: int
+    id: str
+    timestamp: str
+    component: str
+    operation: str
+    params_json: str
+    severity: str
+    trace_id: str | None
+    prev_hash: str
+    content_hash: str
+    signature: str
+
+    def content(self) -> str:
+        return content_text(
+            seq=self.seq, entry_id=self.id, timestamp=self.timestamp, component=self.component,
+            operation=self.operation, params_json=self.params_json, severity=self.severity,
+            trace_id=self.trace_id, prev_hash=self.prev_hash,
+        )
+
+    def raw(self) -> RawRecord:
+        return RawRecord(self.content(), self.content_hash, self.signature)
+
+    def leaf(self) -> bytes:
+        return leaf_hash(bytes.fromhex(self.content_hash) + bytes.fromhex(self.signature))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "seq": self.seq,
+            "timestamp": self.timestamp,
+            "component": self.component,
+            "operation": self.operation,
+            "params": json.loads(self.params_json),
+            "severity": self.severity,
+            "trace_id": self.trace_id,
+            "prev_hash": self.prev_hash,
+            "content_hash": self.content_hash,
+            "signature": self.signature,
+        }
+
+
+@dataclass
+class Sealed:
+    """A batch chained after (base_size, base_head): its entries, checkpoint and the new tree edge."""
+
+    base_size: int
+    base_head: str
+    rows: list[StoredEntry]
+    checkpoint: Checkpoint
+    frontier: CompactRange
+
+    def fits(self, size: int, head_hash: str) -> bool:
+        return self.base_size == size and self.base_head == head_hash
+
+    @property
+    def head(self) -> tuple[int, str, CompactRange]:
+        """The log head once this batch is committed."""
+        return self.frontier.size, self.rows[-1].content_hash, self.frontier
+
+
+CHECKPOINT_MILESTONE = 4096
+
+
+def is_milestone(base_size: int, size: int) -> bool:
+    """Checkpoints kept forever: the first of the log and each one that crosses a multiple of 4096 entries.
+
+    Every batch gets a checkpoint (it anchors the group commit), but only the latest one and the
+    milestones are kept, so a lightly loaded log does not store one checkpoint per entry.
+    """
+    return base_size == 0 or base_size // CHECKPOINT_MILESTONE != size // CHECKPOINT_MILESTONE
+
+
+# seal(size, head_hash, right edge of the tree, batch) -> Sealed, committed as one transaction
+Sealer = Callable[[int, str, CompactRange, Sequence[Pending]], Sealed]
+
+
+@dataclass(frozen=True)
+class Query:
+    component: str | None = None
+    operation: str | None = None
+    since: str | None = None
+    until: str | None = None
+    trace_id: str | None = None
+    start_seq: int = 0
+    end_seq: int | None = None
+    limit: int | None = None
+
+
+class WitnessStore(abc.ABC):
+    """One log, shared by every writer that opens the same URL."""
+
+    url: str
+
+    @abc.abstractmethod
+    async def open(self, keys: WitnessKeys) -> None:
+        """Create the schema if needed; refuse a log that was signed with another key."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def append(self, batch: Sequence[Pending], seal: Sealer, presealed: Sealed | None = None) -> Sealed:
+        """Lock the log, read the head (size, hash, tree edge), seal ``batch`` after it, commit atomically.
+
+        ``presealed`` is the batch already sealed after the head the writer predicted; it is used only
+        when the head still is that one (no other writer came in between), else the batch is resealed.
+        """
+
+    @abc.abstractmethod
+    async def size(self) -> int: ...
+
+    @abc.abstractmethod
+    async def leaves(self, start: int, end: int) -> list[bytes]:
+        """Merkle leaf hashes of entries [start, end)."""
+
+    @abc.abstractmethod
+    async def query(self, q: Query) -> list[StoredEntry]:
+        """Entries matching ``q``, oldest (lowest seq) first."""
+
+    @abc.abstractmethod
+    async def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are stored (used to retry a batch whose commit outcome is unknown)."""
+
+    @abc.abstractmethod
+    async def latest_checkpoint(self) -> Checkpoint | None: ...
+
+    @abc.abstractmethod
+    async def checkpoints(self) -> list[Checkpoint]:
+        """Stored checkpoints, oldest first: the milestones and the latest."""

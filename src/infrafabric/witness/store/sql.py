@@ -1,0 +1,283 @@
+"""SQLAlchemy 2 (async) store: SQLite through aiosqlite by default, PostgreSQL through asyncpg.
+
+Writers are serialised by the first statement of the append transaction, an UPDATE of the single
+head row: in PostgreSQL it takes the row lock (a second writer waits, then reads the new head), in
+SQLite it takes the database write lock (other processes wait in the busy handler). Everything a
+batch writes (entries, head, checkpoint) commits in that one transaction, so a killed process leaves
+either the whole batch or none of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    event,
+    insert,
+    delete,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ..canonical import GENESIS_HASH
+from ..checkpoint import Checkpoint
+from ..errors import WitnessInputError, WitnessKeyError, WitnessStorageError
+from ..keys import WitnessKeys
+from ..merkle import CompactRange, leaf_hash
+from .base import Pending, Query, Sealed, Sealer, StoredEntry, WitnessStore, is_milestone
+
+metadata = MetaData()
+
+entries_table = Table(
+    "witness_entries",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("timestamp", String(32), nullable=False),
+    Column("component", String(128), nullable=False),
+    Column("operation", String(128), nullable=False),
+    Column("params", Text, nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("trace_id", String(256), nullable=True),
+    Column("prev_hash", String(64), nullable=False, unique=True),  # a second child of one entry = a fork
+    Column("content_hash", String(64), nullable=False),
+    Column("signature", String(128), nullable=False),
+    Index("ix_witness_component_seq", "component", "seq"),
+    Index("ix_witness_operation_seq", "operation", "seq"),
+    Index("ix_witness_trace_seq", "trace_id", "seq"),
+    Index("ix_witness_timestamp", "timestamp"),
+)
+
+head_table = Table(
+    "witness_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("size", BigInteger, nullable=False),
+    Column("head_hash", String(64), nullable=False),
+    Column("frontier", Text, nullable=False),  # CompactRange text: the right edge of the Merkle tree
+    Column("key_id", String(16), nullable=False),
+    Column("public_key", Text, nullable=False),
+)
+
+checkpoints_table = Table(
+    "witness_checkpoints",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", String(64), nullable=False),
+    Column("timestamp", String(32), nullable=False),
+    Column("key_id", String(16), nullable=False),
+    Column("signature", String(128), nullable=False),
+    Column("milestone", Boolean, nullable=False),  # kept forever; other checkpoints only while latest
+)
+
+_ENTRY_COLUMNS = [c for c in entries_table.c]
+
+
+def normalise_sql_url(url: str) -> str:
+    """Map ``sqlite:///…`` and ``postgresql://…`` to their async drivers; reject in-memory SQLite."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise WitnessInputError("in-memory SQLite cannot be shared by the writer; use memory:// instead",
+                                    error_code="WITNESS_BAD_URL")
+        return str(parsed.set(drivername="sqlite+aiosqlite"))
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    raise WitnessInputError(f"unsupported witness URL scheme {parsed.drivername!r}", error_code="WITNESS_BAD_URL")
+
+
+def _row_to_entry(row: Any) -> StoredEntry:
+    return StoredEntry(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10])
+
+
+class SqlStore(WitnessStore):
+    def __init__(self, url: str) -> None:
+        self.url = normalise_sql_url(url)
+        self._engine: AsyncEngine | None = None
+        self._sqlite = self.url.startswith("sqlite")
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise WitnessStorageError("store is not open")
+        return self._engine
+
+    def _create_engine(self) -> AsyncEngine:
+        if self._sqlite:
+            database = make_url(self.url).database
+            assert database is not None
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = create_async_engine(self.url, connect_args={"timeout": 60})
+
+            @event.listens_for(engine.sync_engine, "connect")
+            def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+                cursor.execute("PRAGMA synchronous=FULL")  # a commit is on disk when acknowledged
+                cursor.close()
+
+            return engine
+        # acknowledged means durable even on servers tuned with synchronous_commit=off
+        return create_async_engine(self.url, pool_size=4, max_overflow=4, pool_pre_ping=True,
+                                   connect_args={"server_settings": {"synchronous_commit": "on"}})
+
+    async def open(self, keys: WitnessKeys) -> None:
+        self._engine = self._create_engine()
+        last: Exception | None = None
+        for attempt in range(20):  # concurrent first opens race on CREATE TABLE; retry
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.run_sync(metadata.create_all)
+                await self._init_head(keys)
+                return
+            except WitnessKeyError:
+                raise
+            except (OperationalError, ProgrammingError, IntegrityError) as exc:
+                text = str(exc).lower()
+                if not isinstance(exc, IntegrityError) and "exist" not in text and "locked" not in text:
+                    await self.close()
+                    raise WitnessStorageError(f"cannot open witness store: {exc}") from exc
+                last = exc
+                await asyncio.sleep(0.05 * (attempt + 1))
+            except (SQLAlchemyError, OSError) as exc:
+                await self.close()
+                raise WitnessStorageError(f"cannot open witness store: {exc}") from exc
+        await self.close()
+        raise WitnessStorageError(f"cannot create witness schema: {last}")
+
+    async def _init_head(self, keys: WitnessKeys) -> None:
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(select(head_table.c.key_id).where(head_table.c.id == 1))).first()
+            if row is None:
+                await conn.execute(insert(head_table).values(
+                    id=1, size=0, head_hash=GENESIS_HASH, frontier=CompactRange().to_text(), key_id=keys.key_id, public_key=keys.public_pem))
+                return
+        if row[0] != keys.key_id:
+            raise WitnessKeyError(
+                f"the log at this URL is signed by key {row[0]}, this witness holds key {keys.key_id}",
+                error_code="WITNESS_KEY_MISMATCH",
+            )
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            engine, self._engine = self._engine, None
+            await engine.dispose()
+
+    async def append(self, batch: Sequence[Pending], seal: Sealer, presealed: Sealed | None = None) -> Sealed:
+        try:
+            async with self.engine.begin() as conn:
+                locked = (await conn.execute(
+                    update(head_table).where(head_table.c.id == 1).values(size=head_table.c.size)
+                    .returning(head_table.c.size, head_table.c.head_hash, head_table.c.frontier)
+                )).one()
+                size, head_hash = int(locked[0]), str(locked[1])
+                frontier = CompactRange.from_text(locked[2])
+                if frontier.size != size:
+                    raise WitnessStorageError(f"head row is inconsistent: size {size}, tree edge of {frontier.size}")
+                if presealed is not None and presealed.fits(size, head_hash):
+                    sealed = presealed
+                else:
+                    sealed = seal(size, head_hash, frontier, batch)
+                rows, checkpoint, frontier = sealed.rows, sealed.checkpoint, sealed.frontier
+                await conn.execute(insert(entries_table), [
+                    {"seq": r.seq, "id": r.id, "timestamp": r.timestamp, "component": r.component,
+                     "operation": r.operation, "params": r.params_json, "severity": r.severity,
+                     "trace_id": r.trace_id, "prev_hash": r.prev_hash, "content_hash": r.content_hash,
+                     "signature": r.signature}
+                    for r in rows
+                ])
+                cps = checkpoints_table.c
+                await conn.execute(delete(checkpoints_table).where(cps.milestone.is_(False), cps.size == size))
+                await conn.execute(insert(checkpoints_table).values(
+                    size=checkpoint.size, root=checkpoint.root, timestamp=checkpoint.timestamp,
+                    key_id=checkpoint.key_id, signature=checkpoint.signature,
+                    milestone=is_milestone(size, checkpoint.size)))
+                await conn.execute(update(head_table).where(head_table.c.id == 1).values(
+                    size=size + len(rows), head_hash=rows[-1].content_hash, frontier=frontier.to_text()))
+            return sealed
+        except (SQLAlchemyError, DBAPIError, OSError) as exc:
+            raise WitnessStorageError(f"append failed: {exc}") from exc
+
+    @staticmethod
+    async def _leaves(conn: Any, start: int, end: int) -> list[bytes]:
+        result = await conn.execute(
+            select(entries_table.c.content_hash, entries_table.c.signature)
+            .where(entries_table.c.seq >= start, entries_table.c.seq < end)
+            .order_by(entries_table.c.seq)
+        )
+        return [leaf_hash(bytes.fromhex(h) + bytes.fromhex(s)) for h, s in result]
+
+    async def size(self) -> int:
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(select(head_table.c.size).where(head_table.c.id == 1))).scalar_one())
+
+    async def leaves(self, start: int, end: int) -> list[bytes]:
+        async with self.engine.connect() as conn:
+            return await self._leaves(conn, start, end)
+
+    async def query(self, q: Query) -> list[StoredEntry]:
+        t = entries_table.c
+        stmt = select(*_ENTRY_COLUMNS).order_by(t.seq)
+        if q.start_seq:
+            stmt = stmt.where(t.seq >= q.start_seq)
+        if q.end_seq is not None:
+            stmt = stmt.where(t.seq < q.end_seq)
+        if q.component is not None:
+            stmt = stmt.where(t.component == q.component)
+        if q.operation is not None:
+            stmt = stmt.where(t.operation == q.operation)
+        if q.trace_id is not None:
+            stmt = stmt.where(t.trace_id == q.trace_id)
+        if q.since is not None:
+            stmt = stmt.where(t.timestamp >= q.since)
+        if q.until is not None:
+            stmt = stmt.where(t.timestamp < q.until)
+        if q.limit is not None:
+            stmt = stmt.limit(q.limit)
+        try:
+            async with self.engine.connect() as conn:
+                result = await conn.execute(stmt)
+                return [_row_to_entry(r) for r in result]
+        except (SQLAlchemyError, OSError) as exc:
+            raise WitnessStorageError(f"query failed: {exc}") from exc
+
+    async def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        async with self.engine.connect() as conn:
+            result = await conn.execute(select(entries_table.c.id).where(entries_table.c.id.in_(list(ids))))
+            return {r[0] for r in result}
+
+    async def checkpoints(self) -> list[Checkpoint]:
+        c = checkpoints_table.c
+        async with self.engine.connect() as conn:
+            result = await conn.execute(select(c.size, c.root, c.timestamp, c.key_id, c.signature).order_by(c.size))
+            return [Checkpoint(int(r[0]), r[1], r[2], r[3], r[4]) for r in result]
+
+    async def latest_checkpoint(self) -> Checkpoint | None:
+        c = checkpoints_table.c
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                select(c.size, c.root, c.timestamp, c.key_id, c.signature).order_by(c.size.desc()).limit(1)
+            )).first()
+        return None if row is None else Checkpoint(int(row[0]), row[1], row[2], row[3], row[4])
+
+
+def sqlite_path(url: str) -> str | None:
+    parsed = make_url(url)
+    return os.path.expanduser(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database else None

@@ -1,0 +1,365 @@
+"""Verification of a witness log with nothing but the public key (and, optionally, a trusted checkpoint).
+
+Every entry is checked for: its content hashing to its ``content_hash``; its position in the sequence
+(duplicates → inserted, gaps → deleted, going backwards → reordered); its ``prev_hash`` link; its
+signature; and the Merkle root of the log against each signed checkpoint (a checkpoint larger than the
+log → truncated). Signatures of entries covered by a verified checkpoint are implied by the root
+(the leaf hash commits to the signature), so by default only the uncovered tail is signature-checked;
+when a root does not match, every signature is checked so the culprit can be named.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from .canonical import GENESIS_HASH, content_text_from_record, split_entry_line
+from .checkpoint import Checkpoint
+from .errors import WitnessFormatError
+from .keys import ENTRY_DOMAIN, verify_signature
+from .merkle import MerkleTree, leaf_hash, root_of
+
+EXPORT_FORMAT = "infrafabric-witness/1"
+_sha256 = hashlib.sha256
+
+PROBLEM_KINDS = (
+    "malformed",  # an entry cannot be parsed at all
+    "edited",  # content does not hash to its content_hash, or a field is not in canonical form
+    "forged",  # content is intact but the signature is not by the witness key
+    "inserted",  # an entry whose sequence number already appeared
+    "deleted",  # a sequence number is missing
+    "reordered",  # sequence numbers go backwards
+    "chain_broken",  # prev_hash does not point at the previous entry
+    "truncated",  # a checkpoint commits to more entries than the log has
+    "checkpoint_mismatch",  # the Merkle root of the log differs from a checkpoint's root
+    "checkpoint_invalid",  # a checkpoint's signature does not verify
+    "no_checkpoint",  # nothing anchors the size of the log, truncation cannot be ruled out
+)
+
+
+class RawRecord(NamedTuple):
+    """One entry as exported: the exact content text, its claimed hash and signature."""
+
+    content: str | None
+    content_hash: str
+    signature: str
+    error: str | None = None
+
+
+@dataclass
+class Problem:
+    kind: str
+    message: str
+    position: int | None = None
+    seq: int | None = None
+    entry_id: str | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.seq is not None:
+            where.append(f"seq {self.seq}")
+        if self.position is not None:
+            where.append(f"line/position {self.position}")
+        if self.entry_id:
+            where.append(f"id {self.entry_id}")
+        return f"{self.kind}: {self.message}" + (f" ({', '.join(where)})" if where else "")
+
+
+@dataclass
+class VerificationReport:
+    ok: bool
+    entries: int
+    root: str
+    checkpoints_verified: list[Checkpoint] = field(default_factory=list)
+    signatures_checked: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def kinds(self) -> set[str]:
+        return {p.kind for p in self.problems}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "entries": self.entries,
+            "root": self.root,
+            "checkpoints_verified": [c.to_dict() for c in self.checkpoints_verified],
+            "signatures_checked": self.signatures_checked,
+            "problems": [asdict(p) for p in self.problems],
+        }
+
+
+def _hex_bytes(text: object, size: int) -> bytes | None:
+    """Bytes of a lowercase hex string of exactly ``size`` bytes, else None (any other spelling is an edit)."""
+    if not isinstance(text, str) or len(text) != 2 * size:
+        return None
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        return None
+    return raw if len(raw) == size and raw.hex() == text else None
+
+
+def _fast_fields(content: str) -> tuple[int, str, str] | None:
+    """(seq, prev_hash, id) read straight from canonical content, None if the layout is not canonical.
+
+    Used only when the content hashes to its content_hash; a forger who can hash but not sign is still
+    caught by the signature or checkpoint root, so a shortcut here cannot hide tampering. Saves the
+    json.loads that dominates verification time.
+    """
+    p = content.rfind('"prev_hash":"')
+    if p < 0 or content[p + 77 : p + 85] != '","seq":':
+        return None
+    comma = content.find(",", p + 85)
+    digits = content[p + 85 : comma]
+    if comma < 0 or not digits.isdigit() or not digits.isascii():
+        return None
+    q = content.find('"id":"')
+    end = content.find('"', q + 6)
+    if q < 0 or end < 0 or end > p:
+        return None
+    return int(digits), content[p + 13 : p + 77], content[q + 6 : end]
+
+
+def _check_signature(public_key: Ed25519PublicKey, content_hash: str, signature: str) -> bool:
+    return verify_signature(public_key, signature, ENTRY_DOMAIN + bytes.fromhex(content_hash))
+
+
+def _bad_signatures(public_key: Ed25519PublicKey, records: Sequence[RawRecord], positions: list[int]) -> list[int]:
+    """Positions whose signature fails; large sets are split over threads (Ed25519 verify releases the GIL)."""
+
+    def scan(chunk: list[int]) -> list[int]:
+        return [p for p in chunk if not _check_signature(public_key, records[p].content_hash, records[p].signature)]
+
+    workers = min(os.cpu_count() or 1, 4)
+    if len(positions) < 512 or workers < 2:
+        return scan(positions)
+    step = -(-len(positions) // workers)
+    chunks = [positions[i : i + step] for i in range(0, len(positions), step)]
+    with ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="witness-verify") as pool:
+        return sorted(p for bad in pool.map(scan, chunks) for p in bad)
+
+
+def verify_records(
+    records: Sequence[RawRecord],
+    public_key: Ed25519PublicKey,
+    *,
+    checkpoints: Iterable[Checkpoint] = (),
+    all_signatures: bool = False,
+    require_checkpoint: bool = True,
+    max_problems: int = 200,
+) -> VerificationReport:
+    """Verify a whole log (oldest first). Problems name the kind of tampering and where it is."""
+    n = len(records)
+    problems: list[Problem] = []
+    leaves: list[bytes] = []
+    intact = [False] * n
+    seqs: list[int | None] = [None] * n
+    prevs: list[str | None] = [None] * n
+    ids: list[str | None] = [None] * n
+    loads = json.loads
+    for pos, rec in enumerate(records):
+        content, chash, sig = rec.content, rec.content_hash, rec.signature
+        hb = _hex_bytes(chash, 32)
+        sb = _hex_bytes(sig, 64)
+        leaves.append(leaf_hash(hb + sb) if hb is not None and sb is not None else b"\xff" * 32)
+        if content is None:
+            problems.append(Problem("malformed", rec.error or "entry cannot be parsed", position=pos))
+            continue
+        matches = hb is not None and sb is not None and _sha256(content.encode("utf-8", "surrogatepass")).digest() == hb
+        fields = _fast_fields(content) if matches else None
+        if fields is None:
+            try:
+                data = loads(content)
+                fields = (data["seq"], data["prev_hash"], data["id"])
+                if type(fields[0]) is not int or not isinstance(fields[1], str) or not isinstance(fields[2], str):
+                    raise TypeError("seq/prev_hash/id have wrong types")
+            except (ValueError, KeyError, TypeError) as exc:
+                problems.append(Problem("malformed", f"entry content is not a valid entry: {exc}", position=pos))
+                continue
+        seq, prev, eid = fields
+        seqs[pos], prevs[pos], ids[pos] = seq, prev, eid
+        if hb is None or sb is None:
+            problems.append(Problem("edited", "content_hash or signature is not lowercase hex of the right length", pos, seq, eid))
+            continue
+        if not matches:
+            problems.append(Problem("edited", "content does not match its content_hash", pos, seq, eid))
+            continue
+        intact[pos] = True
+
+    # Sequence analysis over intact entries: duplicates, gaps, order, links.
+    first_pos: dict[int, int] = {}
+    last_seq = -1
+    for pos in range(n):
+        if not intact[pos]:
+            continue
+        seq = seqs[pos]
+        assert seq is not None
+        if seq in first_pos:
+            problems.append(Problem("inserted", f"duplicate of seq {seq} first seen at position {first_pos[seq]}", pos, seq, ids[pos]))
+            intact[pos] = False
+            continue
+        first_pos[seq] = pos
+        if seq < last_seq:
+            problems.append(Problem("reordered", f"seq {seq} appears after seq {last_seq}", pos, seq, ids[pos]))
+        last_seq = max(last_seq, seq)
+    damaged_positions = {pos for pos in range(n) if not intact[pos]}
+    if first_pos:
+        top = max(first_pos)
+        gap_start: int | None = None
+        for s in range(top + 2):
+            missing = s <= top and s not in first_pos and s not in damaged_positions
+            if missing and gap_start is None:
+                gap_start = s
+            elif not missing and gap_start is not None:
+                span = f"seq {gap_start}" if s - 1 == gap_start else f"seqs {gap_start}..{s - 1}"
+                problems.append(Problem("deleted", f"{span} missing from the log", None, gap_start))
+                gap_start = None
+    for seq, pos in first_pos.items():
+        prev = prevs[pos]
+        if seq == 0:
+            if prev != GENESIS_HASH:
+                problems.append(Problem("chain_broken", "first entry does not start from the genesis hash", pos, seq, ids[pos]))
+        elif seq - 1 in first_pos and records[first_pos[seq - 1]].content_hash != prev:
+            problems.append(Problem("chain_broken", f"prev_hash does not point at seq {seq - 1}", pos, seq, ids[pos]))
+
+    # Checkpoints anchor size and root.
+    cps = list(checkpoints)
+    verified: list[Checkpoint] = []
+    covered = 0
+    root_mismatch = False
+    tree: MerkleTree | None = None
+    full_root = root_of(leaves)
+    for cp in cps:
+        if not cp.verify(public_key):
+            problems.append(Problem("checkpoint_invalid", f"checkpoint of size {cp.size} is not signed by this key"))
+            continue
+        if cp.size > n:
+            problems.append(Problem(
+                "truncated",
+                f"checkpoint of {cp.timestamp} commits to {cp.size} entries but the log has {n}: "
+                f"entries {n}..{cp.size - 1} are missing",
+                None, n,
+            ))
+            root_mismatch = True
+            continue
+        if cp.size == n:
+            root = full_root
+        else:
+            tree = tree or MerkleTree(leaves)
+            root = tree.root(cp.size)
+        if root.hex() != cp.root:
+            problems.append(Problem("checkpoint_mismatch", f"Merkle root of the first {cp.size} entries differs from the checkpoint of {cp.timestamp}"))
+            root_mismatch = True
+            continue
+        verified.append(cp)
+        covered = max(covered, cp.size)
+    if not cps and require_checkpoint:
+        problems.append(Problem("no_checkpoint", "no signed checkpoint: truncation of the tail cannot be ruled out"))
+
+    # Signatures: the uncovered tail always; everything when asked or when a root failed to match.
+    start = 0 if (all_signatures or root_mismatch or not verified) else covered
+    todo = [pos for pos in range(start, n) if intact[pos]]
+    for pos in _bad_signatures(public_key, records, todo):
+        problems.append(Problem("forged", "signature does not verify under the witness public key", pos, seqs[pos], ids[pos]))
+    checked = len(todo)
+    problems.sort(key=lambda p: (p.position if p.position is not None else (p.seq if p.seq is not None else n)))
+    if len(problems) > max_problems:
+        extra = len(problems) - max_problems
+        problems = problems[:max_problems] + [Problem(problems[max_problems].kind, f"... and {extra} more problems")]
+    return VerificationReport(
+        ok=not problems, entries=n, root=full_root.hex(), checkpoints_verified=verified,
+        signatures_checked=checked, problems=problems,
+    )
+
+
+@dataclass
+class ParsedExport:
+    records: list[RawRecord]
+    checkpoints: list[Checkpoint]
+    header: dict[str, Any] | None
+
+
+def _parse_jsonl(text: str) -> ParsedExport:
+    """JSON Lines: one entry per line (content, content_hash, signature), checkpoint lines last.
+
+    There is no unsigned header: every byte of the file is covered by a hash or a signature.
+    """
+    records: list[RawRecord] = []
+    checkpoints: list[Checkpoint] = []
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for number, line in enumerate(lines, start=1):
+        if line.startswith('{"type":"checkpoint"'):
+            try:
+                checkpoints.append(Checkpoint.from_json(line))
+            except WitnessFormatError as exc:
+                records.append(RawRecord(None, "", "", f"line {number}: unreadable checkpoint ({exc.message})"))
+            continue
+        parts = split_entry_line(line)
+        if parts is None:
+            records.append(RawRecord(None, "", "", f"line {number}: not an entry line"))
+        else:
+            records.append(RawRecord(*parts))
+    return ParsedExport(records, checkpoints, None)
+
+
+def _parse_json_document(text: str) -> ParsedExport:
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise WitnessFormatError(f"export is not JSON: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("entries"), list):
+        raise WitnessFormatError("JSON export must be an object with an 'entries' list")
+    records: list[RawRecord] = []
+    for i, item in enumerate(doc["entries"]):
+        try:
+            records.append(RawRecord(content_text_from_record(item), item["content_hash"], item["signature"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            records.append(RawRecord(None, "", "", f"entry {i}: {exc}"))
+    raw_cps = doc.get("checkpoints") or ([doc["checkpoint"]] if doc.get("checkpoint") else [])
+    checkpoints = [Checkpoint.from_dict(c) for c in raw_cps]
+    header = {k: v for k, v in doc.items() if k not in ("entries", "checkpoint", "checkpoints")}
+    return ParsedExport(records, checkpoints, header)
+
+
+def parse_export(source: str | bytes | Path) -> ParsedExport:
+    """Read an export made by ``Witness.export`` (JSON Lines, or a JSON document with ``entries``)."""
+    if isinstance(source, Path):
+        source = source.read_bytes()
+    if isinstance(source, bytes):
+        source = source.decode("utf-8", "replace")  # corrupt bytes become malformed lines
+    if source.lstrip().startswith("{") and not source.startswith('{"'):
+        return _parse_json_document(source)  # pretty-printed document
+    try:
+        doc = json.loads(source)
+    except ValueError:
+        return _parse_jsonl(source)
+    if isinstance(doc, dict) and "entries" in doc:
+        return _parse_json_document(source)
+    return _parse_jsonl(source)
+
+
+def verify_export(
+    source: str | bytes | Path,
+    public_key: Ed25519PublicKey,
+    *,
+    trusted_checkpoints: Iterable[Checkpoint] = (),
+    all_signatures: bool = False,
+) -> VerificationReport:
+    """Verify an exported log with only the public key (plus any checkpoint obtained out of band)."""
+    parsed = parse_export(source)
+    return verify_records(
+        parsed.records, public_key,
+        checkpoints=[*parsed.checkpoints, *trusted_checkpoints],
+        all_signatures=all_signatures,
+    )

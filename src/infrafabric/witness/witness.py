@@ -1,0 +1,532 @@
+"""The witness: a non-blocking ``log`` for hot paths, and a background writer that group-commits.
+
+``log`` validates, serialises params and queues the entry (a few microseconds, no I/O). One writer
+thread per witness runs a private event loop that owns the store: it drains the queue in batches,
+seals each batch under the store's cross-writer lock (sequence numbers, hash links, Ed25519
+signatures, a signed checkpoint) and commits it in one transaction. ``flush`` waits until
+everything queued before the call is durable; reads flush first, so callers read their own writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import hashlib
+import io
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from .canonical import (
+    check_name,
+    check_trace_id,
+    content_text,
+    format_timestamp,
+    normalise_severity,
+    params_to_json,
+    parse_since,
+)
+from .checkpoint import Checkpoint
+from .errors import (
+    WitnessClosedError,
+    WitnessInputError,
+    WitnessStorageError,
+    WitnessTimeoutError,
+)
+from .export import summarise_trace, write_export
+from .keys import WitnessKeys, load_or_create_keys
+from .merkle import CompactRange, MerkleTree, leaf_hash
+from .store import Pending, Query, Sealed, StoredEntry, make_store
+from .store.memory import MemoryStore
+from .verify import VerificationReport, verify_records
+
+T = TypeVar("T")
+_LIVE: "weakref.WeakSet[Witness]" = weakref.WeakSet()
+_sha256 = hashlib.sha256
+
+
+class Witness:
+    """One tamper-evident log (see module docstring). Thread-safe; usable from any event loop."""
+
+    def __init__(
+        self,
+        url: str = "memory://",
+        key_dir: str | os.PathLike[str] | None = None,
+        *,
+        keys: WitnessKeys | None = None,
+        max_batch: int = 4096,
+        sign_threads: int = 2,
+        start_timeout: float = 60.0,
+        create_key: bool = True,
+        pipeline: bool = True,
+        max_pending: int = 1_000_000,
+    ) -> None:
+        self.url = url
+        self._store = make_store(url)
+        if keys is None:
+            if key_dir is None:
+                if not isinstance(self._store, MemoryStore):
+                    raise WitnessInputError("a persistent witness needs key_dir (or keys)", error_code="WITNESS_NO_KEY_DIR")
+                keys = WitnessKeys.generate()
+            else:
+                keys = load_or_create_keys(key_dir, create=create_key)
+        self._keys = keys
+        self.key_dir = None if key_dir is None else Path(key_dir)
+        self._max_batch = max_batch
+        self._pipeline = pipeline  # seal batch k+1 while batch k commits
+        self._max_pending = max_pending  # bound on memory while the store is down
+        self._high_water = 0  # largest log size this witness has seen committed: the log never shrinks
+        self._queue: deque[Pending] = deque()
+        self._append_lock = threading.Lock()
+        self._appended = 0
+        self._committed = 0
+        self._done = threading.Condition()
+        self._error: BaseException | None = None
+        self._closed = False
+        self._stopping = False
+        self._idle = False
+        self._tree = MerkleTree()  # full tree, built only when proofs are asked for
+        self._tree_lock: asyncio.Lock | None = None
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._signers = ThreadPoolExecutor(max_workers=max(sign_threads - 1, 1), thread_name_prefix="witness-sign") \
+            if sign_threads > 1 else None
+        self._seal_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="witness-seal")
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._thread_main, name="witness-writer", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(start_timeout):
+            raise WitnessStorageError(f"witness store {url} did not open within {start_timeout} s")
+        if self._start_error is not None:
+            self._thread.join(5)
+            if self._signers:
+                self._signers.shutdown(wait=False)
+            self._seal_pool.shutdown(wait=False)
+            raise self._start_error
+        _LIVE.add(self)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self._keys.public_key
+
+    @property
+    def public_key_pem(self) -> str:
+        return self._keys.public_pem
+
+    @property
+    def key_id(self) -> str:
+        return self._keys.key_id
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def pending(self) -> int:
+        """Entries accepted by ``log`` and not yet durable."""
+        return self._appended - self._committed
+
+    # ------------------------------------------------------------------ hot path
+    def log(
+        self,
+        component: str,
+        operation: str,
+        params: dict[str, Any] | None = None,
+        severity: str = "INFO",
+        trace_id: str | None = None,
+    ) -> str:
+        """Queue one entry and return its id. Never blocks on I/O; safe from threads and event loops."""
+        if self._closed:
+            raise WitnessClosedError("witness is closed")
+        record = Pending(
+            os.urandom(16).hex(),
+            time.time_ns(),
+            check_name("component", component),
+            check_name("operation", operation),
+            params_to_json(params),
+            normalise_severity(severity),
+            check_trace_id(trace_id),
+        )
+        with self._append_lock:
+            if self._appended - self._committed >= self._max_pending:
+                raise WitnessStorageError(f"{self._max_pending} entries are waiting for the store: {self._error}",
+                                          error_code="WITNESS_BACKLOG_FULL")
+            self._queue.append(record)
+            self._appended += 1
+        if self._idle:
+            self._kick()
+        return record.id
+
+    def _kick(self) -> None:
+        self._idle = False
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:  # loop already closed
+                pass
+
+    # ------------------------------------------------------------------ writer thread
+    def _thread_main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._writer())
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+
+    async def _writer(self) -> None:
+        self._wake = asyncio.Event()
+        self._tree_lock = asyncio.Lock()
+        try:
+            await self._store.open(self._keys)
+        except BaseException as exc:  # reported to the constructor
+            self._start_error = exc
+            self._ready.set()
+            await self._store.close()
+            return
+        self._ready.set()
+        try:
+            await self._write_loop()
+        finally:
+            await self._store.close()
+
+    async def _preseal(self, head: tuple[int, str, CompactRange] | None, batch: list[Pending]) -> Sealed | None:
+        """Seal ``batch`` after the predicted head on the seal thread (overlaps the commit in flight)."""
+        if head is None or not batch or not self._pipeline:
+            return None
+        size, head_hash, frontier = head
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._seal_pool, self._seal, size, head_hash, frontier.copy(), batch)
+        except RuntimeError:  # executor closed at interpreter shutdown: seal under the lock instead
+            return None
+
+    async def _write_loop(self) -> None:
+        """Group commit, pipelined: batch k+1 is sealed and signed while batch k commits.
+
+        Batches commit strictly in queue order (k+1 is submitted only after k succeeded), so the
+        first n entries logged are durable when ``_committed`` reaches n.
+        """
+        carry: list[Pending] = []
+        backoff = 0.02
+        predicted: tuple[int, str, CompactRange] | None = None  # head after our last sealed batch
+        inflight: tuple[asyncio.Task[Sealed], list[Pending]] | None = None
+        queue = self._queue
+        while True:
+            batch = carry
+            carry = []
+            while queue and len(batch) < self._max_batch:
+                batch.append(queue.popleft())
+            presealed = await self._preseal(predicted, batch) if self._error is None else None
+            if inflight is not None:
+                task, sent = inflight
+                inflight = None
+                try:
+                    committed = await task
+                except Exception as exc:  # keep both batches in order, report, back off, retry
+                    carry = sent + batch
+                    predicted = None
+                    with self._done:
+                        self._error = exc
+                        self._done.notify_all()
+                    if self._stopping:  # close() gave up waiting and has reported the failure
+                        return
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                backoff = 0.02
+                self._error = None
+                self._mark_committed(len(sent))
+                self._high_water = max(self._high_water, committed.frontier.size)
+                if presealed is None or not presealed.fits(*committed.head[:2]):
+                    predicted = committed.head
+                    presealed = await self._preseal(predicted, batch)
+            if not batch:
+                if self._stopping and not queue:
+                    return
+                if not queue:
+                    self._idle = True
+                    if not queue and not self._stopping:
+                        try:
+                            await asyncio.wait_for(self._wake.wait(), 0.5)
+                        except asyncio.TimeoutError:
+                            pass
+                    self._wake.clear()
+                    self._idle = False
+                continue
+            if self._error is not None:
+                try:  # the failed commit may have succeeded before its error surfaced
+                    present = await self._store.existing_ids([p.id for p in batch])
+                except Exception:  # noqa: BLE001 - store still down: retry the whole batch later
+                    present = set()
+                if present:
+                    done = [p for p in batch if p.id in present]
+                    batch = [p for p in batch if p.id not in present]
+                    self._mark_committed(len(done))
+                    presealed = None
+                if not batch:
+                    self._error = None
+                    continue
+            inflight = (asyncio.create_task(self._store.append(batch, self._seal, presealed)), batch)
+            predicted = presealed.head if presealed is not None else None
+
+    def _mark_committed(self, n: int) -> None:
+        with self._done:
+            self._committed += n
+            self._done.notify_all()
+
+    async def _sync_tree(self) -> None:
+        size = await self._store.size()
+        if size > self._tree.size:
+            self._tree.extend(await self._store.leaves(self._tree.size, size))
+
+    def _seal(self, size: int, head_hash: str, frontier: CompactRange,
+              batch: Sequence[Pending]) -> Sealed:
+        """Runs under the store lock: chain ``batch`` after the head, sign it, extend the tree edge."""
+        if size < self._high_water:  # fail closed: never write a second history over acknowledged entries
+            raise WitnessStorageError(
+                f"the log shrank from {self._high_water} to {size} entries: acknowledged entries were lost "
+                "or the database was rolled back", error_code="WITNESS_LOG_ROLLED_BACK")
+        rows: list[StoredEntry] = []
+        prev = head_hash
+        hashes: list[bytes] = []
+        seq = size
+        for p in batch:
+            ts = format_timestamp(p.ts_ns)
+            content = content_text(seq=seq, entry_id=p.id, timestamp=ts, component=p.component, operation=p.operation,
+                                   params_json=p.params_json, severity=p.severity, trace_id=p.trace_id, prev_hash=prev)
+            digest = _sha256(content.encode("ascii")).digest()
+            hashes.append(digest)
+            digest_hex = digest.hex()
+            rows.append(StoredEntry(seq, p.id, ts, p.component, p.operation, p.params_json, p.severity, p.trace_id,
+                                    prev, digest_hex, ""))
+            prev = digest_hex
+            seq += 1
+        signatures = self._sign_all(hashes)
+        for row, digest, sig in zip(rows, hashes, signatures):
+            row.signature = sig.hex()
+            frontier.append(leaf_hash(digest + sig))
+        checkpoint = Checkpoint.create(self._keys, frontier.size, frontier.root(), format_timestamp(time.time_ns()))
+        return Sealed(size, head_hash, rows, checkpoint, frontier)
+
+    def _sign_all(self, hashes: list[bytes]) -> list[bytes]:
+        sign = self._keys.sign_entry
+        if self._signers is None or len(hashes) < 64:
+            return [sign(h) for h in hashes]
+        half = len(hashes) // 2  # Ed25519 signing releases the GIL: sign half on a second thread
+        try:
+            future = self._signers.submit(lambda: [sign(h) for h in hashes[half:]])
+        except RuntimeError:  # executor refuses work at interpreter shutdown: sign inline
+            return [sign(h) for h in hashes]
+        first = [sign(h) for h in hashes[:half]]
+        return first + future.result()
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 120.0) -> T:
+        loop = self._loop
+        if loop is None or self._closed and not self._thread.is_alive():
+            coro.close()
+            raise WitnessClosedError("witness is closed")
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise WitnessStorageError("cannot block the writer thread on itself")
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+
+    async def _arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        loop = self._loop
+        if loop is None or not self._thread.is_alive():
+            coro.close()
+            raise WitnessClosedError("witness is closed")
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+    # ------------------------------------------------------------------ durability
+    def flush(self, timeout: float | None = 60.0) -> int:
+        """Wait until every entry logged before this call is durable; return the number committed."""
+        target = self._appended
+        if self._committed >= target:
+            return self._committed
+        if self._idle:
+            self._kick()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._done:
+            while self._committed < target:
+                if not self._thread.is_alive():
+                    raise WitnessClosedError("witness writer stopped before the flush completed")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    err = self._error
+                    if err is not None:
+                        code = getattr(err, "error_code", WitnessStorageError.error_code)
+                        raise WitnessStorageError(f"flush failed: {getattr(err, 'message', err)}", error_code=code) from err
+                    raise WitnessTimeoutError(f"flush did not complete within {timeout} s")
+                self._done.wait(0.1 if remaining is None else min(remaining, 0.1))
+        return self._committed
+
+    async def aflush(self, timeout: float | None = 60.0) -> int:
+        """``flush`` for coroutines: waits in a worker thread, never blocks the event loop."""
+        if self._committed >= self._appended:
+            return self._committed
+        return await asyncio.to_thread(self.flush, timeout)
+
+    def close(self, timeout: float | None = 60.0) -> None:
+        """Flush, stop the writer and release the store. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._thread.is_alive():
+                self.flush(timeout)
+        finally:
+            self._stopping = True
+            self._kick()
+            self._thread.join(timeout)
+            if self._signers is not None:
+                self._signers.shutdown(wait=False)
+            self._seal_pool.shutdown(wait=False)
+            _LIVE.discard(self)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> "Witness":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ reads
+    @staticmethod
+    def _query(component: str | None, operation: str | None, since: Any, trace_id: str | None,
+               until: Any = None, limit: int | None = None) -> Query:
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise WitnessInputError("limit must be a positive integer")
+        return Query(component=component, operation=operation, since=parse_since(since), until=parse_since(until),
+                     trace_id=trace_id, limit=limit)
+
+    def entries(self, component: str | None = None, operation: str | None = None, since: Any = None,
+                trace_id: str | None = None, *, until: Any = None, limit: int | None = None) -> list[StoredEntry]:
+        q = self._query(component, operation, since, trace_id, until, limit)
+        self.flush()
+        return self._run(self._store.query(q))
+
+    def query(self, component: str | None = None, operation: str | None = None, since: Any = None,
+              trace_id: str | None = None, *, until: Any = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Entries (dicts, oldest first) matching every given filter, including not-yet-flushed ones."""
+        return [e.to_dict() for e in self.entries(component, operation, since, trace_id, until=until, limit=limit)]
+
+    async def aquery(self, component: str | None = None, operation: str | None = None, since: Any = None,
+                     trace_id: str | None = None, *, until: Any = None, limit: int | None = None) -> list[dict[str, Any]]:
+        q = self._query(component, operation, since, trace_id, until, limit)
+        await self.aflush()
+        return [e.to_dict() for e in await self._arun(self._store.query(q))]
+
+    def size(self) -> int:
+        self.flush()
+        return self._run(self._store.size())
+
+    def latest_checkpoint(self) -> Checkpoint:
+        """The newest signed checkpoint (covers everything flushed so far)."""
+        self.flush()
+        cp = self._run(self._store.latest_checkpoint())
+        if cp is None:  # empty log: a signed statement that it is empty
+            from .merkle import EMPTY_ROOT
+
+            cp = Checkpoint.create(self._keys, 0, EMPTY_ROOT, format_timestamp(time.time_ns()))
+        return cp
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every stored checkpoint (milestones every 4096 entries, and the latest), oldest first."""
+        self.flush()
+        return self._run(self._store.checkpoints())
+
+    def trace(self, trace_id: str) -> dict[str, Any]:
+        """Every entry of one trace with a summary: components, time span, total cost."""
+        return summarise_trace(trace_id, self.query(trace_id=check_trace_id(trace_id)))
+
+    # ------------------------------------------------------------------ proofs
+    async def _proof(self, fn: Any) -> Any:
+        assert self._tree_lock is not None
+        async with self._tree_lock:
+            await self._sync_tree()
+            return fn(self._tree)
+
+    def inclusion_proof(self, seq: int, size: int | None = None) -> dict[str, Any]:
+        """RFC 9162 audit path of entry ``seq`` in the tree of ``size`` entries (default: all)."""
+        self.flush()
+
+        def build(tree: MerkleTree) -> dict[str, Any]:
+            n = tree.size if size is None else size
+            path = tree.inclusion_proof(seq, n)
+            return {"leaf_index": seq, "tree_size": n, "leaf_hash": tree.leaf(seq).hex(),
+                    "path": [p.hex() for p in path], "root": tree.root(n).hex()}
+
+        return self._run(self._proof(build))
+
+    def consistency_proof(self, first: int, second: int | None = None) -> dict[str, Any]:
+        """RFC 9162 proof that the log of ``second`` entries extends the log of ``first`` entries."""
+        self.flush()
+
+        def build(tree: MerkleTree) -> dict[str, Any]:
+            n = tree.size if second is None else second
+            proof = tree.consistency_proof(first, n)
+            return {"first": first, "second": n, "first_root": tree.root(first).hex(),
+                    "second_root": tree.root(n).hex(), "proof": [p.hex() for p in proof]}
+
+        return self._run(self._proof(build))
+
+    # ------------------------------------------------------------------ verification and export
+    def _snapshot(self) -> tuple[list[StoredEntry], Checkpoint | None]:
+        self.flush()
+
+        async def read() -> tuple[list[StoredEntry], Checkpoint | None]:
+            cp = await self._store.latest_checkpoint()  # read first: the entries read next extend it
+            return await self._store.query(Query()), cp
+
+        return self._run(read(), timeout=None)
+
+    def verify(self, trusted_checkpoints: Sequence[Checkpoint] = (), *, all_signatures: bool = False,
+               public_key: Ed25519PublicKey | None = None) -> VerificationReport:
+        """Verify the stored log with a public key (default: this witness's; see :func:`verify_records`)."""
+        entries, cp = self._snapshot()
+        cps = ([cp] if cp is not None else []) + list(trusted_checkpoints)
+        return verify_records([e.raw() for e in entries], public_key or self.public_key, checkpoints=cps,
+                              all_signatures=all_signatures, require_checkpoint=bool(entries))
+
+    def export(self, out: str | os.PathLike[str] | IO[str], fmt: str = "jsonl") -> int:
+        """Write the whole log: ``jsonl`` (verifiable, canonical bytes), ``json`` (verifiable) or ``csv``."""
+        if fmt not in ("jsonl", "json", "csv"):
+            raise WitnessInputError(f"unknown export format {fmt!r} (jsonl, json, csv)", error_code="WITNESS_BAD_FORMAT")
+        entries, cp = self._snapshot()
+        if isinstance(out, (str, os.PathLike)):
+            with open(out, "w", encoding="utf-8", newline="") as fh:
+                return write_export(fh, entries, cp, fmt, self.key_id, self.public_key_pem)
+        return write_export(out, entries, cp, fmt, self.key_id, self.public_key_pem)
+
+    def export_text(self, fmt: str = "jsonl") -> str:
+        buf = io.StringIO()
+        self.export(buf, fmt)
+        return buf.getvalue()
+
+
+def _close_all_at_exit() -> None:
+    for witness in list(_LIVE):
+        try:
+            witness.close(timeout=10)
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            pass
+
+
+atexit.register(_close_all_at_exit)
