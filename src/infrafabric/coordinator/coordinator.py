@@ -158,6 +158,7 @@ class IFCoordinator:
         validate_swarm_id(swarm_id)
         check_task(task)
         await self._deliver(swarm_id, encode(task))
+        self.core.audit("task_pushed", {"swarm_id": swarm_id, "task_id": task["id"]})
 
     async def push_tasks_to_swarm(self, swarm_id: str, tasks: list[dict[str, Any]]) -> int:
         """Deliver several tasks in one message: all of them are queued, or none (inbox too full)."""
@@ -167,6 +168,7 @@ class IFCoordinator:
         for task in tasks:
             check_task(task)
         await self._deliver(swarm_id, encode(tasks))
+        self.core.audit("tasks_pushed", {"swarm_id": swarm_id, "task_ids": [t["id"] for t in tasks]})
         return len(tasks)
 
     async def _deliver(self, swarm_id: str, data: bytes) -> None:
