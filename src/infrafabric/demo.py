@@ -1,8 +1,9 @@
 """`make demo`: S2 phase 0 end to end on the embedded default, then a summary; exits 0 on success.
 
 Seven swarms register, tasks are pushed and claimed (exactly one winner each), session-4 blocks, the
-governor assembles qualified helpers inside the budget, and an overrun trips a breaker. Every figure in
-the summary is measured in this run.
+governor assembles qualified helpers inside the budget, the helpers' work runs as WebAssembly in
+IF.chassis (and attacks are refused), an overrun trips a breaker, and the run's audit log is verified
+and its signed checkpoint printed. Every figure in the summary is measured in this run.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ async def run_s2_phase0(results: Results) -> dict[str, Any]:
         results.check("team inside max_cost_per_task", sum(shares.values()) <= Decimal("10.0"))
         helpers_told = all(any(t.get("type") == "help_request" for t in _drain(queues[h])) for h in team)
         results.check("every helper received its help request", helpers_told)
+        await run_help_in_chassis(results, coordinator, governor, team)
         legal = await governor.request_help_for_blocker("session-3-h323",
                                                         {"required_capabilities": ["contract-review:nda"]})
         results.check("no one qualified for an NDA review: escalated, nobody sent", legal == [])
@@ -121,6 +123,59 @@ async def run_s2_phase0(results: Results) -> dict[str, Any]:
     return {"team": team}
 
 
+async def run_help_in_chassis(results: Results, coordinator: IFCoordinator, governor: IFGovernor,
+                              team: list[str]) -> None:
+    """Each helper's work runs as a WASM task in the chassis; its cost and SLO record go to the governor."""
+    from infrafabric.chassis import IFChassis, ResourceLimits, ServiceContract
+    from infrafabric.chassis.modules import reference_module
+
+    chassis = IFChassis()
+    latencies = []
+    try:
+        for helper in team:
+            chassis.load_swarm(helper, reference_module(), ServiceContract(
+                helper, capabilities=[str(c) for c in governor.swarm_registry[helper].capabilities],
+                resource_requirements=ResourceLimits(max_memory_mb=64, max_execution_time_seconds=2)))
+            task_id = f"help-{helper}"
+            claim = await coordinator.claim(helper, task_id)
+            t0 = time.perf_counter()
+            result = await chassis.execute_task(helper, {"id": task_id, "action": "wordcount",
+                                                         "text": "decode the SIP to NDI bridge handshake"})
+            latencies.append(time.perf_counter() - t0)
+            await coordinator.complete_task(helper, task_id, result, claim)
+            governor.track_cost(helper, "wasm-task", Decimal("0.25"))
+            governor.record_task_result(helper, True)
+        results.figure("helpers' work as WASM tasks in IF.chassis",
+                       ", ".join(f"{x * 1000:.2f} ms" for x in latencies), "a fresh sandbox per task")
+        results.check("every helper's WASM task completed", len(latencies) == len(team))
+        from infrafabric.chassis.showcase import run_showcase
+
+        rows = await run_showcase(chassis)
+        table = Table("scenario", "swarm", "outcome", "error code", title="IF.chassis: attacks and allowed work")
+        for r in rows:
+            table.add_row(r.scenario, r.swarm_id, r.outcome, r.error_code or "")
+        console.print(table)
+        attacks = [r for r in rows if r.swarm_id == "attacker"]
+        results.check("every sandbox attack refused", all(r.outcome == "refused" for r in attacks))
+        results.check("allowed scoped call and useful work succeeded",
+                      all(r.outcome == "ok" for r in rows if r.swarm_id == "helper"))
+    finally:
+        chassis.close()
+
+
+def verify_audit_log(results: Results) -> None:
+    """Verify this run's audit log with the public key only, and print its signed checkpoint."""
+    from infrafabric.witness import get_default_witness
+
+    witness = get_default_witness()
+    witness.flush()
+    report = witness.verify()
+    checkpoint = witness.latest_checkpoint()
+    results.figure("audit log of this run", f"{witness.size()} entries", f"verified: {report.ok}")
+    results.check("audit log verifies (hash chain, signatures, checkpoint)", bool(report.ok))
+    console.print(f"[bold]signed checkpoint[/bold] {checkpoint.to_json()}")
+
+
 def _drain(queue: asyncio.Queue[dict[str, Any]]) -> list[dict[str, Any]]:
     items = []
     while not queue.empty():
@@ -129,9 +184,17 @@ def _drain(queue: asyncio.Queue[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def main() -> None:
+    import tempfile
+    from pathlib import Path
+
+    from infrafabric.witness import configure
+
+    run_dir = Path(tempfile.mkdtemp(prefix="if-demo-"))
+    configure(url=f"sqlite:///{run_dir / 'witness.db'}", key_dir=run_dir / "keys")  # this run's own log
     results = Results()
     console.rule("[bold]InfraFabric S2 phase 0 — embedded default")
     asyncio.run(run_s2_phase0(results))
+    verify_audit_log(results)
     table = Table("measured", "value", "note", title="S2 phase 0 figures (this run)")
     for row in results.rows:
         table.add_row(*row)
