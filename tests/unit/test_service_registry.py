@@ -169,3 +169,19 @@ def test_critical_reports_do_not_keep_the_instance(registry: ServiceRegistry,
             break
         time.sleep(0.3)
     assert gone
+
+
+@pytest.mark.etcd
+def test_seed_constructor_arguments_name_the_registry_server(etcd_server) -> None:  # type: ignore[no-untyped-def]
+    """ServiceRegistry(consul_host=, consul_port=) as the seed builds it: the registry's server (etcd here)."""
+    from lucid.service_mesh.discovery import ServiceDiscoveryClient, ServiceRegistry
+
+    host, port = etcd_server.endpoint.split(":")
+    registry = ServiceRegistry(consul_host=host, consul_port=int(port))
+    client = ServiceDiscoveryClient(consul_host=host, consul_port=int(port))
+    try:
+        assert registry.kv_url == f"etcd://{host}:{port}"
+        assert client.kv_url == registry.kv_url
+    finally:
+        registry.close()
+        client.close()

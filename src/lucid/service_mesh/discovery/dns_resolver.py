@@ -22,9 +22,15 @@ from lucid.service_mesh.errors import ServiceDiscoveryError, ServiceNotFoundErro
 class ServiceDiscoveryClient:
     """Synchronous discovery facade (seed API)."""
 
-    def __init__(self, kv_url: str = DEFAULT_KV_URL, *, kv: KeyValueStore | None = None,
+    def __init__(self, kv_url: str | None = None, *, kv: KeyValueStore | None = None,
+                 consul_host: str | None = None, consul_port: int | None = None,
                  prefix: str = DEFAULT_PREFIX, cache: bool = True, call_timeout: float = 10.0) -> None:
+        # The seed's consul_host/consul_port name the registry's server. Consul cannot run here; the
+        # registry keeps Consul's semantics on etcd, so they name the etcd endpoint that holds it.
+        if kv_url is None:
+            kv_url = f"etcd://{consul_host}:{consul_port or 2379}" if consul_host else DEFAULT_KV_URL
         template = kv if kv is not None else open_kv(kv_url)
+        self.kv_url = template.url
         self._thread = LoopThread("mesh-discovery")
         self._timeout = call_timeout
         self.client = AsyncServiceDiscoveryClient(template.reopen(), prefix=prefix, cache=cache)

@@ -29,8 +29,13 @@ DEFAULT_KV_URL = "memory://lucid-mesh"
 class ServiceRegistry:
     """Synchronous registry facade (seed API)."""
 
-    def __init__(self, kv_url: str = DEFAULT_KV_URL, *, kv: KeyValueStore | None = None,
+    def __init__(self, kv_url: str | None = None, *, kv: KeyValueStore | None = None,
+                 consul_host: str | None = None, consul_port: int | None = None,
                  prefix: str = DEFAULT_PREFIX, call_timeout: float = 30.0) -> None:
+        # The seed's consul_host/consul_port name the registry's server. Consul cannot run here; the
+        # registry keeps Consul's semantics on etcd, so they name the etcd endpoint that holds it.
+        if kv_url is None:
+            kv_url = f"etcd://{consul_host}:{consul_port or 2379}" if consul_host else DEFAULT_KV_URL
         self.kv_url = kv.url if kv is not None else kv_url
         self._template = kv if kv is not None else open_kv(kv_url)
         self._thread = LoopThread("mesh-registry")
