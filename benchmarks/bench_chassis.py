@@ -23,22 +23,15 @@ import wasmtime
 
 from infrafabric.chassis import IFChassis, ResourceLimits, ScopedCredentials, ServiceContract
 from infrafabric.chassis.modules import minimal_module, reference_module
+from benchmarks.common import quantile as _p
+from benchmarks.common import row as _row
 
 FAST = ResourceLimits(max_api_calls_per_second=1_000_000, api_burst=1_000_000, max_concurrent_tasks=64)
 TASK = b'{"action":"noop"}'
 
 
-def _p(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-def _row(name: str, value: float, unit: str, baseline_name: str, baseline_value: float | None,
-         goal: str) -> dict[str, Any]:
-    ratio = (value / baseline_value) if baseline_value else None
-    return {"name": name, "value": round(value, 5), "unit": unit, "baseline_name": baseline_name,
-            "baseline_value": None if baseline_value is None else round(baseline_value, 5),
-            "ratio": None if ratio is None else round(ratio, 3), "goal": goal}
 
 
 def raw_wasmtime_latencies(wasm: bytes, n: int) -> list[float]:

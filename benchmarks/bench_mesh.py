@@ -37,17 +37,8 @@ from lucid.service_mesh.security.auth_provider import ServiceAuthProvider
 from lucid.service_mesh.security.cert_manager import CertificateManager
 
 
-def _p(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-def _row(name: str, value: float, unit: str, baseline_name: str, baseline_value: float | None,
-         goal: str) -> dict[str, Any]:
-    ratio = (value / baseline_value) if baseline_value else None
-    return {"name": name, "value": round(value, 3), "unit": unit, "baseline_name": baseline_name,
-            "baseline_value": None if baseline_value is None else round(baseline_value, 3),
-            "ratio": None if ratio is None else round(ratio, 3), "goal": goal}
 
 
 # ---------------------------------------------------------------------------------------------- resolve
@@ -112,6 +103,8 @@ def _wait_http(url: str, timeout: float = 20) -> None:
 _BASELINE_APP = """
 import sys, uvicorn
 from fastapi import FastAPI
+from benchmarks.common import quantile as _p
+from benchmarks.common import row as _row
 app = FastAPI()
 @app.get("/plain")
 async def plain():

@@ -26,23 +26,16 @@ from typing import Any
 from infrafabric.witness import Witness, verify_export
 from infrafabric.witness.merkle import MerkleTree, leaf_hash, verify_inclusion
 from infrafabric.witness.verify import parse_export
+from benchmarks.common import quantile as _p
+from benchmarks.common import row as _row
 
 N_APPEND = int(os.environ.get("BENCH_WITNESS_N", "50000"))
 N_PROOF_TREE = int(os.environ.get("BENCH_WITNESS_TREE", "1000000"))
 PARAMS = {"task_id": "task-000123", "swarm_id": "swarm-rust-7", "capability": "code-analysis:rust", "attempt": 1}
 
 
-def _p(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-def _row(name: str, value: float, unit: str, baseline_name: str, baseline_value: float | None,
-         goal: str) -> dict[str, Any]:
-    ratio = (value / baseline_value) if baseline_value else None
-    return {"name": name, "value": round(value, 3), "unit": unit, "baseline_name": baseline_name,
-            "baseline_value": None if baseline_value is None else round(baseline_value, 3),
-            "ratio": None if ratio is None else round(ratio, 3), "goal": goal}
 
 
 def raw_sqlite_batched(path: Path, n: int, batch: int = 4096) -> float:

@@ -15,6 +15,12 @@ def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
+def quantile(values: list[float], q: float) -> float:
+    """Nearest-rank quantile for q in [0, 1] (0.99 = p99)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
 def row(name: str, value: float, unit: str, baseline_name: str = "", baseline_value: float | None = None,
         goal: str = "", met: bool | None = None, **extra: Any) -> dict[str, Any]:
     """One benchmark figure beside the raw engine measured in the same run (ratio = value / baseline)."""

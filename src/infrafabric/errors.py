@@ -28,11 +28,15 @@ __all__ = [
 
 
 class InfraFabricError(Exception):
+    """Base of every InfraFabric error (a subclass, or a call, may set a more specific error_code)."""
+
     error_code = "IF_ERR_INTERNAL"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, error_code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if error_code is not None:
+            self.error_code = error_code
 
     def __str__(self) -> str:
         return f"{self.error_code}: {self.message}"

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
+from infrafabric.errors import InfraFabricError
 
-class WitnessError(Exception):
+
+class WitnessError(InfraFabricError):
     """Base class of every IF.witness error."""
 
     error_code = "WITNESS_ERROR"
-
-    def __init__(self, message: str, *, error_code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if error_code is not None:
-            self.error_code = error_code
-
-    def __str__(self) -> str:
-        return f"{self.error_code}: {self.message}"
 
 
 class WitnessInputError(WitnessError, ValueError):
