@@ -12,7 +12,6 @@ import tracemalloc
 import uuid
 from typing import Any
 
-from backends.kv import Compare, Put
 from benchmarks.common import engines, pct, row
 from infrafabric.coordinator import IFCoordinator
 from infrafabric.governor import Capability, IFGovernor, ResourcePolicy, SwarmProfile

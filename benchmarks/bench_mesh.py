@@ -35,6 +35,8 @@ from lucid.service_mesh.discovery import AsyncServiceRegistry, ServiceDiscoveryC
 from lucid.service_mesh.policy.service import MeshService
 from lucid.service_mesh.security.auth_provider import ServiceAuthProvider
 from lucid.service_mesh.security.cert_manager import CertificateManager
+from benchmarks.common import quantile as _p
+from benchmarks.common import row as _row
 
 
 
@@ -103,8 +105,6 @@ def _wait_http(url: str, timeout: float = 20) -> None:
 _BASELINE_APP = """
 import sys, uvicorn
 from fastapi import FastAPI
-from benchmarks.common import quantile as _p
-from benchmarks.common import row as _row
 app = FastAPI()
 @app.get("/plain")
 async def plain():

@@ -8,7 +8,7 @@ with the handler's error code, on every implementation alike.
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from backends.errors import InvalidBackendURL

@@ -15,8 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from infrafabric.optimise import CostTracker, OptimiseError
-from infrafabric.witness import Witness, WitnessError, default_key_dir, default_url
-from infrafabric.witness.store.sql import sqlite_path
+from infrafabric.cli.witness_access import OutFormat
+from infrafabric.cli.witness_access import fail as _fail
+from infrafabric.cli.witness_access import open_witness as _open
 
 app = typer.Typer(help="IF.optimise: cost reports and budgets.", no_args_is_help=True)
 console = Console()
@@ -41,27 +42,7 @@ class Period(str, Enum):
     total = "total"
 
 
-class OutFormat(str, Enum):
-    table = "table"
-    json = "json"
-    csv = "csv"
 
-
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
-
-
-def _open(url: Optional[str], key_dir: Optional[Path]) -> Witness:
-    url = url or default_url()
-    path = sqlite_path(url) if url.startswith("sqlite") else None
-    if path is not None and not Path(path).exists():
-        _fail(f"no witness log at {path}")
-    try:
-        return Witness(url, key_dir or default_key_dir(), create_key=False)  # readers never mint keys
-    except WitnessError as exc:
-        _fail(str(exc))
-        raise
 
 
 def _parse_since(since: Optional[str]) -> Optional[datetime]:

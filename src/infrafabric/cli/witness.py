@@ -16,15 +16,15 @@ from rich.table import Table
 from infrafabric.witness import (
     Checkpoint,
     VerificationReport,
-    Witness,
     WitnessError,
     default_key_dir,
-    default_url,
     load_public_key,
     verify_export,
 )
 from infrafabric.witness.keys import PUBLIC_KEY_FILE
-from infrafabric.witness.store.sql import sqlite_path
+from infrafabric.cli.witness_access import OutFormat
+from infrafabric.cli.witness_access import fail as _fail
+from infrafabric.cli.witness_access import open_witness as _open
 
 app = typer.Typer(help="IF.witness: the tamper-evident audit log.", no_args_is_help=True)
 console = Console()
@@ -34,11 +34,6 @@ UrlOpt = typer.Option(None, "--url", help="Witness URL (default: $INFRAFABRIC_WI
 KeyDirOpt = typer.Option(None, "--key-dir", help="Key directory (default: $INFRAFABRIC_WITNESS_KEY_DIR).")
 
 
-class OutFormat(str, Enum):
-    table = "table"
-    json = "json"
-    csv = "csv"
-
 
 class ExportFormat(str, Enum):
     jsonl = "jsonl"
@@ -46,21 +41,6 @@ class ExportFormat(str, Enum):
     csv = "csv"
 
 
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
-
-
-def _open(url: Optional[str], key_dir: Optional[Path]) -> Witness:
-    url = url or default_url()
-    path = sqlite_path(url) if url.startswith("sqlite") else None
-    if path is not None and not Path(path).exists():
-        _fail(f"no witness log at {path}")
-    try:
-        return Witness(url, key_dir or default_key_dir(), create_key=False)  # readers never mint keys
-    except WitnessError as exc:
-        _fail(f"{exc.error_code}: {exc.message}")
-        raise  # unreachable
 
 
 def _print_report(report: VerificationReport, as_json: bool) -> None:
