@@ -228,3 +228,11 @@ async def test_batch_claims_race_to_exactly_one_winner_per_task(coordinator: IFC
         assert len(winners) == 1, f"{task_id}: winners {winners}"
         assert await coordinator.task_owner(task_id) == f"swarm-{winners[0]}"
     assert await coordinator.claim_tasks("swarm-0", ids[:3]) == [outcomes[0][i] for i in range(3)]
+
+
+@pytest.mark.parametrize("bad", [["ok", "bad id"], ["ok", ".."], ["ok", ""], ["a\nb"], ["ok", "x\n"], ["ok", 5]])
+async def test_batch_claims_validate_every_id_and_write_nothing(coordinator: IFCoordinator, bad: list) -> None:
+    before = (await coordinator.kv.status())["revision"]
+    with pytest.raises(ValueError):
+        await coordinator.claim_tasks("swarm-1", bad)
+    assert (await coordinator.kv.status())["revision"] == before

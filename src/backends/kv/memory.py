@@ -392,20 +392,35 @@ class _MemoryCore:
         """Bulk put-if-absent under one lock; each created key gets its own revision (as separate txns)."""
 
         def op(_rev: int) -> list[tuple[bool, KeyValue | None]]:
+            leases = self._leases
             for _key, _value, lease in items:
-                if lease and lease not in self._leases:
+                if lease and lease not in leases:
                     raise LeaseNotFound(f"lease {lease} not found")
+            # The put path of _put_locked/_emit inlined: this loop is the hot path of batch claims.
             out: list[tuple[bool, KeyValue | None]] = []
-            data = self._data
+            data, history, watchers, db = self._data, self._history, self._watchers, self._db
+            rev = self._revision
             for key, value, lease in items:
                 current = data.get(key)
                 if current is not None:
                     out.append((False, current))
                     continue
-                rev = self._revision + 1
-                self._put_locked(key, value, lease, rev)
+                rev += 1
+                kv = KeyValue(key, value, rev, rev, 1, lease)
+                data[key] = kv
+                if lease:
+                    leases[lease].keys.add(key)
+                if db is not None:
+                    db.put(kv)
+                event = WatchEvent("put", key, value, rev, lease)
+                history.append(event)
+                for watcher in watchers:
+                    if watcher.matches(key):
+                        watcher.deliver(event)
+                out.append((True, kv))
+            if rev != self._revision:
                 self._revision = rev
-                out.append((True, data[key]))
+                self._sorted_keys = None
             return out
 
         return self._mutate(op)

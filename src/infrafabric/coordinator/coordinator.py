@@ -19,7 +19,7 @@ from infrafabric import audit as audit_log
 from infrafabric.coordinator import keys
 from infrafabric.coordinator.core import AuditFn, Claim, CoordinationCore, encode
 from infrafabric.errors import SwarmQueueFullError, UnknownSwarmError
-from infrafabric.ids import validate_swarm_id, validate_task_id
+from infrafabric.ids import validate_swarm_id, validate_task_id, validate_task_ids
 
 DEFAULT_QUEUE_SIZE = 100_000
 
@@ -163,10 +163,9 @@ class IFCoordinator:
     async def push_tasks_to_swarm(self, swarm_id: str, tasks: list[dict[str, Any]]) -> int:
         """Deliver several tasks in one message: all of them are queued, or none (inbox too full)."""
         validate_swarm_id(swarm_id)
-        if not isinstance(tasks, list) or not tasks:
+        if not isinstance(tasks, list) or not tasks or not all(type(t) is dict for t in tasks):
             raise TypeError("tasks must be a non-empty list of dicts")
-        for task in tasks:
-            check_task(task)
+        validate_task_ids([t.get("id") for t in tasks])  # type: ignore[misc]
         await self._deliver(swarm_id, encode(tasks))
         self.core.audit("tasks_pushed", {"swarm_id": swarm_id, "task_ids": [t["id"] for t in tasks]})
         return len(tasks)

@@ -13,15 +13,14 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from backends.bus import MessageBus
 from backends.errors import BackendUnavailable, LeaseNotFound, OutcomeUnknown
 from backends.kv import Compare, Get, KeyValue, KeyValueStore, LeaseKeeper, Put
 from infrafabric.coordinator import keys
 from infrafabric.errors import NotTaskOwnerError, StaleClaimError
-from infrafabric.ids import validate_swarm_id, validate_task_id
+from infrafabric.ids import validate_swarm_id, validate_task_id, validate_task_ids
 
 AuditFn = Callable[..., Any]
 
@@ -30,8 +29,7 @@ def encode(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), default=str).encode()
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
+class Claim(NamedTuple):
     """A won claim: the revision is the fencing token for the owner's later writes."""
 
     task_id: str
@@ -124,30 +122,32 @@ class CoordinationCore:
     async def claim_many(self, swarm_id: str, task_ids: list[str]) -> list[Claim | None]:
         """Claim several tasks at once: one independent CAS each, sent together (one lock embedded)."""
         validate_swarm_id(swarm_id)
-        for task_id in task_ids:
-            validate_task_id(task_id)
+        if not isinstance(task_ids, list):
+            raise TypeError("task_ids must be a list")
+        validate_task_ids(task_ids)
         lease = await self.session_lease(swarm_id)
         value = swarm_id.encode()
         try:
-            created = await self.kv.create_many([(keys.owner_key(t), value, lease) for t in task_ids])
+            created = await self.kv.create_many([(f"/tasks/{t}/owner", value, lease) for t in task_ids])
         except (LeaseNotFound, OutcomeUnknown):
             return [await self.claim(swarm_id, t) for t in task_ids]  # slow path decides each one
         claims: list[Claim | None] = []
+        held = self.claims
         unclaimed = keys.UNCLAIMED.encode()
         for task_id, (won, current) in zip(task_ids, created):
             if won:
-                assert current is not None
-                claim: Claim | None = Claim(task_id, swarm_id, current.mod_revision, lease)
+                claim: Claim | None = Claim(task_id, swarm_id, current.mod_revision, lease)  # type: ignore[union-attr]
             elif current is not None and current.value == unclaimed:
                 claim = await self.claim(swarm_id, task_id)  # announced: the two-step path
             else:
                 claim = self._already_mine([current] if current else [], swarm_id, task_id)
             if claim is not None:
-                self.claims[task_id] = claim
+                held[task_id] = claim
             claims.append(claim)
-        won = [c.task_id for c in claims if c is not None]
-        if won:
-            self.audit("tasks_claimed", {"swarm_id": swarm_id, "task_ids": won})
+        if self._audit is not None:
+            won_ids = [c.task_id for c in claims if c is not None]
+            if won_ids:
+                self.audit("tasks_claimed", {"swarm_id": swarm_id, "task_ids": won_ids})
         return claims
 
     async def _try_claim(self, key: str, swarm_id: str, task_id: str, lease: int) -> Claim | None:
