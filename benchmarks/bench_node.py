@@ -1,0 +1,330 @@
+"""Lucid node-management benchmarks: the seed's LoadTestSuite made real (a uvicorn server in a child
+process, minted JWTs), each figure beside a raw baseline measured in the same run.
+
+    python -m benchmarks.bench_node        # prints a table
+    run() -> list[dict]                    # rows for make bench
+
+Rows: {name, value, unit, baseline_name, baseline_value, ratio, goal}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import secrets
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import insert
+
+from lucid.node.api.auth import mint_token
+from lucid.node.api.server import ServerProcess
+from lucid.node.db import NodeDatabase, SqlNodeRepository, SqlPayoutRepository, SqlPoOTRepository
+from lucid.node.db.node_repo import node_to_row
+from lucid.node.db.tables import nodes as nodes_table
+from lucid.node.models.node_models import Node
+from lucid.node.payouts import PayoutProcessor
+from lucid.node.poot import PoOTValidator
+from lucid.node.tron import LocalLedgerTronClient
+
+WALLET = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
+HARDWARE = {"cpu": {"cores": 8, "frequency_mhz": 3200, "architecture": "x86_64"},
+            "memory": {"total_bytes": 17179869184, "type": "DDR4"},
+            "storage": {"total_bytes": 1099511627776, "type": "SSD", "interface": "NVMe"},
+            "network": [{"interface": "eth0", "speed_mbps": 1000}]}
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def _row(name: str, value: float, unit: str, baseline_name: str, baseline_value: float | None,
+         goal: str) -> dict[str, Any]:
+    ratio = (value / baseline_value) if baseline_value else None
+    return {"name": name, "value": round(value, 4), "unit": unit, "baseline_name": baseline_name,
+            "baseline_value": None if baseline_value is None else round(baseline_value, 4),
+            "ratio": None if ratio is None else round(ratio, 3), "goal": goal}
+
+
+class LoadTestSuite:
+    """The seed's LoadTestSuite against a real server; tokens are minted, not literals."""
+
+    def __init__(self, base_url: str, secret: str) -> None:
+        self.base_url = base_url
+        self.admin = {"Authorization": f"Bearer {mint_token(secret, role='admin', subject='bench-admin')}"}
+        self.validator = {"Authorization": f"Bearer {mint_token(secret, role='validator', subject='bench-val')}"}
+
+    async def test_concurrent_node_creation(self, concurrent_requests: int = 100) -> dict[str, Any]:
+        limits = httpx.Limits(max_connections=concurrent_requests, max_keepalive_connections=concurrent_requests)
+        async with httpx.AsyncClient(base_url=self.base_url, limits=limits, timeout=30) as client:
+            await client.get("/health")
+
+            async def create(i: int) -> tuple[int, float]:
+                body = {"name": f"load-test-node-{uuid.uuid4().hex[:10]}-{i}", "node_type": "worker",
+                        "hardware_info": HARDWARE, "location": {"country": "US", "region": "CA"},
+                        "initial_pool_id": "pool_workers"}
+                t = time.perf_counter()
+                r = await client.post("/api/v1/nodes", json=body, headers=self.admin)
+                return r.status_code, time.perf_counter() - t
+
+            results = await asyncio.gather(*(create(i) for i in range(concurrent_requests)))
+        times = [t for code, t in results if code == 201]
+        return {"total_requests": concurrent_requests, "successful_requests": len(times),
+                "p95_response_time": _p(times, 0.95) if times else 0.0,
+                "avg_response_time": statistics.mean(times) if times else 0.0}
+
+    async def test_poot_validation_throughput(self, node_ids: list[str], duration_seconds: float = 5.0,
+                                              concurrency: int = 8) -> dict[str, Any]:
+        times: list[float] = []
+        ok = 0
+        deadline = time.perf_counter() + duration_seconds
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as client:
+            async def worker(w: int) -> None:
+                nonlocal ok
+                i = 0
+                while time.perf_counter() < deadline:
+                    nid = node_ids[(w + i * concurrency) % len(node_ids)]
+                    body = {"output_data": "base64_encoded_data", "timestamp": datetime.now(UTC).isoformat(),
+                            "nonce": f"n-{w}-{i}-{secrets.token_hex(6)}"}
+                    t = time.perf_counter()
+                    r = await client.post(f"/api/v1/nodes/{nid}/poot/validate", json=body, headers=self.validator)
+                    times.append(time.perf_counter() - t)
+                    ok += r.status_code == 200
+                    i += 1
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker(w) for w in range(concurrency)))
+            elapsed = time.perf_counter() - started
+        return {"total_validations": len(times), "successful": ok, "throughput_per_second": ok / elapsed,
+                "p99_response_time": _p(times, 0.99) if times else 0.0}
+
+    async def test_batch_payout_performance(self, node_ids: list[str],
+                                            batch_sizes: tuple[int, ...] = (10, 100, 1000)) -> dict[int, Any]:
+        results: dict[int, Any] = {}
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=60) as client:
+            for size in batch_sizes:
+                batch_id = f"batch_load_{size}_{uuid.uuid4().hex[:8]}"
+                body = {"batch_id": batch_id, "payout_requests": [
+                    {"node_id": node_ids[i % len(node_ids)], "amount": "100.0", "currency": "USDT",
+                     "wallet_address": WALLET} for i in range(size)]}
+                t = time.perf_counter()
+                r = await client.post("/api/v1/nodes/payouts/batch", json=body, headers=self.admin)
+                accepted = time.perf_counter() - t
+                while True:
+                    st = (await client.get(f"/api/v1/nodes/payouts/batch/{batch_id}", headers=self.admin)).json()
+                    if st["status"] in ("completed", "partial", "failed"):
+                        break
+                    await asyncio.sleep(0.01)
+                results[size] = {"status_code": r.status_code, "accept_time": accepted,
+                                 "complete_time": time.perf_counter() - t, "successful": st["successful"]}
+        return results
+
+
+# ------------------------------------------------------------------ baselines and in-process figures
+async def raw_insert_p95(workdir: Path, n: int = 100) -> float:
+    """Baseline for node creation: n concurrent raw SQLAlchemy Core inserts of the same row shape."""
+    db = NodeDatabase(f"sqlite+aiosqlite:///{workdir / 'raw.db'}")
+    await db.create_all()
+    rows = [node_to_row(Node(name=f"raw-{i}")) for i in range(n)]
+
+    async def one(row: dict[str, Any]) -> float:
+        t = time.perf_counter()
+        async with db.engine.begin() as conn:
+            await conn.execute(insert(nodes_table).values(**row))
+        return time.perf_counter() - t
+
+    times = await asyncio.gather(*(one(r) for r in rows))
+    await db.dispose()
+    return _p(list(times), 0.95)
+
+
+async def repo_create_p95(workdir: Path, n: int = 100) -> float:
+    """n concurrent creations through SqlNodeRepository (group-committed), in process."""
+    db = NodeDatabase(f"sqlite+aiosqlite:///{workdir / 'grouped.db'}")
+    await db.create_all()
+    repo = SqlNodeRepository(db)
+
+    async def one(i: int) -> float:
+        t = time.perf_counter()
+        await repo.create(Node(name=f"grouped-{i}"))
+        return time.perf_counter() - t
+
+    times = await asyncio.gather(*(one(i) for i in range(n)))
+    await db.dispose()
+    return _p(list(times), 0.95)
+
+
+def raw_ed25519_verify_per_s(n: int = 5000) -> float:
+    key = Ed25519PrivateKey.generate()
+    pub = key.public_key()
+    msg = b"lucid-poot-v1\nnode\n" + b"a" * 64
+    sig = key.sign(msg)
+    t = time.perf_counter()
+    for _ in range(n):
+        pub.verify(sig, msg)
+    return n / (time.perf_counter() - t)
+
+
+async def poot_in_process(workdir: Path, n: int = 3000, concurrency: int = 16) -> tuple[float, float]:
+    db = NodeDatabase(f"sqlite+aiosqlite:///{workdir / 'poot.db'}")
+    await db.create_all()
+    ids = [f"node_bench_{i:03d}" for i in range(20)]
+    for nid in ids:
+        await SqlNodeRepository(db).create(Node(node_id=nid, name=nid.replace("_", "-"), status="active"))
+    validator = PoOTValidator(SqlPoOTRepository(db, store_output=False))
+    sem = asyncio.Semaphore(concurrency)
+    lat: list[float] = []
+
+    async def one(i: int) -> None:
+        async with sem:
+            t = time.perf_counter()
+            await validator.validate_poot(ids[i % len(ids)], "base64_encoded_data", datetime.now(UTC),
+                                          f"nonce-{i}-{secrets.token_hex(4)}")
+            lat.append(time.perf_counter() - t)
+
+    t = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    rate = n / (time.perf_counter() - t)
+    await db.dispose()
+    return rate, _p(lat, 0.99)
+
+
+async def payouts_in_process(workdir: Path, size: int) -> tuple[float, float]:
+    """Processor end to end on SQLite + the local ledger, and the ledger alone for the same transfers."""
+    db = NodeDatabase(f"sqlite+aiosqlite:///{workdir / f'pay{size}.db'}")
+    await db.create_all()
+    await SqlNodeRepository(db).create(Node(node_id="node_payee_001", name="payee"))
+    ledger = LocalLedgerTronClient(f"sqlite+aiosqlite:///{workdir / f'ledger{size}.db'}")
+    await ledger.initialize()
+
+    class NullAudit:
+        async def log_payout_operation(self, *a: Any, **k: Any) -> None:
+            return None
+
+    proc = PayoutProcessor(SqlPayoutRepository(db), ledger, NullAudit(), chunk_size=250)
+    reqs = [{"node_id": "node_payee_001", "amount": "1.5", "wallet_address": WALLET} for _ in range(size)]
+    t = time.perf_counter()
+    res = await proc.process_batch_payouts(reqs)
+    elapsed = time.perf_counter() - t
+    assert res["successful"] == size, res["failed"]
+    prepared = [await ledger.prepare_usdt_transfer(WALLET, Decimal("1.5"), f"raw-{i}") for i in range(size)]
+    t = time.perf_counter()
+    await ledger.broadcast_many(prepared)
+    raw = time.perf_counter() - t
+    await ledger.close()
+    await db.dispose()
+    return elapsed, raw
+
+
+async def memory_growth(workdir: Path, ops: int = 10_000) -> tuple[float, float]:
+    """RSS growth (MiB) over `ops` node reads + PoOT validations, after a warm-up; baseline: the same
+    number of raw SQLAlchemy selects."""
+    proc = psutil.Process()
+    db = NodeDatabase(f"sqlite+aiosqlite:///{workdir / 'mem.db'}")
+    await db.create_all()
+    repo = SqlNodeRepository(db)
+    await repo.create(Node(node_id="node_mem_001", name="mem", status="active"))
+    validator = PoOTValidator(SqlPoOTRepository(db, store_output=False))
+
+    async def op(i: int) -> None:
+        if i % 2:
+            await repo.get_by_id("node_mem_001")
+        else:
+            await validator.validate_poot("node_mem_001", "x" * 200, datetime.now(UTC), f"m-{i}-{uuid.uuid4().hex}")
+
+    for i in range(500):
+        await op(i)
+    gc.collect()
+    before = proc.memory_info().rss
+    for i in range(ops):
+        await op(i)
+    gc.collect()
+    grown = (proc.memory_info().rss - before) / 2**20
+
+    from sqlalchemy import select
+
+    async def raw(i: int) -> None:
+        async with db.engine.connect() as conn:
+            await conn.execute(select(nodes_table).where(nodes_table.c.node_id == "node_mem_001"))
+
+    for i in range(500):
+        await raw(i)
+    gc.collect()
+    before = proc.memory_info().rss
+    for i in range(ops):
+        await raw(i)
+    gc.collect()
+    base = (proc.memory_info().rss - before) / 2**20
+    await db.dispose()
+    return grown, base
+
+
+async def _run() -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-node-") as tmp:
+        work = Path(tmp)
+        secret = secrets.token_urlsafe(32)
+        env = {k: "10000000" for k in ("LUCID_NODE_RATE_PUBLIC", "LUCID_NODE_RATE_NODE", "LUCID_NODE_RATE_ADMIN",
+                                       "LUCID_NODE_RATE_POOT", "LUCID_NODE_RATE_PAYOUT")}
+        raw_p95 = await raw_insert_p95(work)
+        rows.append(_row("node_create_100_concurrent_in_process_p95", await repo_create_p95(work) * 1000, "ms",
+                         "raw_sqlalchemy_insert_100_concurrent_p95", raw_p95 * 1000, "< 50 ms"))
+        with ServerProcess(work, secret=secret, env=env) as server:
+            suite = LoadTestSuite(server.url, secret)
+            async with httpx.AsyncClient(base_url=server.url) as c:
+                (await c.post("/api/v1/nodes/pools", json={"pool_id": "pool_workers", "name": "workers",
+                                                           "max_nodes": 1000}, headers=suite.admin)).raise_for_status()
+            created = await suite.test_concurrent_node_creation(100)
+            rows.append(_row("http_node_create_100_concurrent_p95", created["p95_response_time"] * 1000, "ms",
+                             "raw_sqlalchemy_insert_100_concurrent_p95", raw_p95 * 1000, "< 50 ms"))
+            async with httpx.AsyncClient(base_url=server.url) as c:
+                listing = (await c.get("/api/v1/nodes?limit=100", headers=suite.admin)).json()["nodes"]
+                ids = [n["node_id"] for n in listing][:50]
+                for nid in ids:
+                    (await c.post(f"/api/v1/nodes/{nid}/start", headers=suite.admin)).raise_for_status()
+            in_rate, in_p99 = await poot_in_process(work, n=1500)
+            verify_rate = raw_ed25519_verify_per_s()
+            rows.append(_row("poot_validations_in_process", in_rate, "per_s", "raw_ed25519_verify", verify_rate,
+                             ">= 5000/s"))
+            http = await suite.test_poot_validation_throughput(ids, duration_seconds=3.0)
+            rows.append(_row("poot_validations_http", http["throughput_per_second"], "per_s",
+                             "poot_validations_in_process", in_rate, "reported"))
+            rows.append(_row("poot_validation_http_p99", http["p99_response_time"] * 1000, "ms",
+                             "poot_validation_in_process_p99", in_p99 * 1000, "< 5 ms"))
+            pay = await suite.test_batch_payout_performance(ids)
+            for size in (10, 100, 1000):
+                inproc, raw = await payouts_in_process(work, size)
+                rows.append(_row(f"payout_batch_{size}_in_process", inproc * 1000, "ms",
+                                 f"raw_ledger_broadcast_{size}", raw * 1000, "< 1000 ms" if size == 1000 else "reported"))
+                rows.append(_row(f"payout_batch_{size}_http_accept_to_complete", pay[size]["complete_time"] * 1000,
+                                 "ms", f"payout_batch_{size}_in_process", inproc * 1000, "reported"))
+        grown, base = await memory_growth(work)
+        rows.append(_row("rss_growth_10k_ops", grown, "MiB", "rss_growth_10k_raw_selects", base, "flat (reported)"))
+    return rows
+
+
+def run() -> list[dict[str, Any]]:
+    return asyncio.run(_run())
+
+
+if __name__ == "__main__":
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="lucid.node benchmarks")
+    for col in ("name", "value", "unit", "baseline_name", "baseline_value", "ratio", "goal"):
+        table.add_column(col)
+    for r in run():
+        table.add_row(*(str(r[c]) for c in ("name", "value", "unit", "baseline_name", "baseline_value", "ratio",
+                                            "goal")))
+    Console().print(table)

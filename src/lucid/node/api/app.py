@@ -1,0 +1,41 @@
+"""The FastAPI app factory. Routers with fixed path segments (pools, payouts, poot batch) are included
+before ``/nodes/{node_id}`` so "pools" is never taken for a node id."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from ..tron.base import TwoPhaseTronClient
+from . import routes_nodes, routes_payouts, routes_pools, routes_poot, routes_system
+from .container import NodeContainer
+from .errors import install_error_handlers
+from .observability import RequestContextMiddleware, install_log_record_factory
+from .settings import NodeAPISettings
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: NodeAPISettings | None = None, *, tron_client: TwoPhaseTronClient | None = None) -> FastAPI:
+    settings = settings or NodeAPISettings()
+    container = NodeContainer(settings, tron_client=tron_client)
+    install_log_record_factory()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await container.start()
+        try:
+            yield
+        finally:
+            await container.stop()
+
+    app = FastAPI(title="Lucid node management", version="1.0.0", lifespan=lifespan)
+    app.state.container = container
+    install_error_handlers(app)
+    for r in (routes_system.router, routes_pools.router, routes_payouts.router, routes_poot.batch_router,
+              routes_payouts.node_router, routes_poot.router, routes_nodes.router):
+        app.include_router(r)
+    app.add_middleware(RequestContextMiddleware, metrics=container.metrics, max_body_bytes=settings.max_body_bytes)
+    return app

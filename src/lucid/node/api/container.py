@@ -1,0 +1,121 @@
+"""Wiring: one object holding the database, services, processor and background tasks of an app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from ..db import NodeDatabase, SqlNodeRepository, SqlPayoutRepository, SqlPoolRepository, SqlPoOTRepository
+from ..payouts import PayoutProcessor, WitnessAuditLogger
+from ..poot import PoOTValidator
+from ..services import NodeService, PoolService, ResourceMonitor
+from ..tron import create_tron_client
+from ..tron.base import TwoPhaseTronClient
+from ..validators import NodeValidator
+from .auth import JWTVerifier
+from .observability import NodeMetrics
+from .rate_limit import RateLimiter
+from .settings import NodeAPISettings
+
+__all__ = ["NodeContainer"]
+
+_log = logging.getLogger("lucid.node.api")
+
+
+class NodeContainer:
+    def __init__(self, settings: NodeAPISettings, *, tron_client: TwoPhaseTronClient | None = None) -> None:
+        self.settings = settings
+        self.db = NodeDatabase(settings.db_url)
+        self.node_repo = SqlNodeRepository(self.db)
+        self.pool_repo = SqlPoolRepository(self.db)
+        self.poot_repo = SqlPoOTRepository(self.db)
+        self.payout_repo = SqlPayoutRepository(self.db)
+        self.monitor = ResourceMonitor(interval=settings.monitor_interval)
+        self.nodes = NodeService(self.node_repo, self.monitor, NodeValidator())
+        self.pools = PoolService(self.pool_repo, self.node_repo)
+        self.poot = PoOTValidator(self.poot_repo, min_valid_score=settings.min_valid_score)
+        if tron_client is None:
+            tron_client = (create_tron_client("local", ledger_url=settings.ledger_url)
+                           if settings.tron_client == "local" else create_tron_client(settings.tron_client))
+        self.tron = tron_client
+        self.payouts = PayoutProcessor(self.payout_repo, self.tron, WitnessAuditLogger(),
+                                       chunk_size=settings.payout_chunk_size)
+        self.verifier = JWTVerifier(settings)
+        self.limiter = RateLimiter()
+        self.metrics = NodeMetrics()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._running_batches: set[str] = set()
+
+    async def start(self) -> None:
+        await self.db.create_all()
+        initialize = getattr(self.tron, "initialize", None)
+        if initialize is not None:
+            await initialize()
+        self.monitor.start()
+        if self.settings.recover_on_startup:
+            self.spawn(self._recover(), "payout-recovery")
+        self.spawn(self._scheduler(), "payout-scheduler")
+
+    async def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await self.monitor.close()
+        await self.tron.close()
+        await self.db.dispose()
+
+    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ payout batches
+    def run_batch_soon(self, batch_id: str) -> None:
+        if batch_id in self._running_batches:
+            return
+        self._running_batches.add(batch_id)
+        self.spawn(self._run_batch(batch_id), f"payout-batch-{batch_id}")
+
+    async def _run_batch(self, batch_id: str) -> None:
+        self.metrics.background.inc()
+        try:
+            await self.payout_repo.update_batch(batch_id, status="processing", successful=0, failed=0)
+            await self.payouts.run_batch(batch_id)
+            counts = await self.payout_repo.status_counts(batch_id)
+            ok, bad = counts.get("completed", 0), counts.get("failed", 0)
+            unfinished = counts.get("pending", 0) + counts.get("processing", 0)
+            for status, n in counts.items():
+                if status in ("completed", "failed"):
+                    self.metrics.payouts.labels(status).inc(n)
+            status = "processing" if unfinished else ("completed" if bad == 0 else ("failed" if ok == 0 else "partial"))
+            await self.payout_repo.update_batch(batch_id, status=status, successful=ok, failed=bad,
+                                                done=not unfinished)
+        except Exception:
+            _log.exception("payout batch %s stopped; recovery resumes it", batch_id)
+        finally:
+            self._running_batches.discard(batch_id)
+            self.metrics.background.dec()
+
+    async def _recover(self) -> None:
+        try:
+            report = await self.payouts.recover()
+            for batch_id in await self.payout_repo.unfinished_batches():
+                self.run_batch_soon(batch_id)
+            if report["reconciled"] or report["resumed"]:
+                _log.warning("payout recovery: %s", report)
+        except Exception:
+            _log.exception("payout recovery failed")
+
+    async def _scheduler(self) -> None:
+        while True:
+            try:
+                for batch_id in await self.payout_repo.due_scheduled_batches():
+                    self.run_batch_soon(batch_id)
+            except Exception:
+                _log.exception("payout scheduler pass failed")
+            await asyncio.sleep(self.settings.scheduler_interval)

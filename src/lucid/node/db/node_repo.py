@@ -1,0 +1,217 @@
+"""Node persistence. Pool membership counters change in the same transaction as the node rows, under
+the pool row's lock (creations) or a conditional UPDATE ``node_count < max_nodes`` (joins), so concurrent
+joins cannot overfill a pool."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..errors import (
+    InvalidAllocationError, NodeAlreadyExistsError, NodeNotFoundError, PoolNotFoundError, ResourceLimitError,
+)
+from ..models.node_models import Node, utcnow
+from .engine import NodeDatabase
+from .tables import node_pools, nodes
+
+__all__ = ["SqlNodeRepository", "node_from_row", "node_to_row"]
+
+_JSON_FIELDS = ("hardware_info", "location", "configuration")
+
+
+def node_to_row(node: Node) -> dict[str, Any]:
+    row = node.model_dump(mode="python")
+    for f in _JSON_FIELDS:
+        value = getattr(node, f)
+        row[f] = value.model_dump(mode="json") if value is not None else None
+    row["status"] = node.status.value
+    row["node_type"] = node.node_type.value
+    return row
+
+
+def node_from_row(row: Any) -> Node:
+    return Node.model_validate(dict(row._mapping))
+
+
+async def _join_pool(conn: AsyncConnection, pool_id: str) -> None:
+    res = await conn.execute(
+        update(node_pools).where(node_pools.c.pool_id == pool_id, node_pools.c.node_count < node_pools.c.max_nodes)
+        .values(node_count=node_pools.c.node_count + 1, updated_at=utcnow())
+    )
+    if res.rowcount == 1:
+        return
+    exists = await conn.scalar(select(node_pools.c.pool_id).where(node_pools.c.pool_id == pool_id))
+    if exists is None:
+        raise PoolNotFoundError(f"Pool {pool_id} not found")
+    raise ResourceLimitError(f"Pool {pool_id} is full")
+
+
+async def _leave_pool(conn: AsyncConnection, pool_id: str) -> None:
+    await conn.execute(
+        update(node_pools).where(node_pools.c.pool_id == pool_id, node_pools.c.node_count > 0)
+        .values(node_count=node_pools.c.node_count - 1, updated_at=utcnow())
+    )
+
+
+class SqlNodeRepository:
+    """The NodeService's ``node_repository``."""
+
+    def __init__(self, db: NodeDatabase, *, max_group: int = 200) -> None:
+        self.db = db
+        self.max_group = max_group
+        self._queue: list[tuple[Node, Any]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def create(self, node: Node) -> Node:
+        """Insert a node (joining its pool if it names one).
+
+        Concurrent creations are group-committed: the caller that finds no flush running writes every
+        queued node in one transaction. Per node the outcome is exact: ON CONFLICT DO NOTHING RETURNING
+        tells which names were new (NodeAlreadyExistsError for the rest), and pool seats are handed out
+        under the pool rows' lock (BEGIN IMMEDIATE on SQLite, SELECT ... FOR UPDATE on PostgreSQL)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((node, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._drain())
+        await fut
+        return node
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:self.max_group], self._queue[self.max_group:]
+            try:
+                errors = await self._write(batch)
+            except Exception as exc:  # noqa: BLE001 - every waiter of this group gets the failure
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for i, (_, fut) in enumerate(batch):
+                if not fut.done():
+                    if i in errors:
+                        fut.set_exception(errors[i])
+                    else:
+                        fut.set_result(None)
+
+    async def _write(self, batch: list[tuple[Node, Any]]) -> dict[int, Exception]:
+        errors: dict[int, Exception] = {}
+        async with self.db.engine.begin() as conn:
+            pool_ids = {n.pool_id for n, _ in batch if n.pool_id}
+            seats: dict[str, int] = {}
+            if pool_ids:
+                rows = (await conn.execute(
+                    select(node_pools.c.pool_id, node_pools.c.node_count, node_pools.c.max_nodes)
+                    .where(node_pools.c.pool_id.in_(pool_ids)).with_for_update())).all()
+                seats = {r.pool_id: r.max_nodes - r.node_count for r in rows}
+            todo: list[tuple[int, Node]] = []
+            for i, (n, _) in enumerate(batch):
+                if n.pool_id:
+                    if n.pool_id not in seats:
+                        errors[i] = PoolNotFoundError(f"Pool {n.pool_id} not found")
+                        continue
+                    if seats[n.pool_id] <= 0:
+                        errors[i] = ResourceLimitError(f"Pool {n.pool_id} is full")
+                        continue
+                    seats[n.pool_id] -= 1
+                todo.append((i, n))
+            if todo:
+                stmt = (self.db.insert_ignore(nodes).values([node_to_row(n) for _, n in todo])
+                        .on_conflict_do_nothing().returning(nodes.c.node_id))
+                inserted = {r[0] for r in (await conn.execute(stmt)).all()}
+                joined: dict[str, int] = {}
+                for i, n in todo:
+                    if n.node_id not in inserted:
+                        errors[i] = NodeAlreadyExistsError(f"Node named {n.name!r} already exists")
+                    elif n.pool_id:
+                        joined[n.pool_id] = joined.get(n.pool_id, 0) + 1
+                if joined:
+                    await conn.execute(
+                        update(node_pools).where(node_pools.c.pool_id == bindparam("b_pool"))
+                        .values(node_count=node_pools.c.node_count + bindparam("b_n"), updated_at=utcnow()),
+                        [{"b_pool": k, "b_n": v} for k, v in joined.items()])
+        return errors
+
+    async def get_by_id(self, node_id: str) -> Node | None:
+        async with self.db.reader.connect() as conn:
+            row = (await conn.execute(select(nodes).where(nodes.c.node_id == node_id))).first()
+        return node_from_row(row) if row is not None else None
+
+    async def get_by_ids(self, node_ids: list[str]) -> dict[str, Node]:
+        if not node_ids:
+            return {}
+        async with self.db.reader.connect() as conn:
+            rows = (await conn.execute(select(nodes).where(nodes.c.node_id.in_(set(node_ids))))).all()
+        return {r.node_id: node_from_row(r) for r in rows}
+
+    async def update(self, node: Node, expected_status: str | None = None) -> bool:
+        """Write the node's mutable fields; with ``expected_status`` it is a compare-and-set on status."""
+        row = node_to_row(node)
+        for k in ("node_id", "pool_id", "pool_priority", "created_at"):
+            row.pop(k)
+        node.updated_at = row["updated_at"] = utcnow()
+        stmt = update(nodes).where(nodes.c.node_id == node.node_id)
+        if expected_status is not None:
+            stmt = stmt.where(nodes.c.status == str(expected_status))
+        try:
+            async with self.db.engine.begin() as conn:
+                res = await conn.execute(stmt.values(**row))
+        except IntegrityError as exc:
+            raise NodeAlreadyExistsError(f"Node named {node.name!r} already exists") from exc
+        return res.rowcount == 1
+
+    async def delete(self, node_id: str) -> bool:
+        async with self.db.engine.begin() as conn:
+            pool_id = (await conn.execute(select(nodes.c.pool_id).where(nodes.c.node_id == node_id))).first()
+            if pool_id is None:
+                return False
+            await conn.execute(nodes.delete().where(nodes.c.node_id == node_id))
+            if pool_id[0]:
+                await _leave_pool(conn, pool_id[0])
+        return True
+
+    def _filtered(self, stmt: Any, status: str | None, pool_id: str | None, name: str | None) -> Any:
+        if status is not None:
+            stmt = stmt.where(nodes.c.status == str(status))
+        if pool_id is not None:
+            stmt = stmt.where(nodes.c.pool_id == pool_id)
+        if name is not None:
+            stmt = stmt.where(nodes.c.name == name)
+        return stmt
+
+    async def list(self, offset: int = 0, limit: int = 20, status: str | None = None, pool_id: str | None = None,
+                   name: str | None = None) -> list[Node]:
+        stmt = self._filtered(select(nodes), status, pool_id, name)
+        stmt = stmt.order_by(nodes.c.created_at, nodes.c.node_id).offset(offset).limit(limit)
+        async with self.db.reader.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [node_from_row(r) for r in rows]
+
+    async def count(self, status: str | None = None, pool_id: str | None = None, name: str | None = None) -> int:
+        stmt = self._filtered(select(func.count()).select_from(nodes), status, pool_id, name)
+        async with self.db.reader.connect() as conn:
+            return int(await conn.scalar(stmt) or 0)
+
+    async def assign_pool(self, node_id: str, pool_id: str, priority: int = 50) -> None:
+        async with self.db.engine.begin() as conn:
+            current = (await conn.execute(select(nodes.c.pool_id).where(nodes.c.node_id == node_id))).first()
+            if current is None:
+                raise NodeNotFoundError(f"Node {node_id} not found")
+            if current[0] == pool_id:
+                raise InvalidAllocationError(f"Node {node_id} is already in pool {pool_id}")
+            if current[0]:
+                raise InvalidAllocationError(f"Node {node_id} is already in pool {current[0]}")
+            await _join_pool(conn, pool_id)
+            await conn.execute(update(nodes).where(nodes.c.node_id == node_id)
+                               .values(pool_id=pool_id, pool_priority=priority, updated_at=utcnow()))
+
+    async def unassign_pool(self, node_id: str, pool_id: str) -> None:
+        async with self.db.engine.begin() as conn:
+            res = await conn.execute(update(nodes).where(nodes.c.node_id == node_id, nodes.c.pool_id == pool_id)
+                                     .values(pool_id=None, updated_at=utcnow()))
+            if res.rowcount != 1:
+                raise NodeNotFoundError(f"Node {node_id} is not in pool {pool_id}")
+            await _leave_pool(conn, pool_id)

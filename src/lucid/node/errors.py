@@ -1,0 +1,147 @@
+"""Node-management errors: every failure is a class carrying a Lucid ``error_code`` and a ``message``.
+
+Codes follow SPEC.md (LUCID_ERR_5xxx for node management, 4291 for rate limiting). ``http_status`` is the
+status the REST API answers with, so the mapping lives beside the error and not in every route.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "NodeManagementError", "ValidationError", "NodeNotFoundError", "PoolNotFoundError",
+    "InvalidNodeStatusError", "ResourceLimitError", "InvalidPoOTError", "NonceReplayError",
+    "PayoutError", "PayoutNotFoundError", "NodeAlreadyExistsError", "PoolAlreadyExistsError",
+    "InvalidAllocationError", "BatchOperationError", "BatchConflictError", "InternalNodeError",
+    "RateLimitExceededError", "AuthenticationError", "PermissionDeniedError",
+]
+
+
+class NodeManagementError(Exception):
+    """Base of every node-management error (LUCID_ERR_5000, generic)."""
+
+    error_code: str = "LUCID_ERR_5000"
+    http_status: int = 400
+    default_message: str = "Node management error"
+
+    def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None) -> None:
+        self.message = message or self.default_message
+        self.details = details or {}
+        super().__init__(self.message)
+
+
+class ValidationError(NodeManagementError, ValueError):
+    """Input failed validation at the boundary (bad wallet, amount, hardware info...)."""
+
+    error_code = "LUCID_ERR_5000"
+    http_status = 400
+    default_message = "Invalid request"
+
+
+class NodeNotFoundError(NodeManagementError):
+    error_code = "LUCID_ERR_5001"
+    http_status = 404
+    default_message = "Node not found"
+
+
+class PoolNotFoundError(NodeManagementError):
+    error_code = "LUCID_ERR_5002"
+    http_status = 404
+    default_message = "Pool not found"
+
+
+class InvalidNodeStatusError(NodeManagementError):
+    error_code = "LUCID_ERR_5003"
+    http_status = 409
+    default_message = "Invalid node status for this operation"
+
+
+class ResourceLimitError(NodeManagementError):
+    error_code = "LUCID_ERR_5004"
+    http_status = 409
+    default_message = "Resource limit exceeded"
+
+
+class InvalidPoOTError(NodeManagementError):
+    error_code = "LUCID_ERR_5005"
+    http_status = 400
+    default_message = "PoOT validation failed"
+
+
+class NonceReplayError(InvalidPoOTError):
+    """A nonce already used by this node in the last 24 h (the database's unique constraint said so)."""
+
+    http_status = 409
+    default_message = "Nonce already used"
+
+
+class PayoutError(NodeManagementError):
+    error_code = "LUCID_ERR_5006"
+    http_status = 400
+    default_message = "Payout processing failed"
+
+
+class PayoutNotFoundError(PayoutError):
+    http_status = 404
+    default_message = "Payout batch not found"
+
+
+class NodeAlreadyExistsError(NodeManagementError):
+    error_code = "LUCID_ERR_5007"
+    http_status = 409
+    default_message = "Node already exists"
+
+
+class PoolAlreadyExistsError(NodeManagementError):
+    error_code = "LUCID_ERR_5008"
+    http_status = 409
+    default_message = "Pool already exists"
+
+
+class InvalidAllocationError(NodeManagementError):
+    error_code = "LUCID_ERR_5009"
+    http_status = 400
+    default_message = "Invalid resource allocation"
+
+
+class BatchOperationError(NodeManagementError):
+    error_code = "LUCID_ERR_5010"
+    http_status = 400
+    default_message = "Batch operation failed"
+
+
+class BatchConflictError(BatchOperationError):
+    """The batch id exists with a different payload: re-submitting must not change what is paid."""
+
+    http_status = 409
+    default_message = "Batch id already used with a different payload"
+
+
+class InternalNodeError(NodeManagementError):
+    error_code = "LUCID_ERR_5999"
+    http_status = 500
+    default_message = "Internal error"
+
+
+class RateLimitExceededError(NodeManagementError):
+    error_code = "LUCID_ERR_4291"
+    http_status = 429
+    default_message = "Rate limit exceeded"
+
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message, details={"retry_after": retry_after})
+        self.retry_after = retry_after
+
+
+class AuthenticationError(NodeManagementError):
+    """Missing or invalid bearer token (SPEC: every JWT failure is a security policy violation)."""
+
+    error_code = "LUCID_ERR_1203"
+    http_status = 401
+    default_message = "Authentication required"
+
+
+class PermissionDeniedError(NodeManagementError):
+    error_code = "LUCID_ERR_1203"
+    http_status = 403
+    default_message = "Permission denied"

@@ -1,0 +1,67 @@
+"""PoOT (proof of observation time) request and result models."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .node_models import utcnow
+
+__all__ = ["PoOTValidationRequest", "PoOTBatchItem", "PoOTBatchRequest", "PoOTValidationResult", "PoOTScore",
+           "MAX_OUTPUT_BYTES"]
+
+MAX_OUTPUT_BYTES = 1024 * 1024
+Nonce = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
+NodeIdStr = Annotated[str, Field(min_length=8, max_length=64, pattern=r"^node_[a-zA-Z0-9_-]+$")]
+
+
+class PoOTValidationRequest(BaseModel):
+    """Body of POST /nodes/{node_id}/poot/validate. The size rule is the validator's (one error message)."""
+
+    model_config = ConfigDict(extra="forbid")
+    output_data: Annotated[str, Field(min_length=1, max_length=2 * MAX_OUTPUT_BYTES)]
+    timestamp: datetime
+    nonce: Nonce
+    signature: Annotated[str, Field(max_length=200)] | None = None
+
+
+class PoOTBatchItem(PoOTValidationRequest):
+    node_id: NodeIdStr
+
+
+class PoOTBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    validations: list[PoOTBatchItem] = Field(min_length=1, max_length=1000)
+
+
+class PoOTValidationResult(BaseModel):
+    validation_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    node_id: str
+    output_data: str = ""
+    output_hash: str = ""
+    timestamp: datetime | None = None
+    nonce: str = ""
+    is_valid: bool = False
+    score: float = Field(default=0.0, ge=0, le=100)
+    score_parts: dict[str, float] = Field(default_factory=dict)
+    confidence: float = Field(default=0.0, ge=0, le=1)
+    validation_time_ms: float = Field(default=0.0, ge=0)
+    errors: list[str] = Field(default_factory=list)
+    batch_id: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+    def public_dict(self) -> dict[str, Any]:
+        """API view: the (up to 1 MiB) output itself is not echoed back."""
+        return self.model_dump(mode="json", exclude={"output_data"})
+
+
+class PoOTScore(BaseModel):
+    node_id: str
+    score: float = Field(ge=0, le=100)
+    calculated_at: datetime
+    output_hash: str | None = None
+    validation_status: Literal["valid", "invalid", "pending"]
+    confidence: float = Field(ge=0, le=1)

@@ -1,0 +1,137 @@
+"""ResourceMonitor: samples host resources with psutil for the nodes it monitors (this process is the
+node agent of the nodes it runs), keeps a bounded history per node, checks thresholds and allocations."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from datetime import timedelta
+from typing import Any
+
+import psutil
+
+from ..errors import InvalidAllocationError, NodeNotFoundError, ResourceLimitError
+from ..models.node_models import Node, utcnow
+
+__all__ = ["ResourceMonitor", "TIME_RANGES"]
+
+TIME_RANGES = {"1h": timedelta(hours=1), "6h": timedelta(hours=6), "24h": timedelta(hours=24),
+               "7d": timedelta(days=7)}
+
+
+def sample_host(disk_path: str = "/") -> dict[str, Any]:
+    """One psutil sample (all calls are non-blocking: cpu_percent uses the delta since the last call)."""
+    vm = psutil.virtual_memory()
+    disk = psutil.disk_usage(disk_path)
+    net = psutil.net_io_counters()
+    return {"timestamp": utcnow().isoformat(), "cpu_percent": psutil.cpu_percent(interval=None),
+            "memory_percent": vm.percent, "memory_used_bytes": vm.used, "memory_total_bytes": vm.total,
+            "disk_percent": disk.percent, "disk_used_bytes": disk.used, "disk_total_bytes": disk.total,
+            "network_bytes_sent": net.bytes_sent if net else 0, "network_bytes_recv": net.bytes_recv if net else 0}
+
+
+class ResourceMonitor:
+    def __init__(self, *, interval: float = 5.0, history: int = 720) -> None:
+        self.interval = interval
+        self._history = history
+        self._samples: dict[str, deque[dict[str, Any]]] = {}
+        self._limits: dict[str, dict[str, Any]] = {}
+        self._thresholds: dict[str, dict[str, float]] = {}
+        self._allocations: dict[str, dict[str, float]] = {}
+        self._monitored: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    # ---------------------------------------------------------- lifecycle hooks used by NodeService
+    async def initialize_node(self, node: Node) -> None:
+        self._samples.setdefault(node.node_id, deque(maxlen=self._history))
+        limits = node.configuration.resource_limits if node.configuration else None
+        hw = node.hardware_info
+        self._limits[node.node_id] = {
+            "cpu_percent": (limits.cpu_percent if limits and limits.cpu_percent else 100.0),
+            "memory_bytes": (limits.memory_bytes if limits and limits.memory_bytes
+                             else (hw.memory.total_bytes if hw else None)),
+            "disk_bytes": (limits.disk_bytes if limits and limits.disk_bytes
+                           else (hw.storage.total_bytes if hw else None)),
+        }
+
+    async def start_monitoring(self, node_id: str) -> None:
+        self._samples.setdefault(node_id, deque(maxlen=self._history))
+        self._monitored.add(node_id)
+        self._samples[node_id].append(await asyncio.to_thread(sample_host))
+
+    async def stop_monitoring(self, node_id: str) -> None:
+        self._monitored.discard(node_id)
+
+    def knows(self, node_id: str) -> bool:
+        return node_id in self._limits
+
+    def is_monitoring(self, node_id: str) -> bool:
+        return node_id in self._monitored
+
+    def forget(self, node_id: str) -> None:
+        for d in (self._samples, self._limits, self._thresholds, self._allocations):
+            d.pop(node_id, None)
+        self._monitored.discard(node_id)
+
+    # ---------------------------------------------------------- sampling loop
+    async def run(self) -> None:
+        while True:
+            if self._monitored:
+                sample = await asyncio.to_thread(sample_host)
+                for node_id in list(self._monitored):
+                    self._samples.setdefault(node_id, deque(maxlen=self._history)).append(sample)
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name="lucid-resource-monitor")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    # ---------------------------------------------------------- queries
+    async def get_node_resources(self, node_id: str, time_range: str = "1h") -> dict[str, Any]:
+        since = (utcnow() - TIME_RANGES[time_range]).isoformat()
+        samples = [s for s in self._samples.get(node_id, ()) if s["timestamp"] >= since]
+        current = samples[-1] if samples else None
+        return {"node_id": node_id, "time_range": time_range, "monitoring": node_id in self._monitored,
+                "current": current, "samples": samples, "alerts": self._alerts(node_id, current),
+                "allocations": self._allocations.get(node_id, {})}
+
+    def _alerts(self, node_id: str, current: dict[str, Any] | None) -> list[str]:
+        if current is None:
+            return []
+        return [f"{k} {current[k]} above threshold {v}" for k, v in self._thresholds.get(node_id, {}).items()
+                if k in current and current[k] > v]
+
+    async def set_thresholds(self, node_id: str, thresholds: dict[str, float]) -> dict[str, float]:
+        self._thresholds[node_id] = dict(thresholds)
+        return self._thresholds[node_id]
+
+    async def allocate(self, node_id: str, request: dict[str, float]) -> dict[str, float]:
+        """Reserve resources on a node: the sum of allocations stays within the node's limits."""
+        limits = self._limits.get(node_id)
+        if limits is None:
+            raise NodeNotFoundError(f"Node {node_id} has no resource record")
+        if not request or any(v is None or v < 0 for v in request.values()):
+            raise InvalidAllocationError("Allocation amounts must be non-negative")
+        current = self._allocations.setdefault(node_id, {})
+        for key, amount in request.items():
+            limit = limits.get(key)
+            if limit is not None and current.get(key, 0) + amount > limit:
+                raise ResourceLimitError(f"{key} allocation exceeds the node's limit {limit}")
+        for key, amount in request.items():
+            current[key] = current.get(key, 0) + amount
+        return dict(current)
+
+    def health(self) -> dict[str, Any]:
+        t = time.perf_counter()
+        sample_host()
+        return {"status": "healthy", "sample_ms": round((time.perf_counter() - t) * 1000, 3),
+                "monitored_nodes": len(self._monitored)}

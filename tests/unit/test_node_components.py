@@ -1,0 +1,167 @@
+"""Unit tests of the seed's remaining test files (auth, rate limiter, validators, resource monitor,
+pool service), mocks only where a collaborator is isolated."""
+
+from __future__ import annotations
+
+import time
+from unittest.mock import AsyncMock
+
+import pytest
+
+from lucid.node.api.auth import JWTVerifier, Principal, ROLE_PERMISSIONS, mint_token
+from lucid.node.api.rate_limit import RateLimiter
+from lucid.node.api.settings import NodeAPISettings
+from lucid.node.errors import (
+    AuthenticationError, InvalidAllocationError, PermissionDeniedError, PoolNotFoundError, RateLimitExceededError,
+    ResourceLimitError, ValidationError,
+)
+from lucid.node.models.node_models import Node, NodeCreateRequest
+from lucid.node.models.pool_models import AddNodeToPoolRequest, NodePoolCreateRequest
+from lucid.node.services import PoolService, ResourceMonitor
+from lucid.node.validators import NodeValidator, from_micros, to_micros, validate_amount
+from tests.fixtures.node_fixtures import sample_hardware_info, sample_node_create_request
+
+
+class TestRateLimiter:
+    def test_bucket_allows_limit_then_refuses_with_retry_after(self) -> None:
+        rl = RateLimiter()
+        for _ in range(60):
+            rl.check("node", "alice", 60)
+        with pytest.raises(RateLimitExceededError) as exc:
+            rl.check("node", "alice", 60)
+        assert exc.value.error_code == "LUCID_ERR_4291" and exc.value.retry_after == 1
+        rl.check("node", "bob", 60)  # identities are independent
+        rl.check("poot", "alice", 60)  # and so are tiers
+
+    def test_refills_over_time(self) -> None:
+        rl = RateLimiter()
+        for _ in range(6000):
+            rl.check("t", "x", 6000)  # 100 tokens per second
+        with pytest.raises(RateLimitExceededError):
+            rl.check("t", "x", 6000)
+        time.sleep(0.05)
+        rl.check("t", "x", 6000)
+
+    def test_keys_are_bounded(self) -> None:
+        rl = RateLimiter(max_keys=100)
+        for i in range(1000):
+            rl.check("public", f"10.0.{i // 256}.{i % 256}", 100)
+        assert len(rl) == 100
+
+
+class TestJWT:
+    secret = "s" * 40
+
+    def verifier(self) -> JWTVerifier:
+        return JWTVerifier(NodeAPISettings(jwt_secret=self.secret, db_url="sqlite+aiosqlite://"))
+
+    def test_role_permissions_and_narrowing(self) -> None:
+        p = self.verifier().verify(mint_token(self.secret, role="admin", permissions=["node:read", "payout:process",
+                                                                                      "root:everything"]))
+        assert p.permissions == {"node:read", "payout:process"}  # a claim narrows, never widens
+        p.require("node:read")
+        with pytest.raises(PermissionDeniedError):
+            p.require("node:write")
+
+    def test_worker_matrix(self) -> None:
+        p = self.verifier().verify(mint_token(self.secret, role="worker", node_id="node_abc_1"))
+        assert p.permissions == ROLE_PERMISSIONS["worker"] == {"node:read", "resource:read", "poot:validate"}
+        p.require_node("node_abc_1")
+        with pytest.raises(PermissionDeniedError):
+            p.require_node("node_xyz_1")
+
+    def test_other_secret_is_rejected(self) -> None:
+        with pytest.raises(AuthenticationError) as exc:
+            self.verifier().verify(mint_token("t" * 40, role="admin"))
+        assert exc.value.error_code == "LUCID_ERR_1203"
+
+    @pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+    def test_unconfigured_secret_accepts_nothing(self) -> None:
+        v = JWTVerifier(NodeAPISettings(jwt_secret=None, jwt_public_key=None, db_url="sqlite+aiosqlite://"))
+        for guess in ("", "secret", "changeme", self.secret):
+            with pytest.raises(AuthenticationError):
+                v.verify(mint_token(guess or "x", role="admin"))
+
+    def test_weak_configured_secret_refused(self) -> None:
+        with pytest.raises(ValueError, match="32"):
+            JWTVerifier(NodeAPISettings(jwt_secret="short", db_url="sqlite+aiosqlite://"))
+
+    def test_principal_node_unbound(self) -> None:
+        Principal("admin", "admin", frozenset()).require_node("node_any_1")
+
+
+class TestValidators:
+    async def test_reserved_name(self) -> None:
+        with pytest.raises(ValidationError, match="reserved"):
+            await NodeValidator().validate_create_request(NodeCreateRequest(name="admin"))
+
+    async def test_limits_must_fit_hardware(self) -> None:
+        req = sample_node_create_request()
+        req["configuration"]["resource_limits"]["memory_bytes"] = 64 * 1024**3  # more than the 16 GiB installed
+        with pytest.raises(ValidationError, match="Invalid hardware info"):
+            await NodeValidator().validate_create_request(NodeCreateRequest(**req))
+        await NodeValidator().validate_create_request(NodeCreateRequest(**sample_node_create_request()))
+
+    @pytest.mark.parametrize("field,value", [("cores", 0), ("cores", 129)])
+    def test_hardware_limits(self, field: str, value: int) -> None:
+        hw = sample_hardware_info()
+        hw["cpu"][field] = value
+        with pytest.raises(Exception, match="cores"):
+            NodeCreateRequest(name="hw-node", hardware_info=hw)
+
+    def test_network_required(self) -> None:
+        hw = sample_hardware_info()
+        hw["network"] = []
+        with pytest.raises(Exception, match="network"):
+            NodeCreateRequest(name="hw-node", hardware_info=hw)
+
+    def test_micros_round_trip(self) -> None:
+        for v in ("0.000001", "1", "100.5", "999999.999999"):
+            assert from_micros(to_micros(validate_amount(v))) == validate_amount(v)
+
+    def test_status_assignment_validated(self) -> None:
+        node = Node(status="active")
+        with pytest.raises(Exception):
+            node.status = "bogus"
+
+
+class TestResourceMonitor:
+    async def test_sampling_and_allocation(self) -> None:
+        mon = ResourceMonitor()
+        node = Node(**{"name": "res", "hardware_info": sample_hardware_info(),
+                       "configuration": {"resource_limits": {"cpu_percent": 80}}})
+        await mon.initialize_node(node)
+        await mon.start_monitoring(node.node_id)
+        res = await mon.get_node_resources(node.node_id, "1h")
+        assert res["monitoring"] and res["current"]["memory_total_bytes"] > 0
+        assert await mon.allocate(node.node_id, {"cpu_percent": 50}) == {"cpu_percent": 50}
+        with pytest.raises(ResourceLimitError):
+            await mon.allocate(node.node_id, {"cpu_percent": 31})
+        with pytest.raises(InvalidAllocationError):
+            await mon.allocate(node.node_id, {"cpu_percent": -1})
+        await mon.set_thresholds(node.node_id, {"memory_percent": 0})
+        assert (await mon.get_node_resources(node.node_id))["alerts"]  # any usage is above 0 %
+        await mon.stop_monitoring(node.node_id)
+        assert not mon.is_monitoring(node.node_id)
+
+
+class TestPoolService:
+    async def test_create_and_add_node(self) -> None:
+        pools, nodes = AsyncMock(), AsyncMock()
+        svc = PoolService(pools, nodes)
+        pool = await svc.create_pool(NodePoolCreateRequest(pool_id="pool_gpu_1", name="gpu", max_nodes=5))
+        assert pool.pool_id == "pool_gpu_1" and pool.max_nodes == 5
+        pools.create.assert_called_once()
+        pools.get_by_id.return_value = pool
+        await svc.add_node("pool_gpu_1", AddNodeToPoolRequest(node_id="node_abc_1", priority=70))
+        nodes.assign_pool.assert_called_once_with("node_abc_1", "pool_gpu_1", 70)
+
+    async def test_missing_pool(self) -> None:
+        pools = AsyncMock()
+        pools.get_by_id.return_value = None
+        with pytest.raises(PoolNotFoundError):
+            await PoolService(pools, AsyncMock()).get_pool("pool_nope_1")
+
+    def test_reserved_pool_prefix(self) -> None:
+        with pytest.raises(Exception, match="reserved"):
+            NodePoolCreateRequest(pool_id="pool_system_x", name="sys")
