@@ -31,6 +31,7 @@ servers: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m infrafabric.demo
+	$(PY) -m lucid.demo
 
 serve: $(STAMP)
 	$(VENV)/bin/lucid serve --port 8083
