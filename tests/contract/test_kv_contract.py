@@ -214,3 +214,15 @@ async def test_create_many_is_put_if_absent_per_item(kv: KeyValueStore, ns: str)
         await kv.create_many([(ns + "d", b"4", 0), (ns + "e", b"5", 424242)])
     if kv.backend != "etcd":  # embedded: the batch is checked before anything is written
         assert await kv.get(ns + "d") is None
+
+
+async def test_watch_replay_includes_bulk_creates(kv: KeyValueStore, ns: str) -> None:
+    out = await kv.create_many([(ns + "r1", b"1", 0), (ns + "r2", b"2", 0)])
+    first_rev = min(kv_.mod_revision for _, kv_ in out)  # type: ignore[union-attr]  # etcd may order them either way
+    await kv.delete(ns + "r1")
+    async with kv.watch(ns, prefix=True, start_revision=first_rev) as watch:
+        it = watch.__aiter__()
+        got = [await asyncio.wait_for(it.__anext__(), 5) for _ in range(3)]
+    seen = [(e.type, e.key.removeprefix(ns), e.value) for e in got]
+    assert sorted(seen[:2]) == [("put", "r1", b"1"), ("put", "r2", b"2")]
+    assert seen[2] == ("delete", "r1", b"")

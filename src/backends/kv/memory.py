@@ -138,7 +138,7 @@ class _MemoryCore:
         self._leases: dict[int, _Lease] = {}
         self._expiries: list[tuple[float, int]] = []
         self._watchers: list[_Watcher] = []
-        self._history: collections.deque[WatchEvent] = collections.deque(maxlen=_HISTORY)
+        self._history: collections.deque[WatchEvent | KeyValue] = collections.deque(maxlen=_HISTORY)
         self._reaper: threading.Thread | None = None
         self._wakeup = threading.Condition(self._lock)
         self._closed = False
@@ -412,11 +412,14 @@ class _MemoryCore:
                     leases[lease].keys.add(key)
                 if db is not None:
                     db.put(kv)
-                event = WatchEvent("put", key, value, rev, lease)
-                history.append(event)
-                for watcher in watchers:
-                    if watcher.matches(key):
-                        watcher.deliver(event)
+                if watchers:
+                    event = WatchEvent("put", key, value, rev, lease)
+                    history.append(event)
+                    for watcher in watchers:
+                        if watcher.matches(key):
+                            watcher.deliver(event)
+                else:
+                    history.append(kv)  # a put, kept as its KeyValue: made into an event only if replayed
                 out.append((True, kv))
             if rev != self._revision:
                 self._revision = rev
@@ -460,8 +463,10 @@ class _MemoryCore:
     def add_watcher(self, watcher: _Watcher, start_revision: int) -> None:
         with self._lock:
             if start_revision:
-                for event in self._history:
-                    if event.mod_revision >= start_revision and watcher.matches(event.key):
+                for item in self._history:
+                    if item.mod_revision >= start_revision and watcher.matches(item.key):
+                        event = item if isinstance(item, WatchEvent) else WatchEvent(
+                            "put", item.key, item.value, item.mod_revision, item.lease)
                         watcher.queue.put_nowait(event)
             self._watchers.append(watcher)
 

@@ -135,8 +135,8 @@ class CoordinationCore:
         held = self.claims
         unclaimed = keys.UNCLAIMED.encode()
         for task_id, (won, current) in zip(task_ids, created):
-            if won:
-                claim: Claim | None = Claim(task_id, swarm_id, current.mod_revision, lease)  # type: ignore[union-attr]
+            if won:  # tuple.__new__ skips NamedTuple's Python-level __new__: this loop is the batch hot path
+                claim: Claim | None = tuple.__new__(Claim, (task_id, swarm_id, current.mod_revision, lease))  # type: ignore[union-attr,arg-type]
             elif current is not None and current.value == unclaimed:
                 claim = await self.claim(swarm_id, task_id)  # announced: the two-step path
             else:
