@@ -34,7 +34,8 @@ from backends.kv.base import (
     to_bytes,
 )
 
-_HISTORY = 10_000  # events kept for watches that start from a past revision
+_HISTORY = 10_000
+new_tuple = tuple.__new__  # events kept for watches that start from a past revision
 
 
 @dataclass(slots=True)
@@ -406,7 +407,7 @@ class _MemoryCore:
                     out.append((False, current))
                     continue
                 rev += 1
-                kv = KeyValue(key, value, rev, rev, 1, lease)
+                kv = new_tuple(KeyValue, (key, value, rev, rev, 1, lease))  # NamedTuple without its slow __new__
                 data[key] = kv
                 if lease:
                     leases[lease].keys.add(key)
