@@ -7,12 +7,14 @@ pools) race on one database.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from lucid.node.db import NodeDatabase, SqlNodeRepository, SqlPoolRepository, SqlPoOTRepository
-from lucid.node.errors import InvalidPoOTError, NodeAlreadyExistsError, PoolNotFoundError, ResourceLimitError
+from lucid.node.errors import (
+    GroupCommitError, InvalidPoOTError, NodeAlreadyExistsError, NonceReplayError, PoolNotFoundError, ResourceLimitError,
+)
 from lucid.node.models.node_models import Node
 from lucid.node.models.pool_models import NodePool
 from lucid.node.models.poot_models import PoOTValidationResult
@@ -135,6 +137,207 @@ async def test_concurrent_nonce_replay_exactly_one_wins(node_db_url: str) -> Non
         # another node may use the same nonce
         await SqlNodeRepository(dbs[0]).create(Node(node_id="node_racer_2", name="racer-2", status="active"))
         assert (await validators[0].validate_poot("node_racer_2", "out", ts, "shared-nonce-XK29")).is_valid
+    finally:
+        for db in dbs:
+            await db.dispose()
+
+
+# ------------------------------------------------------------------ hot-path mechanisms (both engines)
+def _proof(node_id: str, nonce: str, **kw: object) -> PoOTValidationResult:
+    fields: dict[str, object] = {"is_valid": True, "score": 60.0, "confidence": 0.5, **kw}
+    return PoOTValidationResult(node_id=node_id, output_hash="b" * 64, timestamp=datetime.now(UTC), nonce=nonce,
+                                **fields)
+
+
+async def test_group_commit_failure_fails_every_waiter_and_loses_nothing_acknowledged(node_db: NodeDatabase) -> None:
+    """A group whose transaction fails: every waiter gets GroupCommitError, none of the group is stored (its
+    nonces stay free), and what was acknowledged before is untouched."""
+    repo = SqlPoOTRepository(node_db)
+    acked = [_proof("node_gc_0001", f"acked-{i}") for i in range(10)]
+    await asyncio.gather(*(repo.save_validation(v, claim_nonce=True) for v in acked))
+    group = [_proof("node_gc_0001", f"doomed-{i}") for i in range(9)]
+    group.append(_proof("node_gc_0001", "doomed-dup", validation_id=acked[0].validation_id))  # PK clash
+    results = await asyncio.gather(*(repo.save_validation(v, claim_nonce=True) for v in group),
+                                   return_exceptions=True)
+    assert all(isinstance(r, GroupCommitError) for r in results), results
+    assert results[0].error_code == "LUCID_ERR_5999" and "none of them was stored" in results[0].message
+    assert results[0].__cause__ is not None
+    stored = await repo.list_history("node_gc_0001", limit=100)
+    assert {v.validation_id for v in stored} == {v.validation_id for v in acked}
+    # nothing of the failed group was claimed: the same proofs (fresh ids) go through
+    retry = [_proof("node_gc_0001", f"doomed-{i}") for i in range(9)]
+    await asyncio.gather(*(repo.save_validation(v, claim_nonce=True) for v in retry))
+    assert await repo.count_history("node_gc_0001") == 19
+    # and an acknowledged nonce is still taken
+    with pytest.raises(NonceReplayError):
+        await repo.save_validation(_proof("node_gc_0001", "acked-3"), claim_nonce=True)
+
+
+async def test_group_commit_decides_each_waiter_separately(node_db: NodeDatabase) -> None:
+    """One group mixing fresh nonces, a nonce repeated inside the group and an already used one."""
+    repo = SqlPoOTRepository(node_db)
+    await repo.save_validation(_proof("node_gc_0002", "used-before"), claim_nonce=True)
+    group = [_proof("node_gc_0002", f"fresh-{i}") for i in range(5)]
+    group += [_proof("node_gc_0002", "twice"), _proof("node_gc_0002", "twice"), _proof("node_gc_0002", "used-before")]
+    results = await asyncio.gather(*(repo.save_validation(v, claim_nonce=True) for v in group),
+                                   return_exceptions=True)
+    assert results[:6] == [None] * 6
+    assert isinstance(results[6], NonceReplayError) and isinstance(results[7], NonceReplayError)
+    assert await repo.count_history("node_gc_0002") == 7
+
+
+async def test_concurrent_node_creations_group_failure(node_db: NodeDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Node creations share one transaction too: a failing group fails every creator, stores none."""
+    repo = SqlNodeRepository(node_db)
+    await asyncio.gather(*(repo.create(Node(name=f"kept-{i}")) for i in range(5)))
+
+    def broken(batch: object, conn: object) -> dict[int, Exception]:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(repo, "_write_tx", broken)
+    results = await asyncio.gather(*(repo.create(Node(name=f"lost-{i}")) for i in range(5)), return_exceptions=True)
+    assert all(isinstance(r, GroupCommitError) and isinstance(r.__cause__, RuntimeError) for r in results)
+    monkeypatch.undo()
+    assert await repo.count() == 5
+    await repo.create(Node(name="lost-0"))  # the name was never taken
+    assert await repo.count() == 6
+
+
+async def test_node_cache_never_decides_status_or_key(node_db_url: str) -> None:
+    """Validator B has the node cached as active and keyless; another engine (A) stops it, then re-keys it:
+    B's next proofs are refused inside the storing transaction, and nothing of them is stored."""
+    dbs = [NodeDatabase(node_db_url) for _ in range(2)]
+    await dbs[0].create_all()
+    try:
+        nodes_a = SqlNodeRepository(dbs[0])
+        await nodes_a.create(Node(node_id="node_cache_001", name="cached", status="active"))
+        repo_b = SqlPoOTRepository(dbs[1])
+        b = PoOTValidator(repo_b)
+        assert (await b.validate_poot("node_cache_001", "out", datetime.now(UTC), "cache-nonce-1")).is_valid
+        assert dbs[1].node_cache.get("node_cache_001") is not None
+        node = await nodes_a.get_by_id("node_cache_001")
+        node.status = "inactive"
+        assert await nodes_a.update(node)
+        with pytest.raises(InvalidPoOTError, match="Node not found or inactive"):
+            await b.validate_poot("node_cache_001", "out", datetime.now(UTC), "cache-nonce-2")
+        assert dbs[1].node_cache.get("node_cache_001") is None  # the stale snapshot was dropped
+        with pytest.raises(InvalidPoOTError, match="Node not found or inactive"):
+            await b.validate_poot("node_cache_001", "out", datetime.now(UTC), "cache-nonce-3")
+        node.status = "active"
+        assert await nodes_a.update(node)
+        assert (await b.validate_poot("node_cache_001", "out", datetime.now(UTC), "cache-nonce-4")).is_valid
+        node.public_key = "A" * 43 + "="
+        assert await nodes_a.update(node)
+        with pytest.raises(InvalidPoOTError, match="Invalid or missing signature"):
+            await b.validate_poot("node_cache_001", "out", datetime.now(UTC), "cache-nonce-5")
+        stored = await repo_b.list_history("node_cache_001", limit=50)
+        assert sorted(v.nonce for v in stored) == ["cache-nonce-1", "cache-nonce-4"]
+        assert await repo_b.get_by_nonce("node_cache_001", "cache-nonce-2") is None  # not claimed
+    finally:
+        for db in dbs:
+            await db.dispose()
+
+
+async def test_node_cache_invalidated_by_every_node_write(node_db: NodeDatabase) -> None:
+    nodes_repo, poot = SqlNodeRepository(node_db), SqlPoOTRepository(node_db)
+    await SqlPoolRepository(node_db).create(NodePool(pool_id="pool_cache_001", name="cache-pool", max_nodes=5))
+    await nodes_repo.create(Node(node_id="node_cache_002", name="cache-2", status="active"))
+    for change in ("update", "assign", "unassign", "delete"):
+        assert await poot.get_by_id("node_cache_002") is not None
+        assert node_db.node_cache.get("node_cache_002") is not None
+        if change == "update":
+            node = await nodes_repo.get_by_id("node_cache_002")
+            node.name = "cache-2-renamed"
+            await nodes_repo.update(node)
+        elif change == "assign":
+            await nodes_repo.assign_pool("node_cache_002", "pool_cache_001")
+        elif change == "unassign":
+            await nodes_repo.unassign_pool("node_cache_002", "pool_cache_001")
+        else:
+            await nodes_repo.delete("node_cache_002")
+        assert node_db.node_cache.get("node_cache_002") is None, change
+        if change == "update":
+            assert (await poot.get_by_id("node_cache_002")).name == "cache-2-renamed"
+    assert await poot.get_by_id("node_cache_002") is None
+    with pytest.raises(InvalidPoOTError, match="Node not found or inactive"):
+        await PoOTValidator(poot).validate_poot("node_cache_002", "out", datetime.now(UTC), "gone-nonce")
+
+
+async def test_history_cache_follows_writes(node_db_url: str) -> None:
+    """This process's saves are appended at once; another engine's show up once the entry expires."""
+    dbs = [NodeDatabase(node_db_url) for _ in range(2)]
+    await dbs[0].create_all()
+    try:
+        a, b = SqlPoOTRepository(dbs[0]), SqlPoOTRepository(dbs[1])
+        for i in range(3):
+            await a.save_validation(_proof("node_hist_001", f"h-{i}"), claim_nonce=True)
+        assert len(await b.get_recent_validations("node_hist_001")) == 3
+        await b.save_validation(_proof("node_hist_001", "h-b", is_valid=False, score=0.0), claim_nonce=True)
+        recent = await b.get_recent_validations("node_hist_001")
+        assert len(recent) == 4 and recent[0].is_valid is False  # appended, newest first
+        await a.save_validation(_proof("node_hist_001", "h-3"), claim_nonce=True)
+        dbs[1].poot_history.ttl = 0.0  # expire: the next read goes to the database
+        assert len(await b.get_recent_validations("node_hist_001")) == 5
+        assert len(await b.get_recent_validations("node_hist_001", limit=2)) == 2
+    finally:
+        for db in dbs:
+            await db.dispose()
+
+
+async def test_concurrent_nonce_lookups_share_one_query(node_db: NodeDatabase,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = SqlPoOTRepository(node_db)
+    await repo.save_validation(_proof("node_look_001", "seen-7"), claim_nonce=True)
+    reads = 0
+    real = node_db.read
+
+    async def counting(fn):  # type: ignore[no-untyped-def]
+        nonlocal reads
+        reads += 1
+        return await real(fn)
+
+    monkeypatch.setattr(node_db, "read", counting)
+    found = await asyncio.gather(*(repo.get_by_nonce("node_look_001", f"seen-{i}") for i in range(20)))
+    assert reads == 1
+    assert [f is not None for f in found] == [i == 7 for i in range(20)]
+    assert await repo.get_by_nonce("node_look_001", "seen-7", since=datetime.now(UTC) + timedelta(hours=1)) is None
+
+
+async def test_node_rekeyed_elsewhere_is_judged_on_a_fresh_read(node_db_url: str) -> None:
+    """B has the node cached with key 1; A re-keys it to key 2. A proof signed with key 2 is accepted
+    (B re-reads before refusing a signature), one signed with key 1 is refused and recorded."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from lucid.node.poot import sign_poot
+
+    def raw(key: Ed25519PrivateKey) -> str:
+        return base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+
+    k1, k2 = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    dbs = [NodeDatabase(node_db_url) for _ in range(2)]
+    await dbs[0].create_all()
+    try:
+        nodes_a = SqlNodeRepository(dbs[0])
+        await nodes_a.create(Node(node_id="node_rekey_001", name="rekey", status="active", public_key=raw(k1)))
+        repo_b = SqlPoOTRepository(dbs[1])
+        b = PoOTValidator(repo_b)
+        ts = datetime.now(UTC)
+        assert (await b.validate_poot("node_rekey_001", "out", ts, "rk-1",
+                                      signature=sign_poot(k1, "node_rekey_001", "out", ts, "rk-1"))).is_valid
+        assert dbs[1].node_cache.get("node_rekey_001").public_key == raw(k1)
+        node = await nodes_a.get_by_id("node_rekey_001")
+        node.public_key = raw(k2)
+        assert await nodes_a.update(node)
+        assert (await b.validate_poot("node_rekey_001", "out", ts, "rk-2",
+                                      signature=sign_poot(k2, "node_rekey_001", "out", ts, "rk-2"))).is_valid
+        with pytest.raises(InvalidPoOTError, match="Invalid or missing signature"):
+            await b.validate_poot("node_rekey_001", "out", ts, "rk-3",
+                                  signature=sign_poot(k1, "node_rekey_001", "out", ts, "rk-3"))
+        stored = {v.nonce: v.is_valid for v in await repo_b.list_history("node_rekey_001", limit=10)}
+        assert stored == {"rk-1": True, "rk-2": True, "rk-3": False}
     finally:
         for db in dbs:
             await db.dispose()

@@ -33,13 +33,20 @@ class TestRateLimiter:
         rl.check("node", "bob", 60)  # identities are independent
         rl.check("poot", "alice", 60)  # and so are tiers
 
-    def test_refills_over_time(self) -> None:
+    def test_refills_over_time(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # The clock is driven by the test: on a loaded machine 6,000 real checks took long enough to refill
+        # a token, and the refusal below did not happen.
+        clock = [1000.0]
+        monkeypatch.setattr("lucid.node.api.rate_limit.time.monotonic", lambda: clock[0])
         rl = RateLimiter()
         for _ in range(6000):
             rl.check("t", "x", 6000)  # 100 tokens per second
         with pytest.raises(RateLimitExceededError):
             rl.check("t", "x", 6000)
-        time.sleep(0.05)
+        clock[0] += 0.005  # half a token
+        with pytest.raises(RateLimitExceededError):
+            rl.check("t", "x", 6000)
+        clock[0] += 0.01
         rl.check("t", "x", 6000)
 
     def test_keys_are_bounded(self) -> None:
@@ -85,6 +92,35 @@ class TestJWT:
     def test_weak_configured_secret_refused(self) -> None:
         with pytest.raises(ValueError, match="32"):
             JWTVerifier(NodeAPISettings(jwt_secret="short", db_url="sqlite+aiosqlite://"))
+
+    def test_verified_tokens_are_reused_until_they_expire(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        v = self.verifier()
+        token = mint_token(self.secret, role="validator", ttl_seconds=60)
+        decoded = 0
+        real = v._decode
+
+        def counting(t: str):  # type: ignore[no-untyped-def]
+            nonlocal decoded
+            decoded += 1
+            return real(t)
+
+        monkeypatch.setattr(v, "_decode", counting)
+        first = v.verify(token)
+        assert v.verify(token) is first and decoded == 1  # the signature is checked once
+        with pytest.raises(AuthenticationError):
+            v.verify(token[:-2] + ("AA" if not token.endswith("AA") else "BB"))  # other bytes: checked, refused
+        assert decoded == 2
+        later = time.time() + 61
+        monkeypatch.setattr("lucid.node.api.auth.time.time", lambda: later)
+        v.verify(token)  # past its exp the cached entry is not served: the token is decoded (and checked) again
+        assert decoded == 3
+
+    def test_verified_token_cache_is_bounded(self) -> None:
+        v = self.verifier()
+        v._max_cached = 5
+        for i in range(12):
+            v.verify(mint_token(self.secret, role="worker", subject=f"w-{i}"))
+        assert len(v._verified) == 5
 
     def test_principal_node_unbound(self) -> None:
         Principal("admin", "admin", frozenset()).require_node("node_any_1")
@@ -165,3 +201,37 @@ class TestPoolService:
     def test_reserved_pool_prefix(self) -> None:
         with pytest.raises(Exception, match="reserved"):
             NodePoolCreateRequest(pool_id="pool_system_x", name="sys")
+
+
+class TestHotPathCaches:
+    """The race guards: a read that began before a write must not install what it read."""
+
+    def test_node_snapshot_read_racing_a_write_is_not_cached(self) -> None:
+        from lucid.node.db.caches import NodeSnapshotCache
+
+        cache = NodeSnapshotCache(max_entries=2)
+        node = Node(node_id="node_race_001", name="race", status="active")
+        generation = cache.generation
+        cache.invalidate("node_race_001")  # a write landed while the read was in flight
+        cache.put(node, generation)
+        assert cache.get("node_race_001") is None
+        cache.put(node, cache.generation)
+        assert cache.get("node_race_001") is node
+        for i in range(3):
+            cache.put(Node(node_id=f"node_race_10{i}", name=f"r{i}", status="active"), cache.generation)
+        assert len(cache) == 2 and cache.get("node_race_001") is None  # bounded, least recent out
+
+    def test_history_load_racing_an_append_is_dropped(self) -> None:
+        from lucid.node.db.caches import PoOTHistoryCache
+        from lucid.node.db.poot_repo import ValidationSummary
+
+        cache = PoOTHistoryCache(capacity=3, ttl=60)
+        version = cache.version("node_h_001")
+        cache.append("node_h_001", ValidationSummary(True, 50.0))
+        cache.load("node_h_001", [], version)
+        assert cache.get("node_h_001", 3) is None  # the read may have missed the append: not installed
+        cache.load("node_h_001", [ValidationSummary(True, float(i)) for i in range(5)], cache.version("node_h_001"))
+        cache.append("node_h_001", ValidationSummary(False, 0.0))
+        got = cache.get("node_h_001", 3)
+        assert got is not None and [h.score for h in got] == [0.0, 0.0, 1.0]  # newest first, capped
+        assert cache.get("node_h_001", 4) is None  # more than it holds: the caller reads the database

@@ -123,6 +123,14 @@ class InternalNodeError(NodeManagementError):
     default_message = "Internal error"
 
 
+class GroupCommitError(InternalNodeError):
+    """A group-committed transaction (concurrent PoOT saves or node creations written together) failed.
+    Every caller of the group gets this error and nothing of the group was stored (the transaction rolled
+    back), so each may retry; what was acknowledged before is untouched. The cause is chained."""
+
+    default_message = "Storing a group of concurrent writes failed; none of them was stored"
+
+
 class RateLimitExceededError(NodeManagementError):
     error_code = "LUCID_ERR_4291"
     http_status = 429

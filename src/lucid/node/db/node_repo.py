@@ -5,14 +5,16 @@ joins cannot overfill a pool."""
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..errors import (
-    InvalidAllocationError, NodeAlreadyExistsError, NodeNotFoundError, PoolNotFoundError, ResourceLimitError,
+    GroupCommitError, InvalidAllocationError, NodeAlreadyExistsError, NodeNotFoundError, PoolNotFoundError,
+    ResourceLimitError,
 )
 from ..models.node_models import Node, utcnow
 from .engine import NodeDatabase
@@ -57,6 +59,13 @@ async def _leave_pool(conn: AsyncConnection, pool_id: str) -> None:
     )
 
 
+# Pool seats are read under the pool rows' lock (BEGIN IMMEDIATE on SQLite, FOR UPDATE on PostgreSQL).
+_POOL_SEATS = (select(node_pools.c.pool_id, node_pools.c.node_count, node_pools.c.max_nodes)
+               .where(node_pools.c.pool_id.in_(bindparam("b_pools", expanding=True))).with_for_update())
+_POOL_JOIN = (update(node_pools).where(node_pools.c.pool_id == bindparam("b_pool"))
+              .values(node_count=node_pools.c.node_count + bindparam("b_n"), updated_at=bindparam("b_now")))
+
+
 class SqlNodeRepository:
     """The NodeService's ``node_repository``."""
 
@@ -65,6 +74,8 @@ class SqlNodeRepository:
         self.max_group = max_group
         self._queue: list[tuple[Node, Any]] = []
         self._flusher: asyncio.Task[None] | None = None
+        # Built once so the compiled form is cached; ON CONFLICT DO NOTHING RETURNING names the new rows.
+        self._insert = db.insert_ignore(nodes).on_conflict_do_nothing().returning(nodes.c.node_id)
 
     async def create(self, node: Node) -> Node:
         """Insert a node (joining its pool if it names one).
@@ -86,9 +97,12 @@ class SqlNodeRepository:
             try:
                 errors = await self._write(batch)
             except Exception as exc:  # noqa: BLE001 - every waiter of this group gets the failure
+                error = GroupCommitError(f"Storing a group of {len(batch)} failed ({type(exc).__name__}); "
+                                         "none of them was stored")
+                error.__cause__ = exc
                 for _, fut in batch:
                     if not fut.done():
-                        fut.set_exception(exc)
+                        fut.set_exception(error)
                 continue
             for i, (_, fut) in enumerate(batch):
                 if not fut.done():
@@ -98,41 +112,37 @@ class SqlNodeRepository:
                         fut.set_result(None)
 
     async def _write(self, batch: list[tuple[Node, Any]]) -> dict[int, Exception]:
+        return await self.db.write(partial(self._write_tx, batch))
+
+    def _write_tx(self, batch: list[tuple[Node, Any]], conn: Connection) -> dict[int, Exception]:
+        """One transaction for a group (one hop to the writer thread on SQLite, see NodeDatabase.write)."""
         errors: dict[int, Exception] = {}
-        async with self.db.engine.begin() as conn:
-            pool_ids = {n.pool_id for n, _ in batch if n.pool_id}
-            seats: dict[str, int] = {}
-            if pool_ids:
-                rows = (await conn.execute(
-                    select(node_pools.c.pool_id, node_pools.c.node_count, node_pools.c.max_nodes)
-                    .where(node_pools.c.pool_id.in_(pool_ids)).with_for_update())).all()
-                seats = {r.pool_id: r.max_nodes - r.node_count for r in rows}
-            todo: list[tuple[int, Node]] = []
-            for i, (n, _) in enumerate(batch):
-                if n.pool_id:
-                    if n.pool_id not in seats:
-                        errors[i] = PoolNotFoundError(f"Pool {n.pool_id} not found")
-                        continue
-                    if seats[n.pool_id] <= 0:
-                        errors[i] = ResourceLimitError(f"Pool {n.pool_id} is full")
-                        continue
-                    seats[n.pool_id] -= 1
-                todo.append((i, n))
-            if todo:
-                stmt = (self.db.insert_ignore(nodes).values([node_to_row(n) for _, n in todo])
-                        .on_conflict_do_nothing().returning(nodes.c.node_id))
-                inserted = {r[0] for r in (await conn.execute(stmt)).all()}
-                joined: dict[str, int] = {}
-                for i, n in todo:
-                    if n.node_id not in inserted:
-                        errors[i] = NodeAlreadyExistsError(f"Node named {n.name!r} already exists")
-                    elif n.pool_id:
-                        joined[n.pool_id] = joined.get(n.pool_id, 0) + 1
-                if joined:
-                    await conn.execute(
-                        update(node_pools).where(node_pools.c.pool_id == bindparam("b_pool"))
-                        .values(node_count=node_pools.c.node_count + bindparam("b_n"), updated_at=utcnow()),
-                        [{"b_pool": k, "b_n": v} for k, v in joined.items()])
+        pool_ids = {n.pool_id for n, _ in batch if n.pool_id}
+        seats: dict[str, int] = {}
+        if pool_ids:
+            rows = conn.execute(_POOL_SEATS, {"b_pools": list(pool_ids)}).all()
+            seats = {r.pool_id: r.max_nodes - r.node_count for r in rows}
+        todo: list[tuple[int, Node]] = []
+        for i, (n, _) in enumerate(batch):
+            if n.pool_id:
+                if n.pool_id not in seats:
+                    errors[i] = PoolNotFoundError(f"Pool {n.pool_id} not found")
+                    continue
+                if seats[n.pool_id] <= 0:
+                    errors[i] = ResourceLimitError(f"Pool {n.pool_id} is full")
+                    continue
+                seats[n.pool_id] -= 1
+            todo.append((i, n))
+        if todo:
+            inserted = {r[0] for r in conn.execute(self._insert, [node_to_row(n) for _, n in todo]).all()}
+            joined: dict[str, int] = {}
+            for i, n in todo:
+                if n.node_id not in inserted:
+                    errors[i] = NodeAlreadyExistsError(f"Node named {n.name!r} already exists")
+                elif n.pool_id:
+                    joined[n.pool_id] = joined.get(n.pool_id, 0) + 1
+            if joined:
+                conn.execute(_POOL_JOIN, [{"b_pool": k, "b_n": v, "b_now": utcnow()} for k, v in joined.items()])
         return errors
 
     async def get_by_id(self, node_id: str) -> Node | None:
@@ -156,14 +166,24 @@ class SqlNodeRepository:
         stmt = update(nodes).where(nodes.c.node_id == node.node_id)
         if expected_status is not None:
             stmt = stmt.where(nodes.c.status == str(expected_status))
+        stmt = stmt.values(**row)
         try:
-            async with self.db.engine.begin() as conn:
-                res = await conn.execute(stmt.values(**row))
+            # Through the same writer as PoOT saves (NodeDatabase.write): heartbeats and state changes then
+            # queue behind proofs in-process instead of meeting them at SQLite's busy handler.
+            rowcount = await self.db.write(lambda conn: conn.execute(stmt).rowcount)
         except IntegrityError as exc:
             raise NodeAlreadyExistsError(f"Node named {node.name!r} already exists") from exc
-        return res.rowcount == 1
+        finally:
+            self.db.node_cache.invalidate(node.node_id)
+        return bool(rowcount == 1)
 
     async def delete(self, node_id: str) -> bool:
+        try:
+            return await self._delete(node_id)
+        finally:
+            self.db.node_cache.invalidate(node_id)
+
+    async def _delete(self, node_id: str) -> bool:
         async with self.db.engine.begin() as conn:
             pool_id = (await conn.execute(select(nodes.c.pool_id).where(nodes.c.node_id == node_id))).first()
             if pool_id is None:
@@ -196,6 +216,12 @@ class SqlNodeRepository:
             return int(await conn.scalar(stmt) or 0)
 
     async def assign_pool(self, node_id: str, pool_id: str, priority: int = 50) -> None:
+        try:
+            await self._assign_pool(node_id, pool_id, priority)
+        finally:
+            self.db.node_cache.invalidate(node_id)
+
+    async def _assign_pool(self, node_id: str, pool_id: str, priority: int) -> None:
         async with self.db.engine.begin() as conn:
             current = (await conn.execute(select(nodes.c.pool_id).where(nodes.c.node_id == node_id))).first()
             if current is None:
@@ -209,6 +235,12 @@ class SqlNodeRepository:
                                .values(pool_id=pool_id, pool_priority=priority, updated_at=utcnow()))
 
     async def unassign_pool(self, node_id: str, pool_id: str) -> None:
+        try:
+            await self._unassign_pool(node_id, pool_id)
+        finally:
+            self.db.node_cache.invalidate(node_id)
+
+    async def _unassign_pool(self, node_id: str, pool_id: str) -> None:
         async with self.db.engine.begin() as conn:
             res = await conn.execute(update(nodes).where(nodes.c.node_id == node_id, nodes.c.pool_id == pool_id)
                                      .values(pool_id=None, updated_at=utcnow()))

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from functools import partial
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, tuple_, update
 
-from ..errors import NonceReplayError
-from ..models.node_models import Node, utcnow
+from ..errors import GroupCommitError, InvalidPoOTError, NonceReplayError
+from ..models.node_models import Node, NodeStatus, utcnow
 from ..models.poot_models import PoOTValidationResult
 from .engine import NodeDatabase
 from .node_repo import node_from_row
@@ -39,8 +40,23 @@ def _from_row(row: Any) -> PoOTValidationResult:
     return PoOTValidationResult.model_validate(d)
 
 
+_NODE_STATE = (select(nodes.c.node_id, nodes.c.status, nodes.c.public_key)
+               .where(nodes.c.node_id.in_(bindparam("b_nodes", expanding=True))))
+_INSERT_VALIDATION = poot_validations.insert()
+_NODE_BY_ID = select(nodes).where(nodes.c.node_id == bindparam("b_node"))
+_NONCE_LOOKUP = select(poot_nonces).where(
+    tuple_(poot_nonces.c.node_id, poot_nonces.c.nonce).in_(bindparam("b_keys", expanding=True)),
+    poot_nonces.c.used_at >= bindparam("b_since"))
+_SET_SCORE = (update(nodes).where(nodes.c.node_id == bindparam("b_node"))
+              .values(poot_score=bindparam("b_score")))
+
+
 class SqlPoOTRepository:
-    """The PoOTValidator's single repository (nodes are read through it too, as the seed's tests expect)."""
+    """The PoOTValidator's single repository (nodes are read through it too, as the seed's tests expect).
+
+    Hot path, per proof: the node and its recent history come from the NodeDatabase's caches (caches.py);
+    concurrent nonce look-ups share one SELECT; concurrent saves share one transaction (group commit).
+    The node's status and key are re-read inside that transaction, so the caches never decide a rule."""
 
     def __init__(self, db: NodeDatabase, *, store_output: bool = True, max_group: int = 500) -> None:
         self.db = db
@@ -48,40 +64,100 @@ class SqlPoOTRepository:
         self.max_group = max_group
         self._queue: list[tuple[PoOTValidationResult, bool, Any]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._nonce_queue: list[tuple[str, str, datetime, Any]] = []
+        # Statements are built once so SQLAlchemy's compiled cache always hits (a multi-VALUES insert
+        # built per group was recompiled for every group size). A claim wins if the row is new or its
+        # previous use is older than the window; RETURNING names the winners.
+        ins = db.insert_ignore(poot_nonces)
+        self._claim = (ins.values(node_id=bindparam("b_node"), nonce=bindparam("b_nonce"), used_at=bindparam("b_used"))
+                       .on_conflict_do_update(index_elements=["node_id", "nonce"],
+                                              set_={"used_at": ins.excluded.used_at},
+                                              where=poot_nonces.c.used_at < bindparam("b_cutoff"))
+                       .returning(poot_nonces.c.node_id, poot_nonces.c.nonce))
+        self._nonce_flusher: asyncio.Task[None] | None = None
 
-    async def get_by_id(self, node_id: str) -> Node | None:
-        async with self.db.reader.connect() as conn:
-            row = (await conn.execute(select(nodes).where(nodes.c.node_id == node_id))).first()
-        return node_from_row(row) if row is not None else None
+    caches_nodes = True
+
+    async def get_by_id(self, node_id: str, *, fresh: bool = False) -> Node | None:
+        """The node, from NodeSnapshotCache when it holds it (the object is shared: do not mutate).
+
+        Only active nodes are cached: a refusal ("not found or inactive") always comes from a fresh read,
+        and an acceptance is confirmed inside the storing transaction, so a stale snapshot can neither
+        refuse an active node nor admit an inactive one. ``fresh`` skips the cache (PoOTValidator asks for
+        it before refusing a signature, in case the node was re-keyed elsewhere)."""
+        cache = self.db.node_cache
+        if fresh:
+            cache.invalidate(node_id)
+        else:
+            node = cache.get(node_id)
+            if node is not None:
+                return node  # type: ignore[no-any-return]
+        generation = cache.generation
+        row = await self.db.read(lambda conn: conn.execute(_NODE_BY_ID, {"b_node": node_id}).first())
+        if row is None:
+            return None
+        node = node_from_row(row)
+        if node.status == NodeStatus.ACTIVE:
+            cache.put(node, generation)
+        return node
 
     async def get_by_nonce(self, node_id: str, nonce: str, since: datetime | None = None) -> dict[str, Any] | None:
-        since = since or utcnow() - NONCE_WINDOW
-        stmt = select(poot_nonces).where(poot_nonces.c.node_id == node_id, poot_nonces.c.nonce == nonce,
-                                         poot_nonces.c.used_at >= since)
-        async with self.db.reader.connect() as conn:
-            row = (await conn.execute(stmt)).first()
-        return dict(row._mapping) if row is not None else None
+        """The nonce's claim if it was used since ``since``. Concurrent calls share one SELECT."""
+        fut: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        self._nonce_queue.append((node_id, nonce, since or utcnow() - NONCE_WINDOW, fut))
+        if self._nonce_flusher is None or self._nonce_flusher.done():
+            self._nonce_flusher = asyncio.create_task(self._drain_nonces())
+        return await fut
+
+    async def _drain_nonces(self) -> None:
+        while self._nonce_queue:
+            batch, self._nonce_queue = self._nonce_queue[:self.max_group], self._nonce_queue[self.max_group:]
+            params = {"b_keys": list({(n, k) for n, k, _, _ in batch}), "b_since": min(b[2] for b in batch)}
+            try:
+                found = await self.db.read(lambda conn, params=params: {
+                    (r.node_id, r.nonce): dict(r._mapping) for r in conn.execute(_NONCE_LOOKUP, params).all()})
+            except Exception as exc:  # noqa: BLE001 - every waiter of this look-up gets the failure
+                for *_, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for node_id, nonce, since, fut in batch:
+                hit = found.get((node_id, nonce))
+                if not fut.done():
+                    fut.set_result(hit if hit is not None and hit["used_at"] >= since else None)
 
     async def get_recent_validations(self, node_id: str, limit: int = 100,
                                      since: datetime | None = None) -> list[ValidationSummary]:
         """The node's latest results, lightweight: this runs on every proof, and only validity and score
-        feed reliability and confidence."""
+        feed reliability and confidence. Served from PoOTHistoryCache when it can."""
+        history = self.db.poot_history
+        if since is None:
+            cached = history.get(node_id, limit)
+            if cached is not None:
+                return cached
         stmt = select(poot_validations.c.is_valid, poot_validations.c.score, poot_validations.c.created_at)
         stmt = stmt.where(poot_validations.c.node_id == node_id)
         if since is not None:
             stmt = stmt.where(poot_validations.c.created_at >= since)
-        stmt = stmt.order_by(poot_validations.c.created_at.desc()).limit(limit)
-        async with self.db.reader.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
-        return [ValidationSummary(bool(r[0]), float(r[1]), r[2]) for r in rows]
+        read_limit = max(limit, history.capacity) if since is None else limit
+        stmt = stmt.order_by(poot_validations.c.created_at.desc()).limit(read_limit)
+        version = history.version(node_id)
+        rows = await self.db.read(lambda conn: conn.execute(stmt).all())
+        items = [ValidationSummary(bool(r[0]), float(r[1]), r[2]) for r in rows]
+        if since is None:
+            history.load(node_id, items, version)
+        return items[:limit]
 
     async def save_validation(self, validation: PoOTValidationResult, *, claim_nonce: bool = False) -> None:
         """Store a result. With ``claim_nonce`` the nonce is claimed in the same transaction, and a replay
-        raises NonceReplayError with nothing of this validation written.
+        raises NonceReplayError with nothing of this validation written. A result checked by the
+        PoOTValidator is also refused (InvalidPoOTError, nothing written) if, inside that transaction,
+        its node is no longer active or no longer has the key the proof was checked against.
 
         Concurrent calls are group-committed: whoever finds no flush running drains everything queued
         in one transaction (one upsert ... RETURNING decides every claim), so throughput does not pay
-        one commit per proof. An idle call flushes at once, without waiting for company."""
+        one commit per proof. An idle call flushes at once, without waiting for company. If the
+        transaction fails, every waiter of the group gets that error and nothing of the group is stored."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((validation, claim_nonce, fut))
         if self._flusher is None or self._flusher.done():
@@ -94,54 +170,86 @@ class SqlPoOTRepository:
             try:
                 rejected = await self._write(batch)
             except Exception as exc:  # noqa: BLE001 - every waiter of this group gets the failure
+                error = GroupCommitError(f"Storing a group of {len(batch)} failed ({type(exc).__name__}); "
+                                         "none of them was stored")
+                error.__cause__ = exc
                 for _, _, fut in batch:
                     if not fut.done():
-                        fut.set_exception(exc)
+                        fut.set_exception(error)
                 continue
+            self._after_commit(batch, rejected)
             for i, (_, _, fut) in enumerate(batch):
                 if not fut.done():
                     if i in rejected:
-                        fut.set_exception(NonceReplayError("Nonce already used"))
+                        fut.set_exception(rejected[i])
                     else:
                         fut.set_result(None)
 
-    async def _write(self, batch: list[tuple[PoOTValidationResult, bool, Any]]) -> set[int]:
+    def _after_commit(self, batch: list[tuple[PoOTValidationResult, bool, Any]],
+                      rejected: dict[int, Exception]) -> None:
+        history, node_cache = self.db.poot_history, self.db.node_cache
+        for i, (v, _, _) in enumerate(batch):
+            if i in rejected:
+                if not isinstance(rejected[i], NonceReplayError):
+                    node_cache.invalidate(v.node_id)  # the snapshot was stale
+                continue
+            history.append(v.node_id, ValidationSummary(v.is_valid, v.score, v.created_at))
+            if v.is_valid:
+                cached = node_cache.get(v.node_id)
+                if cached is not None:
+                    cached.poot_score = v.score
+
+    async def _write(self, batch: list[tuple[PoOTValidationResult, bool, Any]]) -> dict[int, Exception]:
+        return await self.db.write(partial(self._write_tx, batch))
+
+    def _write_tx(self, batch: list[tuple[PoOTValidationResult, bool, Any]], conn: Connection) -> dict[int, Exception]:
+        """One transaction for a group (runs on the writer thread on SQLite, see NodeDatabase.write)."""
         now = utcnow()
         claims: dict[tuple[str, str], int] = {}
-        rejected: set[int] = set()
+        rejected: dict[int, Exception] = {}
         for i, (v, claim, _) in enumerate(batch):
             if claim:
                 if (v.node_id, v.nonce) in claims:  # the same nonce twice in one group: the later one is a replay
-                    rejected.add(i)
+                    rejected[i] = NonceReplayError("Nonce already used")
                 else:
                     claims[(v.node_id, v.nonce)] = i
-        async with self.db.engine.begin() as conn:
-            if claims:
-                ins = self.db.insert_ignore(poot_nonces)
-                ins = ins.on_conflict_do_update(index_elements=["node_id", "nonce"],
-                                                set_={"used_at": ins.excluded.used_at},
-                                                where=poot_nonces.c.used_at < now - NONCE_WINDOW)
-                ins = ins.values([{"node_id": k[0], "nonce": k[1], "used_at": now} for k in claims])
-                won = {(r.node_id, r.nonce) for r in
-                       (await conn.execute(ins.returning(poot_nonces.c.node_id, poot_nonces.c.nonce))).all()}
-                rejected |= {i for k, i in claims.items() if k not in won}
-            rows = []
-            scores: dict[str, float] = {}
-            for i, (v, _, _) in enumerate(batch):
-                if i in rejected:
+        checked = {v.node_id for i, (v, claim, _) in enumerate(batch)
+                   if claim and i not in rejected and v._checked_node is not None}
+        if checked:
+            state = {r.node_id: (r.status, r.public_key or None)
+                     for r in conn.execute(_NODE_STATE, {"b_nodes": list(checked)}).all()}
+            for i, (v, claim, _) in enumerate(batch):
+                if not claim or i in rejected or v._checked_node is None:
                     continue
-                row = _to_row(v)
-                if not self.store_output:
-                    row["output_data"] = None
-                rows.append(row)
-                if v.is_valid:
-                    scores[v.node_id] = v.score
-            if rows:
-                await conn.execute(poot_validations.insert(), rows)
-            if scores:
-                await conn.execute(update(nodes).where(nodes.c.node_id == bindparam("b_node"))
-                                   .values(poot_score=bindparam("b_score")),
-                                   [{"b_node": k, "b_score": v} for k, v in scores.items()])
+                status, key = state.get(v.node_id, (None, None))
+                if status != NodeStatus.ACTIVE.value:
+                    rejected[i] = InvalidPoOTError("Node not found or inactive")
+                elif key != v._checked_node[0]:
+                    rejected[i] = InvalidPoOTError("Invalid or missing signature")
+                if i in rejected:
+                    claims.pop((v.node_id, v.nonce), None)
+        if claims:
+            cutoff = now - NONCE_WINDOW
+            won = {(r.node_id, r.nonce) for r in conn.execute(
+                self._claim, [{"b_node": k[0], "b_nonce": k[1], "b_used": now, "b_cutoff": cutoff} for k in claims])}
+            for k, i in claims.items():
+                if k not in won:
+                    rejected[i] = NonceReplayError("Nonce already used")
+        rows = []
+        scores: dict[str, float] = {}
+        for i, (v, _, _) in enumerate(batch):
+            if i in rejected:
+                continue
+            row = _to_row(v)
+            if not self.store_output:
+                row["output_data"] = None
+            rows.append(row)
+            if v.is_valid:
+                scores[v.node_id] = v.score
+        if rows:
+            conn.execute(_INSERT_VALIDATION, rows)
+        if scores:
+            conn.execute(_SET_SCORE, [{"b_node": k, "b_score": v} for k, v in scores.items()])
         return rejected
 
     async def list_history(self, node_id: str, offset: int = 0, limit: int = 20) -> list[PoOTValidationResult]:

@@ -1,0 +1,106 @@
+"""Read caches for the PoOT hot path, shared by the repositories of one NodeDatabase.
+
+Each proof used to read its node and its last 100 validations from the database: three quarters of its
+cost. Neither cache decides a rule on its own:
+
+* ``NodeSnapshotCache`` holds nodes as the PoOT validator last read them. Every node write made through
+  this NodeDatabase drops the entry, and the PoOT writer re-reads status and public key inside the
+  transaction that stores a proof (a proof checked against a stale snapshot is refused there), so a node
+  stopped or re-keyed by another process can never get a proof accepted.
+* ``PoOTHistoryCache`` holds each node's recent (is_valid, score) summaries, which only feed reliability
+  and confidence. The PoOT writer appends what it commits; an entry is reloaded after ``ttl`` seconds so
+  validations stored by another process show up within that time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from typing import Any
+
+__all__ = ["NodeSnapshotCache", "PoOTHistoryCache"]
+
+
+class NodeSnapshotCache:
+    """Bounded LRU of node snapshots (node_id -> Node)."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._entries: OrderedDict[str, Any] = OrderedDict()
+        self._max = max_entries
+        self.generation = 0  # bumped by every invalidation, so a read racing a write is not cached
+
+    def get(self, node_id: str) -> Any | None:
+        node = self._entries.get(node_id)
+        if node is not None:
+            self._entries.move_to_end(node_id)
+        return node
+
+    def put(self, node: Any, generation: int) -> None:
+        """Cache ``node`` unless an invalidation happened since the read that produced it began."""
+        if generation != self.generation:
+            return
+        self._entries[node.node_id] = node
+        self._entries.move_to_end(node.node_id)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    def invalidate(self, node_id: str | None = None) -> None:
+        """Drop one node (or all): called before and after every node write of this process."""
+        self.generation += 1
+        if node_id is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(node_id, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class PoOTHistoryCache:
+    """Per node, the newest ``capacity`` validation summaries, newest first."""
+
+    def __init__(self, capacity: int = 100, ttl: float = 1.0, max_nodes: int = 10_000) -> None:
+        self.capacity = capacity
+        self.ttl = ttl
+        self._max_nodes = max_nodes
+        self._entries: OrderedDict[str, tuple[float, deque[Any]]] = OrderedDict()
+        self._writes: dict[str, int] = {}  # per node, appends seen: a load racing a write is dropped
+        self._epoch = 0
+
+    def get(self, node_id: str, limit: int) -> list[Any] | None:
+        if limit > self.capacity:
+            return None
+        entry = self._entries.get(node_id)
+        if entry is None or time.monotonic() - entry[0] > self.ttl:
+            return None
+        items = entry[1]
+        return list(items) if limit >= len(items) else [items[i] for i in range(limit)]
+
+    def version(self, node_id: str) -> tuple[int, int]:
+        """Taken before a database read; ``load`` installs the read only if it is unchanged."""
+        return self._epoch, self._writes.get(node_id, 0)
+
+    def load(self, node_id: str, newest_first: list[Any], version: tuple[int, int]) -> None:
+        if version != self.version(node_id):
+            return
+        self._entries[node_id] = (time.monotonic(), deque(newest_first[:self.capacity], maxlen=self.capacity))
+        self._entries.move_to_end(node_id)
+        while len(self._entries) > self._max_nodes:
+            self._entries.popitem(last=False)
+
+    def append(self, node_id: str, summary: Any) -> None:
+        """A committed validation (called after the commit). Nodes not loaded stay unloaded."""
+        if len(self._writes) > 4 * self._max_nodes:
+            self._writes.clear()
+            self._epoch += 1
+        self._writes[node_id] = self._writes.get(node_id, 0) + 1
+        entry = self._entries.get(node_id)
+        if entry is not None:
+            entry[1].appendleft(summary)
+
+    def invalidate(self, node_id: str | None = None) -> None:
+        self._epoch += 1
+        if node_id is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(node_id, None)
