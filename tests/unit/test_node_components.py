@@ -123,7 +123,12 @@ class TestJWT:
         assert len(v._verified) == 5
 
     def test_principal_node_unbound(self) -> None:
-        Principal("admin", "admin", frozenset()).require_node("node_any_1")
+        """An admin token is bound to no node: it may act for any; a node-bound token only for its own."""
+        Principal("admin", "admin", frozenset()).require_node("node_any_1")  # must not raise
+        bound = Principal("worker", "worker", frozenset(), node_id="node_mine_1")
+        bound.require_node("node_mine_1")
+        with pytest.raises(PermissionDeniedError):
+            bound.require_node("node_other_1")
 
 
 class TestValidators:
