@@ -7,7 +7,7 @@ Rows: {name, value, unit, baseline_name, baseline_value, ratio, goal}.
 Figures: batched append throughput (log + group commit until durable), the latency a caller of
 ``log`` sees (p50/p99), verification speed of an exported log (checkpoint-anchored and with every
 signature), and inclusion proof size/time at 1,000,000 entries (an in-memory tree built from
-synthetic leaves: building a 1 M-entry SQLite log would take minutes of Ed25519 signing).
+synthetic leaves, to keep `make bench` short).
 """
 
 from __future__ import annotations
@@ -75,9 +75,9 @@ def raw_sqlite_single_commit_p99(path: Path, n: int = 2000) -> float:
     return _p(lat, 0.99)
 
 
-def witness_append(path: Path, n: int) -> tuple[float, list[float], Witness]:
+def witness_append(path: Path, n: int, **options: Any) -> tuple[float, list[float], Witness]:
     """entries/s from first log() to durable (flush returned), and every caller-seen log() latency in µs."""
-    w = Witness(f"sqlite:///{path}", path.parent / "keys")
+    w = Witness(f"sqlite:///{path}", path.parent / "keys", **options)
     for i in range(200):  # warm-up (schema, JIT-free Python caches)
         w.log("IF.coordinator", "task_claimed", PARAMS)
     w.flush()
@@ -167,13 +167,12 @@ def verification(w: Witness) -> tuple[float, float, float, int]:
     anchored = report.entries / (time.perf_counter() - start)
     assert report.ok, report.problems[:3]
     parsed = parse_export(text)
-    subset = 5000
     from infrafabric.witness.verify import verify_records
 
     start = time.perf_counter()
-    full = verify_records(parsed.records[:subset], w.public_key, all_signatures=True, require_checkpoint=False)
-    every_sig = subset / (time.perf_counter() - start)
-    assert full.ok
+    full = verify_records(parsed.records, w.public_key, checkpoints=parsed.checkpoints, all_signatures=True)
+    every_sig = len(parsed.records) / (time.perf_counter() - start)
+    assert full.ok, full.problems[:3]
     return anchored, every_sig, hash_rate, report.entries
 
 
@@ -201,12 +200,24 @@ def run() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-witness-") as tmp:
         base = Path(tmp)
-        raw_rate = raw_sqlite_batched(base / "raw.db", N_APPEND)
         raw_p99 = raw_sqlite_single_commit_p99(base / "raw1.db")
-        rate, lat, w = witness_append(base / "witness.db", N_APPEND)
+        rates, raw_rates = [], []
+        for run_no in range(3):  # noisy 2-core machine: median of three, each beside its own raw run
+            raw_rates.append(raw_sqlite_batched(base / f"raw{run_no}.db", N_APPEND))
+            rate, lat, w = witness_append(base / f"run{run_no}" / "witness.db", N_APPEND)
+            rates.append(rate)
+            if run_no < 2:
+                w.close()
+        each, _, each_w = witness_append(base / "each" / "witness.db", N_APPEND // 5, entries_per_signature=1)
+        each_w.close()
         try:
-            rows.append(_row("append throughput, batched (SQLite, signed, until durable)", rate, "entries/s",
-                             "raw SQLite executemany loop", raw_rate, ">= 50000 entries/s"))
+            rows.append(_row(f"append throughput, batched (SQLite, signed, until durable; median of 3: "
+                             f"{', '.join(f'{r:,.0f}' for r in sorted(rates))})", statistics.median(rates),
+                             "entries/s", "raw SQLite executemany loop (median of 3)", statistics.median(raw_rates),
+                             ">= 50000 entries/s"))
+            rows.append(_row("append throughput, every entry signed on its own (entries_per_signature=1)", each,
+                             "entries/s", "raw SQLite executemany loop (median of 3)", statistics.median(raw_rates),
+                             "-"))
             rows.append(_row("append latency seen by caller, p50 (flood)", _p(lat, 0.50), "us",
                              "raw SQLite INSERT+COMMIT per call, p99", raw_p99, "-"))
             rows.append(_row("append latency seen by caller, p99 (flood)", _p(lat, 0.99), "us",

@@ -35,17 +35,30 @@ def test_content_text_is_exactly_sorted_compact_json() -> None:
     params = params_to_json({"z": [1, 2.5, None], "a": {"y": "é\n", "b": True}})
     text = content_text(seq=12, entry_id="abc", timestamp=format_timestamp(1_700_000_000_123_456_789),
                         component="IF.coordinator", operation="task_claimed", params_json=params,
-                        severity="INFO", trace_id="t-1", prev_hash="f" * 64)
+                        severity="INFO", trace_id="t-1", prev_hash="f" * 64, sig_seq=15)
     parsed = json.loads(text)
     assert json.dumps(parsed, sort_keys=True, separators=(",", ":")) == text
+    assert parsed["sig_seq"] == 15 and parsed["v"] == 2
     assert parsed["timestamp"] == "2023-11-14T22:13:20.123456Z"
     assert parsed["params"] == {"a": {"b": True, "y": "é\n"}, "z": [1, 2.5, None]}
     assert text.isascii()
 
 
+def test_content_text_escapes_ids_that_are_not_plain_hex() -> None:
+    text = content_text(seq=0, entry_id='a"b\u00e9', timestamp="2026-01-01T00:00:00.000000Z", component="c",
+                        operation="o", params_json="{}", severity="INFO", trace_id=None, prev_hash="0" * 64, sig_seq=0)
+    assert json.loads(text)["id"] == 'a"b\u00e9' and text.isascii()
+
+
+def test_format_timestamp_cache_follows_the_second() -> None:
+    assert format_timestamp(1_700_000_000_999_999_000) == "2023-11-14T22:13:20.999999Z"
+    assert format_timestamp(1_700_000_001_000_000_000) == "2023-11-14T22:13:21.000000Z"
+    assert format_timestamp(1_700_000_000_000_001_000) == "2023-11-14T22:13:20.000001Z"
+
+
 def test_entry_line_round_trip_and_rejects_other_shapes() -> None:
     text = content_text(seq=0, entry_id="x", timestamp="2026-01-01T00:00:00.000000Z", component="c", operation="o",
-                        params_json="{}", severity="INFO", trace_id=None, prev_hash="0" * 64)
+                        params_json="{}", severity="INFO", trace_id=None, prev_hash="0" * 64, sig_seq=0)
     line = entry_line(text, "a" * 64, "b" * 128)
     assert split_entry_line(line) == (text, "a" * 64, "b" * 128)
     assert json.loads(line)["content_hash"] == "a" * 64

@@ -21,7 +21,7 @@ from .ports import free_port
 
 __all__ = ["PostgresServer", "find_postgres_bindir"]
 
-_DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 
 
 def _version_key(path: Path) -> tuple[int, ...]:

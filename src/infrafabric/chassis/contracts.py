@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from .errors import InvalidContractError
 
-SWARM_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SWARM_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 
 MIB = 1024 * 1024
 WASM_PAGE = 65536

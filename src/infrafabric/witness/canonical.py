@@ -21,12 +21,12 @@ from typing import Any
 
 from .errors import WitnessInputError
 
-ENTRY_VERSION = 1
+ENTRY_VERSION = 2  # v2 added ``sig_seq``: entries are signed in groups (see keys.py)
 GENESIS_HASH = "0" * 64
 SEVERITIES = ("DEBUG", "INFO", "WARN", "HIGH", "ERROR", "CRITICAL")
 _SEVERITY_ALIASES = {"WARNING": "WARN", "FATAL": "CRITICAL"}
-_NAME_RE = re.compile(r"^[A-Za-z0-9._:/@-]{1,128}$")
-_TRACE_RE = re.compile(r"^[A-Za-z0-9._:/@+=-]{1,256}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9._:/@-]{1,128}\Z")
+_TRACE_RE = re.compile(r"^[A-Za-z0-9._:/@+=-]{1,256}\Z")
 
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), sort_keys=True, allow_nan=False).encode
 _dump_str = json.JSONEncoder(ensure_ascii=True).encode
@@ -102,6 +102,18 @@ def _redact(value: Any) -> Any:
 _params_encoder = json.JSONEncoder(
     ensure_ascii=True, separators=(",", ":"), sort_keys=True, allow_nan=False, default=_default
 )
+# JSONEncoder.encode builds a new C encoder on every call, which is most of the cost for the small
+# dicts the platform logs; this one is built once with the same settings (markers=None: a circular
+# structure ends in RecursionError instead of ValueError, and both are refused below).
+_c_encoder = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+    None, _default, json.encoder.encode_basestring_ascii, None, ":", ",", True, False, False
+) if getattr(json.encoder, "c_make_encoder", None) else None
+
+
+def _encode_params(params: dict[str, Any]) -> str:
+    if _c_encoder is None:
+        return _params_encoder.encode(params)
+    return "".join(_c_encoder(params, 0))
 
 
 def params_to_json(params: Any) -> str:
@@ -116,7 +128,9 @@ def params_to_json(params: Any) -> str:
                 f"params must be a dict, got {type(params).__name__}", error_code="WITNESS_INVALID_PARAMS"
             ) from None
     try:
-        text = _params_encoder.encode(_redact(params))
+        text = _encode_params(_redact(params))
+    except RecursionError:
+        raise WitnessInputError("params are circular or nested too deeply", error_code="WITNESS_INVALID_PARAMS") from None
     except (TypeError, ValueError) as exc:
         raise WitnessInputError(f"params are not JSON-serialisable: {exc}", error_code="WITNESS_INVALID_PARAMS") from exc
     if len(text) > MAX_PARAMS_CHARS:
@@ -125,8 +139,15 @@ def params_to_json(params: Any) -> str:
     return text
 
 
+_SEVERITY_OF = {**{s: s for s in SEVERITIES}, **{s.lower(): s for s in SEVERITIES}}
+
+
 def normalise_severity(severity: Any) -> str:
     """Upper-case a severity and map aliases (WARNING → WARN); reject unknown ones."""
+    if severity.__class__ is str:
+        known = _SEVERITY_OF.get(severity)
+        if known is not None:
+            return known
     value = getattr(severity, "value", severity)
     if isinstance(value, str):
         upper = value.upper()
@@ -138,10 +159,18 @@ def normalise_severity(severity: Any) -> str:
     )
 
 
+_valid_names: set[str] = set()  # a hot path sees the same few names millions of times
+
+
 def check_name(kind: str, value: Any) -> str:
     """Components and operations are short identifiers (letters, digits, . _ : / @ -)."""
+    if value.__class__ is str and value in _valid_names:
+        return value
     if isinstance(value, str) and _NAME_RE.match(value):
-        return str(value)
+        name = str(value)
+        if len(_valid_names) < 65536:
+            _valid_names.add(name)
+        return name
     raise WitnessInputError(f"{kind} must match {_NAME_RE.pattern}, got {value!r}", error_code="WITNESS_INVALID_NAME")
 
 
@@ -155,11 +184,18 @@ def check_trace_id(value: Any) -> str | None:
     raise WitnessInputError(f"trace_id must match {_TRACE_RE.pattern}, got {value!r}", error_code="WITNESS_INVALID_TRACE_ID")
 
 
+_last_second: tuple[int, str] = (-1, "")  # formatting the date part dominates; it changes once a second
+
+
 def format_timestamp(ns: int) -> str:
     """Fixed-width UTC ISO 8601 with microseconds, so text order is time order."""
+    global _last_second
     seconds, rest = divmod(ns, 1_000_000_000)
-    base = _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc)
-    return f"{base:%Y-%m-%dT%H:%M:%S}.{rest // 1000:06d}Z"
+    cached_second, base = _last_second  # one tuple read: consistent even when threads race
+    if cached_second != seconds:
+        base = f"{_dt.datetime.fromtimestamp(seconds, _dt.timezone.utc):%Y-%m-%dT%H:%M:%S}"
+        _last_second = (seconds, base)
+    return f"{base}.{rest // 1000:06d}Z"
 
 
 def parse_since(since: Any) -> str | None:
@@ -184,6 +220,25 @@ def parse_since(since: Any) -> str | None:
     raise WitnessInputError(f"since must be a datetime, epoch seconds or ISO text, got {since!r}", error_code="WITNESS_INVALID_SINCE")
 
 
+_json_strings: dict[str, str] = {}  # components, operations and severities repeat millions of times
+
+
+def json_string(value: str) -> str:
+    """JSON text of a short string that repeats (cached)."""
+    cached = _json_strings.get(value)
+    if cached is None:
+        cached = _dump_str(value)
+        if len(_json_strings) < 65536:
+            _json_strings[value] = cached
+    return cached
+
+
+CONTENT_TEMPLATE = (
+    '{"component":%s,"id":%s,"operation":%s,"params":%s,"prev_hash":"%s","seq":%d,"severity":%s,"sig_seq":%d,'
+    '"timestamp":"%s","trace_id":%s,"v":' + str(ENTRY_VERSION) + "}"
+)
+
+
 def content_text(
     *,
     seq: int,
@@ -195,20 +250,21 @@ def content_text(
     severity: str,
     trace_id: str | None,
     prev_hash: str,
+    sig_seq: int,
 ) -> str:
-    """Canonical content (sorted keys, compact, ASCII) of one entry; what content_hash covers."""
-    return (
-        '{"component":' + _dump_str(component)
-        + ',"id":' + _dump_str(entry_id)
-        + ',"operation":' + _dump_str(operation)
-        + ',"params":' + params_json
-        + ',"prev_hash":"' + prev_hash
-        + '","seq":' + str(seq)
-        + ',"severity":' + _dump_str(severity)
-        + ',"timestamp":"' + timestamp
-        + '","trace_id":' + ("null" if trace_id is None else _dump_str(trace_id))
-        + ',"v":' + str(ENTRY_VERSION) + "}"
+    """Canonical content (sorted keys, compact, ASCII) of one entry; what content_hash covers.
+
+    ``sig_seq`` is the seq of the entry that closes this entry's signing group: the group's one
+    signature covers that entry's content hash, which commits to this entry through the hash chain.
+    """
+    return CONTENT_TEMPLATE % (
+        json_string(component), json_id(entry_id), json_string(operation), params_json, prev_hash, seq,
+        json_string(severity), sig_seq, timestamp, "null" if trace_id is None else _dump_str(trace_id),
     )
+
+
+def json_id(entry_id: str) -> str:
+    return '"' + entry_id + '"' if entry_id.isascii() and entry_id.isalnum() else _dump_str(entry_id)
 
 
 def content_text_from_record(record: dict[str, Any]) -> str:
@@ -221,6 +277,7 @@ def content_text_from_record(record: dict[str, Any]) -> str:
         "prev_hash": record["prev_hash"],
         "seq": record["seq"],
         "severity": record["severity"],
+        "sig_seq": record["sig_seq"],
         "timestamp": record["timestamp"],
         "trace_id": record["trace_id"],
         "v": record.get("v", ENTRY_VERSION),

@@ -36,7 +36,8 @@ class Checkpoint:
 
     def verify(self, public_key: Ed25519PublicKey) -> bool:
         """True when the signature is by ``public_key`` over exactly these fields."""
-        if self.key_id != key_id_of(public_key):
+        if self.key_id != key_id_of(public_key) or not all(
+                v.isascii() for v in (self.root, self.timestamp, self.key_id, self.signature)):
             return False
         message = CHECKPOINT_DOMAIN + self.payload(self.size, self.root, self.timestamp, self.key_id)
         return verify_signature(public_key, self.signature, message)
@@ -54,8 +55,8 @@ class Checkpoint:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise ValueError("size must be a non-negative integer")
             fields = {k: data[k] for k in ("root", "timestamp", "key_id", "signature")}
-            if not all(isinstance(v, str) for v in fields.values()):
-                raise ValueError("root, timestamp, key_id and signature must be strings")
+            if not all(isinstance(v, str) and v.isascii() for v in fields.values()):
+                raise ValueError("root, timestamp, key_id and signature must be ASCII strings")
             return cls(size=size, **fields)
         except (KeyError, TypeError, ValueError) as exc:
             raise WitnessFormatError(f"bad checkpoint: {exc}") from exc

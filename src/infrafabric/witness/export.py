@@ -8,13 +8,13 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import IO, Any
 
-from .canonical import entry_line
+from .canonical import ENTRY_VERSION, entry_line
 from .checkpoint import Checkpoint
 from .store.base import StoredEntry
 from .verify import EXPORT_FORMAT
 
 CSV_COLUMNS = ("seq", "id", "timestamp", "component", "operation", "severity", "trace_id", "params",
-               "prev_hash", "content_hash", "signature")
+               "prev_hash", "content_hash", "signature", "sig_seq")
 
 
 def write_export(fh: IO[str], entries: list[StoredEntry], cp: Checkpoint | None, fmt: str, key_id: str,
@@ -33,7 +33,7 @@ def write_export(fh: IO[str], entries: list[StoredEntry], cp: Checkpoint | None,
             "key_id": key_id,
             "public_key": public_pem,
             "checkpoint": cp.to_dict() if cp else None,
-            "entries": [{**e.to_dict(), "v": 1} for e in entries],
+            "entries": [{**e.to_dict(), "v": ENTRY_VERSION} for e in entries],
         }
         json.dump(doc, fh, indent=1, sort_keys=True)
         fh.write("\n")
@@ -42,7 +42,7 @@ def write_export(fh: IO[str], entries: list[StoredEntry], cp: Checkpoint | None,
         writer.writerow(CSV_COLUMNS)
         for e in entries:
             writer.writerow([e.seq, e.id, e.timestamp, e.component, e.operation, e.severity, e.trace_id or "",
-                             e.params_json, e.prev_hash, e.content_hash, e.signature])
+                             e.params_json, e.prev_hash, e.content_hash, e.signature, e.sig_seq])
     return len(entries)
 
 

@@ -23,7 +23,9 @@ from .errors import WitnessKeyError
 PRIVATE_KEY_FILE = "private_key.pem"
 PUBLIC_KEY_FILE = "public_key.pem"
 
-ENTRY_DOMAIN = b"infrafabric-witness/entry/v1\n"
+# An entry signature covers the content hash of the entry that closes its signing group; through the
+# prev_hash chain that hash commits to every entry of the group (a group of one is a plain signature).
+ENTRY_DOMAIN = b"infrafabric-witness/entry/v2\n"
 CHECKPOINT_DOMAIN = b"infrafabric-witness/checkpoint/v1\n"
 
 
@@ -94,6 +96,7 @@ class WitnessKeys:
         return cls(private, private.public_key(), key_id_of(private.public_key()))
 
     def sign_entry(self, content_hash: bytes) -> bytes:
+        """Sign the content hash of a group's closing entry (see ``ENTRY_DOMAIN``)."""
         return self.private_key.sign(ENTRY_DOMAIN + content_hash)
 
     def sign_checkpoint(self, payload: bytes) -> bytes:

@@ -3,8 +3,11 @@
 Every entry is checked for: its content hashing to its ``content_hash``; its position in the sequence
 (duplicates → inserted, gaps → deleted, going backwards → reordered); its ``prev_hash`` link; its
 signature; and the Merkle root of the log against each signed checkpoint (a checkpoint larger than the
-log → truncated). Signatures of entries covered by a verified checkpoint are implied by the root
-(the leaf hash commits to the signature), so by default only the uncovered tail is signature-checked;
+log → truncated). Entries are signed in groups: an entry's signature must verify over the content
+hash of the entry named by its ``sig_seq`` (at or after it, closing its group); the prev_hash links
+from the entry to that closer carry the signature back to it. Each distinct (signature, closer) pair is
+verified once. Signatures of entries covered by a verified checkpoint are implied by the root (the
+leaf hash commits to the signature), so by default only the uncovered tail is signature-checked;
 when a root does not match, every signature is checked so the culprit can be named.
 """
 
@@ -42,6 +45,7 @@ PROBLEM_KINDS = (
     "checkpoint_mismatch",  # the Merkle root of the log differs from a checkpoint's root
     "checkpoint_invalid",  # a checkpoint's signature does not verify
     "no_checkpoint",  # nothing anchors the size of the log, truncation cannot be ruled out
+    "unverified",  # the entry closing a signing group is missing or damaged: its members cannot be checked
 )
 
 
@@ -108,8 +112,8 @@ def _hex_bytes(text: object, size: int) -> bytes | None:
     return raw if len(raw) == size and raw.hex() == text else None
 
 
-def _fast_fields(content: str) -> tuple[int, str, str] | None:
-    """(seq, prev_hash, id) read straight from canonical content, None if the layout is not canonical.
+def _fast_fields(content: str) -> tuple[int, str, str, int] | None:
+    """(seq, prev_hash, id, sig_seq) read straight from canonical content, None if the layout is not canonical.
 
     Used only when the content hashes to its content_hash; a forger who can hash but not sign is still
     caught by the signature or checkpoint root, so a shortcut here cannot hide tampering. Saves the
@@ -122,30 +126,79 @@ def _fast_fields(content: str) -> tuple[int, str, str] | None:
     digits = content[p + 85 : comma]
     if comma < 0 or not digits.isdigit() or not digits.isascii():
         return None
+    if not content.startswith(',"severity":"', comma):
+        return None
+    close = content.find('"', comma + 13)
+    if close < 0 or not content.startswith(',"sig_seq":', close + 1):
+        return None
+    end_sig = content.find(",", close + 12)
+    sig_digits = content[close + 12 : end_sig]
+    if end_sig < 0 or not sig_digits.isdigit() or not sig_digits.isascii():
+        return None
     q = content.find('"id":"')
     end = content.find('"', q + 6)
     if q < 0 or end < 0 or end > p:
         return None
-    return int(digits), content[p + 13 : p + 77], content[q + 6 : end]
+    return int(digits), content[p + 13 : p + 77], content[q + 6 : end], int(sig_digits)
 
 
-def _check_signature(public_key: Ed25519PublicKey, content_hash: str, signature: str) -> bool:
-    return verify_signature(public_key, signature, ENTRY_DOMAIN + bytes.fromhex(content_hash))
+def _bad_pairs(public_key: Ed25519PublicKey, records: Sequence[RawRecord],
+               pairs: list[tuple[str, int]]) -> set[tuple[str, int]]:
+    """(signature, closer position) pairs whose signature does not cover the closer's content hash.
 
+    Large sets (a log signed entry by entry) are split over threads: Ed25519 verify releases the GIL.
+    """
 
-def _bad_signatures(public_key: Ed25519PublicKey, records: Sequence[RawRecord], positions: list[int]) -> list[int]:
-    """Positions whose signature fails; large sets are split over threads (Ed25519 verify releases the GIL)."""
-
-    def scan(chunk: list[int]) -> list[int]:
-        return [p for p in chunk if not _check_signature(public_key, records[p].content_hash, records[p].signature)]
+    def scan(chunk: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        return [pair for pair in chunk
+                if not verify_signature(public_key, pair[0], ENTRY_DOMAIN + bytes.fromhex(records[pair[1]].content_hash))]
 
     workers = min(os.cpu_count() or 1, 4)
-    if len(positions) < 512 or workers < 2:
-        return scan(positions)
-    step = -(-len(positions) // workers)
-    chunks = [positions[i : i + step] for i in range(0, len(positions), step)]
+    if len(pairs) < 512 or workers < 2:
+        return set(scan(pairs))
+    step = -(-len(pairs) // workers)
+    chunks = [pairs[i : i + step] for i in range(0, len(pairs), step)]
     with ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="witness-verify") as pool:
-        return sorted(p for bad in pool.map(scan, chunks) for p in bad)
+        return {pair for bad in pool.map(scan, chunks) for pair in bad}
+
+
+def _signature_problems(public_key: Ed25519PublicKey, records: Sequence[RawRecord], todo: list[int],
+                        seqs: list[int | None], sig_seqs: list[int | None], ids: list[str | None],
+                        first_pos: dict[int, int], intact: list[bool]) -> tuple[list[Problem], int]:
+    """Check the signatures of the intact entries at ``todo``; return problems and entries checked."""
+    problems: list[Problem] = []
+    groups: dict[tuple[str, int], list[int]] = {}  # (signature, closer position) -> member positions
+    orphans: dict[int, list[int]] = {}  # sig_seq whose closer is missing or damaged -> member positions
+    for pos in todo:
+        seq, closes = seqs[pos], sig_seqs[pos]
+        assert seq is not None and closes is not None
+        cpos = first_pos.get(closes)
+        if closes < seq or (cpos is not None and intact[cpos] and sig_seqs[cpos] != closes):
+            problems.append(Problem("forged", f"sig_seq {closes} does not name the entry closing a signing group "
+                                    "at or after this one: no witness signature covers it", pos, seq, ids[pos]))
+        elif cpos is None or not intact[cpos]:
+            orphans.setdefault(closes, []).append(pos)
+        else:
+            groups.setdefault((records[pos].signature, cpos), []).append(pos)
+    bad = _bad_pairs(public_key, records, list(groups))
+    checked = 0
+    for pair, members in groups.items():
+        checked += len(members)
+        if pair in bad:
+            problems.extend(Problem("forged", "signature does not verify under the witness public key",
+                                    pos, seqs[pos], ids[pos]) for pos in members)
+    top = max(first_pos, default=-1)
+    for closes, members in orphans.items():
+        first, last = seqs[members[0]], seqs[members[-1]]
+        if closes > top:
+            problems.append(Problem(
+                "truncated", f"seqs {first}..{last} were signed as a group ending at seq {closes}, "
+                f"but the log ends at seq {top}: its tail is missing", members[0], first, ids[members[0]]))
+        else:
+            problems.append(Problem(
+                "unverified", f"signatures of seqs {first}..{last} cannot be checked: seq {closes}, which closes "
+                "their signing group, is missing or damaged", members[0], first, ids[members[0]]))
+    return problems, checked
 
 
 def verify_records(
@@ -163,6 +216,7 @@ def verify_records(
     leaves: list[bytes] = []
     intact = [False] * n
     seqs: list[int | None] = [None] * n
+    sig_seqs: list[int | None] = [None] * n
     prevs: list[str | None] = [None] * n
     ids: list[str | None] = [None] * n
     loads = json.loads
@@ -179,14 +233,15 @@ def verify_records(
         if fields is None:
             try:
                 data = loads(content)
-                fields = (data["seq"], data["prev_hash"], data["id"])
-                if type(fields[0]) is not int or not isinstance(fields[1], str) or not isinstance(fields[2], str):
-                    raise TypeError("seq/prev_hash/id have wrong types")
+                fields = (data["seq"], data["prev_hash"], data["id"], data["sig_seq"])
+                if type(fields[0]) is not int or not isinstance(fields[1], str) or not isinstance(fields[2], str) \
+                        or type(fields[3]) is not int:
+                    raise TypeError("seq/prev_hash/id/sig_seq have wrong types")
             except (ValueError, KeyError, TypeError) as exc:
                 problems.append(Problem("malformed", f"entry content is not a valid entry: {exc}", position=pos))
                 continue
-        seq, prev, eid = fields
-        seqs[pos], prevs[pos], ids[pos] = seq, prev, eid
+        seq, prev, eid, closes = fields
+        seqs[pos], prevs[pos], ids[pos], sig_seqs[pos] = seq, prev, eid, closes
         if hb is None or sb is None:
             problems.append(Problem("edited", "content_hash or signature is not lowercase hex of the right length", pos, seq, eid))
             continue
@@ -268,9 +323,8 @@ def verify_records(
     # Signatures: the uncovered tail always; everything when asked or when a root failed to match.
     start = 0 if (all_signatures or root_mismatch or not verified) else covered
     todo = [pos for pos in range(start, n) if intact[pos]]
-    for pos in _bad_signatures(public_key, records, todo):
-        problems.append(Problem("forged", "signature does not verify under the witness public key", pos, seqs[pos], ids[pos]))
-    checked = len(todo)
+    signature_problems, checked = _signature_problems(public_key, records, todo, seqs, sig_seqs, ids, first_pos, intact)
+    problems.extend(signature_problems)
     problems.sort(key=lambda p: (p.position if p.position is not None else (p.seq if p.seq is not None else n)))
     if len(problems) > max_problems:
         extra = len(problems) - max_problems

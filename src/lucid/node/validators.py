@@ -23,9 +23,9 @@ __all__ = [
     "NodeValidator",
 ]
 
-NODE_ID_RE = re.compile(r"^node_[A-Za-z0-9_-]{3,59}$")
-POOL_ID_RE = re.compile(r"^pool_[A-Za-z0-9_-]{3,59}$")
-BATCH_ID_RE = re.compile(r"^batch_[A-Za-z0-9_-]{1,58}$")
+NODE_ID_RE = re.compile(r"^node_[A-Za-z0-9_-]{3,59}\Z")
+POOL_ID_RE = re.compile(r"^pool_[A-Za-z0-9_-]{3,59}\Z")
+BATCH_ID_RE = re.compile(r"^batch_[A-Za-z0-9_-]{1,58}\Z")
 SAFE_TEXT_RE = r"^[\w .,()/+:-]*$"  # no quotes, angle brackets or semicolons: stored text stays inert
 USDT_DECIMALS = 6
 MAX_AMOUNT = Decimal("1000000")

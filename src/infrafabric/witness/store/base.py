@@ -45,12 +45,13 @@ class StoredEntry:
     prev_hash: str
     content_hash: str
     signature: str
+    sig_seq: int  # seq of the entry closing this entry's signing group (its signature covers that hash)
 
     def content(self) -> str:
         return content_text(
             seq=self.seq, entry_id=self.id, timestamp=self.timestamp, component=self.component,
             operation=self.operation, params_json=self.params_json, severity=self.severity,
-            trace_id=self.trace_id, prev_hash=self.prev_hash,
+            trace_id=self.trace_id, prev_hash=self.prev_hash, sig_seq=self.sig_seq,
         )
 
     def raw(self) -> RawRecord:
@@ -72,7 +73,14 @@ class StoredEntry:
             "prev_hash": self.prev_hash,
             "content_hash": self.content_hash,
             "signature": self.signature,
+            "sig_seq": self.sig_seq,
         }
+
+
+# A sealed entry as stored: the fields of StoredEntry, in column order (tuples: the SQL store passes them
+# to the driver as they are, and 4,096 of them are built per batch on the hot path).
+Row = tuple[int, str, str, str, str, str, str, "str | None", str, str, str, int]
+ROW_CONTENT_HASH = 9
 
 
 @dataclass
@@ -81,7 +89,7 @@ class Sealed:
 
     base_size: int
     base_head: str
-    rows: list[StoredEntry]
+    rows: list[Row]
     checkpoint: Checkpoint
     frontier: CompactRange
 
@@ -91,7 +99,7 @@ class Sealed:
     @property
     def head(self) -> tuple[int, str, CompactRange]:
         """The log head once this batch is committed."""
-        return self.frontier.size, self.rows[-1].content_hash, self.frontier
+        return self.frontier.size, self.rows[-1][ROW_CONTENT_HASH], self.frontier
 
 
 CHECKPOINT_MILESTONE = 4096

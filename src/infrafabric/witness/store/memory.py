@@ -64,7 +64,7 @@ class MemoryStore(WitnessStore):
             head = log.entries[-1].content_hash if log.entries else GENESIS_HASH
             sealed = presealed if presealed is not None and presealed.fits(size, head) else \
                 seal(size, head, log.frontier.copy(), batch)
-            log.entries.extend(sealed.rows)
+            log.entries.extend(StoredEntry(*row) for row in sealed.rows)
             if log.checkpoints and log.checkpoints[-1].size == size and not log.milestones[-1]:
                 log.checkpoints.pop()
                 log.milestones.pop()

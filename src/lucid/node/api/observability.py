@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 __all__ = ["request_id_var", "RequestContextMiddleware", "NodeMetrics", "install_log_record_factory"]
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("lucid_request_id", default="-")
-_VALID_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_VALID_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}\Z")
 _access = logging.getLogger("lucid.node.access")
 _installed = False
 

@@ -10,11 +10,11 @@ from typing import Any
 from lucid.service_mesh.errors import InvalidServiceConfigError
 from lucid.service_mesh.policy.planes import PLANES
 
-NAME_RE = re.compile(r"^[a-z0-9-]{3,50}$")
-CLUSTER_RE = re.compile(r"^[a-z0-9-]{1,63}$")
-SEMVER_RE = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
-HOST_RE = re.compile(r"^[A-Za-z0-9.:-]{1,253}$")
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+NAME_RE = re.compile(r"^[a-z0-9-]{3,50}\Z")
+CLUSTER_RE = re.compile(r"^[a-z0-9-]{1,63}\Z")
+SEMVER_RE = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?\Z")
+HOST_RE = re.compile(r"^[A-Za-z0-9.:-]{1,253}\Z")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 PROTOCOLS = ("http", "https", "grpc", "grpcs")
 CHECK_STATUSES = ("passing", "warning", "critical")
 STATUS_MAP = {"passing": "healthy", "warning": "degraded", "critical": "unhealthy"}

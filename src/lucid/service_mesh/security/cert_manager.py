@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 ROOT_CA_NAME = "Lucid Root CA"
 INTERMEDIATE_CA_NAME = "Lucid Service Mesh Intermediate CA"
-_SERVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SERVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _UTC = dt.timezone.utc
 
 

@@ -10,7 +10,7 @@ from cryptography import x509
 from lucid.service_mesh.errors import MTLSVerificationError
 
 TRUST_DOMAIN = "lucid.onion"
-_SEGMENT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_SEGMENT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
 
 
 @dataclass(frozen=True, slots=True)
