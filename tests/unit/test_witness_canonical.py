@@ -127,3 +127,11 @@ def test_oversized_params_are_refused() -> None:
     with pytest.raises(WitnessInputError) as info:
         params_to_json({"blob": "x" * (1 << 20)})
     assert info.value.error_code == "WITNESS_PARAMS_TOO_LARGE"
+
+
+def test_circular_params_are_refused_clearly() -> None:
+    params: dict = {"a": 1}
+    params["self"] = params
+    with pytest.raises(WitnessInputError) as err:
+        params_to_json(params)
+    assert err.value.error_code == "WITNESS_INVALID_PARAMS" and "circular" in err.value.message

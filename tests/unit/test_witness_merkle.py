@@ -6,9 +6,12 @@ import hashlib
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from infrafabric.witness.merkle import (
     EMPTY_ROOT,
+    CompactRange,
     MerkleTree,
     leaf_hash,
     node_hash,
@@ -177,3 +180,19 @@ def test_compact_range_root_matches_reference_and_round_trips() -> None:
         assert again.root() == rng.root() and again.size == n
     with pytest.raises(WitnessProofError):
         CompactRange(5, [LEAVES[0]])  # 5 = 0b101 needs two nodes
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=st.integers(min_value=0, max_value=300), count=st.integers(min_value=0, max_value=600))
+def test_compact_range_extend_equals_appending_one_by_one(start: int, count: int) -> None:
+    leaves = [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(start + count)]
+    one_by_one, bulk = CompactRange(), CompactRange()
+    for leaf in leaves[:start]:
+        one_by_one.append(leaf)
+        bulk.append(leaf)
+    for leaf in leaves[start:]:
+        one_by_one.append(leaf)
+    bulk.extend(leaves[start:])
+    assert bulk.size == one_by_one.size == start + count
+    assert bulk.to_text() == one_by_one.to_text()
+    assert bulk.root() == one_by_one.root() == root_of(leaves)
