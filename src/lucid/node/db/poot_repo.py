@@ -75,6 +75,7 @@ class SqlPoOTRepository:
                                               where=poot_nonces.c.used_at < bindparam("b_cutoff"))
                        .returning(poot_nonces.c.node_id, poot_nonces.c.nonce))
         self._nonce_flusher: asyncio.Task[None] | None = None
+        self._history_reads: dict[str, asyncio.Future[list[ValidationSummary]]] = {}
 
     caches_nodes = True
 
@@ -131,22 +132,34 @@ class SqlPoOTRepository:
         """The node's latest results, lightweight: this runs on every proof, and only validity and score
         feed reliability and confidence. Served from PoOTHistoryCache when it can."""
         history = self.db.poot_history
-        if since is None:
-            cached = history.get(node_id, limit)
-            if cached is not None:
-                return cached
+        if since is not None:
+            return await self._read_history(node_id, limit, since)
+        cached = history.get(node_id, limit)
+        if cached is not None:
+            return cached
+        # Single flight: under load every proof of a node whose entry expired (or whose load raced a
+        # commit) missed at once and each read the same rows; now they share one read.
+        pending = self._history_reads.get(node_id)
+        if pending is None:
+            pending = asyncio.ensure_future(self._read_history(node_id, max(limit, history.capacity), None))
+            self._history_reads[node_id] = pending
+            pending.add_done_callback(lambda _f, node_id=node_id: self._history_reads.pop(node_id, None))
+        items = await asyncio.shield(pending)
+        return items[:limit]
+
+    async def _read_history(self, node_id: str, limit: int, since: datetime | None) -> list[ValidationSummary]:
+        history = self.db.poot_history
         stmt = select(poot_validations.c.is_valid, poot_validations.c.score, poot_validations.c.created_at)
         stmt = stmt.where(poot_validations.c.node_id == node_id)
         if since is not None:
             stmt = stmt.where(poot_validations.c.created_at >= since)
-        read_limit = max(limit, history.capacity) if since is None else limit
-        stmt = stmt.order_by(poot_validations.c.created_at.desc()).limit(read_limit)
+        stmt = stmt.order_by(poot_validations.c.created_at.desc()).limit(limit)
         version = history.version(node_id)
         rows = await self.db.read(lambda conn: conn.execute(stmt).all())
         items = [ValidationSummary(bool(r[0]), float(r[1]), r[2]) for r in rows]
         if since is None:
             history.load(node_id, items, version)
-        return items[:limit]
+        return items
 
     async def save_validation(self, validation: PoOTValidationResult, *, claim_nonce: bool = False) -> None:
         """Store a result. With ``claim_nonce`` the nonce is claimed in the same transaction, and a replay
