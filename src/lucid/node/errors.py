@@ -13,7 +13,8 @@ __all__ = [
     "InvalidNodeStatusError", "ResourceLimitError", "InvalidPoOTError", "NonceReplayError",
     "PayoutError", "PayoutNotFoundError", "NodeAlreadyExistsError", "PoolAlreadyExistsError",
     "InvalidAllocationError", "BatchOperationError", "BatchConflictError", "InternalNodeError",
-    "RateLimitExceededError", "AuthenticationError", "PermissionDeniedError",
+    "RateLimitExceededError", "AuthenticationError", "PermissionDeniedError", "TronConfigurationError",
+    "TronNodeError", "TronNodeUnavailableError", "TronIntegrityError",
 ]
 
 
@@ -153,3 +154,31 @@ class PermissionDeniedError(NodeManagementError):
     error_code = "LUCID_ERR_1203"
     http_status = 403
     default_message = "Permission denied"
+
+
+# TRON client failures (lucid.node.tron): configuration, a node answer the flow cannot use, an unknown
+# outcome (reconcile by txid later), and a txid that does not match its raw data.
+class TronConfigurationError(InternalNodeError, RuntimeError):
+    """The tronpy client cannot be built as configured (RuntimeError kept for older callers)."""
+
+    default_message = "TRON client misconfigured"
+
+
+class TronNodeError(PayoutError):
+    """The TRON full node answered something the payout flow cannot use."""
+
+    http_status = 502
+    default_message = "TRON node error"
+
+
+class TronNodeUnavailableError(TronNodeError):
+    """The node could not be asked or did not decide: the outcome is unknown, reconcile by txid later."""
+
+    http_status = 503
+    default_message = "TRON node unavailable; outcome unknown"
+
+
+class TronIntegrityError(TronNodeError):
+    """A transaction id does not match the transaction's raw data: refused rather than signed or sent."""
+
+    default_message = "TRON transaction id does not match its raw data"

@@ -21,7 +21,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InternalNodeError, PayoutError, ValidationError
+from ..errors import (
+    TronConfigurationError,
+    TronIntegrityError,
+    TronNodeError,
+    TronNodeUnavailableError,
+    ValidationError,
+)
 from ..validators import to_micros
 from .base import PreparedTransfer, TransferResult, TwoPhaseTronClient
 
@@ -38,32 +44,6 @@ USDT_DECIMALS = 6
 #: broadcast answers that mean "not accepted now, may be accepted later": the outcome is not final
 _TRANSIENT_CODES = frozenset({"SERVER_BUSY", "NO_CONNECTION", "NOT_ENOUGH_EFFECTIVE_CONNECTION",
                               "BLOCK_UNSOLIDIFIED"})
-
-
-class TronConfigurationError(InternalNodeError, RuntimeError):
-    """The tronpy client cannot be built as configured (RuntimeError kept for older callers)."""
-
-    default_message = "TRON client misconfigured"
-
-
-class TronNodeError(PayoutError):
-    """The TRON full node answered something the payout flow cannot use."""
-
-    http_status = 502
-    default_message = "TRON node error"
-
-
-class TronNodeUnavailableError(TronNodeError):
-    """The node could not be asked or did not decide: the outcome is unknown, reconcile by txid later."""
-
-    http_status = 503
-    default_message = "TRON node unavailable; outcome unknown"
-
-
-class TronIntegrityError(TronNodeError):
-    """A transaction id does not match the transaction's raw data: refused rather than signed or sent."""
-
-    default_message = "TRON transaction id does not match its raw data"
 
 
 class _SecretKey:
