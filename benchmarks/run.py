@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -43,6 +44,9 @@ def print_rows(title: str, rows: list[dict[str, Any]]) -> None:
 
 def main() -> int:
     selected = sys.argv[1:] or MODULES
+    # Benchmarks audit thousands of operations: into a log of their own, never the user's (state dir).
+    if "INFRAFABRIC_STATE_DIR" not in os.environ:
+        os.environ["INFRAFABRIC_STATE_DIR"] = tempfile.mkdtemp(prefix="if-bench-state-")
     out_dir = Path(os.environ.get("BENCH_OUT", "bench-results"))
     out_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"started": time.time(), "python": sys.version, "machine": platform.platform(),
