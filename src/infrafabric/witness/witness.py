@@ -35,7 +35,6 @@ from .canonical import (
     CONTENT_TEMPLATE,
     check_name,
     check_trace_id,
-    content_text,
     format_timestamp,
     json_id,
     json_string,

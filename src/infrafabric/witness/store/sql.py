@@ -46,7 +46,7 @@ from ..checkpoint import Checkpoint
 from ..errors import WitnessInputError, WitnessKeyError, WitnessStorageError
 from ..keys import WitnessKeys
 from ..merkle import CompactRange, leaf_hash
-from .base import ROW_CONTENT_HASH, Pending, Query, Row, Sealed, Sealer, StoredEntry, WitnessStore, is_milestone
+from .base import ROW_CONTENT_HASH, Pending, Query, Sealed, Sealer, StoredEntry, WitnessStore, is_milestone
 
 metadata = MetaData()
 
