@@ -55,6 +55,25 @@ def test_two_witnesses_on_one_log_make_one_chain(witness_backend_url: str, make_
     assert a.inclusion_proof(10) == b.inclusion_proof(10)
 
 
+def test_alternating_writers_each_continue_where_the_other_stopped(witness_backend_url: str, make_witness) -> None:
+    """Each writer's idea of the head goes stale in turn (the SQLite writer caches it): no fork, no gap."""
+    keys = WitnessKeys.generate()
+    a = make_witness(witness_backend_url, keys=keys)
+    b = make_witness(witness_backend_url, keys=keys)
+    for round_no in range(5):
+        for w, tag in ((a, "a"), (b, "b")):
+            for i in range(3):
+                w.log("IF.chassis", "swarm_loaded", {"w": tag, "r": round_no, "i": i})
+            w.flush()
+    logs = a.query()
+    assert [e["seq"] for e in logs] == list(range(30))
+    assert [(e["params"]["w"], e["params"]["r"]) for e in logs[::3]] == [(t, r) for r in range(5) for t in "ab"]
+    assert all(logs[i]["prev_hash"] == logs[i - 1]["content_hash"] for i in range(1, 30))
+    report = a.verify(all_signatures=True)
+    assert report.ok, report.problems
+    assert a.latest_checkpoint() == b.latest_checkpoint() and a.latest_checkpoint().size == 30
+
+
 def test_log_signed_by_another_key_is_refused(witness_backend_url: str, make_witness) -> None:
     w = make_witness(witness_backend_url, keys=WitnessKeys.generate())
     w.log("IF.x", "op", {})

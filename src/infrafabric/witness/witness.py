@@ -17,9 +17,9 @@ import asyncio
 import atexit
 import hashlib
 import io
+import itertools
 import json
 import os
-import random
 import threading
 import time
 import weakref
@@ -32,12 +32,10 @@ from typing import IO, Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .canonical import (
-    CONTENT_TEMPLATE,
+    SEAL_TEMPLATE,
     check_name,
     check_trace_id,
     format_timestamp,
-    json_id,
-    json_string,
     normalise_severity,
     params_to_json,
     parse_since,
@@ -60,7 +58,7 @@ from .verify import VerificationReport, verify_records
 T = TypeVar("T")
 _LIVE: "weakref.WeakSet[Witness]" = weakref.WeakSet()
 _sha256 = hashlib.sha256
-_randbits = random.getrandbits
+_new_pending = tuple.__new__  # Pending without its Python-level __new__: one C call on the hot path
 _dump_trace = json.JSONEncoder(ensure_ascii=True).encode
 
 
@@ -101,6 +99,8 @@ class Witness:
         self._max_pending = max_pending  # bound on memory while the store is down
         self._high_water = 0  # largest log size this witness has seen committed: the log never shrinks
         self._queue: deque[Pending] = deque()
+        self._id_prefix = os.urandom(10).hex()
+        self._id_counter = itertools.count()
         self._append_lock = threading.Lock()
         self._appended = 0
         self._committed = 0
@@ -164,19 +164,19 @@ class Witness:
         """Queue one entry and return its id. Never blocks on I/O; safe from threads and event loops."""
         if self._closed:
             raise WitnessClosedError("witness is closed")
-        ts_ns = time.time_ns()
-        record = Pending(
-            # time-ordered ids (ms prefix + 80 random bits): the id index grows at its right edge. The bits
-            # are for uniqueness, not secrecy: random (reseeded after fork) avoids a getrandom syscall,
-            # whose GIL release made every log call queue for the GIL behind the writer threads.
-            f"{ts_ns // 1_000_000:012x}{_randbits(80):020x}",
-            ts_ns,
+        record = _new_pending(Pending, (
+            # 80 random bits per witness, then a counter (next() on itertools.count is atomic): unique,
+            # in log order for one writer, so the id index grows at its right edge, and no syscall or
+            # random draw per call (a getrandom syscall gives up the GIL, which queued every log call
+            # behind the writer threads)
+            f"{self._id_prefix}{next(self._id_counter):012x}",
+            time.time_ns(),
             check_name("component", component),
             check_name("operation", operation),
             params_to_json(params),
             normalise_severity(severity),
             check_trace_id(trace_id),
-        )
+        ))
         with self._append_lock:
             if self._appended - self._committed >= self._max_pending:
                 raise WitnessStorageError(f"{self._max_pending} entries are waiting for the store: {self._error}",
@@ -321,45 +321,43 @@ class Witness:
             raise WitnessStorageError(
                 f"the log shrank from {self._high_water} to {size} entries: acknowledged entries were lost "
                 "or the database was rolled back", error_code="WITNESS_LOG_ROLLED_BACK")
-        group = self._group
-        end = size + len(batch)
-        sha = _sha256
-        template, jstr, jid, dump = CONTENT_TEMPLATE, json_string, json_id, _dump_trace
-        times: list[str] = []
-        hashes: list[bytes] = []
-        hexes: list[str] = []
-        closers: list[int] = []  # offsets in the batch of the entries that close a signing group
+        template, sha, group = SEAL_TEMPLATE, _sha256, self._group
+        n = len(batch)
+        rows: list[Row] = []
+        digests: list[bytes] = []
         prev = head_hash
         seq = size
-        for p in batch:  # chain: canonical content (what content_text builds) → hash, linking the previous
-            sig_seq = min(size + ((seq - size) // group + 1) * group, end) - 1
-            ts = format_timestamp(p.ts_ns)
-            trace = p.trace_id
+        last_second, base = -1, ""
+        end = size + n
+        group_end = size  # signing groups: ``group`` consecutive entries; the last one closes the group
+        sig_seq = size - 1
+        for entry_id, ts_ns, component, operation, params_json, severity, trace in batch:
+            if seq == group_end:
+                group_end = min(seq + group, end)
+                sig_seq = group_end - 1
+            second, rest = divmod(ts_ns, 1_000_000_000)
+            if second != last_second:  # the date part changes once a second
+                last_second, base = second, format_timestamp(ts_ns)[:-8]
+            ts = f"{base}.{rest // 1000:06d}Z"
+            # the canonical content (content_text's bytes; a unit test holds SEAL_TEMPLATE to that)
             digest = sha((template % (
-                jstr(p.component), jid(p.id), jstr(p.operation), p.params_json, prev, seq, jstr(p.severity), sig_seq,
-                ts, "null" if trace is None else dump(trace))).encode("ascii")).digest()
-            prev = digest.hex()
-            times.append(ts)
-            hashes.append(digest)
-            hexes.append(prev)
-            if sig_seq == seq:
-                closers.append(seq - size)
+                component, entry_id, operation, params_json, prev, seq, severity, sig_seq, ts,
+                "null" if trace is None else '"' + trace + '"')).encode("ascii")).digest()
+            hex_digest = digest.hex()
+            # the signature (index 10) is filled in once the group's closer is signed
+            rows.append([seq, entry_id, ts, component, operation, params_json, severity, trace, prev, hex_digest,
+                         "", sig_seq])
+            digests.append(digest)
+            prev = hex_digest
             seq += 1
-        signatures = self._sign_all([hashes[i] for i in closers])
-        rows: list[Row] = []
+        signatures = self._sign_all(digests[group - 1 :: group] if n % group == 0 else
+                                    digests[group - 1 :: group] + [digests[-1]])
         leaves: list[bytes] = []
-        prev = head_hash
-        lo = 0
-        for closer, sig in zip(closers, signatures):  # rows and RFC 9162 leaves (hash ‖ signature)
+        for g, sig in enumerate(signatures):  # rows and RFC 9162 leaves (hash ‖ signature)
             sig_hex = sig.hex()
-            sig_seq = size + closer
-            for i in range(lo, closer + 1):
-                p = batch[i]
-                rows.append((size + i, p.id, times[i], p.component, p.operation, p.params_json, p.severity,
-                             p.trace_id, prev, hexes[i], sig_hex, sig_seq))
-                leaves.append(sha(b"\x00" + hashes[i] + sig).digest())
-                prev = hexes[i]
-            lo = closer + 1
+            for i in range(g * group, min(g * group + group, n)):
+                rows[i][10] = sig_hex
+                leaves.append(sha(b"\x00" + digests[i] + sig).digest())
         frontier.extend(leaves)
         checkpoint = Checkpoint.create(self._keys, frontier.size, frontier.root(), format_timestamp(time.time_ns()))
         return Sealed(size, head_hash, rows, checkpoint, frontier)
@@ -571,3 +569,12 @@ def _close_all_at_exit() -> None:
 
 
 atexit.register(_close_all_at_exit)
+
+
+def _new_id_prefixes_in_child() -> None:
+    """A forked child must not mint the ids its parent mints next."""
+    for witness in list(_LIVE):
+        witness._id_prefix = os.urandom(10).hex()
+
+
+os.register_at_fork(after_in_child=_new_id_prefixes_in_child)

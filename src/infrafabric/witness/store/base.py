@@ -77,9 +77,10 @@ class StoredEntry:
         }
 
 
-# A sealed entry as stored: the fields of StoredEntry, in column order (tuples: the SQL store passes them
-# to the driver as they are, and 4,096 of them are built per batch on the hot path).
-Row = tuple[int, str, str, str, str, str, str, "str | None", str, str, str, int]
+# A sealed entry as stored: the fields of StoredEntry, in column order (plain lists: the SQL store passes
+# them to the driver as they are, thousands are built per batch on the hot path, and the seal fills in
+# the signature once the group's closing entry is signed).
+Row = list[Any]
 ROW_CONTENT_HASH = 9
 
 

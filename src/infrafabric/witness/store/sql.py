@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 import functools
 import sqlite3
 import os
@@ -138,10 +139,10 @@ def _row_to_entry(row: Any) -> StoredEntry:
 
 _NAMES = ", ".join(c.name for c in _ENTRY_COLUMNS)
 def _rows_per_insert() -> int:
-    """Largest power of two ≤ 2048 rows whose 12 variables each fit this SQLite build's limit."""
+    """Largest power of two ≤ 16,384 rows whose 12 variables each fit this SQLite build's limit."""
     with contextlib.closing(sqlite3.connect(":memory:")) as probe:
         limit = probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    rows = 2048
+    rows = 16384
     while rows > 1 and rows * len(_ENTRY_COLUMNS) > limit:
         rows //= 2
     return rows
@@ -179,11 +180,40 @@ _POSTGRES_INSERT = (
 )
 
 
+_SQLITE_READ_HEAD = f"SELECT size, head_hash, frontier FROM {head_table.name} WHERE id = 1"
+# The latest checkpoint is replaced by the next one unless it is a milestone; in SQLite a trigger does it,
+# which saves the append transaction a statement (and a GIL hand-off, see SqlStore._append_sqlite).
+_SQLITE_PRUNE_TRIGGER = (
+    f"CREATE TRIGGER IF NOT EXISTS witness_prune_latest_checkpoint AFTER UPDATE OF size ON {head_table.name} "
+    f"WHEN NEW.size > OLD.size BEGIN DELETE FROM {checkpoints_table.name} WHERE size = OLD.size AND milestone = 0; END"
+)
+_SQLITE_ADD_CHECKPOINT = (f"INSERT INTO {checkpoints_table.name} (size, root, timestamp, key_id, signature, milestone)"
+                          " VALUES (?, ?, ?, ?, ?, ?)")
+_SQLITE_MOVE_HEAD = (f"UPDATE {head_table.name} SET size = ?, head_hash = ?, frontier = ? "
+                     "WHERE id = 1 AND size = ? AND head_hash = ?")
+
+
+class _HeadMoved(Exception):
+    """The head this store remembered is stale: another writer appended. Retry after reading it."""
+
+
+def _open_raw_sqlite(database: str | None) -> sqlite3.Connection:
+    """The append connection: autocommit mode (transactions are explicit), same pragmas as the engine's."""
+    assert database is not None
+    con = sqlite3.connect(os.path.expanduser(database), timeout=60, isolation_level=None, check_same_thread=False)
+    _sqlite_pragmas(con, None)
+    return con
+
+
 class SqlStore(WitnessStore):
     def __init__(self, url: str) -> None:
         self.url = normalise_sql_url(url)
         self._engine: AsyncEngine | None = None
         self._sqlite = self.url.startswith("sqlite")
+        self._sqlite_file = make_url(self.url).database if self._sqlite else None
+        self._committer: ThreadPoolExecutor | None = None  # SQLite appends: one thread, one raw connection
+        self._raw: sqlite3.Connection | None = None
+        self._known_head: tuple[int, str, str] | None = None  # (size, hash, frontier) as this store left it
 
     @property
     def engine(self) -> AsyncEngine:
@@ -211,6 +241,8 @@ class SqlStore(WitnessStore):
                 async with self.engine.begin() as conn:
                     await conn.run_sync(metadata.create_all)
                     await conn.run_sync(_check_schema)
+                    if self._sqlite:
+                        await conn.exec_driver_sql(_SQLITE_PRUNE_TRIGGER)
                 await self._init_head(keys)
                 return
             except (WitnessKeyError, WitnessStorageError):
@@ -243,16 +275,96 @@ class SqlStore(WitnessStore):
             )
 
     async def close(self) -> None:
+        if self._committer is not None:
+            committer, self._committer = self._committer, None
+            committer.shutdown(wait=True)  # the last append has returned: the connection is idle
+        self._close_raw()
         if self._engine is not None:
             engine, self._engine = self._engine, None
             await engine.dispose()
 
     async def append(self, batch: Sequence[Pending], seal: Sealer, presealed: Sealed | None = None) -> Sealed:
+        if self._sqlite:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._commit_pool(), self._append_sqlite, batch, seal, presealed)
+            except RuntimeError as exc:  # executors refuse work once the interpreter is shutting down
+                if "shutdown" not in str(exc):
+                    raise
+                return self._append_sqlite(batch, seal, presealed)  # the final flush, on the writer thread
         try:
             async with self.engine.begin() as conn:
                 return await conn.run_sync(self._append_in, batch, seal, presealed)
         except (SQLAlchemyError, DBAPIError, OSError) as exc:
             raise WitnessStorageError(f"append failed: {exc}") from exc
+
+    def _commit_pool(self) -> ThreadPoolExecutor:
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="witness-commit")
+        return self._committer
+
+    def _append_sqlite(self, batch: Sequence[Pending], seal: Sealer, presealed: Sealed | None) -> Sealed:
+        """The SQLite append transaction, whole, on the commit thread, through the sqlite3 module.
+
+        Why not through SQLAlchemy + aiosqlite like the reads: each statement there is a round trip
+        between the writer's event loop and the aiosqlite thread, and every statement, here too, gives
+        up the GIL and then waits for it behind the threads that log and seal (up to a switch interval,
+        5 ms, each time). So a batch is as few statements as can keep it atomic: BEGIN IMMEDIATE (the
+        database write lock, which serialises writers in every process as the head-row UPDATE does on
+        PostgreSQL), one multi-row INSERT, the checkpoint, the head (a trigger prunes the old latest
+        checkpoint), COMMIT. The head is not read back when this store wrote it last: the UPDATE of the
+        head is guarded by the old size and hash, and another writer's entries would collide on seq
+        first, so a stale head rolls back and the batch is retried after reading the head.
+        """
+        con = self._raw
+        try:
+            if con is None:
+                con = self._raw = _open_raw_sqlite(self._sqlite_file)
+            if self._known_head is not None:
+                try:
+                    return self._sqlite_transaction(con, self._known_head, batch, seal, presealed)
+                except _HeadMoved:
+                    pass
+            return self._sqlite_transaction(con, None, batch, seal, presealed)
+        except sqlite3.Error as exc:
+            raise WitnessStorageError(f"append failed: {exc}") from exc
+
+    def _sqlite_transaction(self, con: sqlite3.Connection, known: tuple[int, str, str] | None,
+                            batch: Sequence[Pending], seal: Sealer, presealed: Sealed | None) -> Sealed:
+        self._known_head = None
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            size, head_hash, frontier_text = known if known is not None else con.execute(_SQLITE_READ_HEAD).fetchone()
+            frontier = CompactRange.from_text(frontier_text)
+            if frontier.size != size:
+                raise WitnessStorageError(f"head row is inconsistent: size {size}, tree edge of {frontier.size}")
+            sealed = presealed if presealed is not None and presealed.fits(size, head_hash) else \
+                seal(size, head_hash, frontier, batch)
+            rows, checkpoint = sealed.rows, sealed.checkpoint
+            new_head = (size + len(rows), rows[-1][ROW_CONTENT_HASH], sealed.frontier.to_text())
+            try:
+                start = 0
+                for chunk in _sqlite_chunks(len(rows)):
+                    con.execute(_sqlite_insert(chunk), tuple(chain.from_iterable(rows[start : start + chunk])))
+                    start += chunk
+                con.execute(_SQLITE_ADD_CHECKPOINT, (
+                    checkpoint.size, checkpoint.root, checkpoint.timestamp, checkpoint.key_id, checkpoint.signature,
+                    int(is_milestone(size, checkpoint.size))))
+            except sqlite3.IntegrityError:
+                if known is not None:  # another writer appended since: its seqs are taken
+                    raise _HeadMoved from None
+                raise
+            if con.execute(_SQLITE_MOVE_HEAD, (*new_head, size, head_hash)).rowcount != 1:
+                if known is not None:
+                    raise _HeadMoved
+                raise WitnessStorageError("the head row changed while this writer held the write lock")
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.rollback()
+            raise
+        self._known_head = new_head
+        return sealed
 
     def _append_in(self, conn: Any, batch: Sequence[Pending], seal: Sealer, presealed: Sealed | None) -> Sealed:
         """One append transaction (run through ``run_sync``): lock the head, seal unless presealed fits, write."""
@@ -267,13 +379,7 @@ class SqlStore(WitnessStore):
         sealed = presealed if presealed is not None and presealed.fits(size, head_hash) else \
             seal(size, head_hash, frontier, batch)
         rows, checkpoint = sealed.rows, sealed.checkpoint
-        if self._sqlite:
-            start = 0
-            for chunk in _sqlite_chunks(len(rows)):
-                conn.exec_driver_sql(_sqlite_insert(chunk), tuple(chain.from_iterable(rows[start : start + chunk])))
-                start += chunk
-        else:
-            conn.exec_driver_sql(_POSTGRES_INSERT, tuple(list(column) for column in zip(*rows)))
+        conn.exec_driver_sql(_POSTGRES_INSERT, tuple(list(column) for column in zip(*rows)))
         cps = checkpoints_table.c
         conn.execute(delete(checkpoints_table).where(cps.milestone.is_(False), cps.size == size))
         conn.execute(insert(checkpoints_table).values(
@@ -283,6 +389,11 @@ class SqlStore(WitnessStore):
         conn.execute(update(head_table).where(head_table.c.id == 1).values(
             size=size + len(rows), head_hash=rows[-1][ROW_CONTENT_HASH], frontier=sealed.frontier.to_text()))
         return sealed
+
+    def _close_raw(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            raw.close()
 
     @staticmethod
     async def _leaves(conn: Any, start: int, end: int) -> list[bytes]:
