@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import random
 import secrets
 import statistics
 import tempfile
@@ -268,7 +269,14 @@ def raw_ed25519_verify_per_s(n: int = 5000) -> float:
     return n / (time.perf_counter() - t)
 
 
-async def poot_in_process(workdir: Path, n: int = 3000, concurrency: int = 16) -> tuple[float, float]:
+_rng = random.Random()  # the callers' nonces: secrets' getrandom syscall per proof was measured as part of the figure
+
+
+async def poot_in_process(workdir: Path, n: int = 4000, concurrency: int = 32,
+                          warmup: int = 300) -> tuple[float, float]:
+    """Steady-state validations/s of one PoOTValidator on SQLite with ``concurrency`` callers (a validator
+    service receives proofs from many nodes at once), after ``warmup`` proofs have filled its caches."""
+    workdir.mkdir(parents=True, exist_ok=True)
     db = NodeDatabase(f"sqlite+aiosqlite:///{workdir / 'poot.db'}")
     await db.create_all()
     ids = [f"node_bench_{i:03d}" for i in range(20)]
@@ -282,9 +290,11 @@ async def poot_in_process(workdir: Path, n: int = 3000, concurrency: int = 16) -
         async with sem:
             t = time.perf_counter()
             await validator.validate_poot(ids[i % len(ids)], "base64_encoded_data", datetime.now(UTC),
-                                          f"nonce-{i}-{secrets.token_hex(4)}")
+                                          f"nonce-{i}-{_rng.getrandbits(32):08x}")
             lat.append(time.perf_counter() - t)
 
+    await asyncio.gather(*(one(i) for i in range(n, n + warmup)))
+    lat.clear()
     t = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
     rate = n / (time.perf_counter() - t)
@@ -388,10 +398,17 @@ async def _run() -> list[dict[str, Any]]:
                 ids = [n["node_id"] for n in listing][:50]
                 for nid in ids:
                     (await c.post(f"/api/v1/nodes/{nid}/start", headers=suite.admin)).raise_for_status()
-            in_rate, in_p99 = await poot_in_process(work, n=1500)
+            runs = []
+            for run_no in range(3):  # noisy 2-core machine: median of three
+                runs.append(await poot_in_process(work / f"poot{run_no}"))
+            in_rate, in_p99 = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+            few, _ = await poot_in_process(work / "poot8", n=2000, concurrency=8)
             verify_rate = raw_ed25519_verify_per_s()
-            rows.append(_row("poot_validations_in_process", in_rate, "per_s", "raw_ed25519_verify", verify_rate,
-                             ">= 5000/s"))
+            rows.append(_row(f"poot_validations_in_process_32_callers (median of 3: "
+                             f"{', '.join(f'{r[0]:,.0f}' for r in sorted(runs))})", in_rate, "per_s",
+                             "raw_ed25519_verify", verify_rate, ">= 5000/s"))
+            rows.append(_row("poot_validations_in_process_8_callers", few, "per_s", "raw_ed25519_verify",
+                             verify_rate, "reported"))
             seq = await suite.test_poot_validation_latency(ids)
             seq_lean = await suite.test_poot_validation_latency_lean(ids)
             assert seq_lean["successful"] == seq_lean["total_validations"], seq_lean
@@ -403,7 +420,7 @@ async def _run() -> list[dict[str, Any]]:
             rows.append(_row("poot_validation_http_p50_one_at_a_time", seq_lean["p50_response_time"] * 1000, "ms",
                              "same_via_httpx_client_p50", seq["p50_response_time"] * 1000, "reported"))
             rows.append(_row("poot_validation_http_p99_8_concurrent", http["p99_response_time"] * 1000, "ms",
-                             "poot_validation_in_process_p99_16_concurrent", in_p99 * 1000, "reported"))
+                             "poot_validation_in_process_p99_32_callers", in_p99 * 1000, "reported"))
             pay = await suite.test_batch_payout_performance(ids)
             for size in (10, 100, 1000):
                 inproc, raw = await payouts_in_process(work, size)

@@ -134,6 +134,8 @@ async def test_concurrent_nonce_replay_exactly_one_wins(node_db_url: str) -> Non
         assert results.count("valid") == 1 and results.count("replay") == 5
         stored = await SqlPoOTRepository(dbs[0]).list_history("node_racer_1", limit=50)
         assert sum(1 for v in stored if v.is_valid) == 1
+        # every refused replay is on record as a failed attempt, whichever way it was caught
+        assert sorted(v.errors for v in stored if not v.is_valid) == [["Nonce already used"]] * 5
         # another node may use the same nonce
         await SqlNodeRepository(dbs[0]).create(Node(node_id="node_racer_2", name="racer-2", status="active"))
         assert (await validators[0].validate_poot("node_racer_2", "out", ts, "shared-nonce-XK29")).is_valid
@@ -144,9 +146,9 @@ async def test_concurrent_nonce_replay_exactly_one_wins(node_db_url: str) -> Non
 
 # ------------------------------------------------------------------ hot-path mechanisms (both engines)
 def _proof(node_id: str, nonce: str, **kw: object) -> PoOTValidationResult:
-    fields: dict[str, object] = {"is_valid": True, "score": 60.0, "confidence": 0.5, **kw}
-    return PoOTValidationResult(node_id=node_id, output_hash="b" * 64, timestamp=datetime.now(UTC), nonce=nonce,
-                                **fields)
+    fields: dict[str, object] = {"is_valid": True, "score": 60.0, "confidence": 0.5, "timestamp": datetime.now(UTC),
+                                 **kw}
+    return PoOTValidationResult(node_id=node_id, output_hash="b" * 64, nonce=nonce, **fields)
 
 
 async def test_group_commit_failure_fails_every_waiter_and_loses_nothing_acknowledged(node_db: NodeDatabase) -> None:
@@ -173,6 +175,24 @@ async def test_group_commit_failure_fails_every_waiter_and_loses_nothing_acknowl
         await repo.save_validation(_proof("node_gc_0001", "acked-3"), claim_nonce=True)
 
 
+async def test_stored_validation_reads_back_field_for_field(node_db: NodeDatabase) -> None:
+    """The group commit writes SQLite rows through the driver, without SQLAlchemy's column processors:
+    what it stores must read back exactly as SQLAlchemy itself would have stored it, on both engines."""
+    repo = SqlPoOTRepository(node_db)
+    await SqlNodeRepository(node_db).create(Node(node_id="node_rt_0001", name="round-trip", status="active"))
+    ts = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)  # microsecond 0: isoformat would drop it by default
+    kept = _proof("node_rt_0001", "rt-1", output_data="out put", timestamp=ts, score=61.25, confidence=0.75,
+                  score_parts={"output": 10.0, "nonce": 11.25}, errors=[], batch_id="batch_rt", validation_time_ms=1.5)
+    failed = _proof("node_rt_0001", "rt-2", is_valid=False, score=0.0, errors=["Score below threshold", "é"])
+    for v in (kept, failed):
+        await repo.save_validation(v, claim_nonce=True)
+    stored = {v.validation_id: v for v in await repo.list_history("node_rt_0001", limit=10)}
+    for v in (kept, failed):
+        assert stored[v.validation_id].model_dump() == v.model_dump()
+    assert [v.validation_id for v in await repo.find_by_min_score(61.25)] == [kept.validation_id]
+    assert (await SqlNodeRepository(node_db).get_by_id("node_rt_0001")).poot_score == 61.25
+
+
 async def test_group_commit_decides_each_waiter_separately(node_db: NodeDatabase) -> None:
     """One group mixing fresh nonces, a nonce repeated inside the group and an already used one."""
     repo = SqlPoOTRepository(node_db)
@@ -183,7 +203,13 @@ async def test_group_commit_decides_each_waiter_separately(node_db: NodeDatabase
                                    return_exceptions=True)
     assert results[:6] == [None] * 6
     assert isinstance(results[6], NonceReplayError) and isinstance(results[7], NonceReplayError)
-    assert await repo.count_history("node_gc_0002") == 7
+    # the two replays are on record as failed attempts, under their own ids; only the winners scored
+    stored = {v.validation_id: v for v in await repo.list_history("node_gc_0002", limit=50)}
+    assert len(stored) == 9
+    for lost in group[6:]:
+        assert stored[lost.validation_id].is_valid is False and stored[lost.validation_id].score == 0
+        assert stored[lost.validation_id].errors == ["Nonce already used"]
+    assert all(stored[v.validation_id].errors == [] for v in group[:6])
 
 
 async def test_concurrent_node_creations_group_failure(node_db: NodeDatabase, monkeypatch: pytest.MonkeyPatch) -> None:

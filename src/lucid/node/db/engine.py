@@ -119,7 +119,12 @@ class NodeDatabase:
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None
             cur = dbapi_connection.cursor()
-            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000", "foreign_keys=ON"):
+            # wal_autocheckpoint: the commit that pushes the WAL past the limit copies it back into the
+            # database file and syncs it, inside the committing transaction. At SQLite's default limit
+            # (1,000 pages) that was every few PoOT group commits, a fifth of the in-process throughput;
+            # at 10,000 pages (~40 MB of WAL) it is rare.
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000", "foreign_keys=ON",
+                           "wal_autocheckpoint=10000"):
                 cur.execute(f"PRAGMA {pragma}")
             cur.close()
 

@@ -4,9 +4,10 @@ detection atomic on both engines: of two concurrent submissions of one nonce exa
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from functools import partial
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, tuple_, update
@@ -32,6 +33,44 @@ class ValidationSummary:
 
 def _to_row(v: PoOTValidationResult) -> dict[str, Any]:
     return v.model_dump(mode="python")
+
+
+_COLUMNS = [c.name for c in poot_validations.columns]
+_SQLITE_INSERT_VALIDATION = (f"INSERT INTO {poot_validations.name} ({', '.join(_COLUMNS)}) "
+                             f"VALUES ({', '.join('?' * len(_COLUMNS))})")
+_dump_json = json.JSONEncoder().encode  # SQLAlchemy's JSON type stores json.dumps() text: same bytes
+
+
+def _sqlite_datetime(value: datetime | None) -> str | None:
+    """What UTCDateTime + SQLite's DATETIME store: naive UTC, 'YYYY-MM-DD HH:MM:SS.ffffff'."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(sep=" ", timespec="microseconds")
+
+
+def _sqlite_values(row: dict[str, Any]) -> tuple[Any, ...]:
+    """One validation row as the pysqlite driver takes it (the group commit's hot path on SQLite: the
+    column type processors cost more than the rest of the insert)."""
+    values = []
+    for name in _COLUMNS:
+        value = row[name]
+        if name in ("timestamp", "created_at"):
+            value = _sqlite_datetime(value)
+        elif name in ("score_parts", "errors"):
+            value = _dump_json(value)  # None too: SQLAlchemy's JSON stores it as 'null' (none_as_null=False)
+        elif name == "is_valid":
+            value = int(value)
+        values.append(value)
+    return tuple(values)
+
+
+def _replay_attempt(v: PoOTValidationResult) -> PoOTValidationResult:
+    """What a replayed proof leaves on record: a failed attempt, as the validator records other refusals."""
+    return PoOTValidationResult(validation_id=v.validation_id, node_id=v.node_id, output_hash=v.output_hash,
+                                timestamp=v.timestamp, nonce=v.nonce, is_valid=False, errors=["Nonce already used"],
+                                batch_id=v.batch_id, validation_time_ms=v.validation_time_ms, created_at=v.created_at)
 
 
 def _from_row(row: Any) -> PoOTValidationResult:
@@ -78,6 +117,7 @@ class SqlPoOTRepository:
         self._history_reads: dict[str, asyncio.Future[list[ValidationSummary]]] = {}
 
     caches_nodes = True
+    records_nonce_replays = True  # a lost claim is stored as a failed attempt, in the claiming transaction
 
     async def get_by_id(self, node_id: str, *, fresh: bool = False) -> Node | None:
         """The node, from NodeSnapshotCache when it holds it (the object is shared: do not mutate).
@@ -163,7 +203,8 @@ class SqlPoOTRepository:
 
     async def save_validation(self, validation: PoOTValidationResult, *, claim_nonce: bool = False) -> None:
         """Store a result. With ``claim_nonce`` the nonce is claimed in the same transaction, and a replay
-        raises NonceReplayError with nothing of this validation written. A result checked by the
+        raises NonceReplayError, and what is written instead is a failed attempt ("Nonce already used",
+        score 0) under the result's id, as the validator records its other refusals. A result checked by the
         PoOTValidator is also refused (InvalidPoOTError, nothing written) if, inside that transaction,
         its node is no longer active or no longer has the key the proof was checked against.
 
@@ -203,14 +244,18 @@ class SqlPoOTRepository:
         history, node_cache = self.db.poot_history, self.db.node_cache
         for i, (v, _, _) in enumerate(batch):
             if i in rejected:
-                if not isinstance(rejected[i], NonceReplayError):
+                if isinstance(rejected[i], NonceReplayError):
+                    history.append(v.node_id, ValidationSummary(False, 0.0, v.created_at))
+                else:
                     node_cache.invalidate(v.node_id)  # the snapshot was stale
                 continue
             history.append(v.node_id, ValidationSummary(v.is_valid, v.score, v.created_at))
             if v.is_valid:
                 cached = node_cache.get(v.node_id)
                 if cached is not None:
-                    cached.poot_score = v.score
+                    # the committed score (already validated, 0-100) into the shared snapshot; Node
+                    # validates assignments, which cost ~15 µs a proof for a value that is known good
+                    cached.__dict__["poot_score"] = v.score
 
     async def _write(self, batch: list[tuple[PoOTValidationResult, bool, Any]]) -> dict[int, Exception]:
         return await self.db.write(partial(self._write_tx, batch))
@@ -252,6 +297,8 @@ class SqlPoOTRepository:
         scores: dict[str, float] = {}
         for i, (v, _, _) in enumerate(batch):
             if i in rejected:
+                if isinstance(rejected[i], NonceReplayError):  # the replay is on record, as a failed attempt
+                    rows.append(_to_row(_replay_attempt(v)))
                 continue
             row = _to_row(v)
             if not self.store_output:
@@ -260,7 +307,10 @@ class SqlPoOTRepository:
             if v.is_valid:
                 scores[v.node_id] = v.score
         if rows:
-            conn.execute(_INSERT_VALIDATION, rows)
+            if conn.dialect.name == "sqlite":  # the columns as SQLAlchemy would bind them, without its per-row
+                conn.exec_driver_sql(_SQLITE_INSERT_VALIDATION, [_sqlite_values(r) for r in rows])  # processors
+            else:
+                conn.execute(_INSERT_VALIDATION, rows)
         if scores:
             conn.execute(_SET_SCORE, [{"b_node": k, "b_score": v} for k, v in scores.items()])
         return rejected

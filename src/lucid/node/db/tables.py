@@ -92,6 +92,9 @@ poot_nonces = Table(
     Column("node_id", String(64), primary_key=True),
     Column("nonce", String(128), primary_key=True),
     Column("used_at", UTCDateTime, nullable=False),
+    # the key is the table: without a rowid, SQLite keeps one B-tree instead of a table plus an index
+    # on (node_id, nonce), and a claim dirties half the pages
+    sqlite_with_rowid=False,
 )
 
 payouts = Table(

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import InvalidPoOTError, NodeManagementError, NonceReplayError
 from ..models.node_models import NodeStatus, utcnow
-from ..models.poot_models import MAX_OUTPUT_BYTES, PoOTValidationResult
+from ..models.poot_models import MAX_OUTPUT_BYTES, PoOTValidationResult, uuid7_text
 from .signing import as_utc, output_hash, poot_signing_message, verify_poot_signature
 
 __all__ = ["PoOTValidator", "MAX_AGE", "FUTURE_SKEW"]
@@ -50,6 +50,10 @@ class PoOTValidator:
         # A repository that serves nodes from a cache (SqlPoOTRepository) says so; a signature failure is
         # then re-checked against a fresh read before it is held against the node.
         self._caches_nodes = bool(getattr(type(repository), "caches_nodes", False))
+        # A repository whose storing transaction claims the nonce and records a lost claim as a failed
+        # attempt (SqlPoOTRepository) makes the look-up before scoring redundant: it only spared the
+        # scoring of a replay, and cost every honest proof a database read.
+        self._records_replays = bool(getattr(type(repository), "records_nonce_replays", False))
 
     # ------------------------------------------------------------------ scoring parts
     @staticmethod
@@ -132,7 +136,7 @@ class PoOTValidator:
             if (isinstance(public_key, str) and public_key
                     and not verify_poot_signature(public_key, signature, signed)):
                 raise await reject("Invalid or missing signature")
-        if await self.repository.get_by_nonce(node_id, nonce, now - MAX_AGE):
+        if not self._records_replays and await self.repository.get_by_nonce(node_id, nonce, now - MAX_AGE):
             raise await reject("Nonce already used", NonceReplayError)
         history = await self.repository.get_recent_validations(node_id, limit=self.history_size)
         history = history if isinstance(history, list) else []
@@ -141,10 +145,13 @@ class PoOTValidator:
         parts = {k: round(v, 2) for k, v in parts.items()}
         score = round(min(100.0, sum(parts.values())), 2)
         is_valid = score >= self.min_valid_score
-        result = PoOTValidationResult(
-            node_id=node_id, output_data=output_data, output_hash=digest, timestamp=ts, nonce=nonce,
-            is_valid=is_valid, score=score, score_parts=parts, confidence=self.confidence(score, history),
-            errors=[] if is_valid else ["Score below threshold"], batch_id=batch_id)
+        # model_construct: every field is computed here, in range by construction (0 <= score <= 100,
+        # 0.1 <= confidence <= 1); validating them again cost more than computing them
+        result = PoOTValidationResult.model_construct(
+            validation_id=uuid7_text(), node_id=node_id, output_data=output_data, output_hash=digest, timestamp=ts,
+            nonce=nonce, is_valid=is_valid, score=score, score_parts=parts, confidence=self.confidence(score, history),
+            validation_time_ms=0.0, errors=[] if is_valid else ["Score below threshold"], batch_id=batch_id,
+            created_at=utcnow())
         result._checked_node = (public_key if isinstance(public_key, str) and public_key else None,)
         result.validation_time_ms = max((time.perf_counter() - started) * 1000, 0.001)
         await self.repository.save_validation(result, claim_nonce=True)  # NonceReplayError if it lost the race
