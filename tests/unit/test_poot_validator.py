@@ -47,7 +47,7 @@ class TestPoOTValidator:
         assert set(result.score_parts) == {"output", "freshness", "reliability", "nonce"}
         assert result.score == pytest.approx(sum(result.score_parts.values()), abs=0.05)
         mock_repo.save_validation.assert_called_once()
-        assert mock_repo.save_validation.call_args.kwargs == {"claim_nonce": True}
+        assert mock_repo.save_validation.call_args.kwargs == {"claim_nonce": True, "checked_against": (None,)}
 
     async def test_validate_poot_timestamp_out_of_range(self, poot_validator):
         validator, _ = poot_validator

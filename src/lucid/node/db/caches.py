@@ -7,16 +7,18 @@ cost. Neither cache decides a rule on its own:
   this NodeDatabase drops the entry, and the PoOT writer re-reads status and public key inside the
   transaction that stores a proof (a proof checked against a stale snapshot is refused there), so a node
   stopped or re-keyed by another process can never get a proof accepted.
-* ``PoOTHistoryCache`` holds each node's recent (is_valid, score) summaries, which only feed reliability
-  and confidence. The PoOT writer appends what it commits; an entry is reloaded after ``ttl`` seconds so
-  validations stored by another process show up within that time.
+* ``PoOTHistoryCache`` holds each node's recent (is_valid, score) summaries in a ScoreWindow, which only
+  feeds reliability and confidence. The PoOT writer appends what it commits; an entry is reloaded after
+  ``ttl`` seconds so validations stored by another process show up within that time.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from typing import Any
+
+from ..poot.score_window import ScoreWindow
 
 __all__ = ["NodeSnapshotCache", "PoOTHistoryCache"]
 
@@ -57,24 +59,26 @@ class NodeSnapshotCache:
 
 
 class PoOTHistoryCache:
-    """Per node, the newest ``capacity`` validation summaries, newest first."""
+    """Per node, the newest ``capacity`` validation summaries, newest first, with their running sums."""
 
     def __init__(self, capacity: int = 100, ttl: float = 1.0, max_nodes: int = 10_000) -> None:
         self.capacity = capacity
         self.ttl = ttl
         self._max_nodes = max_nodes
-        self._entries: OrderedDict[str, tuple[float, deque[Any]]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, ScoreWindow]] = OrderedDict()
         self._writes: dict[str, int] = {}  # per node, appends seen: a load racing a write is dropped
         self._epoch = 0
 
     def get(self, node_id: str, limit: int) -> list[Any] | None:
-        if limit > self.capacity:
-            return None
+        window = self.window(node_id) if limit <= self.capacity else None
+        return None if window is None else window.newest(limit)
+
+    def window(self, node_id: str) -> ScoreWindow | None:
+        """The node's live window (shared: read it, do not push to it), or None if absent or expired."""
         entry = self._entries.get(node_id)
         if entry is None or time.monotonic() - entry[0] > self.ttl:
             return None
-        items = entry[1]
-        return list(items) if limit >= len(items) else [items[i] for i in range(limit)]
+        return entry[1]
 
     def version(self, node_id: str) -> tuple[int, int]:
         """Taken before a database read; ``load`` installs the read only if it is unchanged."""
@@ -83,7 +87,7 @@ class PoOTHistoryCache:
     def load(self, node_id: str, newest_first: list[Any], version: tuple[int, int]) -> None:
         if version != self.version(node_id):
             return
-        self._entries[node_id] = (time.monotonic(), deque(newest_first[:self.capacity], maxlen=self.capacity))
+        self._entries[node_id] = (time.monotonic(), ScoreWindow.of(newest_first, self.capacity))
         self._entries.move_to_end(node_id)
         while len(self._entries) > self._max_nodes:
             self._entries.popitem(last=False)
@@ -96,7 +100,7 @@ class PoOTHistoryCache:
         self._writes[node_id] = self._writes.get(node_id, 0) + 1
         entry = self._entries.get(node_id)
         if entry is not None:
-            entry[1].appendleft(summary)
+            entry[1].push(summary)
 
     def invalidate(self, node_id: str | None = None) -> None:
         self._epoch += 1

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, bindparam, func, select, tuple_, update
 from ..errors import GroupCommitError, InvalidPoOTError, NonceReplayError
 from ..models.node_models import Node, NodeStatus, utcnow
 from ..models.poot_models import PoOTValidationResult
+from ..poot.score_window import ScoreWindow
 from .engine import NodeDatabase
 from .node_repo import node_from_row
 from .tables import nodes, poot_nonces, poot_validations
@@ -22,6 +23,10 @@ from .tables import nodes, poot_nonces, poot_validations
 __all__ = ["SqlPoOTRepository", "NONCE_WINDOW", "ValidationSummary"]
 
 NONCE_WINDOW = timedelta(hours=24)
+
+
+# (result, claim its nonce, key it was checked against (or None) / None if unchecked, waiter)
+_Queued = tuple[PoOTValidationResult, bool, "tuple[str | None] | None", "asyncio.Future[None]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,20 +55,25 @@ def _sqlite_datetime(value: datetime | None) -> str | None:
     return value.isoformat(sep=" ", timespec="microseconds")
 
 
-def _sqlite_values(row: dict[str, Any]) -> tuple[Any, ...]:
-    """One validation row as the pysqlite driver takes it (the group commit's hot path on SQLite: the
-    column type processors cost more than the rest of the insert)."""
-    values = []
-    for name in _COLUMNS:
-        value = row[name]
-        if name in ("timestamp", "created_at"):
-            value = _sqlite_datetime(value)
-        elif name in ("score_parts", "errors"):
-            value = _dump_json(value)  # None too: SQLAlchemy's JSON stores it as 'null' (none_as_null=False)
-        elif name == "is_valid":
-            value = int(value)
-        values.append(value)
-    return tuple(values)
+def _sqlite_values(v: PoOTValidationResult, store_output: bool) -> tuple[Any, ...]:
+    """One validation row as the pysqlite driver takes it, read straight from the model (the group
+    commit's hot path on SQLite: model_dump's copies and the column type processors cost more than the
+    rest of the insert)."""
+    d = v.__dict__
+    return tuple(None if name == "output_data" and not store_output
+                 else convert(d[name]) if convert is not None else d[name] for name, convert in _SQLITE_COLUMNS)
+
+
+_SQLITE_CONVERTERS: dict[str, Any] = {"timestamp": _sqlite_datetime, "created_at": _sqlite_datetime,
+                                      "score_parts": _dump_json, "errors": _dump_json, "is_valid": int}
+_SQLITE_COLUMNS = [(name, _SQLITE_CONVERTERS.get(name)) for name in _COLUMNS]
+# A claim wins if the nonce is new or its previous use is older than the window; RETURNING names the
+# winners. One statement per group, its VALUES list as long as the group (sqlite3 caches each length).
+_SQLITE_CLAIM = ("INSERT INTO poot_nonces (node_id, nonce, used_at) VALUES {values} "
+                 "ON CONFLICT (node_id, nonce) DO UPDATE SET used_at = excluded.used_at "
+                 "WHERE poot_nonces.used_at < ? RETURNING node_id, nonce")
+_SQLITE_SET_SCORE = "UPDATE nodes SET poot_score = ? WHERE node_id = ?"
+_SQLITE_CLAIM_CHUNK = 2_000  # 3 variables a row, under SQLite's 32,766
 
 
 def _replay_attempt(v: PoOTValidationResult) -> PoOTValidationResult:
@@ -101,7 +111,7 @@ class SqlPoOTRepository:
         self.db = db
         self.store_output = store_output
         self.max_group = max_group
-        self._queue: list[tuple[PoOTValidationResult, bool, Any]] = []
+        self._queue: list[_Queued] = []
         self._flusher: asyncio.Task[None] | None = None
         self._nonce_queue: list[tuple[str, str, datetime, Any]] = []
         # Statements are built once so SQLAlchemy's compiled cache always hits (a multi-VALUES insert
@@ -187,6 +197,21 @@ class SqlPoOTRepository:
         items = await asyncio.shield(pending)
         return items[:limit]
 
+    async def get_score_window(self, node_id: str, limit: int = 100) -> ScoreWindow:
+        """The node's newest ``limit`` summaries with their running sums (what the validator scores with):
+        the cached window itself when it is loaded, so a proof costs no copy of the history."""
+        history = self.db.poot_history
+        if limit == history.capacity:
+            window = history.window(node_id)
+            if window is not None:
+                return window
+        items = await self.get_recent_validations(node_id, limit)
+        if limit == history.capacity:
+            window = history.window(node_id)  # loaded by that read unless a commit raced it
+            if window is not None:
+                return window
+        return ScoreWindow.of(items, limit)
+
     async def _read_history(self, node_id: str, limit: int, since: datetime | None) -> list[ValidationSummary]:
         history = self.db.poot_history
         stmt = select(poot_validations.c.is_valid, poot_validations.c.score, poot_validations.c.created_at)
@@ -201,19 +226,21 @@ class SqlPoOTRepository:
             history.load(node_id, items, version)
         return items
 
-    async def save_validation(self, validation: PoOTValidationResult, *, claim_nonce: bool = False) -> None:
+    async def save_validation(self, validation: PoOTValidationResult, *, claim_nonce: bool = False,
+                              checked_against: tuple[str | None] | None = None) -> None:
         """Store a result. With ``claim_nonce`` the nonce is claimed in the same transaction, and a replay
         raises NonceReplayError, and what is written instead is a failed attempt ("Nonce already used",
-        score 0) under the result's id, as the validator records its other refusals. A result checked by the
-        PoOTValidator is also refused (InvalidPoOTError, nothing written) if, inside that transaction,
-        its node is no longer active or no longer has the key the proof was checked against.
+        score 0) under the result's id, as the validator records its other refusals. With ``checked_against``
+        (``(public key or None,)``, what the PoOTValidator checked the proof against) the result is also
+        refused (InvalidPoOTError, nothing written) if, inside that transaction, its node is no longer
+        active or no longer has that key.
 
         Concurrent calls are group-committed: whoever finds no flush running drains everything queued
         in one transaction (one upsert ... RETURNING decides every claim), so throughput does not pay
         one commit per proof. An idle call flushes at once, without waiting for company. If the
         transaction fails, every waiter of the group gets that error and nothing of the group is stored."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((validation, claim_nonce, fut))
+        self._queue.append((validation, claim_nonce, checked_against, fut))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._drain())
         await fut
@@ -227,22 +254,21 @@ class SqlPoOTRepository:
                 error = GroupCommitError(f"Storing a group of {len(batch)} failed ({type(exc).__name__}); "
                                          "none of them was stored")
                 error.__cause__ = exc
-                for _, _, fut in batch:
+                for *_, fut in batch:
                     if not fut.done():
                         fut.set_exception(error)
                 continue
             self._after_commit(batch, rejected)
-            for i, (_, _, fut) in enumerate(batch):
+            for i, (*_, fut) in enumerate(batch):
                 if not fut.done():
                     if i in rejected:
                         fut.set_exception(rejected[i])
                     else:
                         fut.set_result(None)
 
-    def _after_commit(self, batch: list[tuple[PoOTValidationResult, bool, Any]],
-                      rejected: dict[int, Exception]) -> None:
+    def _after_commit(self, batch: list[_Queued], rejected: dict[int, Exception]) -> None:
         history, node_cache = self.db.poot_history, self.db.node_cache
-        for i, (v, _, _) in enumerate(batch):
+        for i, (v, *_) in enumerate(batch):
             if i in rejected:
                 if isinstance(rejected[i], NonceReplayError):
                     history.append(v.node_id, ValidationSummary(False, 0.0, v.created_at))
@@ -257,63 +283,87 @@ class SqlPoOTRepository:
                     # validates assignments, which cost ~15 µs a proof for a value that is known good
                     cached.__dict__["poot_score"] = v.score
 
-    async def _write(self, batch: list[tuple[PoOTValidationResult, bool, Any]]) -> dict[int, Exception]:
+    async def _write(self, batch: list[_Queued]) -> dict[int, Exception]:
         return await self.db.write(partial(self._write_tx, batch))
 
-    def _write_tx(self, batch: list[tuple[PoOTValidationResult, bool, Any]], conn: Connection) -> dict[int, Exception]:
+    def _write_tx(self, batch: list[_Queued], conn: Connection) -> dict[int, Exception]:
         """One transaction for a group (runs on the writer thread on SQLite, see NodeDatabase.write)."""
         now = utcnow()
+        sqlite = conn.dialect.name == "sqlite"
         claims: dict[tuple[str, str], int] = {}
         rejected: dict[int, Exception] = {}
-        for i, (v, claim, _) in enumerate(batch):
+        for i, (v, claim, _, _) in enumerate(batch):
             if claim:
                 if (v.node_id, v.nonce) in claims:  # the same nonce twice in one group: the later one is a replay
                     rejected[i] = NonceReplayError("Nonce already used")
                 else:
                     claims[(v.node_id, v.nonce)] = i
-        checked = {v.node_id for i, (v, claim, _) in enumerate(batch)
-                   if claim and i not in rejected and v._checked_node is not None}
+        checked = {v.node_id for i, (v, claim, against, _) in enumerate(batch)
+                   if claim and against is not None and i not in rejected}
         if checked:
             state = {r.node_id: (r.status, r.public_key or None)
                      for r in conn.execute(_NODE_STATE, {"b_nodes": list(checked)}).all()}
-            for i, (v, claim, _) in enumerate(batch):
-                if not claim or i in rejected or v._checked_node is None:
+            for i, (v, claim, against, _) in enumerate(batch):
+                if not claim or against is None or i in rejected:
                     continue
                 status, key = state.get(v.node_id, (None, None))
                 if status != NodeStatus.ACTIVE.value:
                     rejected[i] = InvalidPoOTError("Node not found or inactive")
-                elif key != v._checked_node[0]:
+                elif key != against[0]:
                     rejected[i] = InvalidPoOTError("Invalid or missing signature")
                 if i in rejected:
                     claims.pop((v.node_id, v.nonce), None)
         if claims:
-            cutoff = now - NONCE_WINDOW
-            won = {(r.node_id, r.nonce) for r in conn.execute(
-                self._claim, [{"b_node": k[0], "b_nonce": k[1], "b_used": now, "b_cutoff": cutoff} for k in claims])}
+            won = self._claim_sqlite(conn, list(claims), now) if sqlite else self._claim_core(conn, list(claims), now)
             for k, i in claims.items():
                 if k not in won:
                     rejected[i] = NonceReplayError("Nonce already used")
-        rows = []
+        stored: list[PoOTValidationResult] = []
         scores: dict[str, float] = {}
-        for i, (v, _, _) in enumerate(batch):
+        for i, (v, *_) in enumerate(batch):
             if i in rejected:
                 if isinstance(rejected[i], NonceReplayError):  # the replay is on record, as a failed attempt
-                    rows.append(_to_row(_replay_attempt(v)))
+                    stored.append(_replay_attempt(v))
                 continue
-            row = _to_row(v)
-            if not self.store_output:
-                row["output_data"] = None
-            rows.append(row)
+            stored.append(v)
             if v.is_valid:
                 scores[v.node_id] = v.score
-        if rows:
-            if conn.dialect.name == "sqlite":  # the columns as SQLAlchemy would bind them, without its per-row
-                conn.exec_driver_sql(_SQLITE_INSERT_VALIDATION, [_sqlite_values(r) for r in rows])  # processors
-            else:
-                conn.execute(_INSERT_VALIDATION, rows)
+        if sqlite:  # the columns as SQLAlchemy would bind them, without its per-row processors
+            if stored:
+                conn.exec_driver_sql(_SQLITE_INSERT_VALIDATION, [_sqlite_values(v, self.store_output) for v in stored])
+            if scores:
+                conn.exec_driver_sql(_SQLITE_SET_SCORE, [(score, node) for node, score in scores.items()])
+            return rejected
+        if stored:
+            rows = [_to_row(v) for v in stored]
+            if not self.store_output:
+                for row in rows:
+                    row["output_data"] = None
+            conn.execute(_INSERT_VALIDATION, rows)
         if scores:
             conn.execute(_SET_SCORE, [{"b_node": k, "b_score": v} for k, v in scores.items()])
         return rejected
+
+    def _claim_core(self, conn: Connection, keys: list[tuple[str, str]], now: datetime) -> set[tuple[str, str]]:
+        cutoff = now - NONCE_WINDOW
+        return {(r.node_id, r.nonce) for r in conn.execute(
+            self._claim, [{"b_node": n, "b_nonce": k, "b_used": now, "b_cutoff": cutoff} for n, k in keys])}
+
+    @staticmethod
+    def _claim_sqlite(conn: Connection, keys: list[tuple[str, str]], now: datetime) -> set[tuple[str, str]]:
+        """The claim upsert as SQL text (same statement as ``_claim_core``'s, as SQLAlchemy renders it for
+        SQLite): its bind processors were half of the writer thread's time."""
+        used, cutoff = _sqlite_datetime(now), _sqlite_datetime(now - NONCE_WINDOW)
+        won: set[tuple[str, str]] = set()
+        for start in range(0, len(keys), _SQLITE_CLAIM_CHUNK):
+            chunk = keys[start:start + _SQLITE_CLAIM_CHUNK]
+            params: list[Any] = []
+            for node_id, nonce in chunk:
+                params += (node_id, nonce, used)
+            params.append(cutoff)
+            sql = _SQLITE_CLAIM.format(values=", ".join(["(?, ?, ?)"] * len(chunk)))
+            won.update(map(tuple, conn.exec_driver_sql(sql, tuple(params)).all()))
+        return won
 
     async def list_history(self, node_id: str, offset: int = 0, limit: int = 20) -> list[PoOTValidationResult]:
         stmt = (select(poot_validations).where(poot_validations.c.node_id == node_id)

@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field
 
 from .node_models import utcnow
 
@@ -70,9 +70,6 @@ class PoOTValidationResult(BaseModel):
     errors: list[str] = Field(default_factory=list)
     batch_id: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
-    # Set by PoOTValidator: (public key the proof was checked against, or None). The repository re-reads
-    # the node when it stores the proof and refuses it if the node is no longer active or was re-keyed.
-    _checked_node: tuple[str | None] | None = PrivateAttr(default=None)
 
     def public_dict(self) -> dict[str, Any]:
         """API view: the (up to 1 MiB) output itself is not echoed back."""

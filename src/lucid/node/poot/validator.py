@@ -24,6 +24,7 @@ from typing import Any
 from ..errors import InvalidPoOTError, NodeManagementError, NonceReplayError
 from ..models.node_models import NodeStatus, utcnow
 from ..models.poot_models import MAX_OUTPUT_BYTES, PoOTValidationResult, uuid7_text
+from .score_window import ScoreWindow
 from .signing import as_utc, output_hash, poot_signing_message, verify_poot_signature
 
 __all__ = ["PoOTValidator", "MAX_AGE", "FUTURE_SKEW"]
@@ -31,13 +32,19 @@ __all__ = ["PoOTValidator", "MAX_AGE", "FUTURE_SKEW"]
 MAX_AGE = timedelta(hours=24)
 FUTURE_SKEW = timedelta(seconds=5)  # clock skew tolerated for "not in the future"
 _MAX_NONCE = 128
+_C_LOG2_C = [0.0] + [c * math.log2(c) for c in range(1, _MAX_NONCE + 1)]
 
 
 def shannon_entropy(s: str) -> float:
+    """Bits per character: log2(n) - sum(c log2 c) / n over the character counts c (the c log2 c of
+    counts up to the longest nonce come from a table: this runs on every proof)."""
     if not s:
         return 0.0
     n = len(s)
-    return -sum(c / n * math.log2(c / n) for c in Counter(s).values())
+    counts = Counter(s).values()
+    if n < len(_C_LOG2_C):
+        return max(0.0, math.log2(n) - sum(map(_C_LOG2_C.__getitem__, counts)) / n)
+    return max(0.0, math.log2(n) - sum(c * math.log2(c) for c in counts) / n)
 
 
 class PoOTValidator:
@@ -66,13 +73,9 @@ class PoOTValidator:
         return max(0.0, 25.0 * (1 - age / MAX_AGE))
 
     @staticmethod
-    def reliability(history: Sequence[Any]) -> float:
+    def reliability(history: Sequence[Any] | ScoreWindow) -> float:
         """0.7 x success rate + 0.3 x mean score / 100 over recent validations; 0.5 for a new node."""
-        if not history:
-            return 0.5
-        scores = [h.score for h in history]
-        success = sum(1 for h in history if h.is_valid) / len(history)
-        return 0.7 * success + 0.3 * (math.fsum(scores) / len(scores)) / 100
+        return (history if isinstance(history, ScoreWindow) else ScoreWindow.of(history)).reliability()
 
     @staticmethod
     def nonce_score(nonce: str) -> float:
@@ -80,18 +83,10 @@ class PoOTValidator:
         return 20.0 * min(1.0, len(nonce) / 16) * min(1.0, shannon_entropy(nonce) / 3.5)
 
     @staticmethod
-    def confidence(score: float, history: Sequence[Any]) -> float:
-        scores = [h.score for h in history if h.is_valid]
-        if len(scores) < 2:
-            return 0.5
-        # Float mean and population deviation with math.fsum: statistics.pstdev computes exactly with
-        # Fractions, ~0.2 ms per proof, which alone capped throughput at a few thousand per second.
-        mean = math.fsum(scores) / len(scores)
-        sd = 0.0 if max(scores) == min(scores) else math.sqrt(math.fsum([(x - mean) ** 2 for x in scores])
-                                                                / len(scores))
-        if sd == 0:
-            return 1.0 if abs(score - mean) < 1e-9 else 0.1
-        return round(min(1.0, max(0.1, 1 - abs(score - mean) / sd / 3)), 4)
+    def confidence(score: float, history: Sequence[Any] | ScoreWindow) -> float:
+        """0.5 with fewer than two valid proofs in the history, else max(0.1, 1 - z/3), z the score's
+        distance from the valid scores' mean in standard deviations (ScoreWindow: O(1), exact)."""
+        return (history if isinstance(history, ScoreWindow) else ScoreWindow.of(history)).confidence(score)
 
     # ------------------------------------------------------------------ validation
     def _check_inputs(self, output_data: Any, timestamp: Any, nonce: Any, now: datetime) -> datetime:
@@ -138,10 +133,9 @@ class PoOTValidator:
                 raise await reject("Invalid or missing signature")
         if not self._records_replays and await self.repository.get_by_nonce(node_id, nonce, now - MAX_AGE):
             raise await reject("Nonce already used", NonceReplayError)
-        history = await self.repository.get_recent_validations(node_id, limit=self.history_size)
-        history = history if isinstance(history, list) else []
+        history = await self._history(node_id)
         parts = {"output": self.output_score(output_data), "freshness": self.freshness_score(now - ts),
-                 "reliability": 25.0 * self.reliability(history), "nonce": self.nonce_score(nonce)}
+                 "reliability": 25.0 * history.reliability(), "nonce": self.nonce_score(nonce)}
         parts = {k: round(v, 2) for k, v in parts.items()}
         score = round(min(100.0, sum(parts.values())), 2)
         is_valid = score >= self.min_valid_score
@@ -149,13 +143,26 @@ class PoOTValidator:
         # 0.1 <= confidence <= 1); validating them again cost more than computing them
         result = PoOTValidationResult.model_construct(
             validation_id=uuid7_text(), node_id=node_id, output_data=output_data, output_hash=digest, timestamp=ts,
-            nonce=nonce, is_valid=is_valid, score=score, score_parts=parts, confidence=self.confidence(score, history),
+            nonce=nonce, is_valid=is_valid, score=score, score_parts=parts, confidence=history.confidence(score),
             validation_time_ms=0.0, errors=[] if is_valid else ["Score below threshold"], batch_id=batch_id,
             created_at=utcnow())
-        result._checked_node = (public_key if isinstance(public_key, str) and public_key else None,)
         result.validation_time_ms = max((time.perf_counter() - started) * 1000, 0.001)
-        await self.repository.save_validation(result, claim_nonce=True)  # NonceReplayError if it lost the race
+        # the repository re-reads the node in the storing transaction and refuses the proof if the node is
+        # no longer active or no longer has this key; NonceReplayError if the nonce claim lost the race
+        await self.repository.save_validation(
+            result, claim_nonce=True,
+            checked_against=(public_key if isinstance(public_key, str) and public_key else None,))
         return result
+
+    async def _history(self, node_id: str) -> ScoreWindow:
+        """The node's recent summaries: the repository's live window when it keeps one."""
+        window_of = getattr(self.repository, "get_score_window", None)
+        if window_of is not None:
+            window = await window_of(node_id, self.history_size)
+            if isinstance(window, ScoreWindow):
+                return window
+        history = await self.repository.get_recent_validations(node_id, limit=self.history_size)
+        return ScoreWindow.of(history if isinstance(history, list) else [], self.history_size)
 
     async def batch_validate_poot(self, validations: list[dict[str, Any]]) -> dict[str, Any]:
         """Validate concurrently. A rejected item counts under ``errors``, a scored-but-invalid one under
