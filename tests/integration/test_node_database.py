@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from sqlalchemy import Connection, select
+
 from lucid.node.db import NodeDatabase, SqlNodeRepository, SqlPoolRepository, SqlPoOTRepository
 from lucid.node.errors import (
     GroupCommitError, InvalidPoOTError, NodeAlreadyExistsError, NonceReplayError, PoolNotFoundError, ResourceLimitError,
@@ -19,6 +21,7 @@ from lucid.node.models.node_models import Node
 from lucid.node.models.pool_models import NodePool
 from lucid.node.models.poot_models import PoOTValidationResult
 from lucid.node.poot import PoOTValidator
+from lucid.node.db.tables import poot_validations
 from tests.fixtures.node_fixtures import sample_node_data
 
 
@@ -191,6 +194,22 @@ async def test_stored_validation_reads_back_field_for_field(node_db: NodeDatabas
         assert stored[v.validation_id].model_dump() == v.model_dump()
     assert [v.validation_id for v in await repo.find_by_min_score(61.25)] == [kept.validation_id]
     assert (await SqlNodeRepository(node_db).get_by_id("node_rt_0001")).poot_score == 61.25
+    # and the stored bytes equal SQLAlchemy's own binding of the same rows (ordering compares them as text)
+    twins = [v.model_copy(update={"validation_id": f"twin-{i}", "nonce": f"twin-{i}"}) for i, v in enumerate((kept, failed))]
+
+    def raw_rows(conn: Connection, ids: list[str]) -> list[tuple[object, ...]]:
+        return [tuple(r)[1:] for r in conn.execute(select(poot_validations).where(
+            poot_validations.c.validation_id.in_(ids)).order_by(poot_validations.c.score)).all()]
+
+    await node_db.write(lambda conn: conn.execute(poot_validations.insert(), [v.model_dump() for v in twins]))
+    ours, theirs = await node_db.read(lambda conn: (raw_rows(conn, [kept.validation_id, failed.validation_id]),
+                                                   raw_rows(conn, [t.validation_id for t in twins])))
+    assert [r[:5] + r[6:] for r in ours] == [r[:5] + r[6:] for r in theirs]  # all but the nonce
+    if node_db.is_sqlite:
+        ours_text = await node_db.read(lambda conn: conn.exec_driver_sql(
+            "SELECT timestamp, created_at, score_parts, errors, is_valid FROM poot_validations "
+            "WHERE nonce IN ('rt-1', 'rt-2', 'twin-0', 'twin-1') ORDER BY nonce").all())
+        assert ours_text[0] == ours_text[2] and ours_text[1] == ours_text[3], ours_text
 
 
 async def test_group_commit_decides_each_waiter_separately(node_db: NodeDatabase) -> None:

@@ -52,6 +52,7 @@ class NodeDatabase:
         self._sync_reader: Engine | None = None
         self._write_thread: ThreadPoolExecutor | None = None
         self._read_threads: ThreadPoolExecutor | None = None
+        self._writer_conn: Connection | None = None  # the writer thread's own (SQLite file)
         self.node_cache = NodeSnapshotCache()
         self.poot_history = PoOTHistoryCache()
         if self.is_sqlite:
@@ -90,8 +91,7 @@ class NodeDatabase:
         statements cost milliseconds. Elsewhere (PostgreSQL, in-memory SQLite) it is ``run_sync`` on
         ``engine``. Writers of both kinds serialise on SQLite's write lock (busy_timeout)."""
         if self._sync_writer is not None and self._write_thread is not None:
-            return await asyncio.get_running_loop().run_in_executor(self._write_thread, self._sync_tx,
-                                                                    self._sync_writer, fn, True)
+            return await asyncio.get_running_loop().run_in_executor(self._write_thread, self._sync_write, fn)
         async with self.engine.begin() as conn:
             return await conn.run_sync(fn)
 
@@ -102,6 +102,27 @@ class NodeDatabase:
                                                                     self._sync_reader, fn, False)
         async with self.reader.connect() as conn:
             return await conn.run_sync(fn)
+
+    def _sync_write(self, fn: Callable[[Connection], T]) -> T:
+        """On the writer thread: one transaction on the thread's own connection, kept open between
+        transactions (a pool checkout, and the ROLLBACK of the pool's reset on return, cost more than
+        a small group commit's statements). A connection that failed is replaced on the next call."""
+        assert self._sync_writer is not None
+        conn = self._writer_conn
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._writer_conn = self._sync_writer.connect()
+        try:
+            with conn.begin():
+                return fn(conn)
+        except BaseException:
+            self._writer_conn = None
+            conn.close()
+            raise
+
+    def _close_writer_conn(self) -> None:
+        if self._writer_conn is not None:
+            self._writer_conn.close()
+            self._writer_conn = None
 
     @staticmethod
     def _sync_tx(engine: Engine, fn: Callable[[Connection], T], write: bool) -> T:
@@ -150,6 +171,8 @@ class NodeDatabase:
         await self.engine.dispose()
         if self.reader is not self.engine:
             await self.reader.dispose()
+        if self._write_thread is not None:
+            await asyncio.get_running_loop().run_in_executor(self._write_thread, self._close_writer_conn)
         for pool in (self._write_thread, self._read_threads):
             if pool is not None:
                 await asyncio.get_running_loop().run_in_executor(None, pool.shutdown, True)

@@ -50,23 +50,34 @@ def _sqlite_datetime(value: datetime | None) -> str | None:
     """What UTCDateTime + SQLite's DATETIME store: naive UTC, 'YYYY-MM-DD HH:MM:SS.ffffff'."""
     if value is None:
         return None
+    if value.tzinfo is UTC:  # the validator's datetimes: drop the '+00:00' instead of converting
+        return value.isoformat(sep=" ", timespec="microseconds")[:26]
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat(sep=" ", timespec="microseconds")
 
 
+def _sqlite_json(value: Any) -> str:
+    return "[]" if value == [] else _dump_json(value)
+
+
+# the table's column order, which _sqlite_values follows
+_SQLITE_ORDER = ["validation_id", "node_id", "batch_id", "output_data", "output_hash", "timestamp", "nonce",
+                 "is_valid", "score", "score_parts", "confidence", "validation_time_ms", "errors", "created_at"]
+assert _COLUMNS == _SQLITE_ORDER, _COLUMNS
+
+
 def _sqlite_values(v: PoOTValidationResult, store_output: bool) -> tuple[Any, ...]:
     """One validation row as the pysqlite driver takes it, read straight from the model (the group
     commit's hot path on SQLite: model_dump's copies and the column type processors cost more than the
-    rest of the insert)."""
+    rest of the insert). Same bytes as SQLAlchemy's binding: a round-trip test compares them."""
     d = v.__dict__
-    return tuple(None if name == "output_data" and not store_output
-                 else convert(d[name]) if convert is not None else d[name] for name, convert in _SQLITE_COLUMNS)
+    return (d["validation_id"], d["node_id"], d["batch_id"], d["output_data"] if store_output else None,
+            d["output_hash"], _sqlite_datetime(d["timestamp"]), d["nonce"], int(d["is_valid"]), d["score"],
+            _sqlite_json(d["score_parts"]), d["confidence"], d["validation_time_ms"], _sqlite_json(d["errors"]),
+            _sqlite_datetime(d["created_at"]))
 
 
-_SQLITE_CONVERTERS: dict[str, Any] = {"timestamp": _sqlite_datetime, "created_at": _sqlite_datetime,
-                                      "score_parts": _dump_json, "errors": _dump_json, "is_valid": int}
-_SQLITE_COLUMNS = [(name, _SQLITE_CONVERTERS.get(name)) for name in _COLUMNS]
 # A claim wins if the nonce is new or its previous use is older than the window; RETURNING names the
 # winners. One statement per group, its VALUES list as long as the group (sqlite3 caches each length).
 _SQLITE_CLAIM = ("INSERT INTO poot_nonces (node_id, nonce, used_at) VALUES {values} "

@@ -139,14 +139,14 @@ class PoOTValidator:
         parts = {k: round(v, 2) for k, v in parts.items()}
         score = round(min(100.0, sum(parts.values())), 2)
         is_valid = score >= self.min_valid_score
+        confidence = history.confidence(score)
         # model_construct: every field is computed here, in range by construction (0 <= score <= 100,
         # 0.1 <= confidence <= 1); validating them again cost more than computing them
         result = PoOTValidationResult.model_construct(
             validation_id=uuid7_text(), node_id=node_id, output_data=output_data, output_hash=digest, timestamp=ts,
-            nonce=nonce, is_valid=is_valid, score=score, score_parts=parts, confidence=history.confidence(score),
-            validation_time_ms=0.0, errors=[] if is_valid else ["Score below threshold"], batch_id=batch_id,
-            created_at=utcnow())
-        result.validation_time_ms = max((time.perf_counter() - started) * 1000, 0.001)
+            nonce=nonce, is_valid=is_valid, score=score, score_parts=parts, confidence=confidence,
+            validation_time_ms=max((time.perf_counter() - started) * 1000, 0.001),
+            errors=[] if is_valid else ["Score below threshold"], batch_id=batch_id, created_at=utcnow())
         # the repository re-reads the node in the storing transaction and refuses the proof if the node is
         # no longer active or no longer has this key; NonceReplayError if the nonce claim lost the race
         await self.repository.save_validation(
