@@ -240,3 +240,28 @@ class TestHotPathCaches:
         got = cache.get("node_h_001", 3)
         assert got is not None and [h.score for h in got] == [0.0, 0.0, 1.0]  # newest first, capped
         assert cache.get("node_h_001", 4) is None  # more than it holds: the caller reads the database
+
+    def test_history_load_racing_commits_with_ids_is_merged(self) -> None:
+        """A reload that overlaps this process's commits keeps them, once each, newest first."""
+        from lucid.node.db.caches import PoOTHistoryCache
+        from lucid.node.db.poot_repo import ValidationSummary as V
+
+        cache = PoOTHistoryCache(capacity=4, ttl=60)
+        old = [V(True, 10.0, validation_id="a"), V(True, 9.0, validation_id="b")]
+        version = cache.version("node_m_001")
+        seen_by_read, missed_by_read = V(True, 11.0, validation_id="c"), V(False, 0.0, validation_id="d")
+        cache.append("node_m_001", seen_by_read)  # committed before the read's snapshot
+        cache.append("node_m_001", missed_by_read)  # committed after it
+        cache.load("node_m_001", [seen_by_read, *old], version)
+        got = cache.get("node_m_001", 4)
+        assert got is not None and [h.validation_id for h in got] == ["d", "c", "a", "b"]
+        window = cache.window("node_m_001")
+        assert window is not None and window.reliability() == pytest.approx(0.7 * 3 / 4 + 0.3 * 30 / 4 / 100)
+        # a read that failed leaves nothing behind: the next one starts clean
+        cache.invalidate("node_m_001")
+        cache.version("node_m_001")
+        cache.abandon("node_m_001")
+        assert cache._loading == {}
+        version = cache.version("node_m_001")
+        cache.load("node_m_001", old, version)
+        assert [h.validation_id for h in cache.get("node_m_001", 4) or []] == ["a", "b"]

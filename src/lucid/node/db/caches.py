@@ -59,14 +59,22 @@ class NodeSnapshotCache:
 
 
 class PoOTHistoryCache:
-    """Per node, the newest ``capacity`` validation summaries, newest first, with their running sums."""
+    """Per node, the newest ``capacity`` validation summaries, newest first, with their running sums.
+
+    A reload (after ``ttl``) that races this process's own commits is merged, not dropped: the commits
+    appended while the read was in flight are added unless the read already holds them (by validation
+    id). Dropping it meant that under steady load, when every node commits several times per read, an
+    expired entry was never reinstalled and every proof of the node went back to the database."""
+
+    _MAX_LOGGED = 10_000  # appends remembered for one node's in-flight reads; beyond that a read is dropped
 
     def __init__(self, capacity: int = 100, ttl: float = 1.0, max_nodes: int = 10_000) -> None:
         self.capacity = capacity
         self.ttl = ttl
         self._max_nodes = max_nodes
         self._entries: OrderedDict[str, tuple[float, ScoreWindow]] = OrderedDict()
-        self._writes: dict[str, int] = {}  # per node, appends seen: a load racing a write is dropped
+        self._writes: dict[str, int] = {}  # per node, appends seen
+        self._loading: dict[str, list[Any]] = {}  # per node with reads in flight: [reads, appends since]
         self._epoch = 0
 
     def get(self, node_id: str, limit: int) -> list[Any] | None:
@@ -81,12 +89,40 @@ class PoOTHistoryCache:
         return entry[1]
 
     def version(self, node_id: str) -> tuple[int, int]:
-        """Taken before a database read; ``load`` installs the read only if it is unchanged."""
+        """Taken before a database read, which must end in ``load`` or ``abandon``."""
+        track = self._loading.get(node_id)
+        if track is None:
+            track = self._loading[node_id] = [0, []]
+        track[0] += 1
         return self._epoch, self._writes.get(node_id, 0)
 
+    def abandon(self, node_id: str) -> None:
+        """The read begun by ``version`` failed."""
+        self._release(node_id)
+
+    def _release(self, node_id: str) -> list[Any] | None:
+        track = self._loading.get(node_id)
+        if track is None:
+            return None
+        track[0] -= 1
+        if track[0] <= 0:
+            del self._loading[node_id]
+        return track[1]  # type: ignore[no-any-return]
+
     def load(self, node_id: str, newest_first: list[Any], version: tuple[int, int]) -> None:
-        if version != self.version(node_id):
+        logged = self._release(node_id)
+        epoch, seen = version
+        if epoch != self._epoch:
             return
+        missed = self._writes.get(node_id, 0) - seen
+        if missed:
+            if logged is None or missed > len(logged):
+                return
+            later = logged[len(logged) - missed:]
+            if any(getattr(s, "validation_id", None) is None for s in later):
+                return  # cannot tell whether the read holds them
+            ids = {getattr(s, "validation_id", None) for s in newest_first}
+            newest_first = [s for s in reversed(later) if s.validation_id not in ids] + list(newest_first)
         self._entries[node_id] = (time.monotonic(), ScoreWindow.of(newest_first, self.capacity))
         self._entries.move_to_end(node_id)
         while len(self._entries) > self._max_nodes:
@@ -98,6 +134,11 @@ class PoOTHistoryCache:
             self._writes.clear()
             self._epoch += 1
         self._writes[node_id] = self._writes.get(node_id, 0) + 1
+        track = self._loading.get(node_id)
+        if track is not None:
+            track[1].append(summary)
+            if len(track[1]) > self._MAX_LOGGED:
+                del track[1][:len(track[1]) - self._MAX_LOGGED]
         entry = self._entries.get(node_id)
         if entry is not None:
             entry[1].push(summary)

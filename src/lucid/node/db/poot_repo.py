@@ -34,6 +34,7 @@ class ValidationSummary:
     is_valid: bool
     score: float
     created_at: datetime | None = None
+    validation_id: str | None = None
 
 
 def _to_row(v: PoOTValidationResult) -> dict[str, Any]:
@@ -107,6 +108,11 @@ _NODE_BY_ID = select(nodes).where(nodes.c.node_id == bindparam("b_node"))
 _NONCE_LOOKUP = select(poot_nonces).where(
     tuple_(poot_nonces.c.node_id, poot_nonces.c.nonce).in_(bindparam("b_keys", expanding=True)),
     poot_nonces.c.used_at >= bindparam("b_since"))
+_HISTORY = (select(poot_validations.c.is_valid, poot_validations.c.score, poot_validations.c.created_at,
+                    poot_validations.c.validation_id)
+            .where(poot_validations.c.node_id == bindparam("b_node"))
+            .order_by(poot_validations.c.created_at.desc()).limit(bindparam("b_limit")))
+_HISTORY_SINCE = _HISTORY.where(poot_validations.c.created_at >= bindparam("b_since"))
 _SET_SCORE = (update(nodes).where(nodes.c.node_id == bindparam("b_node"))
               .values(poot_score=bindparam("b_score")))
 
@@ -225,16 +231,19 @@ class SqlPoOTRepository:
 
     async def _read_history(self, node_id: str, limit: int, since: datetime | None) -> list[ValidationSummary]:
         history = self.db.poot_history
-        stmt = select(poot_validations.c.is_valid, poot_validations.c.score, poot_validations.c.created_at)
-        stmt = stmt.where(poot_validations.c.node_id == node_id)
+        params: dict[str, Any] = {"b_node": node_id, "b_limit": limit}
         if since is not None:
-            stmt = stmt.where(poot_validations.c.created_at >= since)
-        stmt = stmt.order_by(poot_validations.c.created_at.desc()).limit(limit)
+            params["b_since"] = since
+            rows = await self.db.read(lambda conn: conn.execute(_HISTORY_SINCE, params).all())
+            return [ValidationSummary(bool(r[0]), float(r[1]), r[2], r[3]) for r in rows]
         version = history.version(node_id)
-        rows = await self.db.read(lambda conn: conn.execute(stmt).all())
-        items = [ValidationSummary(bool(r[0]), float(r[1]), r[2]) for r in rows]
-        if since is None:
-            history.load(node_id, items, version)
+        try:
+            rows = await self.db.read(lambda conn: conn.execute(_HISTORY, params).all())
+        except BaseException:
+            history.abandon(node_id)
+            raise
+        items = [ValidationSummary(bool(r[0]), float(r[1]), r[2], r[3]) for r in rows]
+        history.load(node_id, items, version)
         return items
 
     async def save_validation(self, validation: PoOTValidationResult, *, claim_nonce: bool = False,
@@ -282,11 +291,11 @@ class SqlPoOTRepository:
         for i, (v, *_) in enumerate(batch):
             if i in rejected:
                 if isinstance(rejected[i], NonceReplayError):
-                    history.append(v.node_id, ValidationSummary(False, 0.0, v.created_at))
+                    history.append(v.node_id, ValidationSummary(False, 0.0, v.created_at, v.validation_id))
                 else:
                     node_cache.invalidate(v.node_id)  # the snapshot was stale
                 continue
-            history.append(v.node_id, ValidationSummary(v.is_valid, v.score, v.created_at))
+            history.append(v.node_id, ValidationSummary(v.is_valid, v.score, v.created_at, v.validation_id))
             if v.is_valid:
                 cached = node_cache.get(v.node_id)
                 if cached is not None:
