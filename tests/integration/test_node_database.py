@@ -21,7 +21,8 @@ from lucid.node.models.node_models import Node
 from lucid.node.models.pool_models import NodePool
 from lucid.node.models.poot_models import PoOTValidationResult
 from lucid.node.poot import PoOTValidator
-from lucid.node.db.tables import poot_validations
+from lucid.node.db.poot_repo import NONCE_WINDOW
+from lucid.node.db.tables import poot_nonces, poot_validations
 from tests.fixtures.node_fixtures import sample_node_data
 
 
@@ -229,6 +230,28 @@ async def test_group_commit_decides_each_waiter_separately(node_db: NodeDatabase
         assert stored[lost.validation_id].is_valid is False and stored[lost.validation_id].score == 0
         assert stored[lost.validation_id].errors == ["Nonce already used"]
     assert all(stored[v.validation_id].errors == [] for v in group[:6])
+
+
+async def test_nonce_is_free_again_after_the_window_and_only_then(node_db: NodeDatabase) -> None:
+    """A nonce last used more than 24 h ago may be used again (the claim is renewed); one used inside the
+    window may not, whether it sits alone or amid fresh nonces in one group."""
+    repo = SqlPoOTRepository(node_db)
+    now = datetime.now(UTC)
+    await node_db.write(lambda conn: conn.execute(poot_nonces.insert(), [
+        {"node_id": "node_win_0001", "nonce": "old", "used_at": now - NONCE_WINDOW - timedelta(minutes=1)},
+        {"node_id": "node_win_0001", "nonce": "recent", "used_at": now - NONCE_WINDOW + timedelta(minutes=5)}]))
+    group = [_proof("node_win_0001", n) for n in ("fresh-1", "old", "recent", "fresh-2")]
+    results = await asyncio.gather(*(repo.save_validation(v, claim_nonce=True) for v in group), return_exceptions=True)
+    assert results[0] is None and results[1] is None and results[3] is None
+    assert isinstance(results[2], NonceReplayError)
+    used = dict(await node_db.read(lambda conn: [(r.nonce, r.used_at) for r in conn.execute(select(poot_nonces)).all()]))
+    assert used["old"] > now - timedelta(minutes=1)  # renewed by the claim that won
+    assert used["recent"] < now - NONCE_WINDOW + timedelta(minutes=6)  # untouched by the claim that lost
+    with pytest.raises(NonceReplayError):
+        await repo.save_validation(_proof("node_win_0001", "old"), claim_nonce=True)
+    stored = await repo.list_history("node_win_0001", limit=10)
+    assert sorted((v.nonce, v.is_valid) for v in stored) == [
+        ("fresh-1", True), ("fresh-2", True), ("old", False), ("old", True), ("recent", False)]
 
 
 async def test_concurrent_node_creations_group_failure(node_db: NodeDatabase, monkeypatch: pytest.MonkeyPatch) -> None:

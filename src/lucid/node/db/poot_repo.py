@@ -4,10 +4,9 @@ detection atomic on both engines: of two concurrent submissions of one nonce exa
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from functools import partial
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, tuple_, update
@@ -17,6 +16,7 @@ from ..models.node_models import Node, NodeStatus, utcnow
 from ..models.poot_models import PoOTValidationResult
 from ..poot.score_window import ScoreWindow
 from .engine import NodeDatabase
+from . import poot_sqlite
 from .node_repo import node_from_row
 from .tables import nodes, poot_nonces, poot_validations
 
@@ -39,53 +39,6 @@ class ValidationSummary:
 
 def _to_row(v: PoOTValidationResult) -> dict[str, Any]:
     return v.model_dump(mode="python")
-
-
-_COLUMNS = [c.name for c in poot_validations.columns]
-_SQLITE_INSERT_VALIDATION = (f"INSERT INTO {poot_validations.name} ({', '.join(_COLUMNS)}) "
-                             f"VALUES ({', '.join('?' * len(_COLUMNS))})")
-_dump_json = json.JSONEncoder().encode  # SQLAlchemy's JSON type stores json.dumps() text: same bytes
-
-
-def _sqlite_datetime(value: datetime | None) -> str | None:
-    """What UTCDateTime + SQLite's DATETIME store: naive UTC, 'YYYY-MM-DD HH:MM:SS.ffffff'."""
-    if value is None:
-        return None
-    if value.tzinfo is UTC:  # the validator's datetimes: drop the '+00:00' instead of converting
-        return value.isoformat(sep=" ", timespec="microseconds")[:26]
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.isoformat(sep=" ", timespec="microseconds")
-
-
-def _sqlite_json(value: Any) -> str:
-    return "[]" if value == [] else _dump_json(value)
-
-
-# the table's column order, which _sqlite_values follows
-_SQLITE_ORDER = ["validation_id", "node_id", "batch_id", "output_data", "output_hash", "timestamp", "nonce",
-                 "is_valid", "score", "score_parts", "confidence", "validation_time_ms", "errors", "created_at"]
-assert _COLUMNS == _SQLITE_ORDER, _COLUMNS
-
-
-def _sqlite_values(v: PoOTValidationResult, store_output: bool) -> tuple[Any, ...]:
-    """One validation row as the pysqlite driver takes it, read straight from the model (the group
-    commit's hot path on SQLite: model_dump's copies and the column type processors cost more than the
-    rest of the insert). Same bytes as SQLAlchemy's binding: a round-trip test compares them."""
-    d = v.__dict__
-    return (d["validation_id"], d["node_id"], d["batch_id"], d["output_data"] if store_output else None,
-            d["output_hash"], _sqlite_datetime(d["timestamp"]), d["nonce"], int(d["is_valid"]), d["score"],
-            _sqlite_json(d["score_parts"]), d["confidence"], d["validation_time_ms"], _sqlite_json(d["errors"]),
-            _sqlite_datetime(d["created_at"]))
-
-
-# A claim wins if the nonce is new or its previous use is older than the window; RETURNING names the
-# winners. One statement per group, its VALUES list as long as the group (sqlite3 caches each length).
-_SQLITE_CLAIM = ("INSERT INTO poot_nonces (node_id, nonce, used_at) VALUES {values} "
-                 "ON CONFLICT (node_id, nonce) DO UPDATE SET used_at = excluded.used_at "
-                 "WHERE poot_nonces.used_at < ? RETURNING node_id, nonce")
-_SQLITE_SET_SCORE = "UPDATE nodes SET poot_score = ? WHERE node_id = ?"
-_SQLITE_CLAIM_CHUNK = 2_000  # 3 variables a row, under SQLite's 32,766
 
 
 def _replay_attempt(v: PoOTValidationResult) -> PoOTValidationResult:
@@ -307,9 +260,10 @@ class SqlPoOTRepository:
         return await self.db.write(partial(self._write_tx, batch))
 
     def _write_tx(self, batch: list[_Queued], conn: Connection) -> dict[int, Exception]:
-        """One transaction for a group (runs on the writer thread on SQLite, see NodeDatabase.write)."""
+        """One transaction for a group (runs on the writer thread on SQLite, see NodeDatabase.write).
+        On SQLite the statements are poot_sqlite's, each one step; elsewhere SQLAlchemy Core's."""
         now = utcnow()
-        sqlite = conn.dialect.name == "sqlite"
+        cur = conn.connection.dbapi_connection.cursor() if conn.dialect.name == "sqlite" else None  # type: ignore[union-attr]
         claims: dict[tuple[str, str], int] = {}
         rejected: dict[int, Exception] = {}
         for i, (v, claim, _, _) in enumerate(batch):
@@ -318,11 +272,11 @@ class SqlPoOTRepository:
                     rejected[i] = NonceReplayError("Nonce already used")
                 else:
                     claims[(v.node_id, v.nonce)] = i
-        checked = {v.node_id for i, (v, claim, against, _) in enumerate(batch)
+        checked = {(v.node_id, against[0]) for i, (v, claim, against, _) in enumerate(batch)
                    if claim and against is not None and i not in rejected}
-        if checked:
+        if checked and not (cur is not None and poot_sqlite.nodes_as_checked(cur, checked, NodeStatus.ACTIVE.value)):
             state = {r.node_id: (r.status, r.public_key or None)
-                     for r in conn.execute(_NODE_STATE, {"b_nodes": list(checked)}).all()}
+                     for r in conn.execute(_NODE_STATE, {"b_nodes": list({n for n, _ in checked})}).all()}
             for i, (v, claim, against, _) in enumerate(batch):
                 if not claim or against is None or i in rejected:
                     continue
@@ -334,7 +288,8 @@ class SqlPoOTRepository:
                 if i in rejected:
                     claims.pop((v.node_id, v.nonce), None)
         if claims:
-            won = self._claim_sqlite(conn, list(claims), now) if sqlite else self._claim_core(conn, list(claims), now)
+            won = (poot_sqlite.claim_nonces(cur, list(claims), now, now - NONCE_WINDOW) if cur is not None
+                   else self._claim_core(conn, list(claims), now))
             for k, i in claims.items():
                 if k not in won:
                     rejected[i] = NonceReplayError("Nonce already used")
@@ -348,11 +303,12 @@ class SqlPoOTRepository:
             stored.append(v)
             if v.is_valid:
                 scores[v.node_id] = v.score
-        if sqlite:  # the columns as SQLAlchemy would bind them, without its per-row processors
+        if cur is not None:
             if stored:
-                conn.exec_driver_sql(_SQLITE_INSERT_VALIDATION, [_sqlite_values(v, self.store_output) for v in stored])
+                poot_sqlite.insert_validations(cur, [poot_sqlite.validation_values(v, self.store_output) for v in stored])
             if scores:
-                conn.exec_driver_sql(_SQLITE_SET_SCORE, [(score, node) for node, score in scores.items()])
+                poot_sqlite.set_scores(cur, scores)
+            cur.close()
             return rejected
         if stored:
             rows = [_to_row(v) for v in stored]
@@ -365,25 +321,11 @@ class SqlPoOTRepository:
         return rejected
 
     def _claim_core(self, conn: Connection, keys: list[tuple[str, str]], now: datetime) -> set[tuple[str, str]]:
+        """An upsert that wins if the nonce is new or its last use is older than the window; RETURNING
+        names the winners (PostgreSQL runs concurrent transactions: the upsert is the arbiter)."""
         cutoff = now - NONCE_WINDOW
         return {(r.node_id, r.nonce) for r in conn.execute(
             self._claim, [{"b_node": n, "b_nonce": k, "b_used": now, "b_cutoff": cutoff} for n, k in keys])}
-
-    @staticmethod
-    def _claim_sqlite(conn: Connection, keys: list[tuple[str, str]], now: datetime) -> set[tuple[str, str]]:
-        """The claim upsert as SQL text (same statement as ``_claim_core``'s, as SQLAlchemy renders it for
-        SQLite): its bind processors were half of the writer thread's time."""
-        used, cutoff = _sqlite_datetime(now), _sqlite_datetime(now - NONCE_WINDOW)
-        won: set[tuple[str, str]] = set()
-        for start in range(0, len(keys), _SQLITE_CLAIM_CHUNK):
-            chunk = keys[start:start + _SQLITE_CLAIM_CHUNK]
-            params: list[Any] = []
-            for node_id, nonce in chunk:
-                params += (node_id, nonce, used)
-            params.append(cutoff)
-            sql = _SQLITE_CLAIM.format(values=", ".join(["(?, ?, ?)"] * len(chunk)))
-            won.update(map(tuple, conn.exec_driver_sql(sql, tuple(params)).all()))
-        return won
 
     async def list_history(self, node_id: str, offset: int = 0, limit: int = 20) -> list[PoOTValidationResult]:
         stmt = (select(poot_validations).where(poot_validations.c.node_id == node_id)
