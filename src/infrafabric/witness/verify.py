@@ -13,11 +13,14 @@ when a root does not match, every signature is checked so the culprit can be nam
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -101,6 +104,21 @@ class VerificationReport:
         }
 
 
+@contextmanager
+def _without_cycle_collection() -> Iterator[None]:
+    """Parsing and verifying keep several small objects per entry alive until the report is made, and
+    none of them form reference cycles: the cyclic collector only re-scanned them, again and again as
+    they aged (a fifth to a third of verification time, measured). Reference counting still frees
+    everything; the collector is switched back on, if it was on, when the block ends."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _hex_bytes(text: object, size: int) -> bytes | None:
     """Bytes of a lowercase hex string of exactly ``size`` bytes, else None (any other spelling is an edit)."""
     if not isinstance(text, str) or len(text) != 2 * size:
@@ -112,34 +130,29 @@ def _hex_bytes(text: object, size: int) -> bytes | None:
     return raw if len(raw) == size and raw.hex() == text else None
 
 
+# The canonical tail of an entry from its top-level prev_hash on (keys are sorted: seq, severity and
+# sig_seq follow prev_hash). One C-level match instead of a json.loads of the whole entry.
+_TAIL = re.compile(r'"prev_hash":"([0-9a-f]{64})","seq":([0-9]+),"severity":"[^"]*","sig_seq":([0-9]+),')
+
+
 def _fast_fields(content: str) -> tuple[int, str, str, int] | None:
     """(seq, prev_hash, id, sig_seq) read straight from canonical content, None if the layout is not canonical.
 
     Used only when the content hashes to its content_hash; a forger who can hash but not sign is still
     caught by the signature or checkpoint root, so a shortcut here cannot hide tampering. Saves the
-    json.loads that dominates verification time.
+    json.loads that dominates verification time. The top-level prev_hash is the last one in the text
+    (a nested key of that name sits in params, which sorts before it; a string value cannot hold the
+    pattern, its quotes are escaped), and the top-level id the first (it sorts before params).
     """
     p = content.rfind('"prev_hash":"')
-    if p < 0 or content[p + 77 : p + 85] != '","seq":':
-        return None
-    comma = content.find(",", p + 85)
-    digits = content[p + 85 : comma]
-    if comma < 0 or not digits.isdigit() or not digits.isascii():
-        return None
-    if not content.startswith(',"severity":"', comma):
-        return None
-    close = content.find('"', comma + 13)
-    if close < 0 or not content.startswith(',"sig_seq":', close + 1):
-        return None
-    end_sig = content.find(",", close + 12)
-    sig_digits = content[close + 12 : end_sig]
-    if end_sig < 0 or not sig_digits.isdigit() or not sig_digits.isascii():
+    tail = _TAIL.match(content, p) if p >= 0 else None
+    if tail is None:
         return None
     q = content.find('"id":"')
     end = content.find('"', q + 6)
     if q < 0 or end < 0 or end > p:
         return None
-    return int(digits), content[p + 13 : p + 77], content[q + 6 : end], int(sig_digits)
+    return int(tail[2]), tail[1], content[q + 6 : end], int(tail[3])
 
 
 def _bad_pairs(public_key: Ed25519PublicKey, records: Sequence[RawRecord],
@@ -211,6 +224,21 @@ def verify_records(
     max_problems: int = 200,
 ) -> VerificationReport:
     """Verify a whole log (oldest first). Problems name the kind of tampering and where it is."""
+    with _without_cycle_collection():
+        return _verify_records(records, public_key, checkpoints=checkpoints, all_signatures=all_signatures,
+                               require_checkpoint=require_checkpoint, max_problems=max_problems)
+
+
+def _verify_records(
+    records: Sequence[RawRecord],
+    public_key: Ed25519PublicKey,
+    *,
+    checkpoints: Iterable[Checkpoint] = (),
+    all_signatures: bool = False,
+    require_checkpoint: bool = True,
+    max_problems: int = 200,
+) -> VerificationReport:
+    """Verify a whole log (oldest first). Problems name the kind of tampering and where it is."""
     n = len(records)
     problems: list[Problem] = []
     leaves: list[bytes] = []
@@ -222,13 +250,15 @@ def verify_records(
     loads = json.loads
     for pos, rec in enumerate(records):
         content, chash, sig = rec.content, rec.content_hash, rec.signature
-        hb = _hex_bytes(chash, 32)
+        # the common case first: content that hashes to content_hash proves the hash is lowercase hex
+        digest = _sha256(content.encode("utf-8", "surrogatepass")).digest() if content is not None else None
+        hb = digest if digest is not None and digest.hex() == chash else _hex_bytes(chash, 32)
         sb = _hex_bytes(sig, 64)
-        leaves.append(leaf_hash(hb + sb) if hb is not None and sb is not None else b"\xff" * 32)
+        leaves.append(_sha256(b"\x00" + hb + sb).digest() if hb is not None and sb is not None else b"\xff" * 32)
         if content is None:
             problems.append(Problem("malformed", rec.error or "entry cannot be parsed", position=pos))
             continue
-        matches = hb is not None and sb is not None and _sha256(content.encode("utf-8", "surrogatepass")).digest() == hb
+        matches = hb is not None and sb is not None and digest == hb
         fields = _fast_fields(content) if matches else None
         if fields is None:
             try:
@@ -411,9 +441,10 @@ def verify_export(
     all_signatures: bool = False,
 ) -> VerificationReport:
     """Verify an exported log with only the public key (plus any checkpoint obtained out of band)."""
-    parsed = parse_export(source)
-    return verify_records(
-        parsed.records, public_key,
-        checkpoints=[*parsed.checkpoints, *trusted_checkpoints],
-        all_signatures=all_signatures,
-    )
+    with _without_cycle_collection():
+        parsed = parse_export(source)
+        return verify_records(
+            parsed.records, public_key,
+            checkpoints=[*parsed.checkpoints, *trusted_checkpoints],
+            all_signatures=all_signatures,
+        )
