@@ -11,7 +11,7 @@ import pytest
 
 from lucid.node.db import NodeDatabase, SqlNodeRepository, SqlPayoutRepository
 from lucid.node.db.payout_repo import Claim
-from lucid.node.errors import NodeNotFoundError
+from lucid.node.errors import NodeNotFoundError, TronNodeUnavailableError
 from lucid.node.models.node_models import Node
 from lucid.node.models.payout_models import Payout, PayoutStatus
 from lucid.node.payouts import PayoutProcessor
@@ -159,3 +159,33 @@ async def test_expired_unsent_transaction_is_replaced(node_db: NodeDatabase, tmp
         await _chain_ok(ledger, repo, 1)
     finally:
         await ledger.close()
+
+
+async def test_recovery_defers_a_payout_whose_fate_cannot_be_read(node_db: NodeDatabase,
+                                                                 local_ledger: LocalLedgerTronClient,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chain cannot be asked about one stuck payout: it stays in processing (never re-sent blindly),
+    the other stuck payout and the pending one are still finished, and a later pass settles it once."""
+    ids = await _nodes(node_db, 3)
+    repo = SqlPayoutRepository(node_db)
+    stuck = await repo.save_payouts([Payout(idempotency_key=f"defer/{i}", node_id=ids[i], amount=Decimal(2),
+                                            wallet_address=TEST_WALLET) for i in range(3)])
+    txs = [await local_ledger.prepare_usdt_transfer(TEST_WALLET, Decimal(2), reference=f"defer/{i}") for i in range(2)]
+    await repo.claim([Claim(p.payout_id, t.txid, t.to_payload()) for p, t in zip(stuck, txs)])
+    assert (await local_ledger.broadcast(txs[0]))["success"]  # the first one did reach the chain
+    unreachable, read = {txs[0].txid}, local_ledger.get_transaction
+
+    async def get_transaction(txid: str) -> dict | None:  # as an unreachable full node fails
+        if txid in unreachable:
+            raise TronNodeUnavailableError("TRON node request failed: ConnectError")
+        return await read(txid)
+
+    monkeypatch.setattr(local_ledger, "get_transaction", get_transaction)
+    report = await PayoutProcessor(repo, local_ledger, RecordingAudit()).recover()
+    assert report == {"reconciled": 1, "resumed": 1, "deferred": 1}
+    assert (await repo.get_by_key("defer/0")).status == PayoutStatus.PROCESSING
+    assert {(await repo.get_by_key(f"defer/{i}")).status for i in (1, 2)} == {PayoutStatus.COMPLETED}
+    unreachable.clear()
+    assert await PayoutProcessor(repo, local_ledger, RecordingAudit()).recover() == {"reconciled": 1, "resumed": 0}
+    assert (await repo.get_by_key("defer/0")).transaction_hash == txs[0].txid
+    await _chain_ok(local_ledger, repo, 3)

@@ -106,7 +106,7 @@ class NodeContainer:
             report = await self.payouts.recover()
             for batch_id in await self.payout_repo.unfinished_batches():
                 self.run_batch_soon(batch_id)
-            if report["reconciled"] or report["resumed"]:
+            if any(report.values()):
                 _log.warning("payout recovery: %s", report)
         except Exception:
             _log.exception("payout recovery failed")

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError as PydanticValidationError
 
 from ..db.payout_repo import Claim, Outcome
-from ..errors import NodeNotFoundError, ValidationError
+from ..errors import NodeNotFoundError, TronNodeError, ValidationError
 from ..models.node_models import utcnow
 from ..models.payout_models import FINAL_STATES, Payout, PayoutRequest, PayoutStatus
 from ..tron.base import PreparedTransfer, TwoPhaseTronClient
@@ -108,12 +108,16 @@ class PayoutProcessor:
     async def recover(self, *, limit: int = 10_000) -> dict[str, int]:
         """Finish what a crash left: reconcile every ``processing`` payout, then send the ``pending`` ones."""
         stuck = await self.repository.list_by_status([PayoutStatus.PROCESSING], limit=limit)
+        undecided = 0
         for p in stuck:
-            await self._reconcile(p)
+            undecided += not await self._reconcile_or_defer(p)
         pending = await self.repository.list_by_status([PayoutStatus.PENDING], limit=limit, due_only=True)
         for i in range(0, len(pending), self.chunk_size):
             await self._run_chunk(pending[i:i + self.chunk_size])
-        return {"reconciled": len(stuck), "resumed": len(pending)}
+        report = {"reconciled": len(stuck) - undecided, "resumed": len(pending)}
+        if undecided:
+            report["deferred"] = undecided
+        return report
 
     async def enqueue_batch(self, requests: Sequence[PayoutRequest], batch_id: str,
                             scheduled_at: datetime | None = None) -> int:
@@ -199,7 +203,7 @@ class PayoutProcessor:
         pending = [p for p in stored if p.status == PayoutStatus.PENDING]
         for p in stored:
             if p.status == PayoutStatus.PROCESSING:
-                await self._reconcile(p)
+                await self._reconcile_or_defer(p)
         if not pending:
             return
         prepared: dict[str, PreparedTransfer] = {}
@@ -223,6 +227,17 @@ class PayoutProcessor:
         for p in sending:
             if p.status in FINAL_STATES:
                 await self._audit(f"payout.{p.status.value}", p)
+
+    async def _reconcile_or_defer(self, p: Payout) -> bool:
+        """Reconcile ``p``; if the chain cannot be asked now (TronNodeError: outcome unknown), leave it in
+        ``processing`` for a later pass and go on with the others: one payout whose fate cannot be read
+        must not hold up the rest of a batch or of a recovery. False when deferred."""
+        try:
+            await self._reconcile(p)
+        except TronNodeError as exc:
+            _log.warning("payout %s left in processing: %s", p.payout_id, exc.message)
+            return False
+        return True
 
     async def _reconcile(self, p: Payout) -> None:
         if not self.two_phase or p.transaction_hash is None or p.tx_payload is None:
