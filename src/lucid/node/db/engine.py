@@ -30,7 +30,7 @@ from sqlalchemy.pool import StaticPool
 from .caches import NodeSnapshotCache, PoOTHistoryCache
 from .tables import metadata
 
-__all__ = ["NodeDatabase", "default_db_url", "ENV_DB_URL"]
+__all__ = ["NodeDatabase", "default_db_url", "ENV_DB_URL", "SQLITE_PRAGMAS"]
 
 T = TypeVar("T")
 
@@ -39,6 +39,11 @@ ENV_DB_URL = "LUCID_NODE_DB_URL"
 
 def default_db_url() -> str:
     return os.environ.get(ENV_DB_URL, "sqlite+aiosqlite:///./lucid_node.db")
+
+
+# every SQLite connection's settings (see _install_sqlite_hooks for why wal_autocheckpoint is raised)
+SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000", "foreign_keys=ON",
+                  "wal_autocheckpoint=10000")
 
 
 class NodeDatabase:
@@ -144,8 +149,7 @@ class NodeDatabase:
             # database file and syncs it, inside the committing transaction. At SQLite's default limit
             # (1,000 pages) that was every few PoOT group commits, a fifth of the in-process throughput;
             # at 10,000 pages (~40 MB of WAL) it is rare.
-            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000", "foreign_keys=ON",
-                           "wal_autocheckpoint=10000"):
+            for pragma in SQLITE_PRAGMAS:
                 cur.execute(f"PRAGMA {pragma}")
             cur.close()
 
