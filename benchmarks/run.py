@@ -10,6 +10,7 @@ import importlib
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -32,10 +33,25 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+_GOAL = re.compile(r"^\s*(<=|>=|<|>)\s*([0-9][0-9,]*(?:\.[0-9]+)?)")
+_COMPARE = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": float.__ge__}
+
+
+def goal_met(row: dict[str, Any]) -> bool | None:
+    """Whether a numeric goal ("< 50 us", ">= 5000/s", in the value's own unit) holds; None when the
+    row has no such goal ("reported", "-")."""
+    if row.get("met") is not None:
+        return bool(row["met"])
+    m = _GOAL.match(str(row.get("goal", "")))
+    if m is None or not isinstance(row.get("value"), int | float):
+        return None
+    return _COMPARE[m[1]](float(row["value"]), float(m[2].replace(",", "")))
+
+
 def print_rows(title: str, rows: list[dict[str, Any]]) -> None:
     table = Table("figure", "value", "unit", "raw baseline", "raw", "ratio", "goal", "met", title=title)
     for r in rows:
-        met = r.get("met")
+        met = r["met"] = goal_met(r)
         table.add_row(r["name"], _fmt(r["value"]), r.get("unit", ""), r.get("baseline_name", ""),
                       _fmt(r.get("baseline_value")), _fmt(r.get("ratio")), r.get("goal", ""),
                       "" if met is None else ("[green]yes[/green]" if met else "[red]no[/red]"))
