@@ -214,22 +214,8 @@ def _signature_problems(public_key: Ed25519PublicKey, records: Sequence[RawRecor
     return problems, checked
 
 
+@_without_cycle_collection()
 def verify_records(
-    records: Sequence[RawRecord],
-    public_key: Ed25519PublicKey,
-    *,
-    checkpoints: Iterable[Checkpoint] = (),
-    all_signatures: bool = False,
-    require_checkpoint: bool = True,
-    max_problems: int = 200,
-) -> VerificationReport:
-    """Verify a whole log (oldest first). Problems name the kind of tampering and where it is."""
-    with _without_cycle_collection():
-        return _verify_records(records, public_key, checkpoints=checkpoints, all_signatures=all_signatures,
-                               require_checkpoint=require_checkpoint, max_problems=max_problems)
-
-
-def _verify_records(
     records: Sequence[RawRecord],
     public_key: Ed25519PublicKey,
     *,
