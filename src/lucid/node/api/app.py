@@ -34,8 +34,11 @@ def create_app(settings: NodeAPISettings | None = None, *, tron_client: TwoPhase
     app = FastAPI(title="Lucid node management", version="1.0.0", lifespan=lifespan)
     app.state.container = container
     install_error_handlers(app)
-    for r in (routes_system.router, routes_pools.router, routes_payouts.router, routes_poot.batch_router,
-              routes_payouts.node_router, routes_poot.router, routes_nodes.router):
+    # FastAPI tries included routers in order, each costing a match: the hot paths (a proof, a node
+    # creation) come first. Their templates cannot capture another route's path ("poot" is a literal
+    # segment, /api/v1/nodes an exact path); /api/v1/nodes/{node_id} must stay after pools and payouts.
+    for r in (routes_poot.router, routes_nodes.collection_router, routes_system.router, routes_pools.router,
+              routes_payouts.router, routes_poot.batch_router, routes_payouts.node_router, routes_nodes.router):
         app.include_router(r)
     app.add_middleware(RequestContextMiddleware, metrics=container.metrics, max_body_bytes=settings.max_body_bytes)
     return app

@@ -13,6 +13,8 @@ from .auth import Principal
 from .deps import authorize, container_of
 
 router = APIRouter(prefix="/api/v1/nodes", tags=["nodes"])
+# /api/v1/nodes itself (list, create): no other route shares its path, so the app can match it first
+collection_router = APIRouter(prefix="/api/v1/nodes", tags=["nodes"])
 NodeIdPath = Annotated[str, Path(min_length=8, max_length=64, pattern=r"^node_[a-zA-Z0-9_-]+$")]
 
 
@@ -30,7 +32,7 @@ class Allocation(BaseModel):
     disk_bytes: int | None = Field(default=None, ge=0)
 
 
-@router.get("")
+@collection_router.get("")
 async def list_nodes(request: Request, _: Annotated[Principal, Depends(authorize("node:read"))],
                      page: Annotated[int, Query(ge=1, le=100_000)] = 1,
                      limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -43,7 +45,7 @@ async def list_nodes(request: Request, _: Annotated[Principal, Depends(authorize
     return {"nodes": [n.public_dict() for n in res["nodes"]], "pagination": res["pagination"]}
 
 
-@router.post("", status_code=201)
+@collection_router.post("", status_code=201)
 async def create_node(request: Request, body: NodeCreateRequest,
                       _: Annotated[Principal, Depends(authorize("node:write"))]) -> JSONResponse:
     node = await container_of(request).nodes.create_node(body)
