@@ -3,6 +3,7 @@ before ``/nodes/{node_id}`` so "pools" is never taken for a node id."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,9 +27,16 @@ def create_app(settings: NodeAPISettings | None = None, *, tron_client: TwoPhase
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await container.start()
+        # The app's long-lived objects (routes, pydantic schemas, SQLAlchemy metadata, modules) go to the
+        # permanent generation: a full collection re-scanned them all, a ~0.1 s stall measured under
+        # load; now it scans what requests allocate. They stay reference-counted, and go back to the
+        # collector when the app stops (an app started in a longer-lived process, as in tests).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()
             await container.stop()
 
     app = FastAPI(title="Lucid node management", version="1.0.0", lifespan=lifespan)
