@@ -1,5 +1,5 @@
 """The FastAPI app factory. Routers with fixed path segments (pools, payouts, poot batch) are included
-before ``/nodes/{node_id}`` so "pools" is never taken for a node id."""
+before ``/nodes/{node_id}`` so "pools" is never taken for a node id; the hot routes come first of all."""
 
 from __future__ import annotations
 
