@@ -120,10 +120,16 @@ class LoadTestSuite:
         httpx spends about a millisecond of CPU per request in this (client) process, and all 100 start
         at once on a 2-core machine, so its p95 includes ~100 ms of the client queueing its own sends.
         Here every request is serialised beforehand and sent on an already open keep-alive connection
-        (asyncio streams; hand-written because it must do nothing but write bytes and read one
-        response), and the clock runs from the write to the end of the response body."""
+        that has served one request (asyncio streams; hand-written because it must do nothing but write
+        bytes and read one response), and the clock runs from the write to the end of the response body."""
         host, port = self.base_url.removeprefix("http://").split(":")
         conns = [await asyncio.open_connection(host, int(port)) for _ in range(concurrent_requests)]
+        # each connection serves one small request first, so the server has set it up (an accepted
+        # socket the server has not yet read from is not yet an open keep-alive connection)
+        warm = (f"GET /api/v1/nodes?limit=1 HTTP/1.1\r\nhost: {host}\r\n"
+                f"authorization: {self.admin['Authorization']}\r\n\r\n").encode()
+        for conn in conns:
+            assert (await _timed_exchange(conn, warm))[0] == 200
         payloads = [_raw_post(host, "/api/v1/nodes", self.admin["Authorization"], {
             "name": f"lean-node-{uuid.uuid4().hex[:10]}-{i}", "node_type": "worker", "hardware_info": HARDWARE,
             "location": {"country": "US", "region": "CA"}, "initial_pool_id": "pool_workers"})
