@@ -409,3 +409,23 @@ async def test_node_rekeyed_elsewhere_is_judged_on_a_fresh_read(node_db_url: str
     finally:
         for db in dbs:
             await db.dispose()
+
+
+async def test_in_memory_url_holds_concurrent_transactions_and_leaves_nothing() -> None:
+    """``sqlite+aiosqlite://`` used to share one connection, so two concurrent transactions failed
+    ("cannot start a transaction within a transaction"); it is now a private temporary file."""
+    import os
+
+    db = NodeDatabase("sqlite+aiosqlite://")
+    path = db.url.removeprefix("sqlite+aiosqlite:///")
+    await db.create_all()
+    await SqlNodeRepository(db).create(Node(node_id="node_mem_0001", name="mem", status="active"))
+    validator = PoOTValidator(SqlPoOTRepository(db))
+    ts = datetime.now(UTC)
+    results = await asyncio.gather(*(validator.validate_poot("node_mem_0001", "output" * 20, ts, f"mem-{i % 5}-XK29aq")
+                                     for i in range(20)), return_exceptions=True)
+    assert sum(1 for r in results if isinstance(r, PoOTValidationResult)) == 5
+    assert all(isinstance(r, PoOTValidationResult) or isinstance(r, NonceReplayError) for r in results), results
+    assert os.path.exists(path)
+    await db.dispose()
+    assert not os.path.exists(path)

@@ -5,6 +5,7 @@ single connection and starts every transaction with BEGIN IMMEDIATE (SQLAlchemy'
 recipe), so writers queue instead of failing a read-to-write upgrade; ``reader`` is a second pool whose
 connections run plain autocommit SELECTs concurrently under WAL. Each aiosqlite call is a thread hop, so
 skipping the BEGIN/ROLLBACK around reads roughly halves their cost. On PostgreSQL both are one engine.
+An in-memory SQLite URL gets the same arrangement on a private temporary file (see ``__init__``).
 
 Hot paths (PoOT group commits and nonce look-ups, node-creation group commits) go through ``write`` and
 ``read`` instead: a whole transaction as one synchronous SQLAlchemy function, run on SQLite by a dedicated
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -25,7 +27,6 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
 
 from .caches import NodeSnapshotCache, PoOTHistoryCache
 from .tables import metadata
@@ -60,29 +61,31 @@ class NodeDatabase:
         self._writer_conn: Connection | None = None  # the writer thread's own (SQLite file)
         self.node_cache = NodeSnapshotCache()
         self.poot_history = PoOTHistoryCache()
+        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         if self.is_sqlite:
-            memory = self.url in ("sqlite+aiosqlite://", "sqlite+aiosqlite:///:memory:")
+            if self.url in ("sqlite+aiosqlite://", "sqlite+aiosqlite:///:memory:"):
+                # One shared in-memory connection cannot hold concurrent transactions (a second BEGIN
+                # inside the first fails), and the hot paths run several at once: an in-memory URL gets
+                # a private database file in a temporary directory instead, removed by dispose().
+                self._tempdir = tempfile.TemporaryDirectory(prefix="lucid-node-db-")
+                self.url = f"sqlite+aiosqlite:///{os.path.join(self._tempdir.name, 'nodes.db')}"
             kwargs["connect_args"] = {"timeout": 30}
-            if memory:
-                self.engine: AsyncEngine = create_async_engine(self.url, poolclass=StaticPool, **kwargs)
-                self._install_sqlite_hooks(self.engine, writer=True)
-                self.reader: AsyncEngine = self.engine
-            else:
-                self.engine = create_async_engine(self.url, pool_size=1, max_overflow=0, pool_timeout=60, **kwargs)
-                self._install_sqlite_hooks(self.engine, writer=True)
-                self.reader = create_async_engine(self.url, pool_size=readers, max_overflow=0, pool_timeout=60,
-                                                  pool_reset_on_return=None, **kwargs)
-                self._install_sqlite_hooks(self.reader, writer=False)
-                sync_url = make_url(self.url).set(drivername="sqlite+pysqlite")
-                sync_args = {"timeout": 30, "check_same_thread": False}
-                self._sync_writer = create_engine(sync_url, pool_size=1, max_overflow=0, pool_timeout=60,
-                                                  connect_args=sync_args, echo=echo)
-                self._install_sqlite_hooks(self._sync_writer, writer=True)
-                self._sync_reader = create_engine(sync_url, pool_size=2, max_overflow=0, pool_timeout=60,
-                                                  pool_reset_on_return=None, connect_args=sync_args, echo=echo)
-                self._install_sqlite_hooks(self._sync_reader, writer=False)
-                self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="lucid-sqlite-writer")
-                self._read_threads = ThreadPoolExecutor(2, thread_name_prefix="lucid-sqlite-reader")
+            self.engine: AsyncEngine = create_async_engine(self.url, pool_size=1, max_overflow=0, pool_timeout=60,
+                                                           **kwargs)
+            self._install_sqlite_hooks(self.engine, writer=True)
+            self.reader: AsyncEngine = create_async_engine(self.url, pool_size=readers, max_overflow=0,
+                                                           pool_timeout=60, pool_reset_on_return=None, **kwargs)
+            self._install_sqlite_hooks(self.reader, writer=False)
+            sync_url = make_url(self.url).set(drivername="sqlite+pysqlite")
+            sync_args = {"timeout": 30, "check_same_thread": False}
+            self._sync_writer = create_engine(sync_url, pool_size=1, max_overflow=0, pool_timeout=60,
+                                              connect_args=sync_args, echo=echo)
+            self._install_sqlite_hooks(self._sync_writer, writer=True)
+            self._sync_reader = create_engine(sync_url, pool_size=2, max_overflow=0, pool_timeout=60,
+                                              pool_reset_on_return=None, connect_args=sync_args, echo=echo)
+            self._install_sqlite_hooks(self._sync_reader, writer=False)
+            self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="lucid-sqlite-writer")
+            self._read_threads = ThreadPoolExecutor(2, thread_name_prefix="lucid-sqlite-reader")
         else:
             self.engine = create_async_engine(self.url, pool_size=10, max_overflow=20, **kwargs)
             self.reader = self.engine
@@ -93,7 +96,7 @@ class NodeDatabase:
         On an SQLite file the whole transaction is one hop to a dedicated writer thread with a pysqlite
         connection (BEGIN IMMEDIATE, as ``engine``): through aiosqlite every statement costs several
         thread hops (~0.5 ms each with SQLAlchemy's adapter), which made a group commit of a few
-        statements cost milliseconds. Elsewhere (PostgreSQL, in-memory SQLite) it is ``run_sync`` on
+        statements cost milliseconds. On PostgreSQL it is ``run_sync`` on
         ``engine``. Writers of both kinds serialise on SQLite's write lock (busy_timeout)."""
         if self._sync_writer is not None and self._write_thread is not None:
             return await asyncio.get_running_loop().run_in_executor(self._write_thread, self._sync_write, fn)
@@ -183,6 +186,9 @@ class NodeDatabase:
         for sync_engine in (self._sync_writer, self._sync_reader):
             if sync_engine is not None:
                 sync_engine.dispose()
+        if self._tempdir is not None:  # an in-memory URL's private file: gone with the database
+            self._tempdir.cleanup()
+            self._tempdir = None
 
     async def ping(self) -> bool:
         from sqlalchemy import text
