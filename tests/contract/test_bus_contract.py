@@ -127,3 +127,17 @@ def test_bad_bus_urls_are_refused() -> None:
     for url in ("nats", "kafka://x", "nats://"):
         with pytest.raises(InvalidBackendURL):
             open_bus(url)
+
+
+async def test_a_flood_of_requests_all_get_their_replies(bus: MessageBus) -> None:
+    """Thousands of requests started at once each get their reply within their own timeout: a request's
+    clock must not run while the requester's event loop is still busy starting the others."""
+    s = subject()
+
+    def handler(msg: Message) -> bytes:
+        return msg.data
+
+    await bus.subscribe(s, handler)
+    n = 8000
+    replies = await asyncio.gather(*(bus.request(s, str(i).encode(), timeout=0.75) for i in range(n)))
+    assert replies == [str(i).encode() for i in range(n)]

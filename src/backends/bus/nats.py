@@ -37,8 +37,13 @@ class _NatsSubscription(Subscription):
 class NatsBus(MessageBus):
     backend = "nats"
 
-    def __init__(self, servers: Sequence[str], *, url: str = "", connect_timeout: float = 5.0, **options: Any) -> None:
+    def __init__(self, servers: Sequence[str], *, url: str = "", connect_timeout: float = 5.0,
+                 max_in_flight: int = 512, **options: Any) -> None:
         self.servers = list(servers)
+        # A request's timeout runs from its publish. With thousands started at once, the event loop was
+        # still publishing the last ones when the first replies arrived, and the first timed out unread;
+        # so at most ``max_in_flight`` requests are out at a time and the rest wait for a slot, untimed.
+        self._in_flight = asyncio.Semaphore(max_in_flight)
         self.url = url or ",".join(self.servers)
         self._connect_timeout = connect_timeout
         self._options = options
@@ -89,7 +94,8 @@ class NatsBus(MessageBus):
         check_subject(subject)
         nc = await self._client()
         try:
-            msg = await nc.request(subject, data, timeout=timeout)
+            async with self._in_flight:
+                msg = await nc.request(subject, data, timeout=timeout)
         except NoRespondersError as exc:
             raise NoResponders(f"no subscriber for {subject}") from exc
         except (NatsTimeout, asyncio.TimeoutError) as exc:
