@@ -268,3 +268,26 @@ async def test_resources(seeded: httpx.AsyncClient, auth_headers: dict) -> None:
     over = await seeded.post("/api/v1/nodes/node_test_001/resources/allocate", json={"cpu_percent": 40},
                              headers=auth_headers)
     assert over.status_code == 409 and over.json()["error"]["code"] == "LUCID_ERR_5004"  # limit is 80 %
+
+
+async def test_partial_updates_refuse_null_for_required_fields_and_change_nothing(seeded: httpx.AsyncClient,
+                                                                                  auth_headers: dict) -> None:
+    """An explicit null for a field that cannot be empty was a 500 (found by the schema fuzzer: PUT a pool
+    with {"auto_scaling": null}); it is a 400 naming the field, and nothing of the request is applied."""
+    pool_url, node_url = "/api/v1/nodes/pools/pool_workers", "/api/v1/nodes/node_test_001"
+    pool_before = (await seeded.get(pool_url, headers=auth_headers)).json()
+    node_before = (await seeded.get(node_url, headers=auth_headers)).json()
+    for url, body, field in ((pool_url, {"description": "kept", "auto_scaling": None}, "auto_scaling"),
+                             (pool_url, {"max_nodes": 50, "name": None}, "name"),
+                             (node_url, {"location": {"country": "FR"}, "name": None}, "name")):
+        r = await seeded.put(url, json=body, headers=auth_headers)
+        assert r.status_code == 400, (body, r.text)
+        err = r.json()["error"]
+        assert err["code"] == "LUCID_ERR_5000" and err["details"]["errors"][0]["loc"] == ["body", field]
+    assert (await seeded.get(pool_url, headers=auth_headers)).json() == pool_before
+    assert (await seeded.get(node_url, headers=auth_headers)).json() == node_before
+    # nullable fields still clear with null, and valid changes apply
+    r = await seeded.put(pool_url, json={"description": "gpu pool", "max_nodes": 50}, headers=auth_headers)
+    assert r.status_code == 200 and r.json()["description"] == "gpu pool" and r.json()["max_nodes"] == 50
+    r = await seeded.put(pool_url, json={"description": None}, headers=auth_headers)
+    assert r.status_code == 200 and r.json()["description"] is None

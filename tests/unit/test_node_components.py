@@ -265,3 +265,21 @@ class TestHotPathCaches:
         version = cache.version("node_m_001")
         cache.load("node_m_001", old, version)
         assert [h.validation_id for h in cache.get("node_m_001", 4) or []] == ["a", "b"]
+
+
+def test_apply_update_is_all_or_nothing() -> None:
+    """The services' partial update: the set fields applied to a copy validated as a whole; a field the
+    stored model cannot take is a 400-class error naming it, and the current object is not touched."""
+    from lucid.node.errors import ValidationError
+    from lucid.node.models.pool_models import NodePool, NodePoolUpdateRequest
+    from lucid.node.services.updates import apply_update
+
+    pool = NodePool(pool_id="pool_upd_01", name="before", max_nodes=10)
+    bad = NodePoolUpdateRequest.model_construct(max_nodes=20, auto_scaling=None,
+                                                _fields_set={"max_nodes", "auto_scaling"})
+    with pytest.raises(ValidationError) as info:
+        apply_update(pool, bad)
+    assert info.value.details["errors"][0]["loc"] == ["body", "auto_scaling"]
+    assert pool.max_nodes == 10 and pool.auto_scaling is False
+    good = apply_update(pool, NodePoolUpdateRequest(max_nodes=20, description=None))
+    assert (good.max_nodes, good.description, good.name, pool.max_nodes) == (20, None, "before", 10)

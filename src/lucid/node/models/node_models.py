@@ -169,6 +169,14 @@ class NodeUpdateRequest(_Strict):
     configuration: NodeConfiguration | None = None
     public_key: str | None = None
 
+    @field_validator("name", "status")
+    @classmethod
+    def _not_cleared(cls, v: Any) -> Any:
+        """Left out, these stay as they are; sent as null they would erase a name or a status."""
+        if v is None:
+            raise ValueError("cannot be null")
+        return v
+
     @field_validator("public_key")
     @classmethod
     def _key(cls, v: str | None) -> str | None:

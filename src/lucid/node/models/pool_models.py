@@ -71,6 +71,14 @@ class NodePoolUpdateRequest(BaseModel):
     auto_scaling: bool | None = None
     scaling_policy: ScalingPolicy | None = None
 
+    @field_validator("name", "max_nodes", "auto_scaling")
+    @classmethod
+    def _not_cleared(cls, v: Any) -> Any:
+        """Left out, these stay as they are; a pool cannot be without them, so null is refused."""
+        if v is None:
+            raise ValueError("cannot be null")
+        return v
+
 
 class AddNodeToPoolRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")

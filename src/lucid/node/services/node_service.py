@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import InvalidNodeStatusError, NodeNotFoundError
 from ..models.node_models import Node, NodeCreateRequest, NodeStatus, NodeUpdateRequest, utcnow
+from .updates import apply_update
 
 __all__ = ["NodeService"]
 
@@ -114,8 +115,7 @@ class NodeService:
         if node.status in (NodeStatus.STARTING, NodeStatus.STOPPING):
             raise InvalidNodeStatusError(f"Node {node_id} is {node.status.value}; retry later")
         expected = node.status
-        for field in request.model_fields_set:
-            setattr(node, field, getattr(request, field))
+        node = apply_update(node, request)
         if await self.repository.update(node, expected_status=expected.value) is False:
             raise InvalidNodeStatusError(f"Node {node_id} changed state concurrently")
         return node

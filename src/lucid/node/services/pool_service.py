@@ -7,6 +7,7 @@ from typing import Any
 
 from ..errors import PoolNotFoundError
 from ..models.pool_models import AddNodeToPoolRequest, NodePool, NodePoolCreateRequest, NodePoolUpdateRequest
+from .updates import apply_update
 
 __all__ = ["PoolService"]
 
@@ -35,9 +36,7 @@ class PoolService:
                 "pagination": {"page": page, "limit": limit, "total": total, "pages": math.ceil(total / limit)}}
 
     async def update_pool(self, pool_id: str, request: NodePoolUpdateRequest) -> NodePool:
-        pool = await self.get_pool(pool_id)
-        for field in request.model_fields_set:
-            setattr(pool, field, getattr(request, field))
+        pool = apply_update(await self.get_pool(pool_id), request)
         await self.repository.update(pool)
         return pool
 
