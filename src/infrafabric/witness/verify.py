@@ -31,7 +31,7 @@ from .canonical import GENESIS_HASH, content_text_from_record, split_entry_line
 from .checkpoint import Checkpoint
 from .errors import WitnessFormatError
 from .keys import ENTRY_DOMAIN, verify_signature
-from .merkle import MerkleTree, leaf_hash, root_of
+from .merkle import MerkleTree, root_of
 
 EXPORT_FORMAT = "infrafabric-witness/1"
 _sha256 = hashlib.sha256

@@ -15,8 +15,8 @@ from ..errors import GroupCommitError, InvalidPoOTError, NonceReplayError
 from ..models.node_models import Node, NodeStatus, utcnow
 from ..models.poot_models import PoOTValidationResult
 from ..poot.score_window import ScoreWindow
-from .engine import NodeDatabase
 from . import poot_sqlite
+from .engine import NodeDatabase
 from .node_repo import node_from_row
 from .tables import nodes, poot_nonces, poot_validations
 
