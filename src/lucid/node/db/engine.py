@@ -106,8 +106,8 @@ class NodeDatabase:
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(connection)`` read-only: one hop to a reader thread on an SQLite file (see ``write``)."""
         if self._sync_reader is not None and self._read_threads is not None:
-            return await asyncio.get_running_loop().run_in_executor(self._read_threads, self._sync_tx,
-                                                                    self._sync_reader, fn, False)
+            return await asyncio.get_running_loop().run_in_executor(self._read_threads, self._sync_read,
+                                                                    self._sync_reader, fn)
         async with self.reader.connect() as conn:
             return await conn.run_sync(fn)
 
@@ -133,10 +133,7 @@ class NodeDatabase:
             self._writer_conn = None
 
     @staticmethod
-    def _sync_tx(engine: Engine, fn: Callable[[Connection], T], write: bool) -> T:
-        if write:
-            with engine.begin() as conn:
-                return fn(conn)
+    def _sync_read(engine: Engine, fn: Callable[[Connection], T]) -> T:
         with engine.connect() as conn:
             return fn(conn)
 
