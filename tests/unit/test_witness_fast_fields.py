@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infrafabric.witness.canonical import SEVERITIES, content_text, format_timestamp, params_to_json
-from infrafabric.witness.verify import _fast_fields
+from infrafabric.witness.canonical import link_fields as _fast_fields
 
 names = st.from_regex(r"[A-Za-z0-9._:/@-]{1,40}", fullmatch=True)
 traces = st.none() | st.from_regex(r"[A-Za-z0-9._:/@+=-]{1,60}", fullmatch=True)

@@ -317,3 +317,28 @@ def split_entry_line(line: str) -> tuple[str, str, str] | None:
     if not (suffix.startswith(',"content_hash":"') and suffix[81:96] == '","signature":"' and suffix.endswith('"}')):
         return None
     return head + "}", suffix[17:81], suffix[96:224]
+
+
+# The canonical tail of an entry from its top-level prev_hash on (keys are sorted: seq, severity and
+# sig_seq follow prev_hash). One C-level match instead of a json.loads of the whole entry.
+_TAIL = re.compile(r'"prev_hash":"([0-9a-f]{64})","seq":([0-9]+),"severity":"[^"]*","sig_seq":([0-9]+),')
+
+
+def link_fields(content: str) -> tuple[int, str, str, int] | None:
+    """(seq, prev_hash, id, sig_seq) read straight from canonical content, None if the layout is not canonical.
+
+    Used only when the content hashes to its content_hash; a forger who can hash but not sign is still
+    caught by the signature or checkpoint root, so a shortcut here cannot hide tampering. Saves the
+    json.loads that dominates verification time. The top-level prev_hash is the last one in the text
+    (a nested key of that name sits in params, which sorts before it; a string value cannot hold the
+    pattern, its quotes are escaped), and the top-level id the first (it sorts before params).
+    """
+    p = content.rfind('"prev_hash":"')
+    tail = _TAIL.match(content, p) if p >= 0 else None
+    if tail is None:
+        return None
+    q = content.find('"id":"')
+    end = content.find('"', q + 6)
+    if q < 0 or end < 0 or end > p:
+        return None
+    return int(tail[2]), tail[1], content[q + 6 : end], int(tail[3])

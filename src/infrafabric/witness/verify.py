@@ -16,41 +16,24 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import os
-import re
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .canonical import GENESIS_HASH, content_text_from_record, split_entry_line
+from .canonical import GENESIS_HASH, content_text_from_record, link_fields, split_entry_line
 from .checkpoint import Checkpoint
+from .report import Problem, VerificationReport
+from .verify_clean import verify_clean_text
 from .errors import WitnessFormatError
-from .keys import ENTRY_DOMAIN, verify_signature
+from .keys import ENTRY_DOMAIN, failing_signatures
 from .merkle import MerkleTree, root_of
 
 EXPORT_FORMAT = "infrafabric-witness/1"
 _sha256 = hashlib.sha256
-
-PROBLEM_KINDS = (
-    "malformed",  # an entry cannot be parsed at all
-    "edited",  # content does not hash to its content_hash, or a field is not in canonical form
-    "forged",  # content is intact but the signature is not by the witness key
-    "inserted",  # an entry whose sequence number already appeared
-    "deleted",  # a sequence number is missing
-    "reordered",  # sequence numbers go backwards
-    "chain_broken",  # prev_hash does not point at the previous entry
-    "truncated",  # a checkpoint commits to more entries than the log has
-    "checkpoint_mismatch",  # the Merkle root of the log differs from a checkpoint's root
-    "checkpoint_invalid",  # a checkpoint's signature does not verify
-    "no_checkpoint",  # nothing anchors the size of the log, truncation cannot be ruled out
-    "unverified",  # the entry closing a signing group is missing or damaged: its members cannot be checked
-)
-
 
 class RawRecord(NamedTuple):
     """One entry as exported: the exact content text, its claimed hash and signature."""
@@ -59,49 +42,6 @@ class RawRecord(NamedTuple):
     content_hash: str
     signature: str
     error: str | None = None
-
-
-@dataclass
-class Problem:
-    kind: str
-    message: str
-    position: int | None = None
-    seq: int | None = None
-    entry_id: str | None = None
-
-    def __str__(self) -> str:
-        where = []
-        if self.seq is not None:
-            where.append(f"seq {self.seq}")
-        if self.position is not None:
-            where.append(f"line/position {self.position}")
-        if self.entry_id:
-            where.append(f"id {self.entry_id}")
-        return f"{self.kind}: {self.message}" + (f" ({', '.join(where)})" if where else "")
-
-
-@dataclass
-class VerificationReport:
-    ok: bool
-    entries: int
-    root: str
-    checkpoints_verified: list[Checkpoint] = field(default_factory=list)
-    signatures_checked: int = 0
-    problems: list[Problem] = field(default_factory=list)
-
-    @property
-    def kinds(self) -> set[str]:
-        return {p.kind for p in self.problems}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "entries": self.entries,
-            "root": self.root,
-            "checkpoints_verified": [c.to_dict() for c in self.checkpoints_verified],
-            "signatures_checked": self.signatures_checked,
-            "problems": [asdict(p) for p in self.problems],
-        }
 
 
 @contextmanager
@@ -130,49 +70,11 @@ def _hex_bytes(text: object, size: int) -> bytes | None:
     return raw if len(raw) == size and raw.hex() == text else None
 
 
-# The canonical tail of an entry from its top-level prev_hash on (keys are sorted: seq, severity and
-# sig_seq follow prev_hash). One C-level match instead of a json.loads of the whole entry.
-_TAIL = re.compile(r'"prev_hash":"([0-9a-f]{64})","seq":([0-9]+),"severity":"[^"]*","sig_seq":([0-9]+),')
-
-
-def _fast_fields(content: str) -> tuple[int, str, str, int] | None:
-    """(seq, prev_hash, id, sig_seq) read straight from canonical content, None if the layout is not canonical.
-
-    Used only when the content hashes to its content_hash; a forger who can hash but not sign is still
-    caught by the signature or checkpoint root, so a shortcut here cannot hide tampering. Saves the
-    json.loads that dominates verification time. The top-level prev_hash is the last one in the text
-    (a nested key of that name sits in params, which sorts before it; a string value cannot hold the
-    pattern, its quotes are escaped), and the top-level id the first (it sorts before params).
-    """
-    p = content.rfind('"prev_hash":"')
-    tail = _TAIL.match(content, p) if p >= 0 else None
-    if tail is None:
-        return None
-    q = content.find('"id":"')
-    end = content.find('"', q + 6)
-    if q < 0 or end < 0 or end > p:
-        return None
-    return int(tail[2]), tail[1], content[q + 6 : end], int(tail[3])
-
-
 def _bad_pairs(public_key: Ed25519PublicKey, records: Sequence[RawRecord],
                pairs: list[tuple[str, int]]) -> set[tuple[str, int]]:
-    """(signature, closer position) pairs whose signature does not cover the closer's content hash.
-
-    Large sets (a log signed entry by entry) are split over threads: Ed25519 verify releases the GIL.
-    """
-
-    def scan(chunk: list[tuple[str, int]]) -> list[tuple[str, int]]:
-        return [pair for pair in chunk
-                if not verify_signature(public_key, pair[0], ENTRY_DOMAIN + bytes.fromhex(records[pair[1]].content_hash))]
-
-    workers = min(os.cpu_count() or 1, 4)
-    if len(pairs) < 512 or workers < 2:
-        return set(scan(pairs))
-    step = -(-len(pairs) // workers)
-    chunks = [pairs[i : i + step] for i in range(0, len(pairs), step)]
-    with ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="witness-verify") as pool:
-        return {pair for bad in pool.map(scan, chunks) for pair in bad}
+    """(signature, closer position) pairs whose signature does not cover the closer's content hash."""
+    items = [(sig, ENTRY_DOMAIN + bytes.fromhex(records[cpos].content_hash)) for sig, cpos in pairs]
+    return {pairs[i] for i in failing_signatures(public_key, items)}
 
 
 def _signature_problems(public_key: Ed25519PublicKey, records: Sequence[RawRecord], todo: list[int],
@@ -245,7 +147,7 @@ def verify_records(
             problems.append(Problem("malformed", rec.error or "entry cannot be parsed", position=pos))
             continue
         matches = hb is not None and sb is not None and digest == hb
-        fields = _fast_fields(content) if matches else None
+        fields = link_fields(content) if matches else None
         if fields is None:
             try:
                 data = loads(content)
@@ -365,10 +267,7 @@ def _parse_jsonl(text: str) -> ParsedExport:
     """
     records: list[RawRecord] = []
     checkpoints: list[Checkpoint] = []
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(_jsonl_lines(text), start=1):
         if line.startswith('{"type":"checkpoint"'):
             try:
                 checkpoints.append(Checkpoint.from_json(line))
@@ -402,21 +301,36 @@ def _parse_json_document(text: str) -> ParsedExport:
     return ParsedExport(records, checkpoints, header)
 
 
-def parse_export(source: str | bytes | Path) -> ParsedExport:
-    """Read an export made by ``Witness.export`` (JSON Lines, or a JSON document with ``entries``)."""
+def _as_text(source: str | bytes | Path) -> str:
     if isinstance(source, Path):
         source = source.read_bytes()
     if isinstance(source, bytes):
         source = source.decode("utf-8", "replace")  # corrupt bytes become malformed lines
+    return source
+
+
+def _is_json_document(source: str) -> bool:
+    """A JSON document with ``entries`` (pretty-printed or compact), as opposed to JSON Lines."""
     if source.lstrip().startswith("{") and not source.startswith('{"'):
-        return _parse_json_document(source)  # pretty-printed document
+        return True  # pretty-printed document
     try:
         doc = json.loads(source)
     except ValueError:
-        return _parse_jsonl(source)
-    if isinstance(doc, dict) and "entries" in doc:
-        return _parse_json_document(source)
-    return _parse_jsonl(source)
+        return False
+    return isinstance(doc, dict) and "entries" in doc
+
+
+def _jsonl_lines(text: str) -> list[str]:
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def parse_export(source: str | bytes | Path) -> ParsedExport:
+    """Read an export made by ``Witness.export`` (JSON Lines, or a JSON document with ``entries``)."""
+    text = _as_text(source)
+    return _parse_json_document(text) if _is_json_document(text) else _parse_jsonl(text)
 
 
 def verify_export(
@@ -425,10 +339,25 @@ def verify_export(
     *,
     trusted_checkpoints: Iterable[Checkpoint] = (),
     all_signatures: bool = False,
+    fast_path: bool = True,
 ) -> VerificationReport:
-    """Verify an exported log with only the public key (plus any checkpoint obtained out of band)."""
+    """Verify an exported log with only the public key (plus any checkpoint obtained out of band).
+
+    A JSON-Lines export is first given to the clean-log pass (:mod:`.verify_clean`), which proves an
+    intact log intact in one pass; anything out of shape goes to the full analysis, which names every
+    problem. ``fast_path=False`` skips the clean-log pass (the reports are the same).
+    """
     with _without_cycle_collection():
-        parsed = parse_export(source)
+        text = _as_text(source)
+        if _is_json_document(text):
+            parsed = _parse_json_document(text)
+        else:
+            trusted_checkpoints = list(trusted_checkpoints)
+            report = verify_clean_text(text, public_key, trusted_checkpoints, all_signatures=all_signatures) \
+                if fast_path else None
+            if report is not None:
+                return report
+            parsed = _parse_jsonl(text)
         return verify_records(
             parsed.records, public_key,
             checkpoints=[*parsed.checkpoints, *trusted_checkpoints],
