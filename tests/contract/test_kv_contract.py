@@ -132,6 +132,20 @@ async def test_watch_sees_puts_and_deletes_in_order(kv: KeyValueStore, ns: str) 
     assert revs == sorted(revs)
 
 
+async def test_closing_the_store_ends_its_open_watches(kv_url: str, ns: str) -> None:
+    store = open_kv(kv_url)
+    await store.connect()
+    watch = await store.watch(ns, prefix=True).__aenter__()  # left open on purpose
+    events = watch.__aiter__()
+    await store.put(ns + "before-close", "v")
+    first = await asyncio.wait_for(events.__anext__(), 5)
+    assert first.key == ns + "before-close"
+    await store.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(events.__anext__(), 5)
+    await watch.cancel()  # idempotent after the close
+
+
 async def test_watch_from_past_revision_replays(kv: KeyValueStore, ns: str) -> None:
     rev = await kv.put(ns + "r", "1")
     await kv.put(ns + "r", "2")

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, Union
+from typing import Any, Literal, NamedTuple, Union
 
 Bytesish = Union[bytes, str]
 
@@ -145,8 +145,12 @@ class WatchEvent(NamedTuple):
     lease: int = 0
 
 
+WATCH_ENDED: Any = object()  # queued when a watch is cancelled: its iterator stops there
+
+
 class Watch(abc.ABC):
-    """An open watch: iterate it for events; leaving the `async with` block cancels it."""
+    """An open watch: iterate it for events; leaving the `async with` block cancels it, and so does
+    closing the store handle it was opened on (its iteration then ends)."""
 
     @abc.abstractmethod
     def __aiter__(self) -> AsyncIterator[WatchEvent]: ...

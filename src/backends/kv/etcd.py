@@ -26,6 +26,7 @@ from etcd3aio.kv import KVService, prefix_range_end
 
 from backends.errors import AuthenticationError, BackendUnavailable, LeaseNotFound, OutcomeUnknown
 from backends.kv.base import (
+    WATCH_ENDED,
     Bytesish,
     Compare,
     Delete,
@@ -99,6 +100,8 @@ class _EtcdWatch(Watch):
         self._queue: asyncio.Queue[WatchEvent | BaseException] = asyncio.Queue()
         self._ready = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._pump())
+        self._ended = False
+        store._watches.add(self)
 
     async def _pump(self) -> None:
         try:
@@ -126,6 +129,8 @@ class _EtcdWatch(Watch):
     async def _events(self) -> AsyncIterator[WatchEvent]:
         while True:
             item = await self._queue.get()
+            if item is WATCH_ENDED:
+                return
             if isinstance(item, BaseException):
                 with _Translate("watch"):
                     raise item
@@ -140,9 +145,14 @@ class _EtcdWatch(Watch):
         return self
 
     async def cancel(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
+        self._store._watches.discard(self)
+        if not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if not self._ended:
+            self._ended = True
+            self._queue.put_nowait(WATCH_ENDED)
 
 
 class EtcdKV(KeyValueStore):
@@ -164,6 +174,7 @@ class EtcdKV(KeyValueStore):
         max_in_flight: int = 256,
     ) -> None:
         self.endpoints = list(endpoints)
+        self._watches: set[_EtcdWatch] = set()
         # Calls beyond this many wait locally, so a burst (10,000 registrations at once) queues here
         # instead of spending its deadline in gRPC's queue.
         self._in_flight = asyncio.Semaphore(max_in_flight)
@@ -224,6 +235,8 @@ class EtcdKV(KeyValueStore):
         return self._client
 
     async def close(self) -> None:
+        for watch in list(self._watches):  # a watch left open would outlive its client as a pending task
+            await watch.cancel()
         if self._refresher is not None:
             with contextlib.suppress(Exception):
                 await self._refresher.__aexit__(None, None, None)

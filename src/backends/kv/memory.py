@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from backends.errors import LeaseNotFound
 from backends.kv.base import (
+    WATCH_ENDED,
     Bytesish,
     Compare,
     Delete,
@@ -508,20 +509,30 @@ def drop_shared_core(name: str) -> None:
 
 
 class _MemoryWatch(Watch):
-    def __init__(self, core: _MemoryCore, key: str, prefix: bool, start_revision: int) -> None:
-        self._core = core
+    def __init__(self, handle: "MemoryKV", key: str, prefix: bool, start_revision: int) -> None:
+        self._handle = handle
+        self._core = handle.core
         self._watcher = _Watcher(key, prefix, asyncio.get_running_loop(), threading.get_ident(), asyncio.Queue())
-        core.add_watcher(self._watcher, start_revision)
+        self._ended = False
+        self._core.add_watcher(self._watcher, start_revision)
+        handle._watches.add(self)
 
     async def _events(self) -> AsyncIterator[WatchEvent]:
         while True:
-            yield await self._watcher.queue.get()
+            item = await self._watcher.queue.get()
+            if item is WATCH_ENDED:
+                return
+            yield item
 
     def __aiter__(self) -> AsyncIterator[WatchEvent]:
         return self._events()
 
     async def cancel(self) -> None:
+        self._handle._watches.discard(self)
         self._core.remove_watcher(self._watcher)
+        if not self._ended:
+            self._ended = True
+            self._watcher.queue.put_nowait(WATCH_ENDED)
 
 
 class MemoryKV(KeyValueStore):
@@ -532,6 +543,7 @@ class MemoryKV(KeyValueStore):
     def __init__(self, core: _MemoryCore | None = None, url: str = "memory://") -> None:
         self.core = core or _MemoryCore()
         self.url = url
+        self._watches: set[_MemoryWatch] = set()
         if url.startswith("sqlite"):
             self.backend = "sqlite"
 
@@ -539,7 +551,10 @@ class MemoryKV(KeyValueStore):
         return MemoryKV(self.core, self.url)
 
     async def close(self) -> None:
-        """The core may be shared with other handles: closing a handle leaves it running."""
+        """Ends the watches opened through this handle; the core may be shared with other handles, so it
+        keeps running."""
+        for watch in list(self._watches):
+            await watch.cancel()
 
     async def get(self, key: str) -> KeyValue | None:
         return self.core.get(key)
@@ -579,7 +594,7 @@ class MemoryKV(KeyValueStore):
         self.core.revoke_lease(lease_id)
 
     def watch(self, key: str, *, prefix: bool = False, start_revision: int = 0) -> Watch:
-        return _MemoryWatch(self.core, key, prefix, start_revision)
+        return _MemoryWatch(self, key, prefix, start_revision)
 
     async def status(self) -> dict[str, object]:
         return {"healthy": True, "backend": self.backend, "revision": self.core.revision, "url": self.url}
