@@ -54,7 +54,7 @@ metadata = MetaData()
 entries_table = Table(
     "witness_entries",
     metadata,
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
     Column("id", String(64), nullable=False, unique=True),
     Column("timestamp", String(32), nullable=False),
     Column("component", String(128), nullable=False),

@@ -41,7 +41,8 @@ class NodeContainer:
                            if settings.tron_client == "local" else create_tron_client(settings.tron_client))
         self.tron = tron_client
         self.payouts = PayoutProcessor(self.payout_repo, self.tron, WitnessAuditLogger(),
-                                       chunk_size=settings.payout_chunk_size)
+                                       chunk_size=settings.payout_chunk_size,
+                                       confirm_timeout=settings.payout_confirm_timeout)
         self.verifier = JWTVerifier(settings)
         self.limiter = RateLimiter()
         self.metrics = NodeMetrics()
@@ -57,6 +58,8 @@ class NodeContainer:
         if self.settings.recover_on_startup:
             self.spawn(self._recover(), "payout-recovery")
         self.spawn(self._scheduler(), "payout-scheduler")
+        if self.settings.reconcile_interval > 0:
+            self.spawn(self._reconciler(), "payout-reconciler")
 
     async def stop(self) -> None:
         for t in list(self._tasks):
@@ -110,6 +113,12 @@ class NodeContainer:
                 _log.warning("payout recovery: %s", report)
         except Exception:
             _log.exception("payout recovery failed")
+
+    async def _reconciler(self) -> None:
+        """Settle what a batch could not finish (receipts still to come, a chain that did not answer)."""
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval)
+            await self._recover()
 
     async def _scheduler(self) -> None:
         while True:

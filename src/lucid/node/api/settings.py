@@ -48,6 +48,10 @@ class NodeAPISettings:
     scheduler_interval: float = 1.0
     max_body_bytes: int = 4 * 1024 * 1024
     recover_on_startup: bool = True
+    # payouts left ``processing`` (a receipt not yet in a block, a TRON node that did not answer) are
+    # reconciled this often, and unfinished batches resumed; 0 turns the periodic pass off
+    reconcile_interval: float = field(default_factory=lambda: float(os.environ.get("LUCID_NODE_RECONCILE_INTERVAL", "30")))
+    payout_confirm_timeout: float = 60.0  # how long a batch waits for receipts before leaving them to the pass above
 
     def effective_secret(self) -> str:
         """The configured secret, or a random one: with no configuration no token can be forged or guessed."""

@@ -7,11 +7,18 @@ transaction that moves the row to ``processing``; only then is it broadcast. Aft
 ``processing`` is reconciled by that id: found on chain -> its outcome is recorded; not found and not
 expired -> the *same* signed transaction is re-broadcast (the chain refuses duplicates); not found and
 expired -> it can never land, so a fresh transaction replaces it. Nothing is re-sent blindly.
+
+On a chain that executes transactions in later blocks (``final_at_broadcast`` false: TRON through tronpy) an
+accepted broadcast is not yet a payment: the payout stays ``processing`` until the transaction's receipt
+is read (completed, or failed if it failed in execution). The processor waits up to ``confirm_timeout``
+for receipts; whatever is still unconfirmed then is settled by a later reconciliation.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -53,15 +60,21 @@ def _validate(request: dict[str, Any] | PayoutRequest) -> PayoutRequest:
 
 class PayoutProcessor:
     def __init__(self, repository: Any, tron_client: Any, audit_logger: Any | None = None, *,
-                 chunk_size: int = 100) -> None:
+                 chunk_size: int = 100, confirm_timeout: float = 60.0, confirm_interval: float = 1.0) -> None:
         self.repository = repository
         self.tron_client = tron_client
         self.audit_logger = audit_logger or WitnessAuditLogger()
         self.chunk_size = chunk_size
+        self.confirm_timeout = confirm_timeout  # seconds to wait for receipts after a broadcast
+        self.confirm_interval = confirm_interval  # TRON makes a block every 3 s
 
     @property
     def two_phase(self) -> bool:
         return isinstance(self.tron_client, TwoPhaseTronClient)
+
+    @property
+    def final_at_broadcast(self) -> bool:
+        return bool(getattr(self.tron_client, "final_at_broadcast", True))
 
     # ------------------------------------------------------------------ public API
     async def process_payout(self, payout_request: dict[str, Any] | PayoutRequest, *,
@@ -218,31 +231,75 @@ class PayoutProcessor:
             _log.warning("broadcast of %d payouts raised %s; left in processing", len(sending), type(exc).__name__)
             return
         outcomes = []
+        accepted: list[tuple[Payout, str]] = []  # broadcast accepted, receipt still to come
         for p, resp in zip(sending, responses, strict=True):
-            o = self._outcome(p.payout_id, resp)
+            o = self._outcome(p.payout_id, resp, broadcast=True)
             if o is not None:
                 outcomes.append(o)
                 self._apply(p, o)
+            elif isinstance(resp, dict) and resp.get("success"):
+                accepted.append((p, prepared[p.payout_id].txid))
         await self.repository.finalize(outcomes)
         for p in sending:
             if p.status in FINAL_STATES:
                 await self._audit(f"payout.{p.status.value}", p)
+        if accepted:
+            await self._await_receipts(accepted)
+
+    async def _await_receipts(self, accepted: list[tuple[Payout, str]]) -> None:
+        """Settle accepted transfers from their receipts as blocks include them, for up to
+        ``confirm_timeout``; the rest stay ``processing`` for a later reconciliation."""
+        deadline = time.monotonic() + self.confirm_timeout
+        waiting = accepted
+        while waiting:
+            try:
+                receipts = await self._receipts([txid for _, txid in waiting])
+            except TronNodeError as exc:
+                _log.warning("receipts unreadable (%s): %d payouts left in processing", exc.message, len(waiting))
+                return
+            settled: list[Payout] = []
+            outcomes: list[Outcome] = []
+            still: list[tuple[Payout, str]] = []
+            for (p, txid), found in zip(waiting, receipts, strict=True):
+                o = self._outcome(p.payout_id, found)
+                if o is None:
+                    still.append((p, txid))
+                else:
+                    outcomes.append(o)
+                    self._apply(p, o)
+                    settled.append(p)
+            await self.repository.finalize(outcomes)
+            for p in settled:
+                await self._audit(f"payout.{p.status.value}", p)
+            waiting = still
+            if waiting:
+                if time.monotonic() + self.confirm_interval > deadline:
+                    _log.warning("%d payouts not yet in a block; left in processing", len(waiting))
+                    return
+                await asyncio.sleep(self.confirm_interval)  # the next block
+
+    async def _receipts(self, txids: list[str], parallel: int = 16) -> list[Any]:
+        """``get_transaction`` for each id, ``parallel`` at a time (each is a round trip to a TRON node)."""
+        found: list[Any] = []
+        for i in range(0, len(txids), parallel):
+            found += await asyncio.gather(*(self.tron_client.get_transaction(t) for t in txids[i:i + parallel]))
+        return found
 
     async def _reconcile_or_defer(self, p: Payout) -> bool:
         """Reconcile ``p``; if the chain cannot be asked now (TronNodeError: outcome unknown), leave it in
         ``processing`` for a later pass and go on with the others: one payout whose fate cannot be read
-        must not hold up the rest of a batch or of a recovery. False when deferred."""
+        must not hold up the rest of a batch or of a recovery. False when deferred (unreadable, or
+        accepted and not yet in a block)."""
         try:
-            await self._reconcile(p)
+            return await self._reconcile(p)
         except TronNodeError as exc:
             _log.warning("payout %s left in processing: %s", p.payout_id, exc.message)
             return False
-        return True
 
-    async def _reconcile(self, p: Payout) -> None:
+    async def _reconcile(self, p: Payout) -> bool:
         if not self.two_phase or p.transaction_hash is None or p.tx_payload is None:
             _log.warning("payout %s in processing without a prepared transaction: manual review", p.payout_id)
-            return
+            return True
         found = await self.tron_client.get_transaction(p.transaction_hash)
         if found is None:
             prepared = PreparedTransfer.from_payload(p.tx_payload)
@@ -253,13 +310,15 @@ class PayoutProcessor:
                                                                  fresh.to_payload()):
                     return  # someone else reconciled it first
                 prepared = fresh
-            found = await self.tron_client.broadcast(prepared)
-        outcome = self._outcome(p.payout_id, found)
+            outcome = self._outcome(p.payout_id, await self.tron_client.broadcast(prepared), broadcast=True)
+        else:
+            outcome = self._outcome(p.payout_id, found)
         if outcome is None:
-            return
+            return False
         await self.repository.finalize([outcome])
         self._apply(p, outcome)
         await self._audit(f"payout.{p.status.value}", p, trace_id=None, reconciled=True)
+        return True
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -268,12 +327,14 @@ class PayoutProcessor:
                       wallet_address=req.wallet_address, priority=req.priority, batch_id=batch_id,
                       scheduled_at=req.scheduled_at)
 
-    @staticmethod
-    def _outcome(payout_id: str, response: Any) -> Outcome | None:
-        """Map a chain response to a final state; None when the outcome is not final (e.g. expired)."""
+    def _outcome(self, payout_id: str, response: Any, *, broadcast: bool = False) -> Outcome | None:
+        """Map a chain response to a final state; None when the outcome is not final (expired, or an
+        accepted broadcast on a chain where only the receipt is final)."""
         if not isinstance(response, dict):
             return None
         if response.get("success"):
+            if broadcast and not self.final_at_broadcast:
+                return None
             return Outcome(payout_id, PayoutStatus.COMPLETED, response.get("transaction_hash"), None)
         error = str(response.get("error") or "transfer failed")
         if error == "TRANSACTION_EXPIRED":

@@ -46,6 +46,10 @@ class TwoPhaseTronClient(abc.ABC):
 
     #: how long after expiration a missing transaction is trusted to be gone for good
     expiry_grace_seconds: float = 60.0
+    #: whether an accepted broadcast is already the outcome. True for a ledger that applies a transfer
+    #: when it accepts it; False for a chain that executes it in a later block, where only the receipt
+    #: (``get_transaction``) says whether the transfer happened.
+    final_at_broadcast: bool = True
 
     @abc.abstractmethod
     async def prepare_usdt_transfer(self, to_address: str, amount: Decimal, reference: str) -> PreparedTransfer: ...

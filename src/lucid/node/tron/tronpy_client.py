@@ -97,6 +97,10 @@ class TronpyClient(TwoPhaseTronClient):
     it one is made for ``network`` (with ``api_key`` for TronGrid).
     """
 
+    #: TRON executes a transaction in a block after accepting it; a transfer can still fail there
+    #: (out of energy, a reverted contract call), so the receipt, not the broadcast, completes a payout
+    final_at_broadcast = False
+
     def __init__(self, *, private_key_hex: str, network: str = "nile", usdt_contract: str | None = None,
                  fee_limit_sun: int = 30_000_000, api_key: str | None = None,
                  provider: HTTPProvider | None = None) -> None:
