@@ -266,13 +266,30 @@ async def test_prepare_builds_a_signed_trc20_transfer_whose_txid_hashes_its_raw_
     assert value["owner_address"] == OWNER_HEX and value["contract_address"] == USDT_HEX
     assert value["data"] == (TRANSFER_SELECTOR + "00" * 12 + RECIPIENT_HEX[2:] + f"{12_345_678:064x}")
     assert raw["fee_limit"] == 30_000_000
-    assert bytes.fromhex(raw["data"]) == b"payout-ref-1"
+    assert bytes.fromhex(raw["data"]) == client.memo_for("payout-ref-1").encode()
     assert raw["ref_block_bytes"] == node.block_id[12:16] and raw["ref_block_hash"] == node.block_id[16:32]
 
     assert (prepared.to_address, prepared.amount, prepared.reference) == (RECIPIENT, Decimal("12.345678"),
                                                                            "payout-ref-1")
     assert prepared.expiration == datetime.fromtimestamp(raw["expiration"] / 1000, tz=UTC)
     assert prepared.expiration > datetime.now(UTC)
+
+
+async def test_the_memo_on_chain_is_a_keyed_hash_not_the_payout_reference(
+        client: TronpyClient, node: FakeFullNode) -> None:
+    import hmac
+
+    prepared = await client.prepare_usdt_transfer(RECIPIENT, Decimal("1"), "batch_payroll_2026_11/17")
+    memo = bytes.fromhex(prepared.payload["raw_data"]["data"]).decode()
+    key = hashlib.sha256(b"lucid-payout-memo/v1\n" + bytes.fromhex(OWNER_KEY)).digest()
+    assert memo == "lucid:" + hmac.new(key, b"batch_payroll_2026_11/17", hashlib.sha256).hexdigest()[:32]
+    assert "batch" not in memo and "payroll" not in memo
+    assert client.memo_for("batch_payroll_2026_11/17") == memo  # the operator can match it again
+    assert client.memo_for("batch_payroll_2026_11/18") != memo
+    other = TronpyClient(private_key_hex=OTHER_KEY, network="nile", usdt_contract=USDT,
+                         provider=HTTPProvider(FULLNODE))
+    assert other.memo_for("batch_payroll_2026_11/17") != memo  # another operator's memos do not match
+    assert OWNER_KEY not in repr(client.__dict__) and key.hex() not in repr(client.__dict__)
 
 
 async def test_prepare_refuses_a_node_txid_that_does_not_hash_the_raw_data(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,7 @@ __all__ = ["TronpyClient", "TronConfigurationError", "TronNodeError", "TronNodeU
 
 USDT_CONTRACT_MAINNET = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
 USDT_DECIMALS = 6
+MEMO_KEY_DOMAIN = b"lucid-payout-memo/v1\n"
 
 #: broadcast answers that mean "not accepted now, may be accepted later": the outcome is not final
 _TRANSIENT_CODES = frozenset({"SERVER_BUSY", "NO_CONNECTION", "NOT_ENOUGH_EFFECTIVE_CONNECTION",
@@ -118,6 +120,8 @@ class TronpyClient(TwoPhaseTronClient):
             raise TronConfigurationError("the TRON private key must be 64 hex characters of a valid key") from None
         del private_key_hex  # keep it out of traceback locals from here on
         self._owner: str = self._key.key.public_key.to_base58check_address()
+        # the memo key: derived from the signing key, so only the operator can link a memo to a payout
+        self._memo_key = _SecretKey(hashlib.sha256(MEMO_KEY_DOMAIN + self._key.key.to_bytes()).digest())
 
         if provider is not None:
             if api_key is not None:
@@ -171,6 +175,13 @@ class TronpyClient(TwoPhaseTronClient):
             self._contract = contract
         return self._contract
 
+    def memo_for(self, reference: str) -> str:
+        """The transfer's on-chain memo for a payout reference. A memo is public forever; the reference
+        (batch id and index, or a caller's idempotency key) is internal, so the memo is a keyed hash of
+        it: the operator recomputes it to match a transaction to its payout, and nobody else learns the
+        reference or can link two payouts of one batch."""
+        return "lucid:" + hmac.new(self._memo_key.key, reference.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
     # ------------------------------------------------------------------ prepare
     def _prepare_sync(self, to_address: str, amount: Decimal, reference: str) -> PreparedTransfer:
         micros = to_micros(amount)
@@ -178,7 +189,7 @@ class TronpyClient(TwoPhaseTronClient):
             raise ValidationError("USDT amount must be positive with at most 6 decimals",
                                   details={"amount": str(amount)})
         builder = (self._usdt().functions.transfer(to_address, micros).with_owner(self._owner)
-                   .fee_limit(self._fee_limit).memo(reference))
+                   .fee_limit(self._fee_limit).memo(self.memo_for(reference)))
         txn = self._call(builder.build)
         expected = local_txid(txn.to_json()["raw_data"])
         if txn.txid != expected:
