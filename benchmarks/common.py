@@ -31,12 +31,13 @@ def row(name: str, value: float, unit: str, baseline_name: str = "", baseline_va
 
 @contextlib.contextmanager
 def engines(*names: str) -> Iterator[dict[str, Any]]:
-    """Start the named real engines (etcd, nats, postgres) for one benchmark module, stop them after."""
+    """Start the named real engines (etcd, nats, postgres, rabbitmq) for one benchmark module, stop them after."""
     from backends.servers.etcd import EtcdServer
     from backends.servers.nats import NatsServer
     from backends.servers.postgres import PostgresServer
+    from backends.servers.rabbitmq import RabbitMQServer
 
-    factories = {"etcd": EtcdServer, "nats": NatsServer, "postgres": PostgresServer}
+    factories = {"etcd": EtcdServer, "nats": NatsServer, "postgres": PostgresServer, "rabbitmq": RabbitMQServer}
     started: dict[str, Any] = {}
     try:
         for name in names:

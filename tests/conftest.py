@@ -19,4 +19,5 @@ pytest_plugins = [
     "tests.fixtures.chassis_fixtures",
     "tests.fixtures.node_fixtures",
     "tests.fixtures.mesh_fixtures",
+    "tests.fixtures.mq_fixtures",
 ]

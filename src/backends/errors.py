@@ -73,3 +73,21 @@ class RemoteError(BackendError):
     def __init__(self, remote_code: str, message: str) -> None:
         super().__init__(message)
         self.remote_code = remote_code
+
+
+class QueueUnavailable(BackendUnavailable):
+    """The message broker cannot be reached, or this client is not connected to it."""
+
+    error_code = "MQ_UNAVAILABLE"
+
+
+class DeliveryFailed(BackendError):
+    """The broker refused a message (negative confirm, or it could not be routed): it was not queued."""
+
+    error_code = "MQ_DELIVERY_FAILED"
+
+
+class ConfirmTimeout(OutcomeUnknown):
+    """A message was sent but the broker's confirm did not arrive in time: it may or may not be queued."""
+
+    error_code = "MQ_CONFIRM_TIMEOUT"

@@ -1,7 +1,8 @@
 """`make demo`, Lucid part: the service mesh and node management on the embedded default, then a summary.
 
 The mesh registers the Lucid services with certificates, makes an allowed and a denied cross-plane call
-over mTLS + JWT and shows a breaker opening and recovering; node management registers and starts nodes,
+over mTLS + JWT, shows a breaker opening and recovering and services messaging each other by priority;
+node management registers and starts nodes,
 takes their signed PoOT and pays a batch on the local TRON ledger. Exits 1 if any check fails.
 """
 
@@ -16,6 +17,23 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
+
+
+async def _messages() -> tuple[list[str], list[dict]]:
+    """api-gateway and session-management message blockchain-core; it reads them by priority."""
+    from lucid.service_mesh.communication import AsyncMessageQueueClient
+
+    async with AsyncMessageQueueClient("memory://lucid-demo") as mq:
+        sent = [
+            await mq.send_message("api-gateway", "blockchain-core", {"step": "report"}, priority="low"),
+            await mq.send_message("api-gateway", "blockchain-core", {"step": "open-session"}, priority="normal"),
+            await mq.send_message("session-management", "blockchain-core", {"step": "alert"}, priority="critical"),
+        ]
+        received = []
+        while (m := await mq.receive_message("blockchain-core", timeout=0.2)) is not None:
+            console.print(f"  blockchain-core <- {m['source']}: {m['payload']} ({m['priority']})")
+            received.append(m)
+    return sent, received
 
 
 def main() -> None:
@@ -38,6 +56,12 @@ def main() -> None:
         states = mesh["breaker_states"]
         checks.append(("breaker opened while the service was down", "open" in states))
         checks.append(("breaker closed again after recovery", states[-1] == "closed"))
+
+        console.rule("[bold]Lucid inter-service messages — embedded queue")
+        sent, received = asyncio.run(_messages())
+        checks.append(("messages delivered critical first, each once",
+                       [m["payload"]["step"] for m in received] == ["alert", "open-session", "report"]
+                       and sorted(m["message_id"] for m in received) == sorted(sent)))
 
         console.rule("[bold]Lucid node management — SQLite and the local TRON ledger")
         workdir = Path(tmp) / "nodes"

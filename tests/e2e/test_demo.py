@@ -25,4 +25,4 @@ def test_lucid_demo_runs_end_to_end(tmp_path) -> None:  # type: ignore[no-untype
     env = {**os.environ, "INFRAFABRIC_STATE_DIR": str(tmp_path), "COLUMNS": "160"}
     proc = subprocess.run([sys.executable, "-m", "lucid.demo"], env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "all 8 checks passed" in proc.stdout
+    assert "all 9 checks passed" in proc.stdout

@@ -127,3 +127,31 @@ class UpstreamCallError(LucidMeshError):
 
 
 __all__.append("UpstreamCallError")
+
+
+class MessageDeliveryError(LucidMeshError):
+    """The broker refused a message: it was not queued."""
+
+    default_code = "LUCID_ERR_1301"
+    http_status = 502
+
+
+class SubscriptionError(LucidMeshError):
+    """Consuming a destination's queue failed."""
+
+    default_code = "LUCID_ERR_1302"
+    http_status = 503
+
+
+class MessageQueueUnavailableError(LucidMeshError):
+    """The broker cannot be reached, or the client is not connected: nothing was sent."""
+
+    default_code = "LUCID_ERR_1303"
+    http_status = 503
+
+
+class MessageTimeoutError(LucidMeshError):
+    """The broker's confirm did not arrive in time: the message may or may not be queued."""
+
+    default_code = "LUCID_ERR_1305"
+    http_status = 504

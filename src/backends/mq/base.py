@@ -1,0 +1,66 @@
+"""The inter-service message queue interface: durable per-destination queues with priorities and TTLs.
+
+A message is addressed to a destination service and waits in that service's queue until a consumer
+takes it. ``publish`` returns only once the broker has the message (RabbitMQ: a publisher confirm for a
+persistent message on a durable queue), so a message is never reported sent before that. A consumer
+gets a :class:`Delivery` and acknowledges it; a delivery neither acknowledged nor rejected goes back to
+its queue when the consumer closes (at-least-once). Higher priorities are delivered first, first in
+first out within a priority; a message whose TTL has passed is never delivered.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+PRIORITIES = {"low": 1, "normal": 5, "high": 8, "critical": 10}
+MAX_PRIORITY = 10
+MIN_TTL_SECONDS, MAX_TTL_SECONDS, DEFAULT_TTL_SECONDS = 1, 86_400, 3_600
+
+
+@dataclass(frozen=True)
+class QueueMessage:
+    message_id: str
+    source: str
+    destination: str
+    body: bytes  # JSON, encoded by the client
+    priority: int
+    ttl: int  # seconds
+    timestamp: float  # seconds since the epoch, when it was sent
+    correlation_id: str | None = None
+
+
+class Delivery(abc.ABC):
+    """One message handed to a consumer; settle it with ``ack`` or ``reject`` (once)."""
+
+    message: QueueMessage
+    redelivered: bool
+
+    @abc.abstractmethod
+    async def ack(self) -> None: ...
+
+    @abc.abstractmethod
+    async def reject(self, requeue: bool = True) -> None: ...
+
+
+class MessageBroker(abc.ABC):
+    url: str
+    backend: str
+
+    @abc.abstractmethod
+    async def connect(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Disconnect; deliveries not yet settled go back to their queues."""
+
+    @abc.abstractmethod
+    async def publish(self, message: QueueMessage, *, timeout: float = 5.0) -> None:
+        """Queue ``message`` durably for its destination; returns once the broker confirmed it.
+
+        Raises QueueUnavailable (not connected, broker down), DeliveryFailed (refused) or ConfirmTimeout
+        (sent, but no confirm in time: the outcome is unknown)."""
+
+    @abc.abstractmethod
+    async def get(self, destination: str, *, timeout: float = 5.0) -> Delivery | None:
+        """The next message for ``destination`` (highest priority first), or None after ``timeout``."""

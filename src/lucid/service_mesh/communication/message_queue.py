@@ -1,0 +1,270 @@
+"""MessageQueueClient: messages between Lucid services, as seed 000 uses it, on the embedded broker or RabbitMQ.
+
+``send_message(source, destination, payload, priority, ttl)`` validates everything at the boundary
+(service names, priority low / normal / high / critical = 1 / 5 / 8 / 10, TTL 1–86,400 s, a JSON object
+payload of at most 1 MiB) and returns the message id only once the broker has confirmed the message;
+a broker that is down or refuses is an error (1303 / 1301), a confirm that does not come in time is
+1305 (the message may be queued), so nothing is ever reported sent that was not. ``receive`` hands out
+one message at a time with ``ack`` / ``reject``; an unsettled message returns to its queue when the
+client closes.
+
+The broker is chosen by URL: ``memory://[NAME]`` (embedded, the default) or ``amqp(s)://…``; the seed's
+``rabbitmq_host`` / ``rabbitmq_port`` / ``rabbitmq_user`` / ``rabbitmq_password`` / ``enable_ssl`` build
+an AMQP URL. ``LUCID_MQ_URL`` sets the default. The password is never logged or shown in a repr.
+``MessageQueueClient`` is the sync face (a private event loop thread, so it works inside async code too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from backends.errors import ConfirmTimeout, DeliveryFailed, QueueUnavailable
+from backends.loop_thread import LoopThread
+from backends.mq import (
+    DEFAULT_TTL_SECONDS,
+    MAX_TTL_SECONDS,
+    MIN_TTL_SECONDS,
+    PRIORITIES,
+    Delivery,
+    MessageBroker,
+    QueueMessage,
+    open_broker,
+)
+
+from ..errors import (
+    InvalidServiceConfigError,
+    LucidMeshError,
+    MessageDeliveryError,
+    MessageQueueUnavailableError,
+    MessageTimeoutError,
+    SubscriptionError,
+)
+
+MAX_PAYLOAD_BYTES = 1 << 20
+_SERVICE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")  # no dots: they separate routing-key words
+_PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def _service(field: str, value: object) -> str:
+    if not isinstance(value, str) or not _SERVICE.match(value):
+        raise InvalidServiceConfigError(f"{field} must be a service name (lowercase letters, digits, '-'; 1-63)",
+                                        details={"field": field})
+    return value
+
+
+def _priority(value: object) -> int:
+    if isinstance(value, str) and value.lower() in PRIORITIES:
+        return PRIORITIES[value.lower()]
+    if type(value) is int and value in _PRIORITY_NAMES:
+        return value
+    raise InvalidServiceConfigError("priority must be low, normal, high or critical", details={"field": "priority"})
+
+
+def _ttl(value: object) -> int:
+    if type(value) is not int or not MIN_TTL_SECONDS <= value <= MAX_TTL_SECONDS:
+        raise InvalidServiceConfigError(f"ttl must be whole seconds from {MIN_TTL_SECONDS} to {MAX_TTL_SECONDS}",
+                                        details={"field": "ttl"})
+    return value
+
+
+def _body(payload: object) -> bytes:
+    if not isinstance(payload, dict):
+        raise InvalidServiceConfigError("payload must be a JSON object", details={"field": "payload"})
+    try:
+        body = _encode(payload).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise InvalidServiceConfigError(f"payload is not JSON: {exc}", details={"field": "payload"}) from None
+    if len(body) > MAX_PAYLOAD_BYTES:
+        raise InvalidServiceConfigError(f"payload is {len(body)} bytes; at most {MAX_PAYLOAD_BYTES}",
+                                        details={"field": "payload"})
+    return body
+
+
+_MESSAGE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
+
+
+def _message_id(value: object) -> str:
+    if value is None:
+        return str(uuid.uuid4())
+    if not isinstance(value, str) or not _MESSAGE_ID.match(value):
+        raise InvalidServiceConfigError("message_id must be 1-128 of letters, digits, '.', '_', ':', '-'",
+                                        details={"field": "message_id"})
+    return value
+
+
+def amqp_url(host: str, port: int = 5672, user: str = "guest", password: str | None = None, vhost: str = "/",
+             ssl: bool = False) -> str:
+    scheme = "amqps" if ssl else "amqp"
+    creds = quote(user, safe="") + (":" + quote(password, safe="") if password is not None else "")
+    return f"{scheme}://{creds}@{host}:{int(port)}/{quote(vhost, safe='')}"
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """A message taken from a destination's queue; settle it with ``ack`` or ``reject``."""
+
+    message_id: str
+    source: str
+    destination: str
+    payload: dict[str, Any]
+    priority: str
+    ttl: int
+    timestamp: float
+    correlation_id: str | None
+    redelivered: bool
+    _delivery: Delivery
+
+    async def ack(self) -> None:
+        await _translated(self._delivery.ack())
+
+    async def reject(self, requeue: bool = True) -> None:
+        await _translated(self._delivery.reject(requeue))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"message_id": self.message_id, "source": self.source, "destination": self.destination,
+                "payload": self.payload, "priority": self.priority, "ttl": self.ttl, "timestamp": self.timestamp,
+                "correlation_id": self.correlation_id, "redelivered": self.redelivered}
+
+
+async def _translated(coro: Any) -> Any:
+    try:
+        return await coro
+    except QueueUnavailable as exc:
+        raise MessageQueueUnavailableError(exc.message) from exc
+    except DeliveryFailed as exc:
+        raise MessageDeliveryError(exc.message) from exc
+    except ConfirmTimeout as exc:
+        raise MessageTimeoutError(exc.message) from exc
+
+
+class AsyncMessageQueueClient:
+    def __init__(self, url: str | None = None, *, rabbitmq_host: str | None = None, rabbitmq_port: int = 5672,
+                 rabbitmq_user: str = "guest", rabbitmq_password: str | None = None, rabbitmq_vhost: str = "/",
+                 enable_ssl: bool = False, confirm_timeout: float = 5.0) -> None:
+        if url is None:
+            url = amqp_url(rabbitmq_host, rabbitmq_port, rabbitmq_user, rabbitmq_password, rabbitmq_vhost,
+                           enable_ssl) if rabbitmq_host else os.environ.get("LUCID_MQ_URL", "memory://")
+        try:
+            self._broker: MessageBroker = open_broker(url)
+        except ValueError as exc:
+            raise InvalidServiceConfigError(str(exc), details={"field": "url"}) from None
+        self.backend = self._broker.backend
+        self.confirm_timeout = confirm_timeout
+
+    def __repr__(self) -> str:
+        return f"AsyncMessageQueueClient(backend={self.backend!r})"
+
+    async def connect(self) -> None:
+        await _translated(self._broker.connect())
+
+    async def close(self) -> None:
+        await self._broker.close()
+
+    async def __aenter__(self) -> "AsyncMessageQueueClient":
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def send_message(self, source: str, destination: str, payload: dict[str, Any], priority: str | int = "normal",
+                           ttl: int = DEFAULT_TTL_SECONDS, correlation_id: str | None = None,
+                           message_id: str | None = None) -> str:
+        """Queue ``payload`` for ``destination``; the message id, once the broker confirmed it.
+
+        After a 1305 (outcome unknown) send again with the same ``message_id``: consumers can then
+        recognise a second copy."""
+        message = QueueMessage(
+            message_id=_message_id(message_id), source=_service("source", source),
+            destination=_service("destination", destination), body=_body(payload), priority=_priority(priority),
+            ttl=_ttl(ttl), timestamp=time.time(),
+            correlation_id=None if correlation_id is None else str(correlation_id)[:255],
+        )
+        await _translated(self._broker.publish(message, timeout=self.confirm_timeout))
+        return message.message_id
+
+    async def receive(self, destination: str, timeout: float = 5.0) -> ReceivedMessage | None:
+        """The next message for ``destination`` (highest priority first), or None after ``timeout`` seconds."""
+        _service("destination", destination)
+        try:
+            delivery = await _translated(self._broker.get(destination, timeout=timeout))
+        except MessageQueueUnavailableError as exc:
+            raise SubscriptionError(f"cannot consume {destination}: {exc.message}") from exc
+        if delivery is None:
+            return None
+        m = delivery.message
+        try:
+            payload = json.loads(m.body)
+        except ValueError:  # not sent by this client: hand it back to the queue's dead end, not to the caller
+            await delivery.reject(requeue=False)
+            raise MessageDeliveryError(f"message {m.message_id} on {destination} is not JSON; rejected") from None
+        return ReceivedMessage(m.message_id, m.source, m.destination, payload,
+                               _PRIORITY_NAMES.get(m.priority, str(m.priority)), m.ttl, m.timestamp,
+                               m.correlation_id, delivery.redelivered, delivery)
+
+    async def receive_message(self, destination: str, timeout: float = 5.0) -> dict[str, Any] | None:
+        """Receive and acknowledge one message (at most once for the caller); None after ``timeout``."""
+        received = await self.receive(destination, timeout)
+        if received is None:
+            return None
+        await received.ack()
+        return received.to_dict()
+
+
+class MessageQueueClient:
+    """The sync client of seed 000: ``connect``, ``send_message``, ``receive_message``, ``close``."""
+
+    def __init__(self, url: str | None = None, **options: Any) -> None:
+        self._client = AsyncMessageQueueClient(url, **options)
+        self.backend = self._client.backend
+        self._loop: LoopThread | None = None
+
+    def __repr__(self) -> str:
+        return f"MessageQueueClient(backend={self.backend!r})"
+
+    def _run(self, coro: Any, timeout: float | None = 60.0) -> Any:
+        if self._loop is None:
+            coro.close()
+            raise MessageQueueUnavailableError("message queue client is not connected")
+        return self._loop.run(coro, timeout)
+
+    def connect(self) -> None:
+        if self._loop is None:
+            self._loop = LoopThread("lucid-mq")
+        try:
+            self._run(self._client.connect())
+        except LucidMeshError:
+            self.close()
+            raise
+
+    def send_message(self, source: str, destination: str, payload: dict[str, Any], priority: str | int = "normal",
+                     ttl: int = DEFAULT_TTL_SECONDS, correlation_id: str | None = None,
+                     message_id: str | None = None) -> str:
+        return self._run(self._client.send_message(source, destination, payload, priority, ttl, correlation_id,
+                                                   message_id))
+
+    def receive_message(self, destination: str, timeout: float = 5.0) -> dict[str, Any] | None:
+        return self._run(self._client.receive_message(destination, timeout), timeout + 30.0)
+
+    def close(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            try:
+                loop.run(self._client.close())
+            finally:
+                loop.stop()
+
+    def __enter__(self) -> "MessageQueueClient":
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

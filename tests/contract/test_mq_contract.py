@@ -1,0 +1,139 @@
+"""One contract for the inter-service message queue: the embedded broker and a real RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from lucid.service_mesh.communication import AsyncMessageQueueClient
+from lucid.service_mesh.errors import InvalidServiceConfigError, MessageQueueUnavailableError
+
+
+async def test_a_message_arrives_whole(mq_clients, service: str) -> None:
+    sender, receiver = await mq_clients(), await mq_clients()
+    before = time.time()
+    mid = await sender.send_message("api-gateway", service, {"action": "create_session", "n": [1, 2.5, None],
+                                                             "text": "naïve ✓"},
+                                    priority="high", ttl=120, correlation_id="corr-1")
+    got = await receiver.receive(service, timeout=10)
+    assert got is not None
+    assert (got.message_id, got.source, got.destination) == (mid, "api-gateway", service)
+    assert got.payload == {"action": "create_session", "n": [1, 2.5, None], "text": "naïve ✓"}
+    assert (got.priority, got.ttl, got.correlation_id, got.redelivered) == ("high", 120, "corr-1", False)
+    assert before - 1 <= got.timestamp <= time.time() + 1
+    await got.ack()
+    assert await receiver.receive(service, timeout=0.3) is None
+
+
+async def test_higher_priority_first_and_fifo_within_a_priority(mq_clients, service: str) -> None:
+    sender = await mq_clients()
+    order = [("low", 1), ("normal", 1), ("critical", 1), ("normal", 2), ("high", 1), ("low", 2), ("critical", 2)]
+    for priority, n in order:
+        await sender.send_message("node-management", service, {"p": priority, "n": n}, priority=priority)
+    receiver = await mq_clients()
+    got = []
+    for _ in order:
+        m = await receiver.receive(service, timeout=10)
+        assert m is not None
+        got.append((m.payload["p"], m.payload["n"]))
+        await m.ack()
+    assert got == [("critical", 1), ("critical", 2), ("high", 1), ("normal", 1), ("normal", 2), ("low", 1), ("low", 2)]
+
+
+async def test_an_expired_message_is_never_delivered(mq_clients, service: str) -> None:
+    sender = await mq_clients()
+    await sender.send_message("api-gateway", service, {"short": True}, ttl=1)
+    await sender.send_message("api-gateway", service, {"short": False}, ttl=3600)
+    await asyncio.sleep(1.5)  # the first message's TTL passes while it waits in the queue
+    receiver = await mq_clients()
+    got = await receiver.receive(service, timeout=10)
+    assert got is not None and got.payload == {"short": False}
+    await got.ack()
+    assert await receiver.receive(service, timeout=0.3) is None
+
+
+async def test_an_unsettled_message_returns_when_its_consumer_closes(mq_clients, service: str) -> None:
+    sender, first = await mq_clients(), await mq_clients()
+    mid = await sender.send_message("api-gateway", service, {"job": 1})
+    taken = await first.receive(service, timeout=10)
+    assert taken is not None and taken.message_id == mid
+    await first.close()  # crashed before acknowledging
+    second = await mq_clients()
+    again = await second.receive(service, timeout=10)
+    assert again is not None and again.message_id == mid and again.redelivered
+    await again.ack()
+    assert await second.receive(service, timeout=0.3) is None
+
+
+async def test_reject_requeues_or_drops(mq_clients, service: str) -> None:
+    sender, receiver = await mq_clients(), await mq_clients()
+    await sender.send_message("api-gateway", service, {"k": "requeued"})
+    m = await receiver.receive(service, timeout=10)
+    await m.reject(requeue=True)
+    again = await receiver.receive(service, timeout=10)
+    assert again is not None and again.payload == {"k": "requeued"} and again.redelivered
+    await again.reject(requeue=False)
+    assert await receiver.receive(service, timeout=0.3) is None
+
+
+async def test_destinations_are_separate_queues(mq_clients, service: str) -> None:
+    sender, receiver = await mq_clients(), await mq_clients()
+    other = service + "-b"
+    await sender.send_message("api-gateway", other, {"to": "b"})
+    await sender.send_message("api-gateway", service, {"to": "a"})
+    a = await receiver.receive(service, timeout=10)
+    b = await receiver.receive(other, timeout=10)
+    assert (a.payload, b.payload) == ({"to": "a"}, {"to": "b"})
+    await a.ack()
+    await b.ack()
+
+
+async def test_concurrent_senders_lose_and_duplicate_nothing(mq_clients, service: str) -> None:
+    senders = [await mq_clients() for _ in range(3)]
+    ids = await asyncio.gather(*(s.send_message("api-gateway", service, {"i": i, "s": k})
+                                 for k, s in enumerate(senders) for i in range(100)))
+    assert len(set(ids)) == 300
+    receiver = await mq_clients()
+    seen = []
+    while (m := await receiver.receive(service, timeout=1.0)) is not None:
+        seen.append(m.message_id)
+        await m.ack()
+    assert sorted(seen) == sorted(ids)
+
+
+@pytest.mark.parametrize("args, field", [
+    (("api-gateway", "Blockchain_Core", {}), "destination"),
+    (("api gateway", "blockchain-core", {}), "source"),
+    (("api-gateway", "a.b", {}), "destination"),
+    (("api-gateway", "blockchain-core", ["not", "an", "object"]), "payload"),
+    (("api-gateway", "blockchain-core", {"x": float("nan")}), "payload"),
+    (("api-gateway", "blockchain-core", {"x": object()}), "payload"),
+    (("api-gateway", "blockchain-core", {"x": "y" * (1 << 20)}), "payload"),
+])
+async def test_invalid_messages_are_refused_before_anything_is_sent(mq_clients, args, field: str) -> None:
+    client = await mq_clients()
+    with pytest.raises(InvalidServiceConfigError) as err:
+        await client.send_message(*args)
+    assert err.value.error_code == "LUCID_ERR_1004" and err.value.details["field"] == field
+
+
+@pytest.mark.parametrize("kw", [{"priority": "urgent"}, {"priority": 3}, {"priority": True}, {"ttl": 0},
+                                {"ttl": 86_401}, {"ttl": 1.5}, {"ttl": "60"}])
+async def test_priority_and_ttl_are_checked(mq_clients, service: str, kw: dict) -> None:
+    client = await mq_clients()
+    with pytest.raises(InvalidServiceConfigError):
+        await client.send_message("api-gateway", service, {"ok": True}, **kw)
+    assert await client.receive(service, timeout=0.2) is None  # nothing was queued
+
+
+async def test_a_closed_client_reports_the_queue_unavailable_not_sent(mq_url: str, service: str) -> None:
+    client = AsyncMessageQueueClient(mq_url)
+    with pytest.raises(MessageQueueUnavailableError) as err:
+        await client.send_message("api-gateway", service, {"x": 1})
+    assert err.value.error_code == "LUCID_ERR_1303"
+    await client.connect()
+    await client.close()
+    with pytest.raises(MessageQueueUnavailableError):
+        await client.send_message("api-gateway", service, {"x": 1})
