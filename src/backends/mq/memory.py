@@ -15,7 +15,7 @@ import heapq
 import itertools
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from backends.errors import QueueUnavailable
 from backends.mq.base import Delivery, MessageBroker, QueueMessage
@@ -134,7 +134,7 @@ class MemoryBroker(MessageBroker):
 
     async def publish(self, message: QueueMessage, *, timeout: float = 5.0) -> None:
         self._check()
-        self._core.put(replace(message), time.monotonic() + message.ttl)
+        self._core.put(message, time.monotonic() + message.ttl)
 
     async def get(self, destination: str, *, timeout: float = 5.0) -> Delivery | None:
         self._check()
