@@ -23,6 +23,8 @@ async def test_a_message_arrives_whole(mq_clients, service: str) -> None:
     assert got.payload == {"action": "create_session", "n": [1, 2.5, None], "text": "naïve ✓"}
     assert (got.priority, got.ttl, got.correlation_id, got.redelivered) == ("high", 120, "corr-1", False)
     assert before - 1 <= got.timestamp <= time.time() + 1
+    # who published it, as the broker checked it: the login on RabbitMQ, nothing on the embedded broker
+    assert got.sender_account == ("guest" if sender.backend == "rabbitmq" else None)
     await got.ack()
     assert await receiver.receive(service, timeout=0.3) is None
 

@@ -67,3 +67,26 @@ class TestInterServiceCommunication:
                 return mid if got["message_id"] == mid else ""
 
         assert asyncio.run(inside())
+
+
+async def test_the_broker_refuses_a_forged_sender_account(rabbitmq_server) -> None:  # type: ignore[no-untyped-def]
+    """``sender_account`` can be trusted because RabbitMQ refuses a user-id other than the publisher's login:
+    a client logged in as guest cannot make a message look as if the api-gateway account had sent it."""
+    import aio_pika
+
+    from lucid.service_mesh.communication import AsyncMessageQueueClient
+
+    connection = await aio_pika.connect(rabbitmq_server.amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        with pytest.raises(Exception) as err:  # the broker closes the channel: PRECONDITION_FAILED
+            await channel.default_exchange.publish(aio_pika.Message(b"{}", user_id="api-gateway"), routing_key="x")
+            await channel.declare_queue("probe-after-forgery", auto_delete=True)  # fails if the close raced
+        assert "user_id" in str(err.value) or "PRECONDITION" in str(err.value).upper() or "406" in str(err.value)
+    finally:
+        await connection.close()
+    async with AsyncMessageQueueClient(rabbitmq_server.amqp_url) as client:
+        await client.send_message("api-gateway", "audit-sink", {"ok": True})
+        got = await client.receive("audit-sink", timeout=10)
+        assert got is not None and got.sender_account == "guest" and got.source == "api-gateway"
+        await got.ack()

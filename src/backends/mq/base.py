@@ -28,6 +28,9 @@ class QueueMessage:
     ttl: int  # seconds
     timestamp: float  # seconds since the epoch, when it was sent
     correlation_id: str | None = None
+    #: the broker account that published it, as the broker checked it (RabbitMQ's validated user-id);
+    #: None on the embedded broker, which has no accounts. ``source`` is what the sender says it is.
+    sender_account: str | None = None
 
 
 class Delivery(abc.ABC):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
@@ -67,7 +68,7 @@ def _decode(incoming: AbstractIncomingMessage) -> QueueMessage:
         message_id=str(incoming.message_id), source=str(headers.get("source", "")),
         destination=str(headers.get("destination", "")), body=bytes(incoming.body),
         priority=int(incoming.priority or 0), ttl=int(headers.get("ttl", 0)), timestamp=stamp,
-        correlation_id=incoming.correlation_id,
+        correlation_id=incoming.correlation_id, sender_account=incoming.user_id,
     )
 
 
@@ -76,6 +77,7 @@ class RabbitMQBroker(MessageBroker):
 
     def __init__(self, url: str, *, prefetch: int = 64, connect_timeout: float = 10.0) -> None:
         self.url = url
+        self._login = unquote(urlsplit(url).username or "guest")
         self._prefetch = prefetch
         self._connect_timeout = connect_timeout
         self._connection: aio_pika.abc.AbstractConnection | None = None
@@ -162,6 +164,8 @@ class RabbitMQBroker(MessageBroker):
             expiration=message.ttl, message_id=message.message_id,
             timestamp=dt.datetime.fromtimestamp(message.timestamp, dt.timezone.utc),
             correlation_id=message.correlation_id, app_id=message.source,
+            # RabbitMQ refuses a user-id other than the connection's login: consumers read who sent it
+            user_id=self._login,
             headers={"source": message.source, "destination": message.destination, "ttl": message.ttl,
                      # microseconds as an integer: the AMQP timestamp has whole seconds, and pamqp
                      # sends a Python float header as a 32-bit float (1.8e9 s then loses ~a minute)

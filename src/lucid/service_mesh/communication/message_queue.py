@@ -121,6 +121,9 @@ class ReceivedMessage:
     correlation_id: str | None
     redelivered: bool
     _delivery: Delivery
+    #: the broker account that published it, as checked by the broker (RabbitMQ); with one account per
+    #: service this, not ``source``, is who sent it. None on the embedded broker.
+    sender_account: str | None = None
 
     async def ack(self) -> None:
         await _translated(self._delivery.ack())
@@ -131,7 +134,8 @@ class ReceivedMessage:
     def to_dict(self) -> dict[str, Any]:
         return {"message_id": self.message_id, "source": self.source, "destination": self.destination,
                 "payload": self.payload, "priority": self.priority, "ttl": self.ttl, "timestamp": self.timestamp,
-                "correlation_id": self.correlation_id, "redelivered": self.redelivered}
+                "correlation_id": self.correlation_id, "redelivered": self.redelivered,
+                "sender_account": self.sender_account}
 
 
 async def _translated(coro: Any) -> Any:
@@ -208,7 +212,7 @@ class AsyncMessageQueueClient:
             raise MessageDeliveryError(f"message {m.message_id} on {destination} is not JSON; rejected") from None
         return ReceivedMessage(m.message_id, m.source, m.destination, payload,
                                _PRIORITY_NAMES.get(m.priority, str(m.priority)), m.ttl, m.timestamp,
-                               m.correlation_id, delivery.redelivered, delivery)
+                               m.correlation_id, delivery.redelivered, delivery, m.sender_account)
 
     async def receive_message(self, destination: str, timeout: float = 5.0) -> dict[str, Any] | None:
         """Receive and acknowledge one message (at most once for the caller); None after ``timeout``."""
