@@ -22,7 +22,8 @@ from lucid.node.models.pool_models import NodePool
 from lucid.node.models.poot_models import PoOTValidationResult
 from lucid.node.poot import PoOTValidator
 from lucid.node.db.poot_repo import NONCE_WINDOW
-from lucid.node.db.tables import poot_nonces, poot_validations
+from lucid.node.db.node_repo import node_to_row
+from lucid.node.db.tables import nodes, poot_nonces, poot_validations
 from tests.fixtures.node_fixtures import sample_node_data
 
 
@@ -269,6 +270,43 @@ async def test_concurrent_node_creations_group_failure(node_db: NodeDatabase, mo
     assert await repo.count() == 5
     await repo.create(Node(name="lost-0"))  # the name was never taken
     assert await repo.count() == 6
+
+
+async def test_node_group_decides_each_creator_and_reads_back_field_for_field(node_db: NodeDatabase) -> None:
+    """One group mixing new nodes, a name taken before, a name twice in the group, an id taken before, a
+    missing pool and a full one. On SQLite the group is written as SQL text (node_sqlite): every node
+    must read back exactly as created, and its row equal SQLAlchemy's own binding of the same node."""
+    repo = SqlNodeRepository(node_db)
+    await _pool(node_db, "pool_roomy", max_nodes=10)
+    await _pool(node_db, "pool_tiny", max_nodes=1)
+    await repo.create(Node(node_id="node_taken_01", name="taken-name"))
+    await repo.create(Node(name="tiny-member", pool_id="pool_tiny"))
+    data = sample_node_data()
+    full = Node(**{**data, "node_id": "node_full_001", "name": "full-node", "pool_id": "pool_roomy",
+                   "status": "inactive", "public_key": None, "last_heartbeat": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+                   "created_at": datetime.now(UTC), "updated_at": datetime.now(UTC)})
+    plain = Node(name="plain-node-é")
+    group = [full, plain, Node(name="taken-name"), Node(name="twice-name", pool_id="pool_roomy"),
+             Node(name="twice-name", pool_id="pool_roomy"), Node(node_id="node_taken_01", name="other-name"),
+             Node(name="lost-pool", pool_id="pool_nowhere"), Node(name="no-seat", pool_id="pool_tiny")]
+    results = await asyncio.gather(*(repo.create(n) for n in group), return_exceptions=True)
+    kinds = [type(r).__name__ if isinstance(r, Exception) else "ok" for r in results]
+    assert kinds == ["ok", "ok", "NodeAlreadyExistsError", "ok", "NodeAlreadyExistsError", "NodeAlreadyExistsError",
+                     "PoolNotFoundError", "ResourceLimitError"]
+    for created in (full, plain, group[3]):
+        assert (await repo.get_by_id(created.node_id)).model_dump() == created.model_dump()
+    assert (await SqlPoolRepository(node_db).get_by_id("pool_roomy")).node_count == 2
+    assert (await SqlPoolRepository(node_db).get_by_id("pool_tiny")).node_count == 1
+    assert await repo.count() == 5
+    # the stored row equals SQLAlchemy's binding of a twin (JSON compared as values: its spacing may differ)
+    twin = full.model_copy(update={"node_id": "node_twin_001", "name": "twin-node"})
+    await node_db.write(lambda conn: conn.execute(nodes.insert(), [node_to_row(twin)]))
+    rows = await node_db.read(lambda conn: {r.node_id: r._mapping for r in conn.execute(
+        select(nodes).where(nodes.c.node_id.in_([full.node_id, twin.node_id]))).all()})
+    ours, theirs = dict(rows[full.node_id]), dict(rows[twin.node_id])
+    for k in ("node_id", "name"):
+        ours.pop(k), theirs.pop(k)
+    assert ours == theirs
 
 
 async def test_node_cache_never_decides_status_or_key(node_db_url: str) -> None:

@@ -13,6 +13,7 @@ from ..tron.base import TwoPhaseTronClient
 from . import routes_nodes, routes_payouts, routes_pools, routes_poot, routes_system
 from .container import NodeContainer
 from .errors import install_error_handlers
+from .hot_routes import HotRouteMiddleware
 from .observability import RequestContextMiddleware, install_log_record_factory
 from .settings import NodeAPISettings
 
@@ -51,5 +52,7 @@ def create_app(settings: NodeAPISettings | None = None, *, tron_client: TwoPhase
     for r in (routes_poot.router, routes_nodes.collection_router, routes_system.router, routes_pools.router,
               routes_payouts.router, routes_poot.batch_router, routes_payouts.node_router, routes_nodes.router):
         app.include_router(r)
+    if settings.hot_routes:  # inside RequestContextMiddleware: both paths get request ids, metrics and logs
+        app.add_middleware(HotRouteMiddleware, container=container)
     app.add_middleware(RequestContextMiddleware, metrics=container.metrics, max_body_bytes=settings.max_body_bytes)
     return app

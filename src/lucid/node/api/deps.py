@@ -15,15 +15,15 @@ from ..errors import AuthenticationError, RateLimitExceededError
 from .auth import ADMIN_ROLES, Principal
 from .container import NodeContainer
 
-__all__ = ["container_of", "authorize"]
+__all__ = ["container_of", "authorize", "bearer_token", "charge_rate_limits"]
 
 
 def container_of(request: Request) -> NodeContainer:
     return request.app.state.container  # type: ignore[no-any-return]
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
+def bearer_token(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value, or None."""
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
@@ -40,7 +40,7 @@ def authorize(permission: str) -> Callable[[Request], Coroutine[Any, Any, Princi
     async def dependency(request: Request) -> Principal:
         c = container_of(request)
         limits = c.settings.rate_limits
-        token = _bearer(request)
+        token = bearer_token(request.headers.get("authorization", ""))
         principal: Principal | None = None
         error: AuthenticationError | None = None
         if token is None:
@@ -55,14 +55,20 @@ def authorize(permission: str) -> Callable[[Request], Coroutine[Any, Any, Princi
             _limit(c, "public", client, limits.public)
             assert error is not None
             raise error
-        tier, per_minute = ("admin", limits.admin) if principal.role in ADMIN_ROLES else ("node", limits.node)
-        _limit(c, tier, principal.subject, per_minute)
-        path = request.url.path
-        if "/poot/" in path:
-            _limit(c, "poot", principal.subject, limits.poot)
-        elif "/payouts" in path:
-            _limit(c, "payout", principal.subject, limits.payout)
+        charge_rate_limits(c, principal, request.url.path)
         principal.require(permission)
         return principal
 
     return dependency
+
+
+def charge_rate_limits(c: NodeContainer, principal: Principal, path: str) -> None:
+    """Take one token from the principal's role tier and from the path's tier (PoOT, payouts), or raise
+    RateLimitExceededError. Shared by ``authorize`` and the hot routes, so both count alike."""
+    limits = c.settings.rate_limits
+    tier, per_minute = ("admin", limits.admin) if principal.role in ADMIN_ROLES else ("node", limits.node)
+    _limit(c, tier, principal.subject, per_minute)
+    if "/poot/" in path:
+        _limit(c, "poot", principal.subject, limits.poot)
+    elif "/payouts" in path:
+        _limit(c, "payout", principal.subject, limits.payout)

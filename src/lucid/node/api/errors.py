@@ -14,7 +14,7 @@ from ..errors import NodeManagementError, RateLimitExceededError
 from ..models.node_models import utcnow
 from .observability import request_id_var
 
-__all__ = ["envelope_response", "install_error_handlers"]
+__all__ = ["envelope_response", "domain_error_response", "install_error_handlers"]
 
 _log = logging.getLogger("lucid.node.api")
 
@@ -26,6 +26,16 @@ def envelope_response(status: int, code: str, message: str, request_id: str | No
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def domain_error_response(exc: NodeManagementError) -> JSONResponse:
+    """The envelope of a domain error (its own status and code; Retry-After on a 429)."""
+    headers = None
+    if isinstance(exc, RateLimitExceededError):
+        headers = {"Retry-After": str(exc.retry_after)}
+    if exc.http_status >= 500:
+        _log.error("internal error %s: %s", exc.error_code, exc.message)
+    return envelope_response(exc.http_status, exc.error_code, exc.message, details=exc.details, headers=headers)
+
+
 def _clean_errors(errors: list[Any]) -> list[dict[str, Any]]:
     """Validation errors without the rejected input: user payloads are never echoed back."""
     return [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": e.get("type", "")}
@@ -35,12 +45,7 @@ def _clean_errors(errors: list[Any]) -> list[dict[str, Any]]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NodeManagementError)
     async def _domain(_req: Request, exc: NodeManagementError) -> JSONResponse:
-        headers = None
-        if isinstance(exc, RateLimitExceededError):
-            headers = {"Retry-After": str(exc.retry_after)}
-        if exc.http_status >= 500:
-            _log.error("internal error %s: %s", exc.error_code, exc.message)
-        return envelope_response(exc.http_status, exc.error_code, exc.message, details=exc.details, headers=headers)
+        return domain_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,8 +11,9 @@ import uuid
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["request_id_var", "RequestContextMiddleware", "NodeMetrics", "install_log_record_factory"]
+__all__ = ["request_id_var", "RequestContextMiddleware", "BodyTooLarge", "NodeMetrics", "install_log_record_factory"]
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("lucid_request_id", default="-")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}\Z")
@@ -54,11 +55,36 @@ class NodeMetrics:
         self.background = Gauge("lucid_node_background_batches", "Payout batches running", registry=self.registry)
 
 
+class BodyTooLarge(StarletteHTTPException):
+    """A body without Content-Length grew past the limit. An HTTPException, so that FastAPI, reading the
+    body for a route, passes it to the app's HTTP error handler (413, the envelope) instead of calling
+    it a parse error; a reader outside FastAPI (the hot routes) lets it reach RequestContextMiddleware."""
+
+    def __init__(self) -> None:
+        super().__init__(413, "Request body too large")
+
+
 class RequestContextMiddleware:
     def __init__(self, app: Any, metrics: NodeMetrics, max_body_bytes: int) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+
+    def _limited(self, receive: Any) -> Any:
+        """``receive`` that counts a streamed (chunked) body and raises BodyTooLarge past the limit; a
+        body with Content-Length is checked against the header above (the server holds it to it)."""
+        size = 0
+
+        async def limited() -> dict[str, Any]:
+            nonlocal size
+            message = await receive()
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > self.max_body_bytes:
+                    raise BodyTooLarge()
+            return message  # type: ignore[no-any-return]
+
+        return limited
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -66,11 +92,13 @@ class RequestContextMiddleware:
             return
         incoming = ""
         length = 0
+        has_length = False
         for k, v in scope.get("headers", ()):
             if k == b"x-request-id":
                 incoming = v.decode("latin-1")
             elif k == b"content-length" and v.isdigit():
                 length = int(v)
+                has_length = True
         rid = incoming if _VALID_ID.match(incoming) else str(uuid.uuid4())
         token = request_id_var.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
@@ -86,6 +114,8 @@ class RequestContextMiddleware:
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
             await send(message)
 
+        if not has_length:
+            receive = self._limited(receive)
         try:
             if length > self.max_body_bytes:
                 from .errors import envelope_response
@@ -94,6 +124,12 @@ class RequestContextMiddleware:
                 await resp(scope, receive, send_wrapper)
                 return
             await self.app(scope, receive, send_wrapper)
+        except BodyTooLarge:  # raised by _limited's receive while the hot path read the body
+            if not started_response[0]:
+                from .errors import envelope_response
+
+                await envelope_response(413, "LUCID_ERR_5000", "Request body too large", rid)(
+                    scope, receive, send_wrapper)
         except Exception:  # noqa: BLE001 - answer 500 with the envelope and the request id, then log
             logging.getLogger("lucid.node.api").exception("unhandled error")
             if not started_response[0]:

@@ -10,12 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..models.node_models import NodeCreateRequest, NodeStatus, NodeUpdateRequest
 from .auth import Principal
+from .container import NodeContainer
 from .deps import authorize, container_of
 
 router = APIRouter(prefix="/api/v1/nodes", tags=["nodes"])
 # /api/v1/nodes itself (list, create): no other route shares its path, so the app can match it first
 collection_router = APIRouter(prefix="/api/v1/nodes", tags=["nodes"])
-NodeIdPath = Annotated[str, Path(min_length=8, max_length=64, pattern=r"^node_[a-zA-Z0-9_-]+$")]
+NODE_ID_PATTERN = r"^node_[a-zA-Z0-9_-]+$"
+NodeIdPath = Annotated[str, Path(min_length=8, max_length=64, pattern=NODE_ID_PATTERN)]
+CREATE_NODE_PERMISSION = "node:write"
 
 
 class Thresholds(BaseModel):
@@ -45,11 +48,16 @@ async def list_nodes(request: Request, _: Annotated[Principal, Depends(authorize
     return {"nodes": [n.public_dict() for n in res["nodes"]], "pagination": res["pagination"]}
 
 
+async def answer_create_node(c: NodeContainer, _principal: Principal, body: NodeCreateRequest) -> JSONResponse:
+    """The route's work, shared with the hot path (hot_routes.py)."""
+    node = await c.nodes.create_node(body)
+    return JSONResponse(node.public_dict(), status_code=201)
+
+
 @collection_router.post("", status_code=201)
 async def create_node(request: Request, body: NodeCreateRequest,
-                      _: Annotated[Principal, Depends(authorize("node:write"))]) -> JSONResponse:
-    node = await container_of(request).nodes.create_node(body)
-    return JSONResponse(node.public_dict(), status_code=201)
+                      principal: Annotated[Principal, Depends(authorize(CREATE_NODE_PERMISSION))]) -> JSONResponse:
+    return await answer_create_node(container_of(request), principal, body)
 
 
 @router.get("/{node_id}")

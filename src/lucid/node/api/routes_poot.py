@@ -10,11 +10,13 @@ from fastapi.responses import JSONResponse
 from ..errors import InvalidPoOTError
 from ..models.poot_models import PoOTBatchRequest, PoOTValidationRequest
 from .auth import Principal
+from .container import NodeContainer
 from .deps import authorize, container_of
 
 batch_router = APIRouter(prefix="/api/v1/nodes/poot", tags=["poot"])
 router = APIRouter(prefix="/api/v1/nodes", tags=["poot"])
 NodeIdPath = Annotated[str, Path(min_length=8, max_length=64, pattern=r"^node_[a-zA-Z0-9_-]+$")]
+VALIDATE_PERMISSION = "poot:validate"
 
 
 @batch_router.post("/batch-validate")
@@ -26,13 +28,11 @@ async def batch_validate(request: Request, body: PoOTBatchRequest,
     return res
 
 
-@router.post("/{node_id}/poot/validate")
-async def validate(request: Request, node_id: NodeIdPath, body: PoOTValidationRequest,
-                   principal: Annotated[Principal, Depends(authorize("poot:validate"))]) -> JSONResponse:
-    """The hot path: answers a JSONResponse of the already JSON-ready dict, sparing FastAPI's response
-    validation and jsonable_encoder pass."""
+async def answer_validate(c: NodeContainer, principal: Principal, node_id: str,
+                          body: PoOTValidationRequest) -> JSONResponse:
+    """The route's work, shared with the hot path (hot_routes.py): a JSONResponse of the already
+    JSON-ready dict, sparing FastAPI's response validation and jsonable_encoder pass."""
     principal.require_node(node_id)
-    c = container_of(request)
     try:
         result = await c.poot.validate_poot(node_id, body.output_data, body.timestamp, body.nonce,
                                             signature=body.signature)
@@ -41,6 +41,12 @@ async def validate(request: Request, node_id: NodeIdPath, body: PoOTValidationRe
         raise
     c.metrics.poot.labels("valid" if result.is_valid else "invalid").inc()
     return JSONResponse(result.public_dict())
+
+
+@router.post("/{node_id}/poot/validate")
+async def validate(request: Request, node_id: NodeIdPath, body: PoOTValidationRequest,
+                   principal: Annotated[Principal, Depends(authorize(VALIDATE_PERMISSION))]) -> JSONResponse:
+    return await answer_validate(container_of(request), principal, node_id, body)
 
 
 @router.get("/{node_id}/poot/score")

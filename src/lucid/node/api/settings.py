@@ -51,6 +51,9 @@ class NodeAPISettings:
     # payouts left ``processing`` (a receipt not yet in a block, a TRON node that did not answer) are
     # reconciled this often, and unfinished batches resumed; 0 turns the periodic pass off
     reconcile_interval: float = field(default_factory=lambda: float(os.environ.get("LUCID_NODE_RECONCILE_INTERVAL", "30")))
+    # node creation and PoOT validation served by hot_routes.py instead of FastAPI's request machinery
+    # (same validation, answers and accounting; off: every request through FastAPI)
+    hot_routes: bool = field(default_factory=lambda: os.environ.get("LUCID_NODE_HOT_ROUTES", "1") != "0")
     payout_confirm_timeout: float = 60.0  # how long a batch waits for receipts before leaving them to the pass above
 
     def effective_secret(self) -> str:

@@ -17,6 +17,7 @@ from ..errors import (
     ResourceLimitError,
 )
 from ..models.node_models import Node, utcnow
+from . import node_sqlite
 from .engine import NodeDatabase
 from .tables import node_pools, nodes
 
@@ -115,13 +116,25 @@ class SqlNodeRepository:
         return await self.db.write(partial(self._write_tx, batch))
 
     def _write_tx(self, batch: list[tuple[Node, Any]], conn: Connection) -> dict[int, Exception]:
-        """One transaction for a group (one hop to the writer thread on SQLite, see NodeDatabase.write)."""
+        """One transaction for a group (one hop to the writer thread on SQLite, see NodeDatabase.write).
+        On SQLite the statements are node_sqlite's, each one step; elsewhere SQLAlchemy Core's."""
+        cur = conn.connection.dbapi_connection.cursor() if conn.dialect.name == "sqlite" else None  # type: ignore[union-attr]
+        try:
+            return self._group_tx(batch, conn, cur)
+        finally:
+            if cur is not None:
+                cur.close()
+
+    def _group_tx(self, batch: list[tuple[Node, Any]], conn: Connection, cur: Any) -> dict[int, Exception]:
         errors: dict[int, Exception] = {}
-        pool_ids = {n.pool_id for n, _ in batch if n.pool_id}
+        pool_ids = list({n.pool_id for n, _ in batch if n.pool_id})
         seats: dict[str, int] = {}
         if pool_ids:
-            rows = conn.execute(_POOL_SEATS, {"b_pools": list(pool_ids)}).all()
-            seats = {r.pool_id: r.max_nodes - r.node_count for r in rows}
+            if cur is not None:
+                seats = node_sqlite.pool_seats(cur, pool_ids)
+            else:
+                rows = conn.execute(_POOL_SEATS, {"b_pools": pool_ids}).all()
+                seats = {r.pool_id: r.max_nodes - r.node_count for r in rows}
         todo: list[tuple[int, Node]] = []
         for i, (n, _) in enumerate(batch):
             if n.pool_id:
@@ -133,15 +146,31 @@ class SqlNodeRepository:
                     continue
                 seats[n.pool_id] -= 1
             todo.append((i, n))
-        if todo:
+        if not todo:
+            return errors
+        if cur is not None:
+            # under BEGIN IMMEDIATE's write lock: what exists now is what the insert would meet; the group's
+            # own duplicates are decided here too (the first one wins, as the upsert below would)
+            ids, names = node_sqlite.taken(cur, (n for _, n in todo))
+            inserted: set[str] = set()
+            for _, n in todo:
+                if n.node_id not in ids and n.name not in names:
+                    inserted.add(n.node_id)
+                    ids.add(n.node_id)
+                    names.add(n.name)
+            node_sqlite.insert_nodes(cur, [node_sqlite.node_values(n) for _, n in todo if n.node_id in inserted])
+        else:
             inserted = {r[0] for r in conn.execute(self._insert, [node_to_row(n) for _, n in todo]).all()}
-            joined: dict[str, int] = {}
-            for i, n in todo:
-                if n.node_id not in inserted:
-                    errors[i] = NodeAlreadyExistsError(f"Node named {n.name!r} already exists")
-                elif n.pool_id:
-                    joined[n.pool_id] = joined.get(n.pool_id, 0) + 1
-            if joined:
+        joined: dict[str, int] = {}
+        for i, n in todo:
+            if n.node_id not in inserted:
+                errors[i] = NodeAlreadyExistsError(f"Node named {n.name!r} already exists")
+            elif n.pool_id:
+                joined[n.pool_id] = joined.get(n.pool_id, 0) + 1
+        if joined:
+            if cur is not None:
+                node_sqlite.join_pools(cur, joined, utcnow())
+            else:
                 conn.execute(_POOL_JOIN, [{"b_pool": k, "b_n": v, "b_now": utcnow()} for k, v in joined.items()])
         return errors
 

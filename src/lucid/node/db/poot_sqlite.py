@@ -18,31 +18,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from ..models.poot_models import PoOTValidationResult
+from .sqlite_text import chunks, flat, sqlite_datetime, values_clause
 from .tables import poot_validations
 
 __all__ = ["sqlite_datetime", "validation_values", "nodes_as_checked", "claim_nonces", "insert_validations",
            "set_scores"]
 
 _dump_json = json.JSONEncoder().encode  # SQLAlchemy's JSON type stores json.dumps() text: same bytes
-_MAX_VARIABLES = 32_000  # SQLite's limit is 32,766 since 3.32
-
-
-def sqlite_datetime(value: datetime | None) -> str | None:
-    """What UTCDateTime + SQLite's DATETIME store: naive UTC, 'YYYY-MM-DD HH:MM:SS.ffffff'."""
-    if value is None:
-        return None
-    if value.tzinfo is UTC:  # the validator's datetimes: drop the '+00:00' instead of converting
-        return value.isoformat(sep=" ", timespec="microseconds")[:26]
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.isoformat(sep=" ", timespec="microseconds")
-
-
 def _json(value: Any) -> str:
     return "[]" if value == [] else _dump_json(value)
 
@@ -64,34 +50,16 @@ def validation_values(v: PoOTValidationResult, store_output: bool) -> tuple[Any,
             sqlite_datetime(d["created_at"]))
 
 
-def _chunks(items: Sequence[Any], per_row: int) -> Iterable[Sequence[Any]]:
-    size = max(1, _MAX_VARIABLES // per_row)
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-def _values(rows: int, per_row: int) -> str:
-    one = "(" + ", ".join("?" * per_row) + ")"
-    return ", ".join([one] * rows)
-
-
-def _flat(rows: Iterable[Sequence[Any]]) -> list[Any]:
-    out: list[Any] = []
-    for row in rows:
-        out += row
-    return out
-
-
 def nodes_as_checked(cur: sqlite3.Cursor, pairs: set[tuple[str, str | None]], active: str) -> bool:
     """True if every (node_id, key) pair names an active node whose public key is still ``key`` (None:
     no key). One count; the caller looks at the nodes one by one only when it is short."""
     if not pairs:
         return True
     matched = 0
-    for chunk in _chunks(list(pairs), 2):
-        cur.execute(f"SELECT count(*) FROM (VALUES {_values(len(chunk), 2)}) AS v CROSS JOIN nodes AS n "
+    for chunk in chunks(list(pairs), 2):
+        cur.execute(f"SELECT count(*) FROM (VALUES {values_clause(len(chunk), 2)}) AS v CROSS JOIN nodes AS n "
                     "ON n.node_id = v.column1 WHERE n.status = ? AND coalesce(n.public_key, '') = v.column2",
-                    (*_flat((node, key or "") for node, key in chunk), active))
+                    (*flat((node, key or "") for node, key in chunk), active))
         matched += cur.fetchone()[0]
     return matched == len(pairs)
 
@@ -103,28 +71,28 @@ def claim_nonces(cur: sqlite3.Cursor, keys: list[tuple[str, str]], used_at: date
     is a use older than the window, which the claim renews)."""
     since = sqlite_datetime(cutoff)
     lost: set[tuple[str, str]] = set()
-    for chunk in _chunks(keys, 2):
-        cur.execute(f"SELECT n.node_id, n.nonce FROM (VALUES {_values(len(chunk), 2)}) AS v "
+    for chunk in chunks(keys, 2):
+        cur.execute(f"SELECT n.node_id, n.nonce FROM (VALUES {values_clause(len(chunk), 2)}) AS v "
                     "CROSS JOIN poot_nonces AS n ON n.node_id = v.column1 AND n.nonce = v.column2 "
-                    "WHERE n.used_at >= ?", (*_flat(chunk), since))
+                    "WHERE n.used_at >= ?", (*flat(chunk), since))
         lost.update(map(tuple, cur.fetchall()))
     won = [k for k in keys if k not in lost]
     used = sqlite_datetime(used_at)
-    for chunk in _chunks(won, 3):
-        cur.execute(f"INSERT INTO poot_nonces (node_id, nonce, used_at) VALUES {_values(len(chunk), 3)} "
+    for chunk in chunks(won, 3):
+        cur.execute(f"INSERT INTO poot_nonces (node_id, nonce, used_at) VALUES {values_clause(len(chunk), 3)} "
                     "ON CONFLICT (node_id, nonce) DO UPDATE SET used_at = excluded.used_at",
-                    _flat((node, nonce, used) for node, nonce in chunk))
+                    flat((node, nonce, used) for node, nonce in chunk))
     return set(won)
 
 
 def insert_validations(cur: sqlite3.Cursor, rows: list[tuple[Any, ...]]) -> None:
-    for chunk in _chunks(rows, len(_COLUMNS)):
+    for chunk in chunks(rows, len(_COLUMNS)):
         cur.execute(f"INSERT INTO poot_validations ({', '.join(_COLUMNS)}) "
-                    f"VALUES {_values(len(chunk), len(_COLUMNS))}", _flat(chunk))
+                    f"VALUES {values_clause(len(chunk), len(_COLUMNS))}", flat(chunk))
 
 
 def set_scores(cur: sqlite3.Cursor, scores: dict[str, float]) -> None:
     items = list(scores.items())
-    for chunk in _chunks(items, 2):
-        cur.execute(f"UPDATE nodes SET poot_score = v.column2 FROM (VALUES {_values(len(chunk), 2)}) AS v "
-                    "WHERE nodes.node_id = v.column1", _flat(chunk))
+    for chunk in chunks(items, 2):
+        cur.execute(f"UPDATE nodes SET poot_score = v.column2 FROM (VALUES {values_clause(len(chunk), 2)}) AS v "
+                    "WHERE nodes.node_id = v.column1", flat(chunk))
