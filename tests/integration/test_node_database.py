@@ -21,7 +21,7 @@ from lucid.node.models.node_models import Node
 from lucid.node.models.pool_models import NodePool
 from lucid.node.models.poot_models import PoOTValidationResult
 from lucid.node.poot import PoOTValidator
-from lucid.node.db.poot_repo import NONCE_WINDOW
+from lucid.node.db.poot_repo import NONCE_WINDOW, STALE_SERVE
 from lucid.node.db.node_repo import node_to_row
 from lucid.node.db.tables import nodes, poot_nonces, poot_validations
 from tests.fixtures.node_fixtures import sample_node_data
@@ -385,6 +385,55 @@ async def test_history_cache_follows_writes(node_db_url: str) -> None:
         dbs[1].poot_history.ttl = 0.0  # expire: the next read goes to the database
         assert len(await b.get_recent_validations("node_hist_001")) == 5
         assert len(await b.get_recent_validations("node_hist_001", limit=2)) == 2
+    finally:
+        for db in dbs:
+            await db.dispose()
+
+
+async def test_expired_history_is_scored_while_it_reloads_in_the_background(node_db_url: str) -> None:
+    """An expired window is served at once and reloaded behind the proof; another engine's validation
+    is in it once that reload is done. Past STALE_SERVE the read is waited for again."""
+    dbs = [NodeDatabase(node_db_url) for _ in range(2)]
+    await dbs[0].create_all()
+    try:
+        a, b = SqlPoOTRepository(dbs[0]), SqlPoOTRepository(dbs[1])
+        await a.save_validation(_proof("node_bg_0001", "bg-a"), claim_nonce=True)
+        assert len(await b.get_score_window("node_bg_0001")) == 1
+        await a.save_validation(_proof("node_bg_0001", "bg-b", is_valid=False, score=0.0), claim_nonce=True)
+        reads: list[str] = []
+        real_read = dbs[1].read
+
+        async def slow_read(fn):  # type: ignore[no-untyped-def]
+            reads.append("read")
+            await asyncio.sleep(0.05)
+            return await real_read(fn)
+
+        dbs[1].read = slow_read  # type: ignore[method-assign]
+        dbs[1].poot_history.ttl = 0.001
+        await asyncio.sleep(0.01)
+        started = asyncio.get_running_loop().time()
+        stale = await b.get_score_window("node_bg_0001")
+        assert asyncio.get_running_loop().time() - started < 0.04  # not the 50 ms read
+        assert len(stale) == 1 and list(b._history_reads) == ["node_bg_0001"]  # served, a reload under way
+        await asyncio.sleep(0.01)
+        again = await b.get_score_window("node_bg_0001")
+        assert len(again) == 1  # still the old window while the read runs
+        for _ in range(100):
+            if not b._history_reads:
+                break
+            await asyncio.sleep(0.01)
+        assert reads == ["read"]  # one reload, not one per proof
+        dbs[1].poot_history.ttl = 60.0
+        fresh = await b.get_score_window("node_bg_0001")
+        assert len(fresh) == 2 and fresh.newest(1)[0].is_valid is False
+        # long past expiry the proof waits for the read
+        dbs[1].poot_history.ttl = 0.0
+        monkey = dbs[1].poot_history._entries["node_bg_0001"]
+        dbs[1].poot_history._entries["node_bg_0001"] = (monkey[0] - STALE_SERVE - 1, *monkey[1:])
+        reads.clear()
+        started = asyncio.get_running_loop().time()
+        await b.get_score_window("node_bg_0001")
+        assert reads == ["read"] and asyncio.get_running_loop().time() - started >= 0.05
     finally:
         for db in dbs:
             await db.dispose()

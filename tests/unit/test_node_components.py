@@ -266,6 +266,32 @@ class TestHotPathCaches:
         cache.load("node_m_001", old, version)
         assert [h.validation_id for h in cache.get("node_m_001", 4) or []] == ["a", "b"]
 
+    def test_history_reload_period_stretches_while_nothing_foreign_shows_up(self) -> None:
+        """A reload finding only what this process appended doubles the node's period (capped); one
+        finding another writer's validation brings it back to ttl."""
+        from lucid.node.db.caches import PoOTHistoryCache
+        from lucid.node.db.poot_repo import ValidationSummary as V
+
+        cache = PoOTHistoryCache(capacity=4, ttl=10, max_stretch=8)
+        own = [V(True, 50.0, validation_id=f"own-{i}") for i in range(3)]
+        cache.load("node_s_001", own, cache.version("node_s_001"))
+        assert cache.stretch("node_s_001") == 1
+        stretches = []
+        for i in range(4):
+            mine = V(True, 60.0, validation_id=f"mine-{i}")
+            cache.append("node_s_001", mine)
+            own = [mine, *own][:4]
+            cache.load("node_s_001", own, cache.version("node_s_001"))  # the database holds just ours
+            stretches.append(cache.stretch("node_s_001"))
+        assert stretches == [2, 4, 8, 8]
+        window, overdue = cache.aged_window("node_s_001") or (None, 0.0)
+        assert window is not None and -80 <= overdue < -79  # expires after ttl x 8
+        cache.load("node_s_001", [V(False, 0.0, validation_id="theirs"), *own], cache.version("node_s_001"))
+        assert cache.stretch("node_s_001") == 1
+        assert [h.validation_id for h in cache.get("node_s_001", 2) or []] == ["theirs", "mine-3"]
+        cache.ttl = 0.0
+        assert cache.window("node_s_001") is None  # ttl 0 still expires every entry
+
 
 def test_apply_update_is_all_or_nothing() -> None:
     """The services' partial update: the set fields applied to a copy validated as a whole; a field the

@@ -9,7 +9,10 @@ cost. Neither cache decides a rule on its own:
   stopped or re-keyed by another process can never get a proof accepted.
 * ``PoOTHistoryCache`` holds each node's recent (is_valid, score) summaries in a ScoreWindow, which only
   feeds reliability and confidence. The PoOT writer appends what it commits; an entry is reloaded after
-  ``ttl`` seconds so validations stored by another process show up within that time.
+  ``ttl`` seconds so validations stored by another process show up. A reload that finds nothing this
+  process did not already have doubles the node's period (up to ``max_stretch`` x ``ttl``); one that finds
+  another writer's validations brings it back to ``ttl``. With one writer, reloads (a 100-row read, the
+  HTTP PoOT p99 when it was one proof in six) become rare; with several, history lags by ``ttl`` as before.
 """
 
 from __future__ import annotations
@@ -68,11 +71,13 @@ class PoOTHistoryCache:
 
     _MAX_LOGGED = 10_000  # appends remembered for one node's in-flight reads; beyond that a read is dropped
 
-    def __init__(self, capacity: int = 100, ttl: float = 1.0, max_nodes: int = 10_000) -> None:
+    def __init__(self, capacity: int = 100, ttl: float = 1.0, max_nodes: int = 10_000, max_stretch: int = 32) -> None:
         self.capacity = capacity
         self.ttl = ttl
+        self.max_stretch = max_stretch
         self._max_nodes = max_nodes
-        self._entries: OrderedDict[str, tuple[float, ScoreWindow]] = OrderedDict()
+        # node -> (loaded at, window, stretch: the entry expires after ttl x stretch)
+        self._entries: OrderedDict[str, tuple[float, ScoreWindow, int]] = OrderedDict()
         self._writes: dict[str, int] = {}  # per node, appends seen
         self._loading: dict[str, list[Any]] = {}  # per node with reads in flight: [reads, appends since]
         self._epoch = 0
@@ -84,9 +89,21 @@ class PoOTHistoryCache:
     def window(self, node_id: str) -> ScoreWindow | None:
         """The node's live window (shared: read it, do not push to it), or None if absent or expired."""
         entry = self._entries.get(node_id)
-        if entry is None or time.monotonic() - entry[0] > self.ttl:
+        if entry is None or time.monotonic() - entry[0] > self.ttl * entry[2]:
             return None
         return entry[1]
+
+    def aged_window(self, node_id: str) -> tuple[ScoreWindow, float] | None:
+        """The node's window and the seconds it has been expired (<= 0: not yet); None if absent. For a
+        caller that serves an expired window while it reloads it (SqlPoOTRepository.get_score_window)."""
+        entry = self._entries.get(node_id)
+        if entry is None:
+            return None
+        return entry[1], time.monotonic() - entry[0] - self.ttl * entry[2]
+
+    def stretch(self, node_id: str) -> int | None:
+        entry = self._entries.get(node_id)
+        return None if entry is None else entry[2]
 
     def version(self, node_id: str) -> tuple[int, int]:
         """Taken before a database read, which must end in ``load`` or ``abandon``."""
@@ -115,15 +132,25 @@ class PoOTHistoryCache:
         if epoch != self._epoch:
             return
         missed = self._writes.get(node_id, 0) - seen
+        later: list[Any] = []
         if missed:
             if logged is None or missed > len(logged):
                 return
             later = logged[len(logged) - missed:]
             if any(getattr(s, "validation_id", None) is None for s in later):
                 return  # cannot tell whether the read holds them
+        read = newest_first
+        if later:
             ids = {getattr(s, "validation_id", None) for s in newest_first}
             newest_first = [s for s in reversed(later) if s.validation_id not in ids] + list(newest_first)
-        self._entries[node_id] = (time.monotonic(), ScoreWindow.of(newest_first, self.capacity))
+        stretch = 1
+        previous = self._entries.get(node_id)
+        if previous is not None:
+            known = {getattr(s, "validation_id", None) for s in previous[1]}
+            known.update(getattr(s, "validation_id", None) for s in later)
+            if None not in known and all(getattr(s, "validation_id", None) in known for s in read):
+                stretch = min(previous[2] * 2, self.max_stretch)  # nothing from another writer
+        self._entries[node_id] = (time.monotonic(), ScoreWindow.of(newest_first, self.capacity), stretch)
         self._entries.move_to_end(node_id)
         while len(self._entries) > self._max_nodes:
             self._entries.popitem(last=False)

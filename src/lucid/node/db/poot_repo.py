@@ -4,6 +4,7 @@ detection atomic on both engines: of two concurrent submissions of one nonce exa
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from functools import partial
 from datetime import datetime, timedelta
@@ -20,9 +21,18 @@ from .engine import NodeDatabase
 from .node_repo import node_from_row
 from .tables import nodes, poot_nonces, poot_validations
 
-__all__ = ["SqlPoOTRepository", "NONCE_WINDOW", "ValidationSummary"]
+__all__ = ["SqlPoOTRepository", "NONCE_WINDOW", "STALE_SERVE", "ValidationSummary"]
+
+_log = logging.getLogger("lucid.node.poot")
 
 NONCE_WINDOW = timedelta(hours=24)
+STALE_SERVE = 30.0  # seconds past expiry a history window may still be scored with while it reloads
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """A background reload's outcome is not awaited: a failure is logged, and the next proof retries."""
+    if not fut.cancelled() and fut.exception() is not None:
+        _log.warning("PoOT history reload failed: %r", fut.exception())
 
 
 # (result, claim its nonce, key it was checked against (or None) / None if unchecked, waiter)
@@ -157,24 +167,39 @@ class SqlPoOTRepository:
         cached = history.get(node_id, limit)
         if cached is not None:
             return cached
-        # Single flight: under load every proof of a node whose entry expired (or whose load raced a
-        # commit) missed at once and each read the same rows; now they share one read.
+        items = await asyncio.shield(self._load_history(node_id, limit))
+        return items[:limit]
+
+    def _load_history(self, node_id: str, limit: int = 0) -> asyncio.Future[list[ValidationSummary]]:
+        """Single flight: under load every proof of a node whose entry expired (or whose load raced a
+        commit) missed at once and each read the same rows; now they share one read."""
         pending = self._history_reads.get(node_id)
         if pending is None:
-            pending = asyncio.ensure_future(self._read_history(node_id, max(limit, history.capacity), None))
+            rows = max(limit, self.db.poot_history.capacity)
+            pending = asyncio.ensure_future(self._read_history(node_id, rows, None))
             self._history_reads[node_id] = pending
             pending.add_done_callback(lambda _f, node_id=node_id: self._history_reads.pop(node_id, None))
-        items = await asyncio.shield(pending)
-        return items[:limit]
+        return pending
 
     async def get_score_window(self, node_id: str, limit: int = 100) -> ScoreWindow:
         """The node's newest ``limit`` summaries with their running sums (what the validator scores with):
-        the cached window itself when it is loaded, so a proof costs no copy of the history."""
+        the cached window itself when it is loaded, so a proof costs no copy of the history.
+
+        A window expired for less than ``STALE_SERVE`` seconds is served while a reload runs in the
+        background: this process's own commits are always in it (appended as they commit); only other
+        processes' validations of the node can be missing, for one reload longer than before. A blocking
+        reload put a database read on the proof that found the entry expired (see caches.py for how
+        often that is)."""
         history = self.db.poot_history
         if limit == history.capacity:
-            window = history.window(node_id)
-            if window is not None:
-                return window
+            aged = history.aged_window(node_id)
+            if aged is not None:
+                window, overdue = aged
+                if overdue <= 0:
+                    return window
+                if overdue <= STALE_SERVE:
+                    self._load_history(node_id).add_done_callback(_retrieve)
+                    return window
         items = await self.get_recent_validations(node_id, limit)
         if limit == history.capacity:
             window = history.window(node_id)  # loaded by that read unless a commit raced it
