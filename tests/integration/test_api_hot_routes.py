@@ -227,3 +227,19 @@ async def test_a_chunked_body_past_the_limit_is_refused_on_both_paths(
         assert small.status_code == 400  # under the limit: read and validated as usual
         listed = await client.get("/api/v1/nodes", headers=auth_headers)
     assert listed.json()["nodes"] == []
+
+
+async def test_the_app_raises_the_young_gc_threshold_while_it_runs_and_restores_it(
+        tmp_path: Path, node_jwt_secret: str) -> None:
+    import gc
+
+    from lucid.node.api import create_app
+    from lucid.node.api.app import GC_THRESHOLDS
+    from tests.fixtures.node_fixtures import node_api_settings
+
+    before = gc.get_threshold()
+    assert before != GC_THRESHOLDS
+    app = create_app(node_api_settings(tmp_path, node_jwt_secret))
+    async with app.router.lifespan_context(app):
+        assert gc.get_threshold() == GC_THRESHOLDS
+    assert gc.get_threshold() == before

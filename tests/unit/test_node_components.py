@@ -309,3 +309,22 @@ def test_apply_update_is_all_or_nothing() -> None:
     assert pool.max_nodes == 10 and pool.auto_scaling is False
     good = apply_update(pool, NodePoolUpdateRequest(max_nodes=20, description=None))
     assert (good.max_nodes, good.description, good.name, pool.max_nodes) == (20, None, "before", 10)
+
+
+def test_public_json_is_public_dict_as_json() -> None:
+    """The hot routes answer with public_json (pydantic writes it); it must parse to public_dict exactly,
+    non-ASCII text, small floats and datetimes included."""
+    import json
+    from datetime import UTC, datetime
+
+    from lucid.node.models.node_models import Location, Node
+    from lucid.node.models.poot_models import PoOTValidationResult
+
+    node = Node(name="json-node", location=Location(country="FR", region="Île-de-France", city="Orléans"),
+                poot_score=1e-05, last_heartbeat=datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC))
+    assert json.loads(node.public_json()) == node.public_dict()
+    proof = PoOTValidationResult(node_id="node_json_001", output_data="secret output", output_hash="c" * 64,
+                                 timestamp=datetime.now(UTC), nonce="nonce-é-1", is_valid=False, score=0.1,
+                                 score_parts={"output": 0.1, "nonce": 0.0}, errors=["Score below threshold"])
+    assert json.loads(proof.public_json()) == proof.public_dict()
+    assert "output_data" not in json.loads(proof.public_json())

@@ -17,7 +17,9 @@ from .hot_routes import HotRouteMiddleware
 from .observability import RequestContextMiddleware, install_log_record_factory
 from .settings import NodeAPISettings
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "GC_THRESHOLDS"]
+
+GC_THRESHOLDS = (20_000, 20, 20)  # the cyclic collector's while the app runs (see lifespan)
 
 
 def create_app(settings: NodeAPISettings | None = None, *, tron_client: TwoPhaseTronClient | None = None) -> FastAPI:
@@ -34,9 +36,17 @@ def create_app(settings: NodeAPISettings | None = None, *, tron_client: TwoPhase
         # collector when the app stops (an app started in a longer-lived process, as in tests).
         gc.collect()
         gc.freeze()
+        # A request allocates a few hundred container objects and 100 concurrent ones keep theirs alive
+        # across CPython's default 700-allocation young collections, which then promote and rescan them:
+        # ~30 us of collector time per node creation. Young collections every 20,000 allocations cut the
+        # CPU per creation by ~13% in an interleaved A/B (8 runs); cycles are still collected. Restored
+        # when the app stops.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(*GC_THRESHOLDS)
         try:
             yield
         finally:
+            gc.set_threshold(*thresholds)
             gc.unfreeze()
             await container.stop()
 

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
@@ -54,7 +54,7 @@ class _Hot:
     route: Any  # the FastAPI route it stands in for (scope["route"]: metrics and logs label by its path)
     permission: str
     model: type[BaseModel]
-    answer: Callable[[NodeContainer, Principal, str | None, Any], Awaitable[JSONResponse]]
+    answer: Callable[[NodeContainer, Principal, str | None, Any], Awaitable[Response]]
 
 
 def _route(router: Any, path: str) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..models.node_models import NodeCreateRequest, NodeStatus, NodeUpdateRequest
@@ -48,15 +48,15 @@ async def list_nodes(request: Request, _: Annotated[Principal, Depends(authorize
     return {"nodes": [n.public_dict() for n in res["nodes"]], "pagination": res["pagination"]}
 
 
-async def answer_create_node(c: NodeContainer, _principal: Principal, body: NodeCreateRequest) -> JSONResponse:
+async def answer_create_node(c: NodeContainer, _principal: Principal, body: NodeCreateRequest) -> Response:
     """The route's work, shared with the hot path (hot_routes.py)."""
     node = await c.nodes.create_node(body)
-    return JSONResponse(node.public_dict(), status_code=201)
+    return Response(node.public_json(), status_code=201, media_type="application/json")
 
 
 @collection_router.post("", status_code=201)
 async def create_node(request: Request, body: NodeCreateRequest,
-                      principal: Annotated[Principal, Depends(authorize(CREATE_NODE_PERMISSION))]) -> JSONResponse:
+                      principal: Annotated[Principal, Depends(authorize(CREATE_NODE_PERMISSION))]) -> Response:
     return await answer_create_node(container_of(request), principal, body)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from ..errors import InvalidPoOTError
 from ..models.poot_models import PoOTBatchRequest, PoOTValidationRequest
@@ -29,9 +29,9 @@ async def batch_validate(request: Request, body: PoOTBatchRequest,
 
 
 async def answer_validate(c: NodeContainer, principal: Principal, node_id: str,
-                          body: PoOTValidationRequest) -> JSONResponse:
-    """The route's work, shared with the hot path (hot_routes.py): a JSONResponse of the already
-    JSON-ready dict, sparing FastAPI's response validation and jsonable_encoder pass."""
+                          body: PoOTValidationRequest) -> Response:
+    """The route's work, shared with the hot path (hot_routes.py): the result's JSON as pydantic writes
+    it, sparing FastAPI's response validation and jsonable_encoder pass."""
     principal.require_node(node_id)
     try:
         result = await c.poot.validate_poot(node_id, body.output_data, body.timestamp, body.nonce,
@@ -40,12 +40,12 @@ async def answer_validate(c: NodeContainer, principal: Principal, node_id: str,
         c.metrics.poot.labels("rejected").inc()
         raise
     c.metrics.poot.labels("valid" if result.is_valid else "invalid").inc()
-    return JSONResponse(result.public_dict())
+    return Response(result.public_json(), media_type="application/json")
 
 
 @router.post("/{node_id}/poot/validate")
 async def validate(request: Request, node_id: NodeIdPath, body: PoOTValidationRequest,
-                   principal: Annotated[Principal, Depends(authorize(VALIDATE_PERMISSION))]) -> JSONResponse:
+                   principal: Annotated[Principal, Depends(authorize(VALIDATE_PERMISSION))]) -> Response:
     return await answer_validate(container_of(request), principal, node_id, body)
 
 

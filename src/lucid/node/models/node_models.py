@@ -145,6 +145,10 @@ class Node(BaseModel):
     def public_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
+    def public_json(self) -> bytes:
+        """``public_dict`` as JSON, written by pydantic in one pass (see PoOTValidationResult.public_json)."""
+        return self.__pydantic_serializer__.to_json(self)
+
 
 class NodeCreateRequest(_Strict):
     name: NodeName
