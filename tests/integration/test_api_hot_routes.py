@@ -243,3 +243,17 @@ async def test_the_app_raises_the_young_gc_threshold_while_it_runs_and_restores_
     async with app.router.lifespan_context(app):
         assert gc.get_threshold() == GC_THRESHOLDS
     assert gc.get_threshold() == before
+
+
+async def test_a_repeated_header_is_read_as_fastapi_reads_it(pair: list[tuple[Any, httpx.AsyncClient]],
+                                                             mint: Callable[..., str]) -> None:
+    """Starlette takes the first of a repeated header; so does the hot path."""
+    good, bad = f"Bearer {mint('admin')}", "Bearer not.a.token"
+    for i, (first, second, status) in enumerate(((good, bad, 201), (bad, good, 401))):
+        statuses = []
+        for _, client in pair:
+            headers = [("Authorization", first), ("Authorization", second), ("Content-Type", "application/json")]
+            r = await client.post("/api/v1/nodes", content=json.dumps(_create_body(f"repeated-{i}")).encode(),
+                                  headers=headers)
+            statuses.append(r.status_code)
+        assert statuses == [status, status]

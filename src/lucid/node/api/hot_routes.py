@@ -28,9 +28,8 @@ from typing import Any
 
 from fastapi.responses import Response
 from pydantic import BaseModel
-from pydantic import ValidationError as PydanticValidationError
 
-from ..errors import AuthenticationError, NodeManagementError
+from ..errors import NodeManagementError
 from ..models.node_models import NodeCreateRequest
 from ..models.poot_models import PoOTValidationRequest
 from . import routes_nodes, routes_poot
@@ -83,7 +82,7 @@ class HotRouteMiddleware:
     def __init__(self, app: Any, container: NodeContainer) -> None:
         self.app = app
         self.container = container
-        self.served = 0  # requests answered here, and handed over: tests and /metrics-free introspection
+        self.served = 0  # requests answered here, and handed to FastAPI (tests read both)
         self.handed_over = 0
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -120,13 +119,15 @@ class HotRouteMiddleware:
                   body: bytes) -> tuple[Principal, BaseModel] | None:
         """The principal and the validated body if FastAPI would accept the request; None otherwise.
         Nothing here has an effect (the verifier's cache of verified tokens aside)."""
-        authorization = b""
+        authorization: bytes | None = None
         content_type: bytes | None = None
-        for k, v in scope["headers"]:
-            if k == b"authorization":
+        for k, v in scope["headers"]:  # the first of a repeated header, as Starlette's headers.get()
+            if k == b"authorization" and authorization is None:
                 authorization = v
-            elif k == b"content-type":
+            elif k == b"content-type" and content_type is None:
                 content_type = v
+        if authorization is None:
+            return None
         token = bearer_token(authorization.decode("latin-1"))
         if token is None or not body or not _is_json(content_type):
             return None
@@ -136,8 +137,8 @@ class HotRouteMiddleware:
             if node_id is not None:
                 principal.require_node(node_id)
             return principal, hot.model.model_validate(json.loads(body))
-        except (AuthenticationError, NodeManagementError, PydanticValidationError, ValueError):
-            return None  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        except (NodeManagementError, ValueError):
+            return None  # auth and permission errors; pydantic's, JSON's and Unicode's are ValueErrors
 
 
 async def _read_body(receive: Receive) -> tuple[list[Message], bytes, bool]:
