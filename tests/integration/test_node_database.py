@@ -27,6 +27,14 @@ from lucid.node.db.tables import nodes, poot_nonces, poot_validations
 from tests.fixtures.node_fixtures import sample_node_data
 
 
+@pytest.fixture(autouse=True, params=["process", "thread"])
+def poot_writer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with each of the two PoOT group committers of an SQLite file: the writer
+    process (the default) and the writer thread. (PostgreSQL has one path; it runs under both names.)"""
+    monkeypatch.setenv("LUCID_NODE_POOT_WRITER", request.param)
+    return str(request.param)
+
+
 async def _pool(db: NodeDatabase, pool_id: str = "pool_test_001", max_nodes: int = 100) -> NodePool:
     return await SqlPoolRepository(db).create(NodePool(pool_id=pool_id, name=pool_id.replace("_", "-"),
                                                        max_nodes=max_nodes))

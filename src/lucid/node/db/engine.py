@@ -29,6 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .caches import NodeSnapshotCache, PoOTHistoryCache
+from .poot_writer_process import PoOTWriterProcess
 from .tables import metadata
 
 __all__ = ["NodeDatabase", "default_db_url", "ENV_DB_URL", "SQLITE_PRAGMAS"]
@@ -59,6 +60,7 @@ class NodeDatabase:
         self._write_thread: ThreadPoolExecutor | None = None
         self._read_threads: ThreadPoolExecutor | None = None
         self._writer_conn: Connection | None = None  # the writer thread's own (SQLite file)
+        self._poot_process: PoOTWriterProcess | None = None
         self.node_cache = NodeSnapshotCache()
         self.poot_history = PoOTHistoryCache()
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
@@ -89,6 +91,15 @@ class NodeDatabase:
         else:
             self.engine = create_async_engine(self.url, pool_size=10, max_overflow=20, **kwargs)
             self.reader = self.engine
+
+    def poot_writer_process(self) -> PoOTWriterProcess | None:
+        """The database's PoOT writer process (SQLite only; one per database, started by its first group,
+        stopped by ``dispose``); None on PostgreSQL, whose server already commits beside the loop."""
+        if not self.is_sqlite:
+            return None
+        if self._poot_process is None:
+            self._poot_process = PoOTWriterProcess(make_url(self.url).database or "", SQLITE_PRAGMAS)
+        return self._poot_process
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(connection)`` (synchronous SQLAlchemy Core) in one write transaction.
@@ -172,6 +183,8 @@ class NodeDatabase:
             await conn.run_sync(metadata.drop_all)
 
     async def dispose(self) -> None:
+        if self._poot_process is not None:
+            await self._poot_process.close()
         await self.engine.dispose()
         if self.reader is not self.engine:
             await self.reader.dispose()

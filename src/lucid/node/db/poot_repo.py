@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 from functools import partial
 from datetime import datetime, timedelta
@@ -19,14 +20,30 @@ from ..poot.score_window import ScoreWindow
 from . import poot_sqlite
 from .engine import NodeDatabase
 from .node_repo import node_from_row
+from .poot_writer_process import PoOTWriterProcess, WriterProcessError, WriterProcessLost
 from .tables import nodes, poot_nonces, poot_validations
 
-__all__ = ["SqlPoOTRepository", "NONCE_WINDOW", "STALE_SERVE", "ValidationSummary"]
+__all__ = ["SqlPoOTRepository", "NONCE_WINDOW", "STALE_SERVE", "ValidationSummary", "ENV_POOT_WRITER"]
 
 _log = logging.getLogger("lucid.node.poot")
 
+ENV_POOT_WRITER = "LUCID_NODE_POOT_WRITER"  # "process" (the default on an SQLite file) or "thread"
 NONCE_WINDOW = timedelta(hours=24)
 STALE_SERVE = 30.0  # seconds past expiry a history window may still be scored with while it reloads
+
+
+def _rejection(code: str) -> InvalidPoOTError:
+    if code == poot_sqlite.REPLAY:
+        return NonceReplayError("Nonce already used")
+    if code == poot_sqlite.INACTIVE:
+        return InvalidPoOTError("Node not found or inactive")
+    return InvalidPoOTError("Invalid or missing signature")
+
+
+def _group_failed(size: int, exc: BaseException, outcome: str = "none of them was stored") -> GroupCommitError:
+    error = GroupCommitError(f"Storing a group of {size} failed ({type(exc).__name__}); {outcome}")
+    error.__cause__ = exc
+    return error
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -71,6 +88,8 @@ _NODE_BY_ID = select(nodes).where(nodes.c.node_id == bindparam("b_node"))
 _NONCE_LOOKUP = select(poot_nonces).where(
     tuple_(poot_nonces.c.node_id, poot_nonces.c.nonce).in_(bindparam("b_keys", expanding=True)),
     poot_nonces.c.used_at >= bindparam("b_since"))
+_STORED_ERRORS = (select(poot_validations.c.validation_id, poot_validations.c.errors)
+                  .where(poot_validations.c.validation_id.in_(bindparam("b_ids", expanding=True))))
 _HISTORY = (select(poot_validations.c.is_valid, poot_validations.c.score, poot_validations.c.created_at,
                     poot_validations.c.validation_id)
             .where(poot_validations.c.node_id == bindparam("b_node"))
@@ -87,10 +106,27 @@ class SqlPoOTRepository:
     concurrent nonce look-ups share one SELECT; concurrent saves share one transaction (group commit).
     The node's status and key are re-read inside that transaction, so the caches never decide a rule."""
 
-    def __init__(self, db: NodeDatabase, *, store_output: bool = True, max_group: int = 500) -> None:
+    def __init__(self, db: NodeDatabase, *, store_output: bool = True, max_group: int = 500,
+                 writer: str | None = None, process_group: int = 16, process_depth: int = 2) -> None:
+        """``writer`` chooses who commits the groups on an SQLite file: ``"process"`` (the default; env
+        LUCID_NODE_POOT_WRITER), the database's PoOT writer process, up to ``process_depth`` groups of at
+        most ``process_group`` in flight, so validating and committing overlap (poot_writer_process);
+        ``"thread"``, the writer thread, one group of at most ``max_group`` at a time. PostgreSQL always
+        commits through its engine (``max_group``)."""
         self.db = db
         self.store_output = store_output
         self.max_group = max_group
+        mode = (writer or os.environ.get(ENV_POOT_WRITER) or "process").strip().lower()
+        if mode not in ("process", "thread"):
+            raise ValueError(f"{ENV_POOT_WRITER} must be 'process' or 'thread', not {mode!r}")
+        self._process: PoOTWriterProcess | None = db.poot_writer_process() if mode == "process" else None
+        self.process_group = process_group
+        self.process_depth = process_depth
+        self._groups_in_flight = 0
+        self._send_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._generation = 0
+        self._restarting: asyncio.Task[None] | None = None
         self._queue: list[_Queued] = []
         self._flusher: asyncio.Task[None] | None = None
         self._nonce_queue: list[tuple[str, str, datetime, Any]] = []
@@ -237,11 +273,117 @@ class SqlPoOTRepository:
         in one transaction (one upsert ... RETURNING decides every claim), so throughput does not pay
         one commit per proof. An idle call flushes at once, without waiting for company. If the
         transaction fails, every waiter of the group gets that error and nothing of the group is stored."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
         self._queue.append((validation, claim_nonce, checked_against, fut))
-        if self._flusher is None or self._flusher.done():
+        if self._process is not None:
+            if loop is not self._loop:  # used from a new event loop: the old loop's groups are not ours
+                self._loop, self._groups_in_flight, self._send_scheduled = loop, 0, False
+                self._generation += 1
+            self._kick(loop)
+        elif self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._drain())
         await fut
+
+    # ------------------------------------------------------------------ writer process (SQLite file)
+    def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Send what is queued at the end of this loop iteration, if a pipeline slot is free (proofs
+        validated in the same iteration travel together)."""
+        if not self._send_scheduled and self._groups_in_flight < self.process_depth:
+            self._send_scheduled = True
+            loop.call_soon(self._send)
+
+    def _send(self) -> None:
+        self._send_scheduled = False
+        proc = self._process
+        assert proc is not None
+        if not proc.running:
+            if self._queue and (self._restarting is None or self._restarting.done()):
+                self._restarting = asyncio.ensure_future(self._start_process())
+            return
+        while self._queue and self._groups_in_flight < self.process_depth:
+            batch, self._queue = self._queue[:self.process_group], self._queue[self.process_group:]
+            now = utcnow()
+            items = [poot_sqlite.item_of(v, claim, against) for v, claim, against, _ in batch]
+            try:
+                answer = proc.submit(now, now - NONCE_WINDOW, self.store_output, items)
+            except Exception as exc:  # noqa: BLE001 - not sent: nothing of it can be stored
+                self._resolve(batch, error=_group_failed(len(batch), exc))
+                continue
+            self._groups_in_flight += 1
+            answer.add_done_callback(partial(self._group_answered, batch, self._generation))
+
+    async def _start_process(self) -> None:
+        assert self._process is not None
+        try:
+            await self._process.start()
+        except Exception as exc:  # noqa: BLE001 - the queued proofs fail; the next one tries again
+            _log.error("PoOT writer process could not start: %r", exc)
+            queued, self._queue = self._queue, []
+            self._resolve(queued, error=_group_failed(len(queued), exc))
+            return
+        self._kick(asyncio.get_running_loop())
+
+    def _group_answered(self, batch: list[_Queued], generation: int, answer: asyncio.Future[dict[int, str]]) -> None:
+        if generation == self._generation:
+            self._groups_in_flight -= 1
+        exc = answer.exception() if not answer.cancelled() else asyncio.CancelledError()
+        if exc is None:
+            rejected = {i: _rejection(code) for i, code in answer.result().items()}
+            self._after_commit(batch, rejected)
+            self._resolve(batch, rejected=rejected)
+        elif isinstance(exc, WriterProcessLost):
+            asyncio.ensure_future(self._reconcile(batch, exc))
+        else:  # WriterProcessError: rolled back
+            self._resolve(batch, error=_group_failed(len(batch), exc))
+        if self._queue:
+            self._kick(asyncio.get_running_loop())
+
+    async def _reconcile(self, batch: list[_Queued], lost: WriterProcessLost) -> None:
+        """The process died with this group in flight. The group is one transaction: if any of its
+        rows is in the database it was committed, and each proof's fate is read from its row (a
+        replay's row is a failed attempt; a refused proof has none); if none is, nothing was."""
+        ids = [v.validation_id for v, *_ in batch]
+        try:
+            stored = dict(await self.db.read(lambda conn: [tuple(r) for r in conn.execute(
+                _STORED_ERRORS, {"b_ids": ids}).all()]))
+            states: dict[str, tuple[str, str | None]] = {}
+            if stored:
+                refused = list({v.node_id for v, *_ in batch if v.validation_id not in stored})
+                if refused:
+                    states = {r.node_id: (r.status, r.public_key or None) for r in await self.db.read(
+                        lambda conn: conn.execute(_NODE_STATE, {"b_nodes": refused}).all())}
+        except Exception as exc:  # noqa: BLE001 - the outcome cannot be read: say so, not "not stored"
+            self._resolve(batch, error=_group_failed(len(batch), exc, "whether it was stored is unknown; "
+                                                     "a retry is refused as a replay if it was"))
+            return
+        if not stored:
+            self._resolve(batch, error=_group_failed(len(batch), lost))
+            return
+        rejected: dict[int, Exception] = {}
+        for i, (v, *_) in enumerate(batch):
+            errors = stored.get(v.validation_id)
+            if errors is None:
+                status, _key = states.get(v.node_id, (None, None))
+                rejected[i] = _rejection(poot_sqlite.INACTIVE if status != NodeStatus.ACTIVE.value
+                                         else poot_sqlite.BAD_KEY)
+            elif errors == poot_sqlite.REPLAY_ERRORS and v.errors != poot_sqlite.REPLAY_ERRORS:
+                rejected[i] = NonceReplayError("Nonce already used")
+        self._after_commit(batch, rejected)
+        self._resolve(batch, rejected=rejected)
+
+    @staticmethod
+    def _resolve(batch: list[_Queued], *, rejected: dict[int, Exception] | None = None,
+                 error: Exception | None = None) -> None:
+        for i, (*_, fut) in enumerate(batch):
+            if fut.done():
+                continue
+            if error is not None:
+                fut.set_exception(error)
+            elif rejected and i in rejected:
+                fut.set_exception(rejected[i])
+            else:
+                fut.set_result(None)
 
     async def _drain(self) -> None:
         while self._queue:
@@ -249,20 +391,10 @@ class SqlPoOTRepository:
             try:
                 rejected = await self._write(batch)
             except Exception as exc:  # noqa: BLE001 - every waiter of this group gets the failure
-                error = GroupCommitError(f"Storing a group of {len(batch)} failed ({type(exc).__name__}); "
-                                         "none of them was stored")
-                error.__cause__ = exc
-                for *_, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(error)
+                self._resolve(batch, error=_group_failed(len(batch), exc))
                 continue
             self._after_commit(batch, rejected)
-            for i, (*_, fut) in enumerate(batch):
-                if not fut.done():
-                    if i in rejected:
-                        fut.set_exception(rejected[i])
-                    else:
-                        fut.set_result(None)
+            self._resolve(batch, rejected=rejected)
 
     def _after_commit(self, batch: list[_Queued], rejected: dict[int, Exception]) -> None:
         history, node_cache = self.db.poot_history, self.db.node_cache
@@ -286,9 +418,18 @@ class SqlPoOTRepository:
 
     def _write_tx(self, batch: list[_Queued], conn: Connection) -> dict[int, Exception]:
         """One transaction for a group (runs on the writer thread on SQLite, see NodeDatabase.write).
-        On SQLite the statements are poot_sqlite's, each one step; elsewhere SQLAlchemy Core's."""
+        On SQLite it is poot_sqlite.group_transaction, as in the writer process; elsewhere SQLAlchemy
+        Core's statements, with the same rules."""
         now = utcnow()
-        cur = conn.connection.dbapi_connection.cursor() if conn.dialect.name == "sqlite" else None  # type: ignore[union-attr]
+        if conn.dialect.name == "sqlite":
+            cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                codes = poot_sqlite.group_transaction(
+                    cur, [poot_sqlite.item_of(v, claim, against) for v, claim, against, _ in batch],
+                    now, now - NONCE_WINDOW, self.store_output, NodeStatus.ACTIVE.value)
+            finally:
+                cur.close()
+            return {i: _rejection(code) for i, code in codes.items()}
         claims: dict[tuple[str, str], int] = {}
         rejected: dict[int, Exception] = {}
         for i, (v, claim, _, _) in enumerate(batch):
@@ -299,7 +440,7 @@ class SqlPoOTRepository:
                     claims[(v.node_id, v.nonce)] = i
         checked = {(v.node_id, against[0]) for i, (v, claim, against, _) in enumerate(batch)
                    if claim and against is not None and i not in rejected}
-        if checked and not (cur is not None and poot_sqlite.nodes_as_checked(cur, checked, NodeStatus.ACTIVE.value)):
+        if checked:
             state = {r.node_id: (r.status, r.public_key or None)
                      for r in conn.execute(_NODE_STATE, {"b_nodes": list({n for n, _ in checked})}).all()}
             for i, (v, claim, against, _) in enumerate(batch):
@@ -313,8 +454,7 @@ class SqlPoOTRepository:
                 if i in rejected:
                     claims.pop((v.node_id, v.nonce), None)
         if claims:
-            won = (poot_sqlite.claim_nonces(cur, list(claims), now, now - NONCE_WINDOW) if cur is not None
-                   else self._claim_core(conn, list(claims), now))
+            won = self._claim_core(conn, list(claims), now)
             for k, i in claims.items():
                 if k not in won:
                     rejected[i] = NonceReplayError("Nonce already used")
@@ -328,13 +468,6 @@ class SqlPoOTRepository:
             stored.append(v)
             if v.is_valid:
                 scores[v.node_id] = v.score
-        if cur is not None:
-            if stored:
-                poot_sqlite.insert_validations(cur, [poot_sqlite.validation_values(v, self.store_output) for v in stored])
-            if scores:
-                poot_sqlite.set_scores(cur, scores)
-            cur.close()
-            return rejected
         if stored:
             rows = [_to_row(v) for v in stored]
             if not self.store_output:

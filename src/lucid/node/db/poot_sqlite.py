@@ -1,17 +1,21 @@
-"""The PoOT group commit's statements on SQLite, as SQL text on the writer's own sqlite3 cursor.
+"""The PoOT group commit on SQLite, as SQL text on a plain sqlite3 cursor (standard library only).
 
-Why not SQLAlchemy Core here: the group commit runs on the writer thread while the event loop thread
-validates the next proofs, and both need the GIL. pysqlite gives the GIL up around every
-``sqlite3_step``: an ``executemany`` of n rows, or a SELECT or RETURNING of n rows, is n steps, and each
-time the writer must win the GIL back from a busy event loop, up to a switch interval (5 ms) later.
-Every statement here is one step whatever the group's size (multi-row VALUES; joins that answer with
-one count or only the exceptions), so a group costs about seven GIL hand-offs instead of three per
-proof, and none of SQLAlchemy's per-row bind processors.
+One function, ``group_transaction``, decides and writes a whole group. Two callers run it: the writer
+thread of NodeDatabase (``SqlPoOTRepository`` in ``thread`` mode) and the PoOT writer process
+(poot_writer_child), which imports this module without SQLAlchemy or pydantic. A group travels as
+plain tuples (``ITEM_FIELDS``), which is also what crosses the pipe to the process.
 
-Correctness rests on the transaction: NodeDatabase starts it with BEGIN IMMEDIATE, so this connection
-holds SQLite's write lock from the first statement and reads the latest committed state; no other
-writer (thread or process) can claim a nonce between the look-up and the insert below. (PostgreSQL,
-whose transactions do run concurrently, decides claims with an upsert ... RETURNING instead.)
+Why not SQLAlchemy Core here: the group commit runs beside the event loop thread that validates the
+next proofs. pysqlite gives the GIL up around every ``sqlite3_step``: an ``executemany`` of n rows, or
+a SELECT or RETURNING of n rows, is n steps, and each time the writer thread must win the GIL back from
+a busy event loop, up to a switch interval (5 ms) later. Every statement here is one step whatever the
+group's size (multi-row VALUES; joins that answer with one count or only the exceptions), and there
+are none of SQLAlchemy's per-row bind processors.
+
+Correctness rests on the transaction: it starts with BEGIN IMMEDIATE, so the connection holds SQLite's
+write lock from the first statement and reads the latest committed state; no other writer (thread or
+process) can claim a nonce between the look-up and the insert below. (PostgreSQL, whose transactions
+do run concurrently, decides claims with an upsert ... RETURNING instead: poot_repo.)
 """
 
 from __future__ import annotations
@@ -19,42 +23,67 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
-from ..models.poot_models import PoOTValidationResult
 from .sqlite_text import chunks, flat, sqlite_datetime, values_clause
-from .tables import poot_validations
 
-__all__ = ["sqlite_datetime", "validation_values", "nodes_as_checked", "claim_nonces", "insert_validations",
-           "set_scores"]
+__all__ = ["sqlite_datetime", "validation_values", "item_of", "group_transaction", "COLUMNS", "ITEM_FIELDS",
+           "REPLAY", "INACTIVE", "BAD_KEY"]
 
 _dump_json = json.JSONEncoder().encode  # SQLAlchemy's JSON type stores json.dumps() text: same bytes
+
+
 def _json(value: Any) -> str:
     return "[]" if value == [] else _dump_json(value)
 
 
-# the table's column order, which validation_values follows
-_COLUMNS = ["validation_id", "node_id", "batch_id", "output_data", "output_hash", "timestamp", "nonce",
-            "is_valid", "score", "score_parts", "confidence", "validation_time_ms", "errors", "created_at"]
-assert [c.name for c in poot_validations.columns] == _COLUMNS
+# the poot_validations table's column order (a test compares it with tables.py)
+COLUMNS = ("validation_id", "node_id", "batch_id", "output_data", "output_hash", "timestamp", "nonce",
+           "is_valid", "score", "score_parts", "confidence", "validation_time_ms", "errors", "created_at")
+# a queued proof as it travels: the result's fields in COLUMNS order, then (claim its nonce, the key
+# it was checked against: (key or None,) / None if unchecked)
+ITEM_FIELDS = (*COLUMNS, "claim", "checked_against")
+_I_NODE, _I_NONCE, _I_VALID, _I_SCORE = 1, 6, 7, 8
+_I_CLAIM, _I_AGAINST = len(COLUMNS), len(COLUMNS) + 1
+_fields_of = itemgetter(*COLUMNS)
+
+# rejection codes of group_transaction, turned into exceptions by the repository
+REPLAY, INACTIVE, BAD_KEY = "replay", "inactive", "bad_key"
+REPLAY_ERRORS = ["Nonce already used"]
 
 
-def validation_values(v: PoOTValidationResult, store_output: bool) -> tuple[Any, ...]:
-    """One validation row as pysqlite takes it, read straight from the model (model_dump's copies and
-    the column processors cost more than the insert). The bytes equal SQLAlchemy's own binding: a
-    round-trip test compares them."""
-    d = v.__dict__
-    return (d["validation_id"], d["node_id"], d["batch_id"], d["output_data"] if store_output else None,
-            d["output_hash"], sqlite_datetime(d["timestamp"]), d["nonce"], int(d["is_valid"]), d["score"],
-            _json(d["score_parts"]), d["confidence"], d["validation_time_ms"], _json(d["errors"]),
-            sqlite_datetime(d["created_at"]))
+def item_of(v: Any, claim: bool, checked_against: tuple[str | None] | None) -> tuple[Any, ...]:
+    """A PoOTValidationResult as a group item: one C call for its fields (the hot path builds one per
+    proof)."""
+    return (*_fields_of(v.__dict__), claim, checked_against)
 
 
-def nodes_as_checked(cur: sqlite3.Cursor, pairs: set[tuple[str, str | None]], active: str) -> bool:
+def _row(item: tuple[Any, ...], store_output: bool) -> tuple[Any, ...]:
+    (vid, node, batch, output, digest, ts, nonce, valid, score, parts, confidence, elapsed, errors,
+     created) = item[:_I_CLAIM]
+    return (vid, node, batch, output if store_output else None, digest, sqlite_datetime(ts), nonce, int(valid),
+            score, _json(parts), confidence, elapsed, _json(errors), sqlite_datetime(created))
+
+
+def _replay_row(item: tuple[Any, ...], store_output: bool) -> tuple[Any, ...]:
+    """What a replayed proof leaves on record: a failed attempt under the result's id (the output is not
+    kept, the score and its parts are zero), as the validator records its other refusals."""
+    (vid, node, batch, _output, digest, ts, nonce, _valid, _score, _parts, _confidence, elapsed, _errors,
+     created) = item[:_I_CLAIM]
+    return (vid, node, batch, "" if store_output else None, digest, sqlite_datetime(ts), nonce, 0, 0.0, "{}",
+            0.0, elapsed, _json(REPLAY_ERRORS), sqlite_datetime(created))
+
+
+def validation_values(v: Any, store_output: bool) -> tuple[Any, ...]:
+    """One validation row as pysqlite takes it, read straight from the model. The bytes equal
+    SQLAlchemy's own binding: a round-trip test compares them."""
+    return _row(item_of(v, False, None), store_output)
+
+
+def _nodes_as_checked(cur: sqlite3.Cursor, pairs: set[tuple[str, str | None]], active: str) -> bool:
     """True if every (node_id, key) pair names an active node whose public key is still ``key`` (None:
     no key). One count; the caller looks at the nodes one by one only when it is short."""
-    if not pairs:
-        return True
     matched = 0
     for chunk in chunks(list(pairs), 2):
         cur.execute(f"SELECT count(*) FROM (VALUES {values_clause(len(chunk), 2)}) AS v CROSS JOIN nodes AS n "
@@ -64,12 +93,19 @@ def nodes_as_checked(cur: sqlite3.Cursor, pairs: set[tuple[str, str | None]], ac
     return matched == len(pairs)
 
 
-def claim_nonces(cur: sqlite3.Cursor, keys: list[tuple[str, str]], used_at: datetime,
-                 cutoff: datetime) -> set[tuple[str, str]]:
-    """Claim each (node_id, nonce) not used since ``cutoff``; returns the winners. The look-up answers
+def _node_states(cur: sqlite3.Cursor, node_ids: list[str]) -> dict[str, tuple[str, str | None]]:
+    states: dict[str, tuple[str, str | None]] = {}
+    for chunk in chunks(node_ids, 1):
+        cur.execute(f"SELECT node_id, status, public_key FROM nodes WHERE node_id IN ({', '.join('?' * len(chunk))})",
+                    chunk)
+        states.update((node, (status, key or None)) for node, status, key in cur.fetchall())
+    return states
+
+
+def _claim_nonces(cur: sqlite3.Cursor, keys: list[tuple[str, str]], used_at: str, since: str) -> set[tuple[str, str]]:
+    """Claim each (node_id, nonce) not used since ``since``; returns the winners. The look-up answers
     only with the losers (normally none); every winner is then written by one upsert (a conflict there
     is a use older than the window, which the claim renews)."""
-    since = sqlite_datetime(cutoff)
     lost: set[tuple[str, str]] = set()
     for chunk in chunks(keys, 2):
         cur.execute(f"SELECT n.node_id, n.nonce FROM (VALUES {values_clause(len(chunk), 2)}) AS v "
@@ -77,22 +113,64 @@ def claim_nonces(cur: sqlite3.Cursor, keys: list[tuple[str, str]], used_at: date
                     "WHERE n.used_at >= ?", (*flat(chunk), since))
         lost.update(map(tuple, cur.fetchall()))
     won = [k for k in keys if k not in lost]
-    used = sqlite_datetime(used_at)
     for chunk in chunks(won, 3):
         cur.execute(f"INSERT INTO poot_nonces (node_id, nonce, used_at) VALUES {values_clause(len(chunk), 3)} "
                     "ON CONFLICT (node_id, nonce) DO UPDATE SET used_at = excluded.used_at",
-                    flat((node, nonce, used) for node, nonce in chunk))
+                    flat((node, nonce, used_at) for node, nonce in chunk))
     return set(won)
 
 
-def insert_validations(cur: sqlite3.Cursor, rows: list[tuple[Any, ...]]) -> None:
-    for chunk in chunks(rows, len(_COLUMNS)):
-        cur.execute(f"INSERT INTO poot_validations ({', '.join(_COLUMNS)}) "
-                    f"VALUES {values_clause(len(chunk), len(_COLUMNS))}", flat(chunk))
+def group_transaction(cur: sqlite3.Cursor, items: list[tuple[Any, ...]], now: datetime, cutoff: datetime,
+                      store_output: bool, active: str = "active") -> dict[int, str]:
+    """Decide and write one group inside the caller's transaction; returns {index: rejection code}.
 
-
-def set_scores(cur: sqlite3.Cursor, scores: dict[str, float]) -> None:
-    items = list(scores.items())
-    for chunk in chunks(items, 2):
+    - The same nonce twice in the group: the later one is a replay.
+    - A checked proof whose node is no longer ``active`` (INACTIVE) or no longer has the key it was
+      checked against (BAD_KEY) is refused and nothing of it is written.
+    - A lost nonce claim (used since ``cutoff``) is a REPLAY, written as a failed attempt.
+    - Every other proof is written; a valid one sets its node's score."""
+    claims: dict[tuple[str, str], int] = {}
+    rejected: dict[int, str] = {}
+    for i, item in enumerate(items):
+        if item[_I_CLAIM]:
+            key = (item[_I_NODE], item[_I_NONCE])
+            if key in claims:
+                rejected[i] = REPLAY
+            else:
+                claims[key] = i
+    checked = {(item[_I_NODE], item[_I_AGAINST][0]) for i, item in enumerate(items)
+               if item[_I_CLAIM] and item[_I_AGAINST] is not None and i not in rejected}
+    if checked and not _nodes_as_checked(cur, checked, active):
+        state = _node_states(cur, list({node for node, _ in checked}))
+        for i, item in enumerate(items):
+            if not item[_I_CLAIM] or item[_I_AGAINST] is None or i in rejected:
+                continue
+            status, key = state.get(item[_I_NODE], (None, None))
+            if status != active:
+                rejected[i] = INACTIVE
+            elif key != item[_I_AGAINST][0]:
+                rejected[i] = BAD_KEY
+            if i in rejected:
+                claims.pop((item[_I_NODE], item[_I_NONCE]), None)
+    if claims:
+        won = _claim_nonces(cur, list(claims), sqlite_datetime(now) or "", sqlite_datetime(cutoff) or "")
+        for k, i in claims.items():
+            if k not in won:
+                rejected[i] = REPLAY
+    rows: list[tuple[Any, ...]] = []
+    scores: dict[str, float] = {}
+    for i, item in enumerate(items):
+        code = rejected.get(i)
+        if code is None:
+            rows.append(_row(item, store_output))
+            if item[_I_VALID]:
+                scores[item[_I_NODE]] = item[_I_SCORE]
+        elif code == REPLAY:
+            rows.append(_replay_row(item, store_output))
+    for chunk in chunks(rows, len(COLUMNS)):
+        cur.execute(f"INSERT INTO poot_validations ({', '.join(COLUMNS)}) "
+                    f"VALUES {values_clause(len(chunk), len(COLUMNS))}", flat(chunk))
+    for chunk in chunks(list(scores.items()), 2):
         cur.execute(f"UPDATE nodes SET poot_score = v.column2 FROM (VALUES {values_clause(len(chunk), 2)}) AS v "
                     "WHERE nodes.node_id = v.column1", flat(chunk))
+    return rejected
