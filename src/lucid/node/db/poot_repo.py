@@ -20,7 +20,7 @@ from ..poot.score_window import ScoreWindow
 from . import poot_sqlite
 from .engine import NodeDatabase
 from .node_repo import node_from_row
-from .poot_writer_process import PoOTWriterProcess, WriterProcessError, WriterProcessLost
+from .poot_writer_process import PoOTWriterProcess, WriterProcessLost
 from .tables import nodes, poot_nonces, poot_validations
 
 __all__ = ["SqlPoOTRepository", "NONCE_WINDOW", "STALE_SERVE", "ValidationSummary", "ENV_POOT_WRITER"]
@@ -127,6 +127,7 @@ class SqlPoOTRepository:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._generation = 0
         self._restarting: asyncio.Task[None] | None = None
+        self._reconciling: set[asyncio.Future[None]] = set()
         self._queue: list[_Queued] = []
         self._flusher: asyncio.Task[None] | None = None
         self._nonce_queue: list[tuple[str, str, datetime, Any]] = []
@@ -269,10 +270,11 @@ class SqlPoOTRepository:
         refused (InvalidPoOTError, nothing written) if, inside that transaction, its node is no longer
         active or no longer has that key.
 
-        Concurrent calls are group-committed: whoever finds no flush running drains everything queued
-        in one transaction (one upsert ... RETURNING decides every claim), so throughput does not pay
-        one commit per proof. An idle call flushes at once, without waiting for company. If the
-        transaction fails, every waiter of the group gets that error and nothing of the group is stored."""
+        Concurrent calls are group-committed, so throughput does not pay one commit per proof: on an
+        SQLite file the writer process commits groups of up to ``process_group`` (``process_depth``
+        in flight); otherwise whoever finds no flush running drains everything queued in one
+        transaction. An idle call is sent at once, without waiting for company. If a transaction fails,
+        every waiter of its group gets that error and nothing of the group is stored."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._queue.append((validation, claim_nonce, checked_against, fut))
@@ -333,7 +335,9 @@ class SqlPoOTRepository:
             self._after_commit(batch, rejected)
             self._resolve(batch, rejected=rejected)
         elif isinstance(exc, WriterProcessLost):
-            asyncio.ensure_future(self._reconcile(batch, exc))
+            task = asyncio.ensure_future(self._reconcile(batch, exc))
+            self._reconciling.add(task)  # referenced until done (the loop keeps only weak references)
+            task.add_done_callback(self._reconciling.discard)
         else:  # WriterProcessError: rolled back
             self._resolve(batch, error=_group_failed(len(batch), exc))
         if self._queue:
