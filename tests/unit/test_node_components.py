@@ -37,8 +37,7 @@ class TestRateLimiter:
         # The clock is driven by the test: on a loaded machine 6,000 real checks took long enough to refill
         # a token, and the refusal below did not happen.
         clock = [1000.0]
-        monkeypatch.setattr("lucid.node.api.rate_limit.time.monotonic", lambda: clock[0])
-        rl = RateLimiter()
+        rl = RateLimiter(clock=lambda: clock[0])
         for _ in range(6000):
             rl.check("t", "x", 6000)  # 100 tokens per second
         with pytest.raises(RateLimitExceededError):

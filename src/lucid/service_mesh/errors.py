@@ -155,3 +155,17 @@ class MessageTimeoutError(LucidMeshError):
 
     default_code = "LUCID_ERR_1305"
     http_status = 504
+
+
+class RateLimitedError(LucidMeshError):
+    """A caller is over its rate (SPEC: 4291); ``retry_after`` is the whole seconds until it may retry."""
+
+    default_code = "LUCID_ERR_4291"
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, details={"retry_after": retry_after})
+        self.retry_after = retry_after
+
+
+__all__.append("RateLimitedError")

@@ -1,5 +1,5 @@
-"""HTTP API of the service registry (FastAPI, JWT-protected)."""
+"""HTTP API of the service registry (FastAPI, JWT-protected, rate-limited)."""
 
-from lucid.service_mesh.api.app import create_app
+from lucid.service_mesh.api.app import MeshRateLimits, create_app
 
-__all__ = ["create_app"]
+__all__ = ["MeshRateLimits", "create_app"]

@@ -3,11 +3,19 @@
 Every endpoint needs a service JWT (Bearer). A service may register, update and deregister only
 itself (the token's service_name/cluster/plane must match); a token with the ``mesh:admin``
 permission may act for any service. Errors use the SPEC envelope.
+
+Rate limits (429, LUCID_ERR_4291, Retry-After): each service identity (name and cluster) has
+``per_service`` requests a minute; each client address has ``auth_failures_per_ip`` failed
+authentications a minute, and once they are spent a token this API has not verified before is refused
+without being verified (first verifications are the expensive part: an asymmetric signature check).
+Tokens already verified keep working, so one misbehaving neighbour on a shared address does not cut
+off the services that already authenticated.
 """
 
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -18,9 +26,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lucid.service_mesh.discovery.discovery_core import AsyncServiceDiscoveryClient
 from lucid.service_mesh.discovery.registry_core import AsyncServiceRegistry
+from lucid.rate_limit import TokenBuckets
 from lucid.service_mesh.errors import (
     AuthenticationError,
+    InvalidServiceConfigError,
     LucidMeshError,
+    RateLimitedError,
     SecurityPolicyViolation,
     ServiceNotFoundError,
 )
@@ -40,6 +51,19 @@ def envelope(code: str, message: str, details: Any = None) -> dict[str, Any]:
             "timestamp": datetime.now(timezone.utc).isoformat(),
         }
     }
+
+
+@dataclass(frozen=True)
+class MeshRateLimits:
+    per_service: int = 6000  # requests a minute per service identity (100/s)
+    auth_failures_per_ip: int = 60  # failed authentications a minute per client address
+
+    def __post_init__(self) -> None:
+        for name in ("per_service", "auth_failures_per_ip"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidServiceConfigError(f"{name} must be a whole number of requests a minute >= 1, "
+                                                f"got {value!r}")
 
 
 class RegisterBody(BaseModel):
@@ -68,12 +92,17 @@ def create_app(
     registry: AsyncServiceRegistry,
     discovery: AsyncServiceDiscoveryClient,
     verifier: ServiceAuthProvider,
+    rate_limits: MeshRateLimits | None = None,
 ) -> FastAPI:
     app = FastAPI(title="Lucid service discovery", version="1.0.0")
+    limits = rate_limits or MeshRateLimits()
+    buckets = TokenBuckets()
 
     @app.exception_handler(LucidMeshError)
     async def _mesh_error(_: Request, exc: LucidMeshError) -> JSONResponse:
-        return JSONResponse(envelope(exc.error_code, exc.message, exc.details), status_code=exc.http_status)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimitedError) else None
+        return JSONResponse(envelope(exc.error_code, exc.message, exc.details), status_code=exc.http_status,
+                            headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -82,9 +111,24 @@ def create_app(
 
     async def caller(request: Request) -> dict[str, Any]:
         header = request.headers.get("authorization", "")
-        if not header.startswith("Bearer "):
-            raise AuthenticationError("missing bearer token")
-        return verifier.verify_service_token(header[7:].strip())
+        token = header[7:].strip() if header.startswith("Bearer ") else ""
+        address = request.client.host if request.client else "unknown"
+        if not (token and verifier.knows(token)):
+            wait = buckets.wait("auth-failures", address, limits.auth_failures_per_ip)
+            if wait is not None:
+                raise RateLimitedError(f"too many failed authentications from {address}", wait)
+        try:
+            if not token:
+                raise AuthenticationError("missing bearer token")
+            claims = verifier.verify_service_token(token)
+        except AuthenticationError:
+            buckets.take("auth-failures", address, limits.auth_failures_per_ip)
+            raise
+        wait = buckets.take("service", f"{claims['service_name']}/{claims['cluster']}", limits.per_service)
+        if wait is not None:
+            raise RateLimitedError(f"service {claims['service_name']} is over {limits.per_service} requests a minute",
+                                   wait)
+        return claims
 
     Caller = Annotated[dict[str, Any], Depends(caller)]
 

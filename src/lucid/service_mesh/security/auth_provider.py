@@ -232,6 +232,10 @@ class ServiceAuthProvider:
         }
         return jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers={"kid": key.kid})
 
+    def knows(self, token: str) -> bool:
+        """True if ``token`` was verified before and is still cached (checking it again is cheap)."""
+        return token in self._cache
+
     def verify_service_token(
         self, token: str, required_plane: str | None = None, required_cluster: str | None = None
     ) -> dict[str, Any]:
