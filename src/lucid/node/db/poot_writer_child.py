@@ -12,7 +12,11 @@ answered in order. Pickle is safe here: both ends are this package, over a priva
 Checkpoints run beside the commits: the connection's automatic checkpoint is off, and a second
 connection on a thread of this process copies the WAL back into the database (PASSIVE: it never
 blocks the writer) every ``CHECKPOINT_EVERY`` commits. An automatic checkpoint ran inside the
-committing transaction and, with its fsync, held a group for ~100 ms.
+committing transaction and, with its fsync, held a group for ~100 ms. A checkpoint that runs while
+the writer appends never catches up with it, and SQLite restarts the WAL from its beginning only
+after a complete one: so once the thread's pass is done, the writer finishes it between two groups
+(only the frames appended meanwhile are left to copy), and its next transaction restarts the WAL
+instead of growing it without end.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ def _read_frame(stream: BinaryIO) -> bytes | None:
     return payload if len(payload) == size else None
 
 
-def _checkpointer(path: str, pragmas: list[str], due: threading.Event) -> None:
+def _checkpointer(path: str, pragmas: list[str], due: threading.Event, copied: threading.Event) -> None:
     con = _connect(path, pragmas)
     while True:
         due.wait()
@@ -58,14 +62,15 @@ def _checkpointer(path: str, pragmas: list[str], due: threading.Event) -> None:
         try:
             con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error:
-            pass  # busy or locked: the next one copies what this one could not
+            continue  # busy or locked: the next one copies what this one could not
+        copied.set()
 
 
 def serve(path: str, pragmas: list[str], requests: BinaryIO, answers: BinaryIO) -> None:
     pragmas = [p for p in pragmas if not p.startswith("wal_autocheckpoint")] + ["wal_autocheckpoint=0"]
     con = _connect(path, pragmas)
-    due = threading.Event()
-    threading.Thread(target=_checkpointer, args=(path, pragmas, due), daemon=True,
+    due, copied = threading.Event(), threading.Event()
+    threading.Thread(target=_checkpointer, args=(path, pragmas, due, copied), daemon=True,
                      name="poot-checkpoint").start()
     commits = 0
     while (frame := _read_frame(requests)) is not None:
@@ -90,6 +95,12 @@ def serve(path: str, pragmas: list[str], requests: BinaryIO, answers: BinaryIO) 
         out = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
         answers.write(_HEADER.pack(len(out)) + out)
         answers.flush()
+        if copied.is_set():  # finish the thread's pass: the WAL can then restart (see above)
+            copied.clear()
+            try:
+                con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error:
+                pass
     con.close()
 
 
