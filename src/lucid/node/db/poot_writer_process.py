@@ -40,13 +40,21 @@ class WriterProcessError(RuntimeError):
     """The process rolled the group back (the message names the SQLite error)."""
 
 
+def _fail(in_flight: deque[asyncio.Future[dict[int, str]]], exc: BaseException) -> None:
+    while in_flight:
+        fut = in_flight.popleft()
+        if not fut.done():
+            fut.set_exception(exc)
+
+
 class PoOTWriterProcess:
-    def __init__(self, path: str, pragmas: tuple[str, ...], *, start_timeout: float = 30.0) -> None:
+    def __init__(self, path: str, pragmas: tuple[str, ...]) -> None:
         self.path = path
         self.pragmas = pragmas
-        self.start_timeout = start_timeout
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
+        # the current process's groups in flight, oldest first (each process has its own: a dead one's
+        # reader fails only its own groups, even once a new process is running)
         self._in_flight: deque[asyncio.Future[dict[int, str]]] = deque()
         self._starting: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -89,7 +97,9 @@ class PoOTWriterProcess:
                 sys.executable, "-m", "lucid.node.db.poot_writer_child", self.path, *self.pragmas,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env)
             self.starts += 1
-            self._reader = asyncio.create_task(self._read_answers(self._proc), name="poot-writer-answers")
+            self._in_flight = deque()
+            self._reader = asyncio.create_task(self._read_answers(self._proc, self._in_flight),
+                                               name="poot-writer-answers")
 
     def submit(self, now: datetime, cutoff: datetime, store_output: bool,
                items: list[tuple[Any, ...]]) -> asyncio.Future[dict[int, str]]:
@@ -103,13 +113,14 @@ class PoOTWriterProcess:
         self._in_flight.append(fut)
         return fut
 
-    async def _read_answers(self, proc: asyncio.subprocess.Process) -> None:
+    async def _read_answers(self, proc: asyncio.subprocess.Process,
+                            in_flight: deque[asyncio.Future[dict[int, str]]]) -> None:
         assert proc.stdout is not None
         try:
             while True:
                 (size,) = _HEADER.unpack(await proc.stdout.readexactly(_HEADER.size))
                 status, value = pickle.loads(await proc.stdout.readexactly(size))
-                fut = self._in_flight.popleft()
+                fut = in_flight.popleft()
                 if fut.done():
                     continue
                 if status == "ok":
@@ -121,7 +132,7 @@ class PoOTWriterProcess:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
-            self._fail_in_flight(WriterProcessLost(
+            _fail(in_flight, WriterProcessLost(
                 f"the PoOT writer process ended (exit code {proc.returncode}, {type(exc).__name__})"))
 
     def _leave_other_loop(self) -> None:
@@ -137,11 +148,6 @@ class PoOTWriterProcess:
                 fut.get_loop().call_soon_threadsafe(lambda f=fut: f.done() or f.set_exception(lost))
         self._proc = self._reader = None
 
-    def _fail_in_flight(self, exc: BaseException) -> None:
-        while self._in_flight:
-            fut = self._in_flight.popleft()
-            if not fut.done():
-                fut.set_exception(exc)
 
     async def close(self, timeout: float = 10.0) -> None:
         """Let the process finish what it was sent (its stdin closes), then stop it; no other starts."""
@@ -163,5 +169,5 @@ class PoOTWriterProcess:
         if reader is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(reader, timeout)
-        self._fail_in_flight(WriterProcessLost("the PoOT writer process was closed"))
+        _fail(self._in_flight, WriterProcessLost("the PoOT writer process was closed"))
         self._proc = self._reader = None
