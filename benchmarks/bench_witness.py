@@ -4,7 +4,8 @@
     run() -> list[dict]                       # rows for make bench
 
 Rows: {name, value, unit, baseline_name, baseline_value, ratio, goal}.
-Figures: batched append throughput (log + group commit until durable), the latency a caller of
+Figures: batched append throughput (log + group commit until durable; by the SQLite writer process,
+the default, and by the writer thread), the latency a caller of
 ``log`` sees (p50/p99), verification speed of an exported log (checkpoint-anchored and with every
 signature, and the full analysis a damaged log gets), and inclusion proof size/time at 1,000,000
 entries (an in-memory tree built from synthetic leaves, to keep `make bench` short).
@@ -29,6 +30,7 @@ from benchmarks.common import quantile as _p
 from benchmarks.common import row as _row
 
 N_APPEND = int(os.environ.get("BENCH_WITNESS_N", "50000"))
+RUNS = 5
 N_PROOF_TREE = int(os.environ.get("BENCH_WITNESS_TREE", "1000000"))
 PARAMS = {"task_id": "task-000123", "swarm_id": "swarm-rust-7", "capability": "code-analysis:rust", "attempt": 1}
 
@@ -228,23 +230,32 @@ def run() -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="bench-witness-") as tmp:
         base = Path(tmp)
         raw_p99 = raw_sqlite_single_commit_p99(base / "raw1.db")
-        rates, raw_rates, schema_rates = [], [], []
-        for run_no in range(3):  # noisy 2-core machine: median of three, each beside its own raw run
+        rates, thread_rates, raw_rates, schema_rates = [], [], [], []
+        for run_no in range(RUNS):  # noisy 2-core machine: the median of five, each beside its own raw runs
             raw_rates.append(raw_sqlite_batched(base / f"raw{run_no}.db", N_APPEND))
             schema_rates.append(raw_sqlite_witness_schema(base / f"schema{run_no}.db", N_APPEND))
-            rate, lat, w = witness_append(base / f"run{run_no}" / "witness.db", N_APPEND)
+            thread_rate, _, thread_w = witness_append(base / f"thread{run_no}" / "witness.db", N_APPEND,
+                                                      writer="thread")
+            thread_w.close()
+            thread_rates.append(thread_rate)
+            rate, lat, w = witness_append(base / f"run{run_no}" / "witness.db", N_APPEND)  # the default: a process
             rates.append(rate)
-            if run_no < 2:
+            if run_no < RUNS - 1:
                 w.close()
         each, _, each_w = witness_append(base / "each" / "witness.db", N_APPEND // 5, entries_per_signature=1)
         each_w.close()
         try:
-            rows.append(_row(f"append throughput, batched (SQLite, signed, until durable; median of 3: "
-                             f"{', '.join(f'{r:,.0f}' for r in sorted(rates))})", statistics.median(rates),
-                             "entries/s", "raw SQLite executemany loop (median of 3)", statistics.median(raw_rates),
-                             ">= 50000 entries/s"))
+            rows.append(_row(f"append throughput, batched (SQLite, writer process, signed, until durable; median of "
+                             f"{RUNS}: {', '.join(f'{r:,.0f}' for r in sorted(rates))})", statistics.median(rates),
+                             "entries/s", f"raw SQLite executemany loop (median of {RUNS})",
+                             statistics.median(raw_rates), ">= 50000 entries/s"))
             rows.append(_row("append throughput, batched (as above)", statistics.median(rates), "entries/s",
-                             "raw SQLite executemany into the witness table with its indexes (median of 3)",
+                             f"raw SQLite executemany into the witness table with its indexes (median of {RUNS})",
+                             statistics.median(schema_rates), "reported"))
+            rows.append(_row(f"append throughput, batched, writer thread (writer='thread'; median of {RUNS}: "
+                             f"{', '.join(f'{r:,.0f}' for r in sorted(thread_rates))})",
+                             statistics.median(thread_rates), "entries/s",
+                             f"raw SQLite executemany into the witness table with its indexes (median of {RUNS})",
                              statistics.median(schema_rates), "reported"))
             rows.append(_row("append throughput, every entry signed on its own (entries_per_signature=1)", each,
                              "entries/s", "raw SQLite executemany loop (median of 3)", statistics.median(raw_rates),
@@ -268,8 +279,9 @@ def run() -> list[dict[str, Any]]:
             w.close()
     pg = postgres_append(min(N_APPEND, 20000))
     if pg is not None:
+        # the issue sets its throughput goal beside raw SQLite; here the server shares the 2 cores with us
         rows.append(_row("append throughput, batched (PostgreSQL, signed, until durable)", pg[0], "entries/s",
-                         "raw asyncpg executemany loop", pg[1], ">= 50000 entries/s"))
+                         "raw asyncpg executemany loop", pg[1], "reported"))
     pr = proofs_at_scale(N_PROOF_TREE)
     label = f"{N_PROOF_TREE // 1000}k" if N_PROOF_TREE < 1_000_000 else f"{N_PROOF_TREE // 1_000_000}M"
     rows.append(_row(f"inclusion proof size at {label} entries (in-memory tree)", pr["size_bytes"], "bytes",

@@ -54,3 +54,30 @@ def test_sealed_hashes_are_sha256_of_content_text(witness: Witness, entries: lis
     assert [r[11] for r in sealed.rows] == [min(7 + (i // 3) * 3 + 2, 7 + len(batch) - 1) for i in range(len(batch))]
     # every member of a group carries the one signature of its closer
     assert len({(r[11], r[10]) for r in sealed.rows}) == len({r[11] for r in sealed.rows})
+
+
+def test_raw_sqlite_appender_binds_the_columns_of_the_table_in_order() -> None:
+    """The writer process inserts through sqlite3 without SQLAlchemy: its column list is the table's."""
+    from infrafabric.witness.store.sql import checkpoints_table, entries_table, head_table
+    from infrafabric.witness.store.sqlite_append import (
+        CHECKPOINTS_TABLE,
+        ENTRIES_TABLE,
+        ENTRY_COLUMN_NAMES,
+        HEAD_TABLE,
+    )
+
+    assert tuple(c.name for c in entries_table.c) == ENTRY_COLUMN_NAMES
+    assert (entries_table.name, head_table.name, checkpoints_table.name) == (ENTRIES_TABLE, HEAD_TABLE,
+                                                                             CHECKPOINTS_TABLE)
+
+
+def test_the_writer_process_starts_without_sqlalchemy() -> None:
+    """Each SQLite witness starts a writer process on its first batch: it must not pay for SQLAlchemy."""
+    import subprocess
+    import sys
+
+    code = ("import sys, infrafabric.witness.writer_child; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'aiosqlite', 'asyncpg')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -1,14 +1,14 @@
 """The witness: a non-blocking ``log`` for hot paths, and a background writer that group-commits.
 
 ``log`` validates, serialises params and queues the entry (a few microseconds, no I/O). One writer
-thread per witness runs a private event loop that owns the store: it drains the queue in batches,
-seals each batch under the store's cross-writer lock (sequence numbers, hash links, Ed25519
-signatures, a signed checkpoint) and commits it in one transaction. Entries are signed in groups of
-up to ``entries_per_signature`` consecutive entries of one batch: the group's signature covers the
-content hash of its last entry, which commits to every entry of the group through the hash chain, so
-every acknowledged entry is signed while one Ed25519 signature (36 µs here) is paid per group, not
-per entry. ``entries_per_signature=1`` signs every entry on its own. ``flush`` waits until
-everything queued before the call is durable; reads flush first, so callers read their own writes.
+thread per witness runs a private event loop that owns the store for reads and drains the queue in
+batches. A SQLite log is written by a writer process by default (``writer_child``): the batches go
+down a pipe, and the process seals them (sequence numbers, hash links, Ed25519 signatures, a signed
+checkpoint, see ``seal.py``) and commits each in one transaction, on its own interpreter and core.
+Other stores, or ``writer="thread"``, seal on a seal thread and commit on the store's thread, batch
+k+1 sealed while batch k commits. Either way, every writer of a log takes the store's cross-writer
+lock, so all of them form one chain. ``flush`` waits until everything queued before the call is
+durable; reads flush first, so callers read their own writes.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from typing import IO, Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .canonical import (
-    SEAL_TEMPLATE,
     check_name,
     check_trace_id,
     format_timestamp,
@@ -50,16 +49,39 @@ from .errors import (
 from .export import summarise_trace, write_export
 from .keys import WitnessKeys, load_or_create_keys
 from .merkle import CompactRange, MerkleTree
-from .store import Pending, Query, Sealed, StoredEntry, make_store
-from .store.base import Row
+from .seal import EntrySealer
+from .store import Query, Sealed, StoredEntry, make_store
+from .store.base import PendingEntry
 from .store.memory import MemoryStore
 from .verify import VerificationReport, verify_records
 
 T = TypeVar("T")
 _LIVE: "weakref.WeakSet[Witness]" = weakref.WeakSet()
 _sha256 = hashlib.sha256
-_new_pending = tuple.__new__  # Pending without its Python-level __new__: one C call on the hot path
 _dump_trace = json.JSONEncoder(ensure_ascii=True).encode
+
+
+WRITER_ENV = "INFRAFABRIC_WITNESS_WRITER"
+_PROCESS_DEPTH = 3  # batches in a writer process at once: one committing, one sealed, one being sealed
+WRITER_MODES = ("auto", "process", "thread")
+
+
+def _writer_mode(writer: str | None, store: object) -> str:
+    """``process`` for SQLite files unless ``thread`` is asked for (argument, else $INFRAFABRIC_WITNESS_WRITER)."""
+    explicit = writer is not None
+    mode = writer if explicit else (os.environ.get(WRITER_ENV) or "auto")
+    if mode not in WRITER_MODES:
+        raise WitnessInputError(f"writer must be one of {', '.join(WRITER_MODES)}, not {mode!r}",
+                                error_code="WITNESS_INVALID_CONFIG")
+    supported = sqlite_file_of(store) is not None
+    if mode == "process" and explicit and not supported:
+        raise WitnessInputError("the writer process serves SQLite logs only", error_code="WITNESS_INVALID_CONFIG")
+    return "process" if mode != "thread" and supported else "thread"
+
+
+def sqlite_file_of(store: object) -> str | None:
+    """The database file of a SQLite store, None for any other store."""
+    return getattr(store, "sqlite_file", None)
 
 
 class Witness:
@@ -78,6 +100,7 @@ class Witness:
         pipeline: bool = True,
         max_pending: int = 1_000_000,
         entries_per_signature: int = 256,
+        writer: str | None = None,
     ) -> None:
         if not isinstance(entries_per_signature, int) or entries_per_signature < 1:
             raise WitnessInputError("entries_per_signature must be a positive integer",
@@ -85,6 +108,8 @@ class Witness:
         self._group = entries_per_signature
         self.url = url
         self._store = make_store(url)
+        self._writer_mode = _writer_mode(writer, self._store)
+        self._writer_pid: int | None = None
         if keys is None:
             if key_dir is None:
                 if not isinstance(self._store, MemoryStore):
@@ -97,8 +122,7 @@ class Witness:
         self._max_batch = max_batch
         self._pipeline = pipeline  # seal batch k+1 while batch k commits
         self._max_pending = max_pending  # bound on memory while the store is down
-        self._high_water = 0  # largest log size this witness has seen committed: the log never shrinks
-        self._queue: deque[Pending] = deque()
+        self._queue: deque[PendingEntry] = deque()
         self._id_prefix = os.urandom(10).hex()
         self._id_counter = itertools.count()
         self._append_lock = threading.Lock()
@@ -115,6 +139,8 @@ class Witness:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._signers = ThreadPoolExecutor(max_workers=max(sign_threads - 1, 1), thread_name_prefix="witness-sign") \
             if sign_threads > 1 else None
+        # high_water: the largest log size this witness has seen committed (the log never shrinks)
+        self._sealer = EntrySealer(keys, entries_per_signature, self._signers)
         self._seal_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="witness-seal")
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
@@ -148,6 +174,16 @@ class Witness:
         return self._closed
 
     @property
+    def writer(self) -> str:
+        """``process`` (a SQLite log written by a writer process) or ``thread``."""
+        return self._writer_mode
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The pid of the running writer process, if any (started with the first batch, replaced if it exits)."""
+        return self._writer_pid
+
+    @property
     def pending(self) -> int:
         """Entries accepted by ``log`` and not yet durable."""
         return self._appended - self._committed
@@ -164,7 +200,9 @@ class Witness:
         """Queue one entry and return its id. Never blocks on I/O; safe from threads and event loops."""
         if self._closed:
             raise WitnessClosedError("witness is closed")
-        record = _new_pending(Pending, (
+        # a plain tuple in Pending's field order: no Python-level __new__ on the hot path, and it pickles
+        # to the writer process without one either
+        record: PendingEntry = (
             # 80 random bits per witness, then a counter (next() on itertools.count is atomic): unique,
             # in log order for one writer, so the id index grows at its right edge, and no syscall or
             # random draw per call (a getrandom syscall gives up the GIL, which queued every log call
@@ -176,7 +214,7 @@ class Witness:
             params_to_json(params),
             normalise_severity(severity),
             check_trace_id(trace_id),
-        ))
+        )
         with self._append_lock:
             if self._appended - self._committed >= self._max_pending:
                 raise WitnessStorageError(f"{self._max_pending} entries are waiting for the store: {self._error}",
@@ -185,7 +223,7 @@ class Witness:
             self._appended += 1
         if self._idle:
             self._kick()
-        return record.id
+        return record[0]
 
     def _kick(self) -> None:
         self._idle = False
@@ -220,11 +258,14 @@ class Witness:
             return
         self._ready.set()
         try:
-            await self._write_loop()
+            if self._writer_mode == "process":
+                await self._write_loop_process()
+            else:
+                await self._write_loop()
         finally:
             await self._store.close()
 
-    async def _preseal(self, head: tuple[int, str, CompactRange] | None, batch: list[Pending]) -> Sealed | None:
+    async def _preseal(self, head: tuple[int, str, CompactRange] | None, batch: list[PendingEntry]) -> Sealed | None:
         """Seal ``batch`` after the predicted head on the seal thread (overlaps the commit in flight)."""
         if head is None or not batch or not self._pipeline:
             return None
@@ -241,10 +282,10 @@ class Witness:
         Batches commit strictly in queue order (k+1 is submitted only after k succeeded), so the
         first n entries logged are durable when ``_committed`` reaches n.
         """
-        carry: list[Pending] = []
+        carry: list[PendingEntry] = []
         backoff = 0.02
         predicted: tuple[int, str, CompactRange] | None = None  # head after our last sealed batch
-        inflight: tuple[asyncio.Task[Sealed], list[Pending]] | None = None
+        inflight: tuple[asyncio.Task[Sealed], list[PendingEntry]] | None = None
         queue = self._queue
         while True:
             batch = carry
@@ -271,7 +312,7 @@ class Witness:
                 backoff = 0.02
                 self._error = None
                 self._mark_committed(len(sent))
-                self._high_water = max(self._high_water, committed.frontier.size)
+                self._sealer.high_water = max(self._sealer.high_water, committed.frontier.size)
                 if presealed is None or not presealed.fits(*committed.head[:2]):
                     predicted = committed.head
                     presealed = await self._preseal(predicted, batch)
@@ -290,12 +331,12 @@ class Witness:
                 continue
             if self._error is not None:
                 try:  # the failed commit may have succeeded before its error surfaced
-                    present = await self._store.existing_ids([p.id for p in batch])
+                    present = await self._store.existing_ids([p[0] for p in batch])
                 except Exception:  # noqa: BLE001 - store still down: retry the whole batch later
                     present = set()
                 if present:
-                    done = [p for p in batch if p.id in present]
-                    batch = [p for p in batch if p.id not in present]
+                    done = [p for p in batch if p[0] in present]
+                    batch = [p for p in batch if p[0] not in present]
                     self._mark_committed(len(done))
                     presealed = None
                 if not batch:
@@ -303,6 +344,126 @@ class Witness:
                     continue
             inflight = (asyncio.create_task(self._store.append(batch, self._seal, presealed)), batch)
             predicted = presealed.head if presealed is not None else None
+
+    async def _write_loop_process(self) -> None:
+        """Group commit through a writer process (SQLite): it seals and commits, this loop feeds it.
+
+        Up to ``_PROCESS_DEPTH`` batches are in the child at once and come back in order. If the child
+        exits (an error it reported, a crash, a kill), the batches it had are looked up by their ids:
+        each batch is one transaction, so it is all there or none of it. The first batches found are
+        acknowledged, the rest go first to the next writer process. Nothing is sent twice that was
+        committed, and a batch whose fate cannot be read yet is resent: its ids are unique in the log,
+        so a second copy cannot be stored.
+        """
+        from .writer_process import WriterProcess
+
+        database = sqlite_file_of(self._store)
+        assert database is not None
+        loop = asyncio.get_running_loop()
+        queue = self._queue
+        child: WriterProcess | None = None
+        inflight: deque[tuple[int, list[PendingEntry]]] = deque()
+        carry: list[PendingEntry] = []
+        numbers = itertools.count()
+        backoff = 0.02
+        assert self._wake is not None
+
+        async def settle(answer: tuple[Any, ...] | None) -> None:
+            nonlocal child, carry, backoff
+            if answer is not None and answer[0] == "ok":
+                number, batch = inflight.popleft()
+                if number != answer[1]:  # answers come in order; anything else is a broken child
+                    raise WitnessStorageError(f"writer process answered batch {answer[1]}, expected {number}")
+                self._error = None
+                backoff = 0.02
+                self._sealer.high_water = max(self._sealer.high_water, answer[2])
+                self._mark_committed(len(batch))
+                return
+            if answer is not None:  # ("error", number, code, message): the child exits next
+                with self._done:
+                    self._error = WitnessStorageError(answer[3], error_code=answer[2])
+                    self._done.notify_all()
+                return
+            assert child is not None
+            code = await child.wait()
+            child = None
+            self._writer_pid = None
+            lost = [entry for _, batch in inflight for entry in batch]
+            inflight.clear()
+            if lost:
+                try:
+                    present = await self._store.existing_ids([entry[0] for entry in lost])
+                except Exception:  # noqa: BLE001 - the store cannot say yet: resend all, ids stay unique
+                    present = set()
+                done = 0
+                while done < len(lost) and lost[done][0] in present:  # batches commit in order: a prefix
+                    done += 1
+                if done:
+                    self._mark_committed(done)
+                carry = lost[done:] + carry
+            if carry and self._error is None:
+                with self._done:
+                    self._error = WitnessStorageError(f"witness writer process exited with code {code}",
+                                                      error_code="WITNESS_WRITER_LOST")
+                    self._done.notify_all()
+            if carry:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+        try:
+            while True:
+                if child is not None:
+                    while not child.answers.empty() or len(inflight) >= _PROCESS_DEPTH:
+                        await settle(await child.answers.get())
+                        if child is None:
+                            break
+                if self._stopping and self._error is not None and child is None:
+                    return  # close() gave up waiting and has reported the failure
+                batch = carry
+                carry = []
+                while queue and len(batch) < self._max_batch:
+                    batch.append(queue.popleft())
+                if not batch:
+                    if self._stopping and not queue and not inflight:
+                        return
+                    if inflight:
+                        assert child is not None
+                        await settle(await child.answers.get())
+                        continue
+                    if not queue:
+                        self._idle = True
+                        if not queue and not self._stopping:
+                            try:
+                                await asyncio.wait_for(self._wake.wait(), 0.5)
+                            except asyncio.TimeoutError:
+                                pass
+                        self._wake.clear()
+                        self._idle = False
+                    continue
+                if child is None:
+                    try:
+                        child = WriterProcess(database, self._keys, entries_per_signature=self._group,
+                                              high_water=self._sealer.high_water, pipeline=self._pipeline, loop=loop)
+                        self._writer_pid = child.pid
+                    except OSError as exc:
+                        carry = batch
+                        with self._done:
+                            self._error = WitnessStorageError(f"cannot start the witness writer process: {exc}")
+                            self._done.notify_all()
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, 2.0)
+                        continue
+                number = next(numbers)
+                inflight.append((number, batch))
+                child.send(number, batch)
+        finally:
+            if child is not None:
+                if self._stopping and not inflight:
+                    await child.finish()
+                else:
+                    child.kill()
+                    await child.wait()
+            self._writer_pid = None
 
     def _mark_committed(self, n: int) -> None:
         with self._done:
@@ -314,65 +475,9 @@ class Witness:
         if size > self._tree.size:
             self._tree.extend(await self._store.leaves(self._tree.size, size))
 
-    def _seal(self, size: int, head_hash: str, frontier: CompactRange,
-              batch: Sequence[Pending]) -> Sealed:
+    def _seal(self, size: int, head_hash: str, frontier: CompactRange, batch: Sequence[PendingEntry]) -> Sealed:
         """Runs under the store lock: chain ``batch`` after the head, sign it, extend the tree edge."""
-        if size < self._high_water:  # fail closed: never write a second history over acknowledged entries
-            raise WitnessStorageError(
-                f"the log shrank from {self._high_water} to {size} entries: acknowledged entries were lost "
-                "or the database was rolled back", error_code="WITNESS_LOG_ROLLED_BACK")
-        template, sha, group = SEAL_TEMPLATE, _sha256, self._group
-        n = len(batch)
-        rows: list[Row] = []
-        digests: list[bytes] = []
-        prev = head_hash
-        seq = size
-        last_second, base = -1, ""
-        end = size + n
-        group_end = size  # signing groups: ``group`` consecutive entries; the last one closes the group
-        sig_seq = size - 1
-        for entry_id, ts_ns, component, operation, params_json, severity, trace in batch:
-            if seq == group_end:
-                group_end = min(seq + group, end)
-                sig_seq = group_end - 1
-            second, rest = divmod(ts_ns, 1_000_000_000)
-            if second != last_second:  # the date part changes once a second
-                last_second, base = second, format_timestamp(ts_ns)[:-8]
-            ts = f"{base}.{rest // 1000:06d}Z"
-            # the canonical content (content_text's bytes; a unit test holds SEAL_TEMPLATE to that)
-            digest = sha((template % (
-                component, entry_id, operation, params_json, prev, seq, severity, sig_seq, ts,
-                "null" if trace is None else '"' + trace + '"')).encode("ascii")).digest()
-            hex_digest = digest.hex()
-            # the signature (index 10) is filled in once the group's closer is signed
-            rows.append([seq, entry_id, ts, component, operation, params_json, severity, trace, prev, hex_digest,
-                         "", sig_seq])
-            digests.append(digest)
-            prev = hex_digest
-            seq += 1
-        signatures = self._sign_all(digests[group - 1 :: group] if n % group == 0 else
-                                    digests[group - 1 :: group] + [digests[-1]])
-        leaves: list[bytes] = []
-        for g, sig in enumerate(signatures):  # rows and RFC 9162 leaves (hash ‖ signature)
-            sig_hex = sig.hex()
-            for i in range(g * group, min(g * group + group, n)):
-                rows[i][10] = sig_hex
-                leaves.append(sha(b"\x00" + digests[i] + sig).digest())
-        frontier.extend(leaves)
-        checkpoint = Checkpoint.create(self._keys, frontier.size, frontier.root(), format_timestamp(time.time_ns()))
-        return Sealed(size, head_hash, rows, checkpoint, frontier)
-
-    def _sign_all(self, hashes: list[bytes]) -> list[bytes]:
-        sign = self._keys.sign_entry
-        if self._signers is None or len(hashes) < 64:
-            return [sign(h) for h in hashes]
-        half = len(hashes) // 2  # Ed25519 signing releases the GIL: sign half on a second thread
-        try:
-            future = self._signers.submit(lambda: [sign(h) for h in hashes[half:]])
-        except RuntimeError:  # executor refuses work at interpreter shutdown: sign inline
-            return [sign(h) for h in hashes]
-        first = [sign(h) for h in hashes[:half]]
-        return first + future.result()
+        return self._sealer.seal(size, head_hash, frontier, batch)
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 120.0) -> T:
         loop = self._loop

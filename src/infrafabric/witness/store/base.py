@@ -32,6 +32,11 @@ class Pending(NamedTuple):
     trace_id: str | None
 
 
+# What the queue holds and the writers take: a plain tuple in Pending's field order (``log`` builds it
+# without a Python-level __new__, and it pickles to the writer process without one).
+PendingEntry = tuple[str, int, str, str, str, str, "str | None"]
+
+
 @dataclass(slots=True)
 class StoredEntry:
     seq: int
@@ -116,7 +121,7 @@ def is_milestone(base_size: int, size: int) -> bool:
 
 
 # seal(size, head_hash, right edge of the tree, batch) -> Sealed, committed as one transaction
-Sealer = Callable[[int, str, CompactRange, Sequence[Pending]], Sealed]
+Sealer = Callable[[int, str, CompactRange, Sequence[PendingEntry]], Sealed]
 
 
 @dataclass(frozen=True)
@@ -144,7 +149,7 @@ class WitnessStore(abc.ABC):
     async def close(self) -> None: ...
 
     @abc.abstractmethod
-    async def append(self, batch: Sequence[Pending], seal: Sealer, presealed: Sealed | None = None) -> Sealed:
+    async def append(self, batch: Sequence[PendingEntry], seal: Sealer, presealed: Sealed | None = None) -> Sealed:
         """Lock the log, read the head (size, hash, tree edge), seal ``batch`` after it, commit atomically.
 
         ``presealed`` is the batch already sealed after the head the writer predicted; it is used only

@@ -12,7 +12,7 @@ from ..canonical import GENESIS_HASH
 from ..errors import WitnessKeyError
 from ..keys import WitnessKeys
 from ..merkle import CompactRange
-from .base import Pending, Query, Sealed, Sealer, StoredEntry, WitnessStore, is_milestone
+from .base import PendingEntry, Query, Sealed, Sealer, StoredEntry, WitnessStore, is_milestone
 
 
 @dataclass
@@ -57,7 +57,7 @@ class MemoryStore(WitnessStore):
     async def close(self) -> None:
         return None
 
-    async def append(self, batch: Sequence[Pending], seal: Sealer, presealed: Sealed | None = None) -> Sealed:
+    async def append(self, batch: Sequence[PendingEntry], seal: Sealer, presealed: Sealed | None = None) -> Sealed:
         log = self._log
         with log.lock:
             size = len(log.entries)

@@ -10,12 +10,8 @@ either the whole batch or none of it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from concurrent.futures import ThreadPoolExecutor
-import functools
-import sqlite3
 import os
-from itertools import chain
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +43,8 @@ from ..checkpoint import Checkpoint
 from ..errors import WitnessInputError, WitnessKeyError, WitnessStorageError
 from ..keys import WitnessKeys
 from ..merkle import CompactRange, leaf_hash
-from .base import ROW_CONTENT_HASH, Pending, Query, Sealed, Sealer, StoredEntry, WitnessStore, is_milestone
+from .base import ROW_CONTENT_HASH, PendingEntry, Query, Sealed, Sealer, StoredEntry, WitnessStore, is_milestone
+from .sqlite_append import PRUNE_TRIGGER, SqliteAppender, sqlite_pragmas
 
 metadata = MetaData()
 
@@ -101,13 +98,6 @@ checkpoints_table = Table(
 _ENTRY_COLUMNS = [c for c in entries_table.c]
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-    cursor.execute("PRAGMA synchronous=FULL")  # a commit is on disk when acknowledged
-    cursor.close()
-
-
 def _check_schema(sync_conn: Any) -> None:
     """Refuse a log written by an older entry format instead of failing on the first append."""
     present = {c["name"] for c in inspect(sync_conn).get_columns(entries_table.name)}
@@ -138,71 +128,13 @@ def _row_to_entry(row: Any) -> StoredEntry:
 
 
 _NAMES = ", ".join(c.name for c in _ENTRY_COLUMNS)
-def _rows_per_insert() -> int:
-    """Largest power of two ≤ 16,384 rows whose 12 variables each fit this SQLite build's limit."""
-    with contextlib.closing(sqlite3.connect(":memory:")) as probe:
-        limit = probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    rows = 16384
-    while rows > 1 and rows * len(_ENTRY_COLUMNS) > limit:
-        rows //= 2
-    return rows
 
-
-_SQLITE_CHUNK = _rows_per_insert()
-
-
-@functools.lru_cache(maxsize=32)
-def _sqlite_insert(rows: int) -> str:
-    one = "(" + ", ".join("?" * len(_ENTRY_COLUMNS)) + ")"
-    return f"INSERT INTO {entries_table.name} ({_NAMES}) VALUES " + ", ".join([one] * rows)
-
-
-def _sqlite_chunks(n: int) -> list[int]:
-    """Full chunks, then the rest as powers of two: at most a dozen statement shapes, all cached."""
-    sizes = [_SQLITE_CHUNK] * (n // _SQLITE_CHUNK)
-    rest, bit = n % _SQLITE_CHUNK, _SQLITE_CHUNK >> 1
-    while rest:
-        if rest >= bit:
-            sizes.append(bit)
-            rest -= bit
-        bit >>= 1
-    return sizes
-
-
-# One statement per batch of rows, not one per row: the sqlite3 module releases the GIL around every
-# statement step, and with executemany a busy logging thread made the writer wait for the GIL once per
-# row (115 rows/s measured against a spinning thread, 20 k with multi-row statements). PostgreSQL gets
-# the whole batch as 12 arrays in one statement.
+# PostgreSQL gets the whole batch as 12 arrays in one statement.
 _POSTGRES_INSERT = (
     f"INSERT INTO {entries_table.name} ({_NAMES}) SELECT * FROM unnest("
     "$1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], "
     "$9::text[], $10::text[], $11::text[], $12::bigint[])"
 )
-
-
-_SQLITE_READ_HEAD = f"SELECT size, head_hash, frontier FROM {head_table.name} WHERE id = 1"
-# The latest checkpoint is replaced by the next one unless it is a milestone; in SQLite a trigger does it,
-# which saves the append transaction a statement (and a GIL hand-off, see SqlStore._append_sqlite).
-_SQLITE_PRUNE_TRIGGER = (
-    f"CREATE TRIGGER IF NOT EXISTS witness_prune_latest_checkpoint AFTER UPDATE OF size ON {head_table.name} "
-    f"WHEN NEW.size > OLD.size BEGIN DELETE FROM {checkpoints_table.name} WHERE size = OLD.size AND milestone = 0; END"
-)
-_SQLITE_ADD_CHECKPOINT = (f"INSERT INTO {checkpoints_table.name} (size, root, timestamp, key_id, signature, milestone)"
-                          " VALUES (?, ?, ?, ?, ?, ?)")
-_SQLITE_MOVE_HEAD = (f"UPDATE {head_table.name} SET size = ?, head_hash = ?, frontier = ? "
-                     "WHERE id = 1 AND size = ? AND head_hash = ?")
-
-
-class _HeadMoved(Exception):
-    """The head this store remembered is stale: another writer appended. Retry after reading it."""
-
-
-def _open_raw_sqlite(database: str | None) -> sqlite3.Connection:
-    """The append connection: autocommit mode (transactions are explicit), same pragmas as the engine's."""
-    assert database is not None
-    con = sqlite3.connect(os.path.expanduser(database), timeout=60, isolation_level=None, check_same_thread=False)
-    _sqlite_pragmas(con, None)
-    return con
 
 
 class SqlStore(WitnessStore):
@@ -212,8 +144,12 @@ class SqlStore(WitnessStore):
         self._sqlite = self.url.startswith("sqlite")
         self._sqlite_file = make_url(self.url).database if self._sqlite else None
         self._committer: ThreadPoolExecutor | None = None  # SQLite appends: one thread, one raw connection
-        self._raw: sqlite3.Connection | None = None
-        self._known_head: tuple[int, str, str] | None = None  # (size, hash, frontier) as this store left it
+        self._appender: SqliteAppender | None = None
+
+    @property
+    def sqlite_file(self) -> str | None:
+        """The database file of a SQLite log (the writer process opens it), None on PostgreSQL."""
+        return os.path.expanduser(self._sqlite_file) if self._sqlite_file else None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -227,7 +163,7 @@ class SqlStore(WitnessStore):
             assert database is not None
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             engine = create_async_engine(self.url, connect_args={"timeout": 60})
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(engine.sync_engine, "connect", sqlite_pragmas)
             return engine
         # acknowledged means durable even on servers tuned with synchronous_commit=off
         return create_async_engine(self.url, pool_size=4, max_overflow=4, pool_pre_ping=True,
@@ -242,7 +178,7 @@ class SqlStore(WitnessStore):
                     await conn.run_sync(metadata.create_all)
                     await conn.run_sync(_check_schema)
                     if self._sqlite:
-                        await conn.exec_driver_sql(_SQLITE_PRUNE_TRIGGER)
+                        await conn.exec_driver_sql(PRUNE_TRIGGER)
                 await self._init_head(keys)
                 return
             except (WitnessKeyError, WitnessStorageError):
@@ -278,20 +214,22 @@ class SqlStore(WitnessStore):
         if self._committer is not None:
             committer, self._committer = self._committer, None
             committer.shutdown(wait=True)  # the last append has returned: the connection is idle
-        self._close_raw()
+        if self._appender is not None:
+            appender, self._appender = self._appender, None
+            appender.close()
         if self._engine is not None:
             engine, self._engine = self._engine, None
             await engine.dispose()
 
-    async def append(self, batch: Sequence[Pending], seal: Sealer, presealed: Sealed | None = None) -> Sealed:
+    async def append(self, batch: Sequence[PendingEntry], seal: Sealer, presealed: Sealed | None = None) -> Sealed:
         if self._sqlite:
             try:
                 return await asyncio.get_running_loop().run_in_executor(
-                    self._commit_pool(), self._append_sqlite, batch, seal, presealed)
+                    self._commit_pool(), self._sqlite_appender().append, batch, seal, presealed)
             except RuntimeError as exc:  # executors refuse work once the interpreter is shutting down
                 if "shutdown" not in str(exc):
                     raise
-                return self._append_sqlite(batch, seal, presealed)  # the final flush, on the writer thread
+                return self._sqlite_appender().append(batch, seal, presealed)  # the final flush, on the writer thread
         try:
             async with self.engine.begin() as conn:
                 return await conn.run_sync(self._append_in, batch, seal, presealed)
@@ -303,70 +241,14 @@ class SqlStore(WitnessStore):
             self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="witness-commit")
         return self._committer
 
-    def _append_sqlite(self, batch: Sequence[Pending], seal: Sealer, presealed: Sealed | None) -> Sealed:
-        """The SQLite append transaction, whole, on the commit thread, through the sqlite3 module.
+    def _sqlite_appender(self) -> SqliteAppender:
+        """The raw sqlite3 connection that runs SQLite appends (see ``sqlite_append``), made on first use."""
+        if self._appender is None:
+            assert self._sqlite_file is not None
+            self._appender = SqliteAppender(self._sqlite_file)
+        return self._appender
 
-        Why not through SQLAlchemy + aiosqlite like the reads: each statement there is a round trip
-        between the writer's event loop and the aiosqlite thread, and every statement, here too, gives
-        up the GIL and then waits for it behind the threads that log and seal (up to a switch interval,
-        5 ms, each time). So a batch is as few statements as can keep it atomic: BEGIN IMMEDIATE (the
-        database write lock, which serialises writers in every process as the head-row UPDATE does on
-        PostgreSQL), one multi-row INSERT, the checkpoint, the head (a trigger prunes the old latest
-        checkpoint), COMMIT. The head is not read back when this store wrote it last: the UPDATE of the
-        head is guarded by the old size and hash, and another writer's entries would collide on seq
-        first, so a stale head rolls back and the batch is retried after reading the head.
-        """
-        con = self._raw
-        try:
-            if con is None:
-                con = self._raw = _open_raw_sqlite(self._sqlite_file)
-            if self._known_head is not None:
-                try:
-                    return self._sqlite_transaction(con, self._known_head, batch, seal, presealed)
-                except _HeadMoved:
-                    pass
-            return self._sqlite_transaction(con, None, batch, seal, presealed)
-        except sqlite3.Error as exc:
-            raise WitnessStorageError(f"append failed: {exc}") from exc
-
-    def _sqlite_transaction(self, con: sqlite3.Connection, known: tuple[int, str, str] | None,
-                            batch: Sequence[Pending], seal: Sealer, presealed: Sealed | None) -> Sealed:
-        self._known_head = None
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            size, head_hash, frontier_text = known if known is not None else con.execute(_SQLITE_READ_HEAD).fetchone()
-            frontier = CompactRange.from_text(frontier_text)
-            if frontier.size != size:
-                raise WitnessStorageError(f"head row is inconsistent: size {size}, tree edge of {frontier.size}")
-            sealed = presealed if presealed is not None and presealed.fits(size, head_hash) else \
-                seal(size, head_hash, frontier, batch)
-            rows, checkpoint = sealed.rows, sealed.checkpoint
-            new_head = (size + len(rows), rows[-1][ROW_CONTENT_HASH], sealed.frontier.to_text())
-            try:
-                start = 0
-                for chunk in _sqlite_chunks(len(rows)):
-                    con.execute(_sqlite_insert(chunk), tuple(chain.from_iterable(rows[start : start + chunk])))
-                    start += chunk
-                con.execute(_SQLITE_ADD_CHECKPOINT, (
-                    checkpoint.size, checkpoint.root, checkpoint.timestamp, checkpoint.key_id, checkpoint.signature,
-                    int(is_milestone(size, checkpoint.size))))
-            except sqlite3.IntegrityError:
-                if known is not None:  # another writer appended since: its seqs are taken
-                    raise _HeadMoved from None
-                raise
-            if con.execute(_SQLITE_MOVE_HEAD, (*new_head, size, head_hash)).rowcount != 1:
-                if known is not None:
-                    raise _HeadMoved
-                raise WitnessStorageError("the head row changed while this writer held the write lock")
-            con.execute("COMMIT")
-        except BaseException:
-            if con.in_transaction:
-                con.rollback()
-            raise
-        self._known_head = new_head
-        return sealed
-
-    def _append_in(self, conn: Any, batch: Sequence[Pending], seal: Sealer, presealed: Sealed | None) -> Sealed:
+    def _append_in(self, conn: Any, batch: Sequence[PendingEntry], seal: Sealer, presealed: Sealed | None) -> Sealed:
         """One append transaction (run through ``run_sync``): lock the head, seal unless presealed fits, write."""
         locked = conn.execute(
             update(head_table).where(head_table.c.id == 1).values(size=head_table.c.size)
@@ -389,11 +271,6 @@ class SqlStore(WitnessStore):
         conn.execute(update(head_table).where(head_table.c.id == 1).values(
             size=size + len(rows), head_hash=rows[-1][ROW_CONTENT_HASH], frontier=sealed.frontier.to_text()))
         return sealed
-
-    def _close_raw(self) -> None:
-        raw, self._raw = self._raw, None
-        if raw is not None:
-            raw.close()
 
     @staticmethod
     async def _leaves(conn: Any, start: int, end: int) -> list[bytes]:

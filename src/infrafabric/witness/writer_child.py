@@ -1,0 +1,137 @@
+"""The SQLite writer process of a witness: seals and commits the batches its parent sends.
+
+    python -m infrafabric.witness.writer_child     (started by ``writer_process.WriterProcess``)
+
+Why a process: on one interpreter the thread that logs, the thread that seals and the thread that
+commits shared one GIL, and every statement the commit thread ran gave the GIL up and then waited
+for it behind the other two (up to a switch interval each time), so appends stopped near 40k/s with
+one of the two cores idle. Here the parent only validates and queues entries; this process seals on
+its main thread while its commit thread runs the SQLite transaction of the previous batch. This
+process runs nothing else, so it can use a short switch interval (0.5 ms) without imposing it on
+anyone: the commit thread gets the GIL back soon after each statement.
+
+Protocol (stdin/stdout, each frame a 4-byte little-endian length and a pickle): the parent sends an
+init dict (database, private key, signing group, high water, pipeline), then ``(number, entries)``
+batches; this process answers ``("ok", number, log_size)`` once a batch is committed, in order, or
+``("error", number, error_code, message)`` and exits: the parent learns from the database which
+batches were committed, starts a new writer and sends the rest. End of input: commit what was
+received, then exit.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import struct
+import sys
+import threading
+from typing import Any, BinaryIO
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from .keys import WitnessKeys
+from .merkle import CompactRange
+from .seal import EntrySealer
+from .store.base import Sealed
+from .store.sqlite_append import SqliteAppender
+
+HEADER = struct.Struct("<I")
+SWITCH_INTERVAL = 0.0005
+# Fault injection for tests: exit right after the n-th commit, before its answer is sent.
+EXIT_AFTER_COMMIT_ENV = "INFRAFABRIC_WITNESS_WRITER_EXIT_AFTER_COMMIT"
+
+
+def read_frame(stream: BinaryIO) -> Any:
+    header = stream.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None
+    (length,) = HEADER.unpack(header)
+    data = stream.read(length)
+    if len(data) < length:
+        return None
+    return pickle.loads(data)
+
+
+def write_frame(stream: BinaryIO, message: Any) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+class _Writer:
+    def __init__(self, init: dict[str, Any], out: BinaryIO) -> None:
+        keys = WitnessKeys.from_private(Ed25519PrivateKey.from_private_bytes(init["private_key"]))
+        self.sealer = EntrySealer(keys, init["entries_per_signature"])
+        self.sealer.high_water = init["high_water"]
+        self.pipeline = bool(init.get("pipeline", True))
+        self.appender = SqliteAppender(init["database"], background_checkpoints=True)
+        self.out = out
+        self.out_lock = threading.Lock()
+        self.sealed: queue.Queue[tuple[int, list[Any], Sealed | None] | None] = queue.Queue(maxsize=2)
+        # the head after the last commit whose batch had to be resealed (another writer came in between):
+        # the main thread predicts from it instead of from its own last sealed batch
+        self.actual_head: tuple[int, str, CompactRange] | None = None
+        self.exit_after = int(os.environ.get(EXIT_AFTER_COMMIT_ENV, "0") or 0)
+
+    def answer(self, message: tuple[Any, ...]) -> None:
+        try:
+            with self.out_lock:
+                write_frame(self.out, message)
+        except OSError:  # the parent is gone: nobody is waiting for this answer, and nothing else is to do
+            os._exit(0)
+
+    def commit_loop(self) -> None:
+        commits = 0
+        while (item := self.sealed.get()) is not None:
+            number, batch, presealed = item
+            try:
+                committed = self.appender.append(batch, self.sealer.seal, presealed)
+            except Exception as exc:  # noqa: BLE001 - reported to the parent, which reconciles and restarts
+                self.answer(("error", number, getattr(exc, "error_code", "WITNESS_STORAGE_ERROR"),
+                             str(getattr(exc, "message", exc))))
+                os._exit(3)
+            self.sealer.high_water = max(self.sealer.high_water, committed.frontier.size)
+            if committed is not presealed:
+                self.actual_head = committed.head
+            commits += 1
+            if self.exit_after and commits >= self.exit_after:
+                os._exit(7)
+            self.answer(("ok", number, committed.frontier.size))
+
+    def run(self, stream: BinaryIO) -> None:
+        committer = threading.Thread(target=self.commit_loop, name="witness-writer-commit")
+        committer.start()
+        predicted: tuple[int, str, CompactRange] | None = None  # the head after the last batch sealed here
+        try:
+            while (message := read_frame(stream)) is not None:
+                number, batch = message
+                actual, self.actual_head = self.actual_head, None
+                if actual is not None:
+                    predicted = actual
+                presealed = None
+                if predicted is not None and self.pipeline:
+                    size, head_hash, frontier = predicted
+                    try:  # seal after the predicted head while the previous batch commits
+                        presealed = self.sealer.seal(size, head_hash, frontier.copy(), batch)
+                    except Exception:  # noqa: BLE001 - the commit thread seals under the lock and reports
+                        presealed = None
+                predicted = presealed.head if presealed is not None else None
+                self.sealed.put((number, batch, presealed))
+        finally:
+            self.sealed.put(None)
+            committer.join()
+            self.appender.close()
+
+
+def main() -> None:
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    init = read_frame(stdin)
+    if init is None:
+        return
+    _Writer(init, stdout).run(stdin)
+
+
+if __name__ == "__main__":
+    main()
