@@ -98,6 +98,9 @@ class Sealed:
     rows: list[Row]
     checkpoint: Checkpoint
     frontier: CompactRange
+    # the rows flattened into one parameter tuple, when the sealing thread had time to do it (the SQLite
+    # writer process does, so that its commit thread, the busier of its two, need not)
+    params: tuple[Any, ...] | None = None
 
     def fits(self, size: int, head_hash: str) -> bool:
         return self.base_size == size and self.base_head == head_hash

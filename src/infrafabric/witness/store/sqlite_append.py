@@ -104,7 +104,7 @@ def open_raw_sqlite(database: str) -> sqlite3.Connection:
     return con
 
 
-CHECKPOINT_EVERY_ENTRIES = 8192
+CHECKPOINT_EVERY_ENTRIES = 16384
 
 
 class _Checkpointer:
@@ -216,9 +216,12 @@ class SqliteAppender:
             rows, checkpoint = sealed.rows, sealed.checkpoint
             new_head = (size + len(rows), rows[-1][ROW_CONTENT_HASH], sealed.frontier.to_text())
             try:
+                width = len(ENTRY_COLUMN_NAMES)
+                params = sealed.params if sealed.params is not None else tuple(chain.from_iterable(rows))
                 start = 0
                 for chunk in _sqlite_chunks(len(rows)):
-                    con.execute(_sqlite_insert(chunk), tuple(chain.from_iterable(rows[start : start + chunk])))
+                    con.execute(_sqlite_insert(chunk), params[start * width : (start + chunk) * width]
+                                if chunk != len(rows) else params)
                     start += chunk
                 con.execute(_ADD_CHECKPOINT, (
                     checkpoint.size, checkpoint.root, checkpoint.timestamp, checkpoint.key_id, checkpoint.signature,
