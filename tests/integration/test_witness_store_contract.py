@@ -117,3 +117,13 @@ def test_checkpoints_are_kept_at_milestones_and_latest(witness_backend_url: str,
 
     report = verify_records(records, w.public_key, checkpoints=cps)
     assert report.ok and len(report.checkpoints_verified) == len(cps)  # each old root still matches
+
+
+def test_existing_ids_answers_for_thousands_of_ids(witness_backend_url: str, make_witness) -> None:
+    """What a writer asks after a lost commit (up to three batches of 4,096 ids): exactly the stored ones."""
+    w = make_witness(witness_backend_url)
+    ids = [w.log("IF.x", "op", {"i": i}) for i in range(1500)]
+    w.flush()
+    unknown = [f"{i:032x}" for i in range(11_000)]
+    asked = unknown[:5000] + ids + unknown[5000:]
+    assert w._run(w._store.existing_ids(asked)) == set(ids)

@@ -316,9 +316,15 @@ class SqlStore(WitnessStore):
             raise WitnessStorageError(f"query failed: {exc}") from exc
 
     async def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are stored; asked 500 at a time (a writer process may leave 12,288 to check,
+        more than some SQLite builds take as parameters of one statement)."""
+        found: set[str] = set()
         async with self.engine.connect() as conn:
-            result = await conn.execute(select(entries_table.c.id).where(entries_table.c.id.in_(list(ids))))
-            return {r[0] for r in result}
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start : start + 500])
+                result = await conn.execute(select(entries_table.c.id).where(entries_table.c.id.in_(chunk)))
+                found.update(r[0] for r in result)
+        return found
 
     async def checkpoints(self) -> list[Checkpoint]:
         c = checkpoints_table.c
