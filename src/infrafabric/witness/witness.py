@@ -319,15 +319,7 @@ class Witness:
             if not batch:
                 if self._stopping and not queue:
                     return
-                if not queue:
-                    self._idle = True
-                    if not queue and not self._stopping:
-                        try:
-                            await asyncio.wait_for(self._wake.wait(), 0.5)
-                        except asyncio.TimeoutError:
-                            pass
-                    self._wake.clear()
-                    self._idle = False
+                await self._idle_wait()
                 continue
             if self._error is not None:
                 try:  # the failed commit may have succeeded before its error surfaced
@@ -430,15 +422,7 @@ class Witness:
                         assert child is not None
                         await settle(await child.answers.get())
                         continue
-                    if not queue:
-                        self._idle = True
-                        if not queue and not self._stopping:
-                            try:
-                                await asyncio.wait_for(self._wake.wait(), 0.5)
-                            except asyncio.TimeoutError:
-                                pass
-                        self._wake.clear()
-                        self._idle = False
+                    await self._idle_wait()
                     continue
                 if child is None:
                     try:
@@ -464,6 +448,20 @@ class Witness:
                     child.kill()
                     await child.wait()
             self._writer_pid = None
+
+    async def _idle_wait(self) -> None:
+        """Sleep until ``log`` kicks (it does when it sees ``_idle``) or half a second has passed."""
+        assert self._wake is not None
+        if self._queue:
+            return
+        self._idle = True
+        if not self._queue and not self._stopping:  # checked again: a log may have come in before _idle
+            try:
+                await asyncio.wait_for(self._wake.wait(), 0.5)
+            except asyncio.TimeoutError:
+                pass
+        self._wake.clear()
+        self._idle = False
 
     def _mark_committed(self, n: int) -> None:
         with self._done:
