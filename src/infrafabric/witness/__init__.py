@@ -7,18 +7,10 @@ for configuration by environment.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from .canonical import GENESIS_HASH, SEVERITIES
-from .checkpoint import Checkpoint
-from .default import (
-    configure,
-    default_key_dir,
-    default_url,
-    get_default_witness,
-    reset_default_witness,
-    set_default_witness,
-)
 from .errors import (
     WitnessClosedError,
     WitnessError,
@@ -29,10 +21,63 @@ from .errors import (
     WitnessStorageError,
     WitnessTimeoutError,
 )
-from .keys import WitnessKeys, load_or_create_keys, load_public_key
-from .merkle import MerkleTree, leaf_hash, node_hash, root_of, verify_consistency, verify_inclusion
-from .verify import Problem, RawRecord, VerificationReport, parse_export, verify_export, verify_records
-from .witness import Witness
+
+if TYPE_CHECKING:
+    from .canonical import GENESIS_HASH, SEVERITIES
+    from .checkpoint import Checkpoint
+    from .default import (
+        configure,
+        default_key_dir,
+        default_url,
+        get_default_witness,
+        reset_default_witness,
+        set_default_witness,
+    )
+    from .keys import WitnessKeys, load_or_create_keys, load_public_key
+    from .merkle import MerkleTree, leaf_hash, node_hash, root_of, verify_consistency, verify_inclusion
+    from .verify import Problem, RawRecord, VerificationReport, parse_export, verify_export, verify_records
+    from .witness import Witness
+
+# Loaded on first use (PEP 562): the SQLite writer process imports modules of this package and must
+# not pay for the rest of it (the witness, asyncio, the stores, verification) when it starts.
+_LAZY = {
+    **dict.fromkeys(("GENESIS_HASH", "SEVERITIES"), ".canonical"),
+    "Checkpoint": ".checkpoint",
+    **dict.fromkeys(("configure", "default_key_dir", "default_url", "get_default_witness",
+                     "reset_default_witness", "set_default_witness"), ".default"),
+    **dict.fromkeys(("WitnessKeys", "load_or_create_keys", "load_public_key"), ".keys"),
+    **dict.fromkeys(("MerkleTree", "leaf_hash", "node_hash", "root_of", "verify_consistency",
+                     "verify_inclusion"), ".merkle"),
+    **dict.fromkeys(("Problem", "RawRecord", "VerificationReport", "parse_export", "verify_export",
+                     "verify_records"), ".verify"),
+    "Witness": ".witness",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+_default_witness: Callable[[], Any] | None = None
+
+
+def _default() -> Any:
+    """The default witness (``default.get_default_witness``, looked up once: ``log_operation`` is a hot path)."""
+    global _default_witness
+    if _default_witness is None:
+        from .default import get_default_witness as found
+
+        _default_witness = found
+    return _default_witness()
 
 
 def log_operation(
@@ -44,9 +89,9 @@ def log_operation(
 ) -> str:
     """Append one entry to the default witness; returns the entry id. Non-blocking (< 50 µs)."""
     try:
-        return get_default_witness().log(component, operation, params, severity, trace_id)
+        return _default().log(component, operation, params, severity, trace_id)
     except WitnessClosedError:  # the default was replaced (configure/reset) while we called it
-        return get_default_witness().log(component, operation, params, severity, trace_id)
+        return _default().log(component, operation, params, severity, trace_id)
 
 
 def get_logs(
@@ -58,7 +103,7 @@ def get_logs(
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Entries of the default witness, oldest first, including ones not yet flushed."""
-    return get_default_witness().query(component, operation, since, trace_id, limit=limit)
+    return _default().query(component, operation, since, trace_id, limit=limit)
 
 
 async def aget_logs(
@@ -70,18 +115,18 @@ async def aget_logs(
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """``get_logs`` for coroutines (does not block the event loop while flushing)."""
-    return await get_default_witness().aquery(component, operation, since, trace_id, limit=limit)
+    return await _default().aquery(component, operation, since, trace_id, limit=limit)
 
 
 get_operations = get_logs  # name used by the original task board
 
 
 def flush(timeout: float | None = 60.0) -> int:
-    return get_default_witness().flush(timeout)
+    return _default().flush(timeout)
 
 
 async def aflush(timeout: float | None = 60.0) -> int:
-    return await get_default_witness().aflush(timeout)
+    return await _default().aflush(timeout)
 
 
 __all__ = [
