@@ -21,6 +21,7 @@ received, then exit.
 from __future__ import annotations
 
 import gc
+import io
 import os
 import pickle
 import queue
@@ -56,9 +57,20 @@ def read_frame(stream: BinaryIO) -> Any:
     return pickle.loads(data)
 
 
+def encode_frame(message: Any) -> bytes:
+    """One frame: the length, then the pickle (both ends of the pipe use it)."""
+    buffer = io.BytesIO()
+    buffer.write(bytes(HEADER.size))
+    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.fast = True  # no memo (tuples of str and int, no cycles): half the time of dumps() for a batch
+    pickler.dump(message)
+    data = buffer.getbuffer()
+    HEADER.pack_into(data, 0, len(data) - HEADER.size)
+    return bytes(data)
+
+
 def write_frame(stream: BinaryIO, message: Any) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(HEADER.pack(len(data)) + data)
+    stream.write(encode_frame(message))
     stream.flush()
 
 

@@ -10,7 +10,6 @@ have to run on the main thread's loop in some Python versions, and this loop is 
 from __future__ import annotations
 
 import asyncio
-import io
 import pickle
 import queue
 import subprocess
@@ -21,7 +20,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from .keys import WitnessKeys
-from .writer_child import HEADER, read_frame
+from .writer_child import encode_frame, read_frame
 
 
 class WriterProcess:
@@ -40,10 +39,9 @@ class WriterProcess:
         private = keys.private_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                                  serialization.NoEncryption())
         # the key travels over the pipe only: never in argv, the environment or a file
-        self._frames.put(_frame({"database": database, "private_key": private,
+        self._frames.put(encode_frame({"database": database, "private_key": private,
                                  "entries_per_signature": entries_per_signature, "high_water": high_water,
                                  "pipeline": pipeline}))
-        del private
         # Own threads, not executors: at interpreter exit the executors refuse work before atexit runs,
         # and the final flush of a witness that was never closed happens in an atexit handler.
         self._sender = threading.Thread(target=self._send_frames, name="witness-writer-send", daemon=True)
@@ -77,7 +75,7 @@ class WriterProcess:
 
     def send(self, number: int, batch: list[Any]) -> None:
         """Queue one batch for the child (written by the sender thread, answered in order)."""
-        self._frames.put(_frame((number, batch)))
+        self._frames.put(encode_frame((number, batch)))
 
     async def finish(self, timeout: float = 30.0) -> int | None:
         """End the child's input once every batch is written, and wait for it to exit; its exit code."""
@@ -100,13 +98,3 @@ class WriterProcess:
         if self._proc.poll() is None:
             self._proc.kill()
 
-
-def _frame(message: Any) -> bytes:
-    buffer = io.BytesIO()
-    buffer.write(bytes(HEADER.size))
-    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
-    pickler.fast = True  # no memo (a batch is tuples of str and int, no cycles): half the time of dumps()
-    pickler.dump(message)
-    data = buffer.getbuffer()
-    HEADER.pack_into(data, 0, len(data) - HEADER.size)
-    return bytes(data)
