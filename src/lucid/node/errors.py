@@ -12,7 +12,8 @@ __all__ = [
     "NodeManagementError", "ValidationError", "NodeNotFoundError", "PoolNotFoundError",
     "InvalidNodeStatusError", "ResourceLimitError", "InvalidPoOTError", "NonceReplayError",
     "PayoutError", "PayoutNotFoundError", "NodeAlreadyExistsError", "PoolAlreadyExistsError",
-    "InvalidAllocationError", "BatchOperationError", "BatchConflictError", "InternalNodeError",
+    "InvalidAllocationError", "BatchOperationError", "BatchConflictError", "IdempotencyKeyConflictError",
+    "InternalNodeError",
     "RateLimitExceededError", "AuthenticationError", "PermissionDeniedError", "TronConfigurationError",
     "TronNodeError", "TronNodeUnavailableError", "TronIntegrityError",
 ]
@@ -116,6 +117,13 @@ class BatchConflictError(BatchOperationError):
 
     http_status = 409
     default_message = "Batch id already used with a different payload"
+
+
+class IdempotencyKeyConflictError(BatchConflictError):
+    """A payout's idempotency key is already in the ledger for another payout (other node, amount, wallet
+    or batch): the key names one payment forever, so reusing it for a different one is refused."""
+
+    default_message = "Idempotency key already used for a different payout"
 
 
 class InternalNodeError(NodeManagementError):

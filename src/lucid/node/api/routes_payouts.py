@@ -3,8 +3,6 @@ background; the same batch id with the same payload is idempotent, with another 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from datetime import timedelta
 from typing import Annotated, Any
@@ -12,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from ..errors import BatchConflictError, PayoutNotFoundError, ValidationError
+from ..errors import PayoutNotFoundError, ValidationError
 from ..models.node_models import utcnow
 from ..models.payout_models import BatchPayoutRequest, PayoutStatus
 from .auth import Principal
@@ -24,24 +22,10 @@ BatchIdPath = Annotated[str, Path(min_length=7, max_length=64, pattern=r"^batch_
 NodeIdPath = Annotated[str, Path(min_length=8, max_length=64, pattern=r"^node_[a-zA-Z0-9_-]+$")]
 
 
-def _hash(body: BatchPayoutRequest) -> str:
-    canon = [p.model_dump(mode="json") for p in body.payout_requests]
-    for p in canon:
-        p["amount"] = str(p["amount"])
-    return hashlib.sha256(json.dumps(canon, sort_keys=True).encode()).hexdigest()
-
-
 async def _submit(request: Request, body: BatchPayoutRequest) -> JSONResponse:
     c = container_of(request)
     batch_id = body.batch_id or f"batch_{uuid.uuid4().hex[:24]}"  # no id given: a new batch every time
-    digest = _hash(body)
-    rec = await c.payout_repo.get_batch(batch_id)
-    if rec is not None and rec.request_hash != digest:
-        raise BatchConflictError(f"Batch {batch_id} was submitted with a different payload")
-    await c.payouts.enqueue_batch(body.payout_requests, batch_id, body.scheduled_at)
-    rec = await c.payout_repo.create_batch(batch_id, digest, len(body.payout_requests), body.scheduled_at)
-    if rec.request_hash != digest:
-        raise BatchConflictError(f"Batch {batch_id} was submitted with a different payload")
+    rec = await c.payouts.enqueue_batch(body.payout_requests, batch_id, body.scheduled_at)
     if rec.status in ("queued", "processing"):
         c.run_batch_soon(batch_id)
     eta = (body.scheduled_at or utcnow()) + timedelta(seconds=1 + len(body.payout_requests) / 500)

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from ..errors import BatchConflictError, IdempotencyKeyConflictError
 from ..models.node_models import Node, utcnow
 from ..models.payout_models import Payout, PayoutStatus
 from ..validators import from_micros, to_micros
@@ -55,6 +56,14 @@ def _to_row(p: Payout) -> dict[str, Any]:
     row["amount_micros"] = to_micros(p.amount)
     row["status"] = p.status.value
     return row
+
+
+def same_payment(stored: Payout, wanted: Payout) -> bool:
+    """Whether a stored row is the payment ``wanted`` asks for: what would be paid, to whom, in which
+    batch. (Status, ids and times are the ledger's own.)"""
+    return (stored.node_id == wanted.node_id and stored.amount == wanted.amount
+            and stored.wallet_address == wanted.wallet_address and stored.currency == wanted.currency
+            and stored.batch_id == wanted.batch_id)
 
 
 def _from_row(row: Any) -> Payout:
@@ -206,20 +215,45 @@ class SqlPayoutRepository:
             return {r[0]: int(r[1]) for r in (await conn.execute(stmt)).all()}
 
     # ------------------------------------------------------------------ batches
-    async def create_batch(self, batch_id: str, request_hash: str, total: int,
+    async def record_batch(self, batch_id: str, request_hash: str, items: Sequence[Payout],
                            scheduled_at: Any = None) -> BatchRecord:
-        """Register a batch id; return the stored record (an existing one when the id was taken)."""
+        """Claim ``batch_id`` and record its payouts as ``pending`` in ONE transaction.
+
+        Why one: checking the id, inserting payouts and then creating the batch as three steps let two
+        racing payloads both insert their payouts while only one won the id (the loser was paid too).
+        Here the batch row is inserted first; a concurrent claim of the same id waits on its unique key
+        and then fails, rolling back everything it did. The same id with the same payload is returned
+        as stored (nothing inserted); another payload is :class:`BatchConflictError`; an idempotency key
+        already in the ledger for a different payment is :class:`IdempotencyKeyConflictError`. Either
+        refusal leaves nothing behind."""
+        keys = [p.idempotency_key for p in items]
+        if len(set(keys)) != len(keys):
+            raise IdempotencyKeyConflictError("The batch names one idempotency key for two payouts")
         now = utcnow()
         try:
             async with self.db.engine.begin() as conn:
-                await conn.execute(payout_batches.insert().values(
+                taken = await conn.execute(self.db.insert_ignore(payout_batches).on_conflict_do_nothing(
+                    index_elements=["batch_id"]).values(
                     batch_id=batch_id, request_hash=request_hash, status="scheduled" if scheduled_at else "queued",
-                    total=total, successful=0, failed=0, scheduled_at=scheduled_at, created_at=now,
+                    total=len(items), successful=0, failed=0, scheduled_at=scheduled_at, created_at=now,
                     updated_at=now))
+                if taken.rowcount == 1 and items:
+                    stmt = self.db.insert_ignore(payouts).on_conflict_do_nothing(index_elements=["idempotency_key"])
+                    await conn.execute(stmt, [_to_row(p) for p in items])
+                    rows = (await conn.execute(select(payouts).where(payouts.c.idempotency_key.in_(keys)))).all()
+                    stored = {r.idempotency_key: _from_row(r) for r in rows}
+                    clash = [p.idempotency_key for p in items if not same_payment(stored[p.idempotency_key], p)]
+                    if clash:  # raising inside the block rolls back the batch row and every payout
+                        raise IdempotencyKeyConflictError(
+                            f"{len(clash)} idempotency key(s) already used for a different payout",
+                            details={"idempotency_keys": clash[:50]})
         except IntegrityError:
-            pass
+            pass  # a concurrent claim of this id committed first; its record decides below
         rec = await self.get_batch(batch_id)
-        assert rec is not None
+        if rec is None:
+            raise BatchConflictError(f"Batch {batch_id} could not be recorded")
+        if rec.request_hash != request_hash:
+            raise BatchConflictError(f"Batch {batch_id} was submitted with a different payload")
         return rec
 
     async def update_batch(self, batch_id: str, *, status: str, successful: int, failed: int,

@@ -17,6 +17,8 @@ for receipts; whatever is still unconfirmed then is settled by a later reconcili
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
 import uuid
@@ -27,18 +29,33 @@ from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
 
-from ..db.payout_repo import Claim, Outcome
-from ..errors import NodeNotFoundError, TronNodeError, ValidationError
+from ..db.payout_repo import BatchRecord, Claim, Outcome, same_payment
+from ..errors import IdempotencyKeyConflictError, NodeNotFoundError, TronNodeError, ValidationError
 from ..models.node_models import utcnow
 from ..models.payout_models import FINAL_STATES, Payout, PayoutRequest, PayoutStatus
 from ..tron.base import PreparedTransfer, TwoPhaseTronClient
 from ..validators import validate_amount, validate_node_id, validate_tron_address
 from .audit import WitnessAuditLogger
 
-__all__ = ["PayoutProcessor"]
+__all__ = ["PayoutProcessor", "batch_request_hash"]
 
 _log = logging.getLogger("lucid.node.payouts")
 UNKNOWN_OUTCOME = "outcome unknown: awaiting reconciliation"
+
+
+def batch_request_hash(requests: Sequence[PayoutRequest], scheduled_at: datetime | None = None) -> str:
+    """The digest a batch id is bound to: re-submitting the id with any other payout or schedule is a 409."""
+    canon: list[dict[str, Any]] = [p.model_dump(mode="json") for p in requests]
+    for p in canon:
+        p["amount"] = str(p["amount"])
+    doc: Any = canon if scheduled_at is None else {"payouts": canon, "scheduled_at": scheduled_at.isoformat()}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _conflict_result(key: str, req: PayoutRequest) -> dict[str, Any]:
+    err = IdempotencyKeyConflictError()
+    return {"idempotency_key": key, "node_id": req.node_id, "status": PayoutStatus.FAILED.value,
+            "error_code": err.error_code, "error_message": err.message, "amount": req.amount}
 
 
 def _validate(request: dict[str, Any] | PayoutRequest) -> PayoutRequest:
@@ -133,9 +150,11 @@ class PayoutProcessor:
         return report
 
     async def enqueue_batch(self, requests: Sequence[PayoutRequest], batch_id: str,
-                            scheduled_at: datetime | None = None) -> int:
-        """Record a batch's payouts as ``pending`` (durable before the API answers 202). Idempotent: keys
-        are ``<batch_id>/<index>``, so enqueuing the same batch again inserts nothing new."""
+                            scheduled_at: datetime | None = None) -> BatchRecord:
+        """Claim ``batch_id`` and record its payouts as ``pending`` in one transaction (durable before the
+        API answers 202). Keys are ``<batch_id>/<index>`` unless a request brings its own. The same id with
+        the same payload inserts nothing; another payload, or a key already used for a different payment,
+        raises a conflict and leaves nothing behind."""
         known = await self.repository.get_existing_node_ids(r.node_id for r in requests)
         missing = sorted({r.node_id for r in requests} - known)
         if missing:
@@ -145,9 +164,8 @@ class PayoutProcessor:
             p = self._new_payout(r.idempotency_key or f"{batch_id}/{i}", r, batch_id)
             p.scheduled_at = r.scheduled_at or scheduled_at
             payouts.append(p)
-        for i in range(0, len(payouts), self.chunk_size):
-            await self.repository.save_payouts(payouts[i:i + self.chunk_size])
-        return len(payouts)
+        return await self.repository.record_batch(batch_id, batch_request_hash(requests, scheduled_at), payouts,
+                                                  scheduled_at)
 
     async def run_batch(self, batch_id: str) -> None:
         """Send (or reconcile) every unfinished payout of a batch, chunk by chunk."""
@@ -169,6 +187,8 @@ class PayoutProcessor:
         payout = self._new_payout(key, req, batch_id)
         stored = await self.repository.save_payout(payout)
         if isinstance(stored, Payout):
+            if not same_payment(stored, payout):
+                raise IdempotencyKeyConflictError(f"Idempotency key {key} already used for a different payout")
             payout = stored
         if payout.status != PayoutStatus.PENDING:
             return payout.result()  # already paid, failed, or in flight elsewhere: never sent again
@@ -205,8 +225,16 @@ class PayoutProcessor:
             else:
                 out[key] = {"idempotency_key": key, "node_id": req.node_id, "status": PayoutStatus.FAILED.value,
                             "error_message": f"Node {req.node_id} not found", "amount": req.amount}
+        wanted = {p.idempotency_key: p for p in payouts}
+        reqs = dict(items)
         for i in range(0, len(payouts), self.chunk_size):
             stored = await self.repository.save_payouts(payouts[i:i + self.chunk_size])
+            clash = [p for p in stored if not same_payment(p, wanted[p.idempotency_key])]
+            for p in clash:  # the key names another payment: that one is not paid again, nor this one
+                out[p.idempotency_key] = _conflict_result(p.idempotency_key, reqs[p.idempotency_key])
+            if len(items) == 1 and clash:
+                raise IdempotencyKeyConflictError(f"Idempotency key {items[0][0]} already used for a different payout")
+            stored = [p for p in stored if p.idempotency_key not in out]
             await self._run_chunk(stored)
             for p in await self.repository.get_by_ids([p.payout_id for p in stored]):
                 out[p.idempotency_key] = p.result()
