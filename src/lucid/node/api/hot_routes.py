@@ -137,8 +137,10 @@ class HotRouteMiddleware:
             if node_id is not None:
                 principal.require_node(node_id)
             return principal, hot.model.model_validate(json.loads(body))
-        except (NodeManagementError, ValueError):
-            return None  # auth and permission errors; pydantic's, JSON's and Unicode's are ValueErrors
+        except (NodeManagementError, ValueError, RecursionError):
+            # auth and permission errors; pydantic's, JSON's and Unicode's are ValueErrors; a body nested
+            # past the parser's recursion limit is RecursionError. FastAPI answers each with its envelope.
+            return None
 
 
 async def _read_body(receive: Receive) -> tuple[list[Message], bytes, bool]:

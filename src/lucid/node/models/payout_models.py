@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..errors import ValidationError
 from ..validators import validate_amount, validate_tron_address
 from .node_models import utcnow
+from .types import UtcDatetime
 
 __all__ = ["PayoutStatus", "PayoutRequest", "BatchPayoutRequest", "Payout", "new_payout_id"]
 
@@ -48,7 +49,7 @@ class PayoutRequest(BaseModel):
     wallet_address: str
     priority: Literal["low", "normal", "high", "urgent"] = "normal"
     idempotency_key: Annotated[str, Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+$")] | None = None
-    scheduled_at: datetime | None = None
+    scheduled_at: UtcDatetime | None = None
 
     @field_validator("amount", mode="before")
     @classmethod
@@ -67,7 +68,7 @@ class BatchPayoutRequest(BaseModel):
     batch_id: Annotated[str, Field(min_length=7, max_length=64, pattern=r"^batch_[A-Za-z0-9_-]+$")] | None = None
     payout_requests: list[PayoutRequest] = Field(min_length=1, max_length=1000)
     priority: Literal["low", "normal", "high", "urgent"] = "normal"
-    scheduled_at: datetime | None = None
+    scheduled_at: UtcDatetime | None = None
 
 
 class Payout(BaseModel):

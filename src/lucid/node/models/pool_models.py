@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..validators import SAFE_TEXT_RE
 from .node_models import NodeName, PoolId, ResourceLimits, utcnow
+from .types import NonNegativePrice
 
 __all__ = ["ScalingPolicy", "NodePool", "NodePoolCreateRequest", "NodePoolUpdateRequest", "AddNodeToPoolRequest"]
 
@@ -51,7 +52,7 @@ class NodePoolCreateRequest(BaseModel):
     resource_limits: ResourceLimits | None = None
     auto_scaling: bool = False
     scaling_policy: ScalingPolicy | None = None
-    pricing: dict[str, Annotated[float, Field(ge=0)]] | None = None
+    pricing: dict[str, NonNegativePrice] | None = None
 
     @field_validator("pool_id")
     @classmethod

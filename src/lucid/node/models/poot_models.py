@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .node_models import utcnow
+from .types import ProofDatetime
 
 __all__ = ["PoOTValidationRequest", "PoOTBatchItem", "PoOTBatchRequest", "PoOTValidationResult", "PoOTScore",
            "MAX_OUTPUT_BYTES"]
@@ -24,7 +25,7 @@ class PoOTValidationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     output_data: Annotated[str, Field(min_length=1, max_length=2 * MAX_OUTPUT_BYTES)]
-    timestamp: datetime
+    timestamp: ProofDatetime
     nonce: Nonce
     signature: Annotated[str, Field(max_length=200)] | None = None
 
