@@ -14,6 +14,7 @@ from . import routes_nodes, routes_payouts, routes_pools, routes_poot, routes_sy
 from .container import NodeContainer
 from .errors import install_error_handlers
 from .hot_routes import HotRouteMiddleware
+from .openapi import install_openapi
 from .observability import RequestContextMiddleware, install_log_record_factory
 from .settings import NodeAPISettings
 
@@ -56,6 +57,7 @@ def create_app(settings: NodeAPISettings | None = None, *, tron_client: TwoPhase
                   telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False})
     app.state.container = container
     install_error_handlers(app)
+    install_openapi(app)
     # FastAPI tries included routers in order, each costing a match: the hot paths (a proof, a node
     # creation) come first. Their templates cannot capture another route's path ("poot" is a literal
     # segment, /api/v1/nodes an exact path); /api/v1/nodes/{node_id} must stay after pools and payouts.

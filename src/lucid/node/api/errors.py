@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import NodeManagementError, RateLimitExceededError
+from ..errors import AuthenticationError, NodeManagementError, RateLimitExceededError
 from ..models.node_models import utcnow
 from .observability import request_id_var
 
@@ -31,6 +31,8 @@ def domain_error_response(exc: NodeManagementError) -> JSONResponse:
     headers = None
     if isinstance(exc, RateLimitExceededError):
         headers = {"Retry-After": str(exc.retry_after)}
+    elif isinstance(exc, AuthenticationError):  # RFC 6750: a 401 names the scheme it wants
+        headers = {"WWW-Authenticate": 'Bearer realm="lucid-node"'}
     if exc.http_status >= 500:
         _log.error("internal error %s: %s", exc.error_code, exc.message)
     return envelope_response(exc.http_status, exc.error_code, exc.message, details=exc.details, headers=headers)

@@ -24,7 +24,10 @@ class PoOTValidationRequest(BaseModel):
     """Body of POST /nodes/{node_id}/poot/validate. The size rule is the validator's (one error message)."""
 
     model_config = ConfigDict(extra="forbid")
-    output_data: Annotated[str, Field(min_length=1, max_length=2 * MAX_OUTPUT_BYTES)]
+    # The parser's bound is loose so the validator's rule (MAX_OUTPUT_BYTES, LUCID_ERR_5005) is the one a
+    # client meets; the schema documents that real limit.
+    output_data: Annotated[str, Field(min_length=1, max_length=2 * MAX_OUTPUT_BYTES,
+                                      json_schema_extra={"maxLength": MAX_OUTPUT_BYTES})]
     timestamp: ProofDatetime
     nonce: Nonce
     signature: Annotated[str, Field(max_length=200)] | None = None
