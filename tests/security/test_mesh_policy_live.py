@@ -95,18 +95,28 @@ async def test_client_refuses_an_impostor_server(cert_manager, mesh_auth) -> Non
         assert sm.server.served == 0
 
 
-async def test_expired_workload_certificate_cannot_connect(cert_manager, mesh_auth) -> None:
+@pytest.mark.parametrize("knows_its_certificate", [True, False])  # False: read from the context
+async def test_expired_workload_certificate_is_1204_and_spares_the_destination_breaker(
+        cert_manager, mesh_auth, knows_its_certificate: bool) -> None:
+    """SPEC: a bad or expired certificate is 1204. Our own expired certificate is our fault: the healthy
+    destination's breaker must not count it (it opened after three such calls). Checked before connecting,
+    on the file given or the one MTLSManager loaded into the context."""
     async with services(cert_manager, mesh_auth, "session-management") as (sm,):
-        from lucid.service_mesh.errors import UpstreamCallError
         from lucid.service_mesh.security.mtls_manager import MTLSManager
 
         mtls = MTLSManager(cert_manager)
         expired = cert_manager.generate_service_certificate("api-gateway", "old", "api-gateway", "ops",
                                                             validity_days=-1)
         client = MeshClient(mtls.client_context(*expired),
-                            TokenSource(mesh_auth, "api-gateway", "old", "api-gateway", "ops"))
-        with pytest.raises(UpstreamCallError):
-            await client.call("session-management", "127.0.0.1", sm.port, "GET", "/x")
+                            TokenSource(mesh_auth, "api-gateway", "old", "api-gateway", "ops"),
+                            own_certificate=expired[0] if knows_its_certificate else None)
+        for _ in range(5):
+            with pytest.raises(MTLSVerificationError) as info:
+                await client.call("session-management", "127.0.0.1", sm.port, "GET", "/x")
+            assert info.value.error_code == "LUCID_ERR_1204"
+        breaker = client.breakers.get("session-management")
+        assert breaker.stats()["consecutive_failures"] == 0
+        assert breaker.stats()["state"] == "closed"
         await client.aclose()
         assert sm.server.served == 0
 

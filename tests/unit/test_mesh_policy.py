@@ -18,7 +18,7 @@ ALLOWED = [
     ("node-management", "admin-interface", "DELETE"),
     ("blockchain-core", "storage-database", "PUT"),
     ("api-gateway", "blockchain-core", "GET"),
-    ("node-management", "storage-database", "get"),
+    ("node-management", "storage-database", "GET"),
     ("api-gateway", "tron-payment", "POST"),
     ("api-gateway", "tron-payment", "GET"),
     ("tron-payment", "tron-payment", "POST"),
@@ -41,6 +41,19 @@ DENIED = [
 def test_allowed(src: str, dst: str, method: str) -> None:
     decision = PlanePolicy().enforce(ident(src), ident(dst), method)
     assert decision.allowed
+
+
+@pytest.mark.parametrize("method", ["get", "GeT", "Get", "head", "POST ", "", "G\x00ET", "TRACE", "CONNECT"])
+@pytest.mark.parametrize("src, dst", [("node-management", "storage-database"), ("node-management", "blockchain-core")])
+def test_non_canonical_methods_are_refused_everywhere(src: str, dst: str, method: str) -> None:
+    """The policy no longer upper-cases: a method it would classify one way must reach no handler as
+    another (GeT from ops to chain was allowed as a read and handled as a write)."""
+    from lucid.service_mesh.errors import MethodNotAllowedError
+
+    assert not PlanePolicy().decide(ident(src), ident(dst), method).allowed
+    with pytest.raises(MethodNotAllowedError) as info:
+        PlanePolicy().enforce(ident(src), ident(dst), method)
+    assert info.value.error_code == "LUCID_ERR_1203" and info.value.http_status == 405
 
 
 @pytest.mark.parametrize("src, dst, method", DENIED)

@@ -85,6 +85,13 @@ class SecurityPolicyViolation(LucidMeshError):
     http_status = 403
 
 
+class MethodNotAllowedError(SecurityPolicyViolation):
+    """A request method the policy cannot classify (not one of the canonical, upper-case HTTP methods):
+    refused, so the method a handler sees is always the one the policy approved."""
+
+    http_status = 405
+
+
 class AuthenticationError(SecurityPolicyViolation):
     """Every service-JWT failure (SPEC: all of them are 1203)."""
 
@@ -110,6 +117,7 @@ __all__ = [
     "InvalidServiceConfigError",
     "LucidMeshError",
     "MTLSVerificationError",
+    "MethodNotAllowedError",
     "PolicyValidationError",
     "SecurityPolicyViolation",
     "ServiceAlreadyRegisteredError",

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from lucid.service_mesh.discovery.discovery_core import AsyncServiceDiscoveryClient
@@ -108,6 +109,19 @@ def create_app(
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
         return JSONResponse(envelope("LUCID_ERR_1004", "invalid request", {"errors": details}), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # 404 (no route), 405 (method), 400 (a body the parser could not read): the envelope, never
+        # Starlette's {"detail": ...}
+        code = "LUCID_ERR_1002" if exc.status_code == 404 else "LUCID_ERR_1004"
+        return JSONResponse(envelope(code, str(exc.detail)), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("discovery API: unhandled %s", type(exc).__name__, exc_info=exc)
+        return JSONResponse(envelope("LUCID_ERR_1105", "internal error"), status_code=500)
 
     async def caller(request: Request) -> dict[str, Any]:
         header = request.headers.get("authorization", "")

@@ -7,6 +7,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from backends.jsonsafe import json_depth_exceeds
 from lucid.service_mesh.errors import InvalidServiceConfigError
 from lucid.service_mesh.policy.planes import PLANES
 
@@ -17,6 +18,7 @@ HOST_RE = re.compile(r"^[A-Za-z0-9.:-]{1,253}\Z")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 PROTOCOLS = ("http", "https", "grpc", "grpcs")
 CHECK_STATUSES = ("passing", "warning", "critical")
+MAX_METADATA_DEPTH = 32  # deep enough for any real metadata; far from the recursion limit
 STATUS_MAP = {"passing": "healthy", "warning": "degraded", "critical": "unhealthy"}
 
 
@@ -88,11 +90,14 @@ class Registration:
             problems.append("health_check_interval must be within 0.1-300 s")
         if not 0.1 <= self.health_check_timeout <= 60:
             problems.append("health_check_timeout must be within 0.1-60 s")
-        try:
-            if len(json.dumps(self.metadata)) > 16384:
-                problems.append("metadata larger than 16 KiB")
-        except (TypeError, ValueError):
-            problems.append("metadata must be JSON-serialisable")
+        if json_depth_exceeds(self.metadata, MAX_METADATA_DEPTH):
+            problems.append(f"metadata nested deeper than {MAX_METADATA_DEPTH} levels")
+        else:  # only then is json.dumps safe from the recursion limit
+            try:
+                if len(json.dumps(self.metadata)) > 16384:
+                    problems.append("metadata larger than 16 KiB")
+            except (TypeError, ValueError):
+                problems.append("metadata must be JSON-serialisable")
         if problems:
             raise InvalidServiceConfigError("; ".join(problems), details={"problems": problems})
         return self

@@ -12,6 +12,7 @@ critical instance is deregistered ``deregister_critical_after`` seconds later, a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -97,9 +98,12 @@ class AsyncServiceRegistry:
             registered_at=_now(),
         ).validate()
         sid = reg.service_id
+        granted: list[int] = []
         try:
             reg_lease = await self.kv.grant_lease(_lease_ttl(reg.ttl + reg.deregister_critical_after))
+            granted.append(reg_lease)
             health_lease = await self.kv.grant_lease(_lease_ttl(reg.ttl))
+            granted.append(health_lease)
             index = json.dumps({"name": reg.service_name, "reg_lease": reg_lease, "health_lease": health_lease})
             health = HealthRecord(initial_status, "registered", _now(), "ttl")
             result = await self.kv.txn(
@@ -110,17 +114,24 @@ class AsyncServiceRegistry:
                     Put(self.keys.health(sid), health.to_json(), lease=health_lease),
                 ],
             )
-        except BackendError as exc:
-            raise ServiceRegistrationError(f"registration of {service_name} failed: {exc.message}") from exc
+        except BaseException as exc:
+            # whatever failed after a grant (the store, a cancellation, a bug), no lease outlives the attempt
+            await self._revoke_quietly(granted)
+            if isinstance(exc, BackendError):
+                raise ServiceRegistrationError(f"registration of {service_name} failed: {exc.message}") from exc
+            raise
         if not result.succeeded:
-            for lease in (reg_lease, health_lease):
-                try:
-                    await self.kv.revoke_lease(lease)
-                except BackendError:
-                    pass
+            await self._revoke_quietly(granted)
             raise ServiceAlreadyRegisteredError(f"service id {sid} is already registered")
         log.info("registered %s/%s at %s:%s", reg.service_name, sid, reg.host, reg.port)
         return sid
+
+    async def _revoke_quietly(self, leases: list[int]) -> None:
+        for lease in leases:
+            try:
+                await self.kv.revoke_lease(lease)
+            except (BackendError, asyncio.CancelledError):  # expires with its TTL anyway
+                pass
 
     async def _index(self, service_id: str) -> dict[str, Any]:
         if not isinstance(service_id, str) or not service_id or "/" in service_id:

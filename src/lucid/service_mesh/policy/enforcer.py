@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lucid.service_mesh.errors import AuthenticationError, SecurityPolicyViolation
-from lucid.service_mesh.policy.plane_policy import PlanePolicy
+from lucid.service_mesh.policy.plane_policy import PlanePolicy, canonical_method
 from lucid.service_mesh.security.auth_provider import ServiceAuthProvider
 from lucid.service_mesh.security.identity import ServiceIdentity
 
@@ -18,6 +18,7 @@ class CallerContext:
     identity: ServiceIdentity
     claims: dict[str, Any]
     rule: str
+    method: str  # the canonical method the policy approved: the only one a handler is given
 
 
 class MeshAuthorizer:
@@ -30,6 +31,7 @@ class MeshAuthorizer:
 
     def authorize(self, peer: ServiceIdentity, authorization: str | None, method: str) -> CallerContext:
         """Raise AuthenticationError/SecurityPolicyViolation (1203) unless the call is allowed."""
+        method = canonical_method(method)  # before anything else: one method decided once
         if not authorization or not authorization.startswith("Bearer "):
             raise AuthenticationError("missing bearer token")
         claims = self.verifier.verify_service_token(authorization[7:].strip())
@@ -43,4 +45,4 @@ class MeshAuthorizer:
                 details={"peer": peer.spiffe_id, "token_service": claims["service_name"]},
             )
         decision = self.policy.enforce(peer, self.local, method)
-        return CallerContext(identity=peer, claims=claims, rule=decision.reason)
+        return CallerContext(identity=peer, claims=claims, rule=decision.reason, method=method)

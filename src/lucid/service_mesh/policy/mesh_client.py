@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import logging
+import os
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import h11
+from cryptography import x509
 
 from lucid.service_mesh.errors import (
     AuthenticationError,
@@ -75,6 +78,17 @@ class _Conn:
         self.writer.close()
 
 
+# TLS alerts a server sends about the client's certificate (OpenSSL reason names).
+_OWN_CERT_ALERTS = ("ALERT_CERTIFICATE_EXPIRED", "ALERT_BAD_CERTIFICATE", "ALERT_UNKNOWN_CA",
+                    "ALERT_CERTIFICATE_REVOKED", "ALERT_CERTIFICATE_UNKNOWN", "ALERT_UNSUPPORTED_CERTIFICATE",
+                    "CERTIFICATE_REQUIRED")
+
+
+def _refused_our_certificate(exc: ssl.SSLError) -> bool:
+    reason = str(getattr(exc, "reason", "") or "")
+    return any(alert in reason for alert in _OWN_CERT_ALERTS)
+
+
 class MeshClient:
     """Calls other services: presents our certificate and token, and checks who answered."""
 
@@ -86,6 +100,7 @@ class MeshClient:
         breakers: BreakerRegistry | None = None,
         timeout: float = 5.0,
         max_idle_per_host: int = 8,
+        own_certificate: str | None = None,
     ) -> None:
         self.ssl_context = ssl_context
         self.token_source = token_source
@@ -93,6 +108,25 @@ class MeshClient:
         self.timeout = timeout
         self.max_idle_per_host = max_idle_per_host
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
+        # our certificate file: given, or the one MTLSManager.client_context loaded into the context
+        self.own_certificate = own_certificate or getattr(ssl_context, "lucid_certificate_path", None)
+        self._own_validity: tuple[float, datetime, datetime] | None = None  # (mtime, not_before, not_after)
+
+    def _check_own_certificate(self) -> None:
+        """1204 before any connection when our own certificate is not valid now: the server would refuse
+        the handshake, and that is our fault, not the destination's (its breaker must not count it)."""
+        if self.own_certificate is None:
+            return
+        mtime = os.stat(self.own_certificate).st_mtime
+        if self._own_validity is None or self._own_validity[0] != mtime:  # re-read after a rotation
+            with open(self.own_certificate, "rb") as fh:
+                cert = x509.load_pem_x509_certificate(fh.read())
+            self._own_validity = (mtime, cert.not_valid_before_utc, cert.not_valid_after_utc)
+        _, not_before, not_after = self._own_validity
+        now = datetime.now(timezone.utc)
+        if not not_before <= now <= not_after:
+            raise MTLSVerificationError(f"our own workload certificate is not valid now (valid {not_before.isoformat()}"
+                                        f" to {not_after.isoformat()}); renew it", error_code="LUCID_ERR_1204")
 
     async def call(
         self,
@@ -109,6 +143,7 @@ class MeshClient:
         Denials (401/403) raise the server's LUCID error and do not count against the breaker;
         connection failures, timeouts and 5xx do (UpstreamCallError).
         """
+        self._check_own_certificate()
         breaker = self.breakers.get(destination)
         return await breaker.acall(self._call_once, destination, host, port, method.upper(), path, json)
 
@@ -148,6 +183,12 @@ class MeshClient:
             raise
         except ssl.SSLCertVerificationError as exc:  # the server is not who we meant to call
             raise MTLSVerificationError(f"{destination} at {host}:{port}: {exc.verify_message}") from exc
+        except ssl.SSLError as exc:
+            if conn is not None:
+                conn.close()
+            if _refused_our_certificate(exc):  # the server's alert is about us: 1204, not the breaker's business
+                raise MTLSVerificationError(f"{destination} refused our certificate: {exc.reason}") from exc
+            raise UpstreamCallError(f"{destination} at {host}:{port} unreachable: {exc!r}") from exc
         except (OSError, ssl.SSLError, h11.ProtocolError, asyncio.IncompleteReadError, TimeoutError) as exc:
             if conn is not None:
                 conn.close()

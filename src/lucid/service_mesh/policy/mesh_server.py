@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 import h11
 
@@ -46,6 +46,19 @@ class MeshResponse:
 
 
 Handler = Callable[[MeshRequest], Awaitable[MeshResponse]]
+AUDIT_COMPONENT = "lucid.service_mesh"
+
+
+class AuditSink(Protocol):
+    """Where denials are recorded: IF.witness's ``Witness.log`` has this shape (non-blocking)."""
+
+    def log(self, component: str, operation: str, params: dict[str, Any] | None = None,
+            severity: str = "INFO", trace_id: str | None = None) -> Any: ...
+
+
+def _bodyless(method: bytes, status: int) -> bool:
+    """Responses that carry no body whatever the handler returned (RFC 9110 6.4.1)."""
+    return method == b"HEAD" or status in (204, 304) or 100 <= status < 200
 
 
 def error_envelope(err: LucidMeshError) -> dict[str, Any]:
@@ -64,7 +77,9 @@ class MeshServer:
     """Serves ``handler`` on 127.0.0.1 to callers that pass mTLS, JWT and plane policy."""
 
     def __init__(self, ssl_context: ssl.SSLContext, authorizer: MeshAuthorizer, handler: Handler,
-                 *, idle_timeout: float = 60.0, handshake_timeout: float = 10.0):
+                 *, idle_timeout: float = 60.0, handshake_timeout: float = 10.0, audit: AuditSink | None = None):
+        self.audit = audit
+        self.handshakes_refused = 0
         self.idle_timeout = idle_timeout
         self.handshake_timeout = handshake_timeout
         self.ssl_context = ssl_context
@@ -76,8 +91,9 @@ class MeshServer:
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self._server = await asyncio.start_server(self._connection, host, port, ssl=self.ssl_context,
-                                                  ssl_handshake_timeout=self.handshake_timeout)
+        # TLS is started per connection (not by start_server), so a refused handshake is ours to log and
+        # audit; asyncio's own server-side handshake failures are silent.
+        self._server = await asyncio.start_server(self._connection, host, port)
         return self.port
 
     @property
@@ -101,11 +117,33 @@ class MeshServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def _deny(self, operation: str, params: dict[str, Any]) -> None:
+        """Count, log and audit one denial (the audit is queued: it never blocks the connection)."""
+        log.warning("mesh %s: %s", operation, params)
+        if self.audit is not None:
+            try:
+                self.audit.log(AUDIT_COMPONENT, operation, params, severity="WARN")
+            except Exception as exc:  # noqa: BLE001 - a closed or failing audit log must not kill serving
+                log.error("mesh audit of %s failed: %s", operation, type(exc).__name__)
+
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        address = writer.get_extra_info("peername")
+        remote = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+        try:
+            await writer.start_tls(self.ssl_context, ssl_handshake_timeout=self.handshake_timeout)
+        except (ssl.SSLError, ConnectionError, TimeoutError, asyncio.TimeoutError, OSError) as exc:
+            self.handshakes_refused += 1
+            reason = getattr(exc, "reason", None) or getattr(exc, "verify_message", None) or type(exc).__name__
+            self._deny("mesh.handshake_refused", {"remote": remote, "reason": str(reason)[:200],
+                                                  "error_code": "LUCID_ERR_1204"})
+            writer.close()
+            return
         try:
             peer = MTLSManager.peer_identity(writer.get_extra_info("ssl_object"))
         except MTLSVerificationError as exc:
-            log.warning("mesh connection refused: %s", exc.message)
+            self.handshakes_refused += 1
+            self._deny("mesh.handshake_refused", {"remote": remote, "reason": exc.message[:200],
+                                                  "error_code": exc.error_code})
             writer.close()
             return
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
@@ -120,13 +158,17 @@ class MeshServer:
                 headers = [("content-type", "application/json"), ("content-length", str(len(payload)))]
                 headers += list(response.headers.items())
                 writer.write(conn.send(h11.Response(status_code=response.status, headers=headers)))
-                writer.write(conn.send(h11.Data(data=payload)) + conn.send(h11.EndOfMessage()))
+                if payload and not _bodyless(request.method, response.status):
+                    writer.write(conn.send(h11.Data(data=payload)))
+                writer.write(conn.send(h11.EndOfMessage()))
                 await writer.drain()
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     break
                 conn.start_next_cycle()
         except (h11.RemoteProtocolError, ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
             log.debug("mesh connection from %s ended: %s", peer.spiffe_id, exc)
+        except h11.LocalProtocolError as exc:  # a response we could not frame: end this connection, not the server
+            log.warning("mesh connection from %s closed: response not framable (%s)", peer.spiffe_id, exc)
         except asyncio.CancelledError:
             pass  # loop shutting down: end this connection quietly
         finally:
@@ -171,18 +213,20 @@ class MeshServer:
 
     async def _dispatch(self, peer: Any, request: h11.Request, body: bytes) -> MeshResponse:
         headers = {k.decode().lower(): v.decode("latin-1") for k, v in request.headers}
-        method = request.method.decode()
+        method = request.method.decode("latin-1")
         try:
             caller = self.authorizer.authorize(peer, headers.get("authorization"), method)
         except LucidMeshError as exc:
             self.denied += 1
-            log.info("mesh call denied %s %s from %s: %s", method, request.target, peer.spiffe_id, exc.message)
+            self._deny("mesh.call_denied", {
+                "source": peer.spiffe_id, "destination": self.authorizer.local.spiffe_id,
+                "method": method[:16], "path": request.target.decode("latin-1")[:256],
+                "error_code": exc.error_code, "reason": exc.message[:300]})
             return MeshResponse(status=exc.http_status, body=error_envelope(exc))
         self.served += 1
         try:
-            return await self.handler(
-                MeshRequest(method=method, path=request.target.decode(), headers=headers, body=body, caller=caller)
-            )
+            return await self.handler(MeshRequest(method=caller.method, path=request.target.decode("latin-1"),
+                                                  headers=headers, body=body, caller=caller))
         except LucidMeshError as exc:
             return MeshResponse(status=exc.http_status, body=error_envelope(exc))
         except Exception:  # the handler's bug must not kill the connection loop

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lucid.service_mesh.errors import SecurityPolicyViolation
+from lucid.service_mesh.errors import MethodNotAllowedError, SecurityPolicyViolation
 from lucid.service_mesh.policy.planes import CLUSTER_PLANE
 from lucid.service_mesh.security.identity import ServiceIdentity
 
+# HTTP methods are case-sensitive (RFC 9110 9.1): "GeT" is not GET. The policy decides on exactly these
+# tokens and the server hands the handler the same string, so no handler can see a method the policy
+# classified differently.
+CANONICAL_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 READ_ONLY = frozenset({"GET", "HEAD"})
 WALLET_METHODS = frozenset({"GET", "POST"})
 WALLET_GATEKEEPER = "api-gateway"
@@ -28,11 +32,20 @@ class PolicyDecision:
     reason: str
 
 
+def canonical_method(method: str) -> str:
+    """The method itself if canonical; MethodNotAllowedError (405, LUCID_ERR_1203) otherwise."""
+    if method not in CANONICAL_METHODS:
+        raise MethodNotAllowedError(f"method {method[:16]!r} is not a canonical HTTP method",
+                                    details={"allowed": sorted(CANONICAL_METHODS)})
+    return method
+
+
 class PlanePolicy:
     """Stateless decision function; ``enforce`` raises SecurityPolicyViolation (LUCID_ERR_1203)."""
 
     def decide(self, source: ServiceIdentity, destination: ServiceIdentity, method: str) -> PolicyDecision:
-        method = method.upper()
+        if method not in CANONICAL_METHODS:
+            return PolicyDecision(False, f"method {method[:16]!r} is not canonical")
         for ident, role in ((source, "source"), (destination, "destination")):
             home = CLUSTER_PLANE.get(ident.cluster)
             if home is None:
@@ -55,10 +68,11 @@ class PlanePolicy:
         return PolicyDecision(False, f"{sp}->{dp} denied (default deny)")
 
     def enforce(self, source: ServiceIdentity, destination: ServiceIdentity, method: str) -> PolicyDecision:
+        canonical_method(method)
         decision = self.decide(source, destination, method)
         if not decision.allowed:
             raise SecurityPolicyViolation(
-                f"{source.spiffe_id} -> {destination.spiffe_id} {method.upper()}: {decision.reason}",
-                details={"source": source.spiffe_id, "destination": destination.spiffe_id, "method": method.upper()},
+                f"{source.spiffe_id} -> {destination.spiffe_id} {method}: {decision.reason}",
+                details={"source": source.spiffe_id, "destination": destination.spiffe_id, "method": method},
             )
         return decision

@@ -6,7 +6,7 @@ import uuid
 
 from lucid.service_mesh.policy.enforcer import MeshAuthorizer
 from lucid.service_mesh.policy.mesh_client import MeshClient, MeshReply, TokenSource
-from lucid.service_mesh.policy.mesh_server import Handler, MeshResponse, MeshServer
+from lucid.service_mesh.policy.mesh_server import AuditSink, Handler, MeshResponse, MeshServer
 from lucid.service_mesh.policy.plane_policy import PlanePolicy
 from lucid.service_mesh.resilience.circuit_breaker import BreakerRegistry
 from lucid.service_mesh.security.auth_provider import ServiceAuthProvider
@@ -35,6 +35,7 @@ class MeshService:
         breakers: BreakerRegistry | None = None,
         policy: PlanePolicy | None = None,
         call_timeout: float = 5.0,
+        audit: AuditSink | None = None,
     ) -> None:
         self.identity = ServiceIdentity(service_name, cluster, plane)
         self.service_id = service_id or str(uuid.uuid4())
@@ -46,12 +47,14 @@ class MeshService:
             self.mtls.server_context(self.cert_path, self.key_path),
             MeshAuthorizer(self.identity, auth, policy),
             handler or _echo,
+            audit=audit,
         )
         self.client = MeshClient(
             self.mtls.client_context(self.cert_path, self.key_path),
             TokenSource(auth, service_name, self.service_id, cluster, plane),
             breakers=breakers,
             timeout=call_timeout,
+            own_certificate=self.cert_path,
         )
 
     async def start(self, port: int = 0) -> int:

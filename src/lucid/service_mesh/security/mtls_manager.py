@@ -95,6 +95,8 @@ class MTLSManager:
         ctx.verify_mode = ssl.CERT_REQUIRED
         ctx.load_verify_locations(cafile=self.cert_manager.trust_bundle_path)
         ctx.load_cert_chain(cert_path, key_path)
+        # MeshClient checks its own certificate's validity before calling (1204 is ours, not the peer's)
+        ctx.lucid_certificate_path = cert_path  # type: ignore[attr-defined]
         return ctx
 
     @staticmethod

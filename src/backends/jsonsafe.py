@@ -1,0 +1,48 @@
+"""JSON from untrusted parties, bounded in depth.
+
+Why: Python's ``json`` recurses once per level, in C for parsing and in Python for ``dumps``, ``deepcopy``
+and most walkers. A document nested a few hundred levels (well under any byte cap) passes parsing and
+then raises ``RecursionError`` somewhere later, far from the boundary, as a 500 or a dead task; a few
+thousand levels fail in the parser itself. Every boundary that accepts JSON checks depth here, once,
+and refuses with its own error code."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ["DEFAULT_MAX_DEPTH", "JSONTooDeepError", "json_depth_exceeds", "loads_bounded"]
+
+DEFAULT_MAX_DEPTH = 64
+
+
+class JSONTooDeepError(ValueError):
+    """A document nested deeper than allowed (a ValueError, as json's own decode errors are)."""
+
+
+def json_depth_exceeds(value: Any, limit: int = DEFAULT_MAX_DEPTH) -> bool:
+    """Whether containers in ``value`` nest deeper than ``limit`` (iterative: safe at any depth)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def loads_bounded(data: str | bytes | bytearray, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """``json.loads`` that raises :class:`JSONTooDeepError` (never ``RecursionError``) past ``max_depth``."""
+    try:
+        value = json.loads(data)
+    except RecursionError as exc:
+        raise JSONTooDeepError("JSON nested too deeply") from exc
+    if json_depth_exceeds(value, max_depth):
+        raise JSONTooDeepError(f"JSON nested deeper than {max_depth} levels")
+    return value
