@@ -254,10 +254,11 @@ async def test_rate_limiting_bypass(chassis, local_upstream, scoped_credentials_
     endpoint = local_upstream.url("/v1/chat/completions")
     limits = ResourceLimits(max_api_calls_per_second=10, max_execution_time_seconds=1.0)
     chassis.load_swarm("greedy", reference_module(), ServiceContract("greedy", resource_requirements=limits))
-    # 1. a tight loop of outbound calls in one task is paced, then refused at the deadline
+    # 1. a tight loop of outbound calls in one task is paced, then refused at the deadline (by the
+    # limiter when the next call could not start in time, or by the deadline check of the host call)
     creds = scoped_credentials_factory("greedy", "loop", endpoints=[endpoint])
     started = time.monotonic()
-    with pytest.raises(RateLimitExceeded):
+    with pytest.raises((RateLimitExceeded, TaskTimeoutError)):
         await chassis.execute_task("greedy", {"id": "loop", "action": "http_loop", "url": endpoint, "count": 1000},
                                    creds)
     elapsed = time.monotonic() - started

@@ -8,6 +8,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from .errors import (
     CredentialError,
     CredentialExpiredError,
     GuestMemoryError,
+    GuestTrapError,
     InvalidContractError,
     InvalidTaskError,
     RateLimitExceeded,
@@ -80,7 +82,7 @@ class IFChassis:
         default_limits: ResourceLimits | None = None,
         audit: AuditSink | None = _AUTO,
         reputation_sink: ReputationSink | None = _AUTO,
-        http_client: httpx.Client | None = None,
+        http_client_factory: Callable[[], httpx.Client] | None = None,
         runtime: SandboxRuntime | None = None,
         max_workers: int = 16,
     ) -> None:
@@ -93,7 +95,7 @@ class IFChassis:
         self.swarm_runtimes: dict[str, SwarmRuntime] = {}
         self.performance_metrics = PerformanceTracker()
         self._limiters: dict[str, GCRALimiter] = {}
-        self._outbound = OutboundHTTP(http_client)
+        self._outbound = OutboundHTTP(http_client_factory)  # one client per task: nothing shared
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="if-chassis")
         self._closed = False
 
@@ -230,8 +232,15 @@ class IFChassis:
             loop = asyncio.get_running_loop()
             started = time.perf_counter()
             try:
-                raw, stats = await loop.run_in_executor(self._executor, self.runtime.run, runtime.compiled, ctx, payload)
-                result = decode_result(raw)
+                try:
+                    raw, stats = await loop.run_in_executor(self._executor, self.runtime.run, runtime.compiled, ctx,
+                                                            payload)
+                    result = decode_result(raw)
+                except ChassisError:
+                    raise
+                except Exception as exc:  # a host bug must still be audited and counted, with a code
+                    raise GuestTrapError(f"task ended by an unexpected host error: {type(exc).__name__}",
+                                         swarm_id=swarm_id) from exc
             except ChassisError as exc:
                 self._track_performance(swarm_id, latency_ms=None, success=False)
                 self._publish_reputation(swarm_id)

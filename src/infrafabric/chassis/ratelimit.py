@@ -64,12 +64,16 @@ class GCRALimiter:
             await asyncio.sleep(wait)
         return wait
 
+    # A paced call must have time left to be made: a wait that ends this close to the deadline is refused
+    # as over the rate (the call would start with no time to run and be cut by the deadline instead).
+    CALL_MARGIN_SECONDS = 0.05
+
     def acquire_blocking(self, swarm_id: str, deadline: float) -> float:
         """Pace from a worker thread, but never past ``deadline`` (monotonic): refuse instead."""
         with self._lock:
             now = self._clock()
             wait = self._wait_for(now)
-            if now + wait > deadline:
+            if now + wait > deadline - (self.CALL_MARGIN_SECONDS if wait > 0 else 0.0):
                 self.refused += 1
                 raise RateLimitExceeded(
                     f"swarm {swarm_id!r} is over its rate limit of {self.rate:g} calls/s and the task "

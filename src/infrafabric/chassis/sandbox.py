@@ -8,8 +8,8 @@ blocks the event loop. Host functions find their task through a thread-local con
 from __future__ import annotations
 
 import hashlib
-import json
 import math
+import struct
 import threading
 import time
 from collections import OrderedDict
@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import wasmtime
+
+from backends.jsonsafe import loads_bounded
 
 from .contracts import WASM_PAGE, ResourceLimits
 from .errors import (
@@ -119,19 +121,32 @@ class TaskContext:
         return len(data)  # tell the guest it was written: the cap is ours to enforce, silently
 
     def on_stdout(self, data: bytes) -> int:
+        self._check_deadline()
         return self._capture(self.stdout, data)
 
     def on_stderr(self, data: bytes) -> int:
+        self._check_deadline()
         return self._capture(self.stderr, data)
+
+    def _check_deadline(self) -> None:
+        if time.monotonic() >= self.deadline:
+            raise self.fail(TaskTimeoutError(f"swarm {self.swarm_id!r} ran past its time limit writing output",
+                                             swarm_id=self.swarm_id))
 
 
 _local = threading.local()
 
 
 def current_context() -> TaskContext:
+    """The running task's context, checked against its deadline at every host call: the epoch deadline
+    interrupts guest code only, so a guest that spends its time in host calls (or a ticker starved of
+    the GIL by them) is stopped here, at the next call after its time is up."""
     ctx = getattr(_local, "ctx", None)
     if ctx is None:  # a host function called outside a chassis task: refuse
         raise RuntimeError("host function called outside a chassis task")
+    if time.monotonic() >= ctx.deadline:
+        raise ctx.fail(TaskTimeoutError(f"swarm {ctx.swarm_id!r} ran past its time limit in a host call",
+                                        swarm_id=ctx.swarm_id))
     return ctx
 
 
@@ -217,6 +232,48 @@ def _make_denied(name: str) -> Callable[..., int]:
     return denied
 
 
+# WASI poll_oneoff, bounded. wasmtime's own blocks in native code for as long as the guest asks (an
+# hour-long sleep held a worker for an hour; epochs do not interrupt host calls). This one serves clock
+# subscriptions by sleeping no later than the task's deadline, and refuses a sleep that would outlast it
+# at once; file-descriptor subscriptions get EBADF (the sandbox has no descriptors worth waiting on).
+_SUBSCRIPTION = struct.Struct("<QB7xIxxxxQQH6x")  # userdata, tag, clock id, timeout, precision, flags
+_EVENT = struct.Struct("<QHB5xQH6x")  # userdata, errno, type, nbytes, flags
+_ERRNO_SUCCESS, _ERRNO_BADF, _ERRNO_INVAL = 0, 8, 28
+_MAX_SUBSCRIPTIONS = 64
+_CLOCK_ABSTIME = 1
+
+
+def _host_poll_oneoff(caller: wasmtime.Caller, in_ptr: int, out_ptr: int, nsubs: int, nevents_ptr: int) -> int:
+    ctx = current_context()
+    if not 0 < nsubs <= _MAX_SUBSCRIPTIONS:
+        return _ERRNO_INVAL
+    raw = read_guest(ctx, caller, in_ptr, nsubs * _SUBSCRIPTION.size, "poll_oneoff subscriptions")
+    fd_events: list[bytes] = []
+    clocks: list[tuple[int, int]] = []  # (userdata, relative timeout in ns)
+    for i in range(nsubs):
+        userdata, tag, clock_id, timeout, _precision, flags = _SUBSCRIPTION.unpack_from(raw, i * _SUBSCRIPTION.size)
+        if tag != 0:  # fd_read / fd_write: nothing to wait for here
+            fd_events.append(_EVENT.pack(userdata, _ERRNO_BADF, tag, 0, 0))
+        elif flags & _CLOCK_ABSTIME:
+            now = time.monotonic_ns() if clock_id == 1 else time.time_ns()
+            clocks.append((userdata, max(0, timeout - now)))
+        else:
+            clocks.append((userdata, timeout))
+    events = fd_events
+    if not fd_events and clocks:  # only clocks: sleep until the first fires, never past the deadline
+        wait_ns = min(t for _, t in clocks)
+        remaining = ctx.deadline - time.monotonic()
+        if wait_ns / 1e9 >= remaining:
+            raise ctx.fail(TaskTimeoutError(
+                f"swarm {ctx.swarm_id!r} asked to sleep {wait_ns / 1e9:.3f}s with {max(remaining, 0):.3f}s "
+                "left of its time limit", swarm_id=ctx.swarm_id))
+        time.sleep(wait_ns / 1e9)
+        events = [_EVENT.pack(u, _ERRNO_SUCCESS, 0, 0, 0) for u, t in clocks if t <= wait_ns]
+    write_guest(ctx, caller, out_ptr, b"".join(events), "poll_oneoff events")
+    write_guest(ctx, caller, nevents_ptr, struct.pack("<I", len(events)), "poll_oneoff nevents")
+    return _ERRNO_SUCCESS
+
+
 # ------------------------------------------------------------------------------------------ epochs
 class EpochTicker:
     """Advances the engine epoch every tick while at least one task runs (wall-clock caps)."""
@@ -282,6 +339,15 @@ class SandboxRuntime:
         config.consume_fuel = True
         config.epoch_interruption = True
         config.max_wasm_stack = MAX_WASM_STACK
+        # Proposals whose state escapes the contract's caps are off, so such modules fail at load with
+        # InvalidModuleError: GC heap objects live outside linear memory (beyond memory_bytes), shared
+        # memories and threads outlive the task's store, several memories bypass the one-memory limit.
+        config.wasm_gc = False
+        config.wasm_function_references = False
+        config.wasm_threads = False
+        config.wasm_multi_memory = False
+        config.wasm_memory64 = False
+        config.wasm_component_model = False
         self.engine = wasmtime.Engine(config)
         self.ticker = EpochTicker(self.engine)
         self.linker = self._build_linker()
@@ -310,6 +376,8 @@ class SandboxRuntime:
         linker.allow_shadowing = True
         for name, params in _DENIED_WASI.items():
             linker.define_func(WASI, name, wasmtime.FuncType(params, [_I32]), _make_denied(name))
+        linker.define_func(WASI, "poll_oneoff", wasmtime.FuncType([_I32] * 4, [_I32]), _host_poll_oneoff,
+                           access_caller=True)
         linker.allow_shadowing = False
         impls: dict[str, Callable[..., Any]] = {
             "log": _host_log, "http_request": _host_http_request,
@@ -429,6 +497,9 @@ class SandboxRuntime:
             stats["memory_bytes"] = ctx.memory.data_len(store) if ctx.memory is not None else 0
             ctx.memory = None
             ctx.store = None
+            release = getattr(ctx.outbound, "release", None)
+            if release is not None:  # the task's own HTTP client (connections, state) ends with it
+                release(ctx)
             store.close()  # frees guest memory now (and WASI output callbacks, which must not outlive it)
 
     def _call(self, compiled: CompiledModule, ctx: TaskContext, store: wasmtime.Store, payload: bytes) -> bytes:
@@ -441,7 +512,9 @@ class SandboxRuntime:
         memory = exports["memory"]
         ctx.memory = memory
         ptr = exports["alloc"](store, len(payload))
-        if ptr == 0 or ptr + len(payload) > memory.data_len(store):
+        # alloc returns an i32, which the binding gives back signed: a negative pointer would index guest
+        # memory from its end (Python slicing), so it is refused like 0 and out-of-range ones
+        if ptr <= 0 or ptr + len(payload) > memory.data_len(store):
             if memory.data_len(store) + len(payload) > ctx.limits.memory_bytes:
                 raise GuestMemoryError(
                     f"the task ({len(payload)} bytes) does not fit in the swarm's {ctx.limits.max_memory_mb} MB",
@@ -510,7 +583,7 @@ class SandboxRuntime:
 def decode_result(raw: bytes) -> dict[str, Any]:
     """The guest's result must be one JSON object."""
     try:
-        value = json.loads(raw.decode("utf-8"))
+        value = loads_bounded(raw.decode("utf-8"))  # a deeply nested result is a protocol error, not a crash
     except (UnicodeDecodeError, ValueError) as exc:
         raise GuestProtocolError(f"guest result is not JSON: {exc}") from exc
     if not isinstance(value, dict):
