@@ -37,10 +37,11 @@ def json_depth_exceeds(value: Any, limit: int = DEFAULT_MAX_DEPTH) -> bool:
     return False
 
 
-def loads_bounded(data: str | bytes | bytearray, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
-    """``json.loads`` that raises :class:`JSONTooDeepError` (never ``RecursionError``) past ``max_depth``."""
+def loads_bounded(data: str | bytes | bytearray, max_depth: int = DEFAULT_MAX_DEPTH, **kwargs: Any) -> Any:
+    """``json.loads`` that raises :class:`JSONTooDeepError` (never ``RecursionError``) past ``max_depth``;
+    ``kwargs`` go to ``json.loads`` (e.g. an ``object_pairs_hook`` refusing duplicate keys)."""
     try:
-        value = json.loads(data)
+        value = json.loads(data, **kwargs)
     except RecursionError as exc:
         raise JSONTooDeepError("JSON nested too deeply") from exc
     if json_depth_exceeds(value, max_depth):

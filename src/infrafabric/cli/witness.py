@@ -1,7 +1,10 @@
-"""``infrafabric witness verify | query | trace | export | checkpoint | prove``."""
+"""``infrafabric witness verify | query | trace | export | checkpoint | published | consistency | prove``.
+
+Verification and consistency proofs need only the public key: they open the log read-only."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import sys
@@ -17,11 +20,16 @@ from infrafabric.witness import (
     Checkpoint,
     VerificationReport,
     WitnessError,
+    WitnessFormatError,
     default_key_dir,
+    default_url,
     load_public_key,
     verify_export,
 )
-from infrafabric.witness.keys import PUBLIC_KEY_FILE
+from infrafabric.witness.keys import PUBLIC_KEY_FILE, key_id_of
+from infrafabric.witness.publish import PublishedCheckpoint, publishers_for, read_all
+from infrafabric.witness.store.sql import sqlite_path
+from infrafabric.witness.verify_store import consistency_at_url, verify_url
 from infrafabric.cli.witness_access import OutFormat
 from infrafabric.cli.witness_access import fail as _fail
 from infrafabric.cli.witness_access import open_witness as _open
@@ -61,37 +69,117 @@ def _print_report(report: VerificationReport, as_json: bool) -> None:
     console.print(f"signatures checked: {report.signatures_checked}")
 
 
+PublicKeyOpt = typer.Option(None, "--public-key", help="Public key PEM (default: key dir's public_key.pem).")
+PublishedOpt = typer.Option(
+    [], "--published", help="Where checkpoints are published: a file, file://path or a key-value URL (repeatable; "
+    "default: $INFRAFABRIC_WITNESS_PUBLISH, else the log's file under <key dir>/published/).")
+
+
+def read_checkpoint_file(path: Path) -> Checkpoint:
+    """A checkpoint file: as printed by ``witness checkpoint`` or as published (with head hash and tree edge)."""
+    text = path.read_text()
+    try:
+        return PublishedCheckpoint.from_json(text).checkpoint
+    except WitnessFormatError:
+        return Checkpoint.from_json(text)
+
+
+def _public_key(public_key: Optional[Path], key_dir: Optional[Path]) -> Any:
+    return load_public_key(public_key if public_key is not None else (key_dir or default_key_dir()) / PUBLIC_KEY_FILE)
+
+
+def _log_url(url: Optional[str]) -> str:
+    url = url or default_url()
+    path = sqlite_path(url) if url.startswith("sqlite") else None
+    if path is not None and not Path(path).exists():
+        _fail(f"no witness log at {path}")
+    return url
+
+
 @app.command()
 def verify(
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Verify an exported log (JSONL or JSON) instead of the store."),
-    public_key: Optional[Path] = typer.Option(None, "--public-key", help="Public key PEM (default: key dir's public_key.pem)."),
+    public_key: Optional[Path] = PublicKeyOpt,
     checkpoint: list[Path] = typer.Option([], "--checkpoint", help="Trusted checkpoint JSON obtained out of band (repeatable)."),
-    all_signatures: bool = typer.Option(False, "--all-signatures", help="Check every entry signature, not only those past the checkpoint."),
+    published: list[str] = PublishedOpt,
+    all_signatures: bool = typer.Option(True, "--all-signatures/--trust-checkpoints",
+                                        help="Check every entry signature (default), or trust verified checkpoints for what they cover."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable report."),
     url: Optional[str] = UrlOpt,
     key_dir: Optional[Path] = KeyDirOpt,
 ) -> None:
-    """Verify hashes, links, signatures and checkpoints; exit 1 and name every problem found."""
+    """Verify hashes, links, signatures and checkpoints, the stored and the published ones, with the public
+    key only; exit 1 and name every problem found."""
     try:
-        trusted = [Checkpoint.from_json(p.read_text()) for p in checkpoint]
-        pub = None
-        if public_key is not None:
-            pub = load_public_key(public_key)
+        trusted = [read_checkpoint_file(p) for p in checkpoint]
+        pub = _public_key(public_key, key_dir)
         if file is not None:
-            if pub is None:
-                pub = load_public_key((key_dir or default_key_dir()) / PUBLIC_KEY_FILE)
+            publishers = publishers_for(published, None, key_id_of(pub), "memory://") if published else []
+            for _, record in asyncio.run(read_all(publishers)):
+                trusted.append(record.checkpoint)
             report = verify_export(file, pub, trusted_checkpoints=trusted, all_signatures=all_signatures)
         else:
-            witness = _open(url, key_dir)
-            try:
-                report = witness.verify(trusted, all_signatures=all_signatures, public_key=pub)
-            finally:
-                witness.close()
+            log = _log_url(url)
+            publishers = publishers_for(published or None, key_dir or default_key_dir(), key_id_of(pub), log)
+            report = verify_url(log, pub, trusted=trusted, publishers=publishers, all_signatures=all_signatures)
     except (WitnessError, OSError) as exc:
         _fail(str(exc))
         return
     _print_report(report, as_json)
     raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command("published")
+def published_cmd(
+    published: list[str] = PublishedOpt,
+    public_key: Optional[Path] = PublicKeyOpt,
+    url: Optional[str] = UrlOpt,
+    key_dir: Optional[Path] = KeyDirOpt,
+) -> None:
+    """Print the newest checkpoint published outside the database (keep a copy somewhere else too)."""
+    try:
+        pub = _public_key(public_key, key_dir)
+        publishers = publishers_for(published or None, key_dir or default_key_dir(), key_id_of(pub), url or default_url())
+        found = asyncio.run(read_all(publishers))
+    except (WitnessError, OSError) as exc:
+        _fail(str(exc))
+        return
+    if not found:
+        _fail(f"no checkpoint published in {', '.join(p.name for p in publishers) or 'any place'}", code=1)
+    publisher, newest = max(found, key=lambda item: item[1].checkpoint.size)
+    if not newest.checkpoint.verify(pub):
+        _fail(f"the checkpoint in {publisher.name} is not signed by this key", code=1)
+    typer.echo(newest.to_json())
+
+
+@app.command()
+def consistency(
+    old: Optional[Path] = typer.Option(None, "--from", help="The older checkpoint you kept (default: the newest published)."),
+    new: Optional[Path] = typer.Option(None, "--to", help="The newer checkpoint (default: the log's newest stored one)."),
+    published: list[str] = PublishedOpt,
+    public_key: Optional[Path] = PublicKeyOpt,
+    url: Optional[str] = UrlOpt,
+    key_dir: Optional[Path] = KeyDirOpt,
+) -> None:
+    """RFC 9162 consistency proof that the log still extends a checkpoint you kept; exit 1 if it does not."""
+    try:
+        pub = _public_key(public_key, key_dir)
+        log = _log_url(url)
+        if old is not None:
+            first = read_checkpoint_file(old)
+        else:
+            publishers = publishers_for(published or None, key_dir or default_key_dir(), key_id_of(pub), log)
+            found = asyncio.run(read_all(publishers))
+            if not found:
+                _fail("no --from checkpoint given and none is published")
+            first = max((r.checkpoint for _, r in found), key=lambda c: c.size)
+        second = read_checkpoint_file(new) if new is not None else None
+        answer = consistency_at_url(log, pub, first, second)
+    except (WitnessError, OSError) as exc:
+        _fail(str(exc))
+        return
+    typer.echo(json.dumps(answer, indent=2))
+    raise typer.Exit(0 if answer["consistent"] else 1)
 
 
 def _emit_entries(entries: list[dict[str, Any]], fmt: OutFormat) -> None:

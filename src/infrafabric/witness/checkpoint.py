@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from .errors import WitnessFormatError
 from .keys import CHECKPOINT_DOMAIN, WitnessKeys, key_id_of, verify_signature
 
+_FIELDS = frozenset(("type", "size", "root", "timestamp", "key_id", "signature"))
+
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -50,6 +52,14 @@ class Checkpoint:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Checkpoint":
+        """Strict: the five signed fields (and ``"type": "checkpoint"``), nothing else."""
+        if not isinstance(data, dict):
+            raise WitnessFormatError("bad checkpoint: not an object")
+        extra = sorted(set(data) - _FIELDS)
+        if extra:
+            raise WitnessFormatError(f"bad checkpoint: unknown fields {extra} (not covered by its signature)")
+        if data.get("type", "checkpoint") != "checkpoint":
+            raise WitnessFormatError("bad checkpoint: type is not 'checkpoint'")
         try:
             size = data["size"]
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -63,10 +73,6 @@ class Checkpoint:
 
     @classmethod
     def from_json(cls, text: str) -> "Checkpoint":
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise WitnessFormatError(f"checkpoint is not JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise WitnessFormatError("checkpoint must be a JSON object")
-        return cls.from_dict(data)
+        from .publish import strict_object  # duplicate keys refused at any depth
+
+        return cls.from_dict(strict_object(text, "checkpoint"))

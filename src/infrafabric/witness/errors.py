@@ -51,3 +51,21 @@ class WitnessProofError(WitnessError, ValueError):
     """A proof was requested for positions outside the log."""
 
     error_code = "WITNESS_BAD_PROOF_REQUEST"
+
+
+class WitnessHeadUnprovenError(WitnessStorageError):
+    """The log head found under the append lock is not one this writer sealed or has proven.
+
+    Raised by the sealer before it signs anything; the writer then proves the head (a checkpoint signed
+    by this witness's key over that head, and the entries since the last head it trusts extending it)
+    and retries. Never signing an unproven head is what stops a key-less rewrite from being signed over.
+    """
+
+    error_code = "WITNESS_HEAD_UNPROVEN"
+
+
+class WitnessHeadRewrittenError(WitnessStorageError):
+    """The log head cannot be proven: it carries no valid checkpoint of this key, or the entries since
+    the last trusted head do not extend it (RFC 9162 consistency). The writer refuses to sign after it."""
+
+    error_code = "WITNESS_HEAD_REWRITTEN"

@@ -219,6 +219,11 @@ class CompactRange:
     def copy(self) -> "CompactRange":
         return CompactRange(self.size, self._nodes)
 
+    @property
+    def nodes(self) -> list[bytes]:
+        """The subtree roots, leftmost (largest) first; do not mutate."""
+        return self._nodes
+
     def append(self, leaf: bytes) -> None:
         nodes = self._nodes
         nodes.append(leaf)

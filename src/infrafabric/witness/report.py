@@ -20,6 +20,7 @@ PROBLEM_KINDS = (
     "checkpoint_invalid",  # a checkpoint's signature does not verify
     "no_checkpoint",  # nothing anchors the size of the log, truncation cannot be ruled out
     "unverified",  # the entry closing a signing group is missing or damaged: its members cannot be checked
+    "head_mismatch",  # the store's head row does not describe its entries (count, last hash, tree edge)
 )
 
 

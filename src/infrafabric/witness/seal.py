@@ -16,29 +16,39 @@ from concurrent.futures import Executor
 
 from .canonical import SEAL_TEMPLATE, format_timestamp
 from .checkpoint import Checkpoint
-from .errors import WitnessStorageError
 from .keys import WitnessKeys
 from .merkle import CompactRange
 from .store.base import PendingEntry, Row, Sealed
+from .trust import HeadTrust
 
 _sha256 = hashlib.sha256
 
 
 class EntrySealer:
-    """Seals batches for one witness key. ``high_water`` is the largest log size seen committed."""
+    """Seals batches for one witness key, only after heads its ``trust`` knows (see ``trust.py``)."""
 
     def __init__(self, keys: WitnessKeys, entries_per_signature: int = 256, signers: Executor | None = None) -> None:
         self.keys = keys
         self.group = entries_per_signature
         self.signers = signers  # a second thread for the signatures of large batches, or None
-        self.high_water = 0
+        self.trust = HeadTrust(keys.public_key)
+
+    @property
+    def high_water(self) -> int:
+        """The largest log size trusted (committed, proven or published): the log never shrinks below it."""
+        return self.trust.high_water
+
+    @high_water.setter
+    def high_water(self, value: int) -> None:
+        self.trust.high_water = max(self.trust.high_water, value)
 
     def seal(self, size: int, head_hash: str, frontier: CompactRange, batch: Sequence[PendingEntry]) -> Sealed:
-        """Runs under the store lock: chain ``batch`` after the head, sign it, extend the tree edge."""
-        if size < self.high_water:  # fail closed: never write a second history over acknowledged entries
-            raise WitnessStorageError(
-                f"the log shrank from {self.high_water} to {size} entries: acknowledged entries were lost "
-                "or the database was rolled back", error_code="WITNESS_LOG_ROLLED_BACK")
+        """Runs under the store lock: chain ``batch`` after the head, sign it, extend the tree edge.
+
+        Refuses (``WitnessHeadUnprovenError``) a head this writer neither sealed nor proved: signing after
+        a head rewritten without the key would put the witness's signature on the rewrite.
+        """
+        self.trust.check(size, head_hash, frontier)
         template, sha, group = SEAL_TEMPLATE, _sha256, self.group
         n = len(batch)
         rows: list[Row] = []
@@ -78,6 +88,7 @@ class EntrySealer:
                 leaves.append(sha(b"\x00" + digests[i] + sig).digest())
         frontier.extend(leaves)
         checkpoint = Checkpoint.create(self.keys, frontier.size, frontier.root(), format_timestamp(time.time_ns()))
+        self.trust.sealed(frontier.size, prev, checkpoint.root, frontier)
         return Sealed(size, head_hash, rows, checkpoint, frontier)
 
     def _sign_all(self, hashes: list[bytes]) -> list[bytes]:

@@ -18,11 +18,13 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from backends.jsonsafe import loads_bounded
 
 from .canonical import GENESIS_HASH, content_text_from_record, link_fields, split_entry_line
 from .checkpoint import Checkpoint
@@ -122,13 +124,19 @@ def verify_records(
     public_key: Ed25519PublicKey,
     *,
     checkpoints: Iterable[Checkpoint] = (),
-    all_signatures: bool = False,
+    all_signatures: bool = True,
     require_checkpoint: bool = True,
     max_problems: int = 200,
+    extra_problems: Sequence[Problem] = (),
 ) -> VerificationReport:
-    """Verify a whole log (oldest first). Problems name the kind of tampering and where it is."""
+    """Verify a whole log (oldest first). Problems name the kind of tampering and where it is.
+
+    Every signature is checked by default (one Ed25519 check per signing group of up to 256 entries):
+    a checkpoint signed over a rewrite, by a writer that extended a head it could not prove, must not
+    vouch for entries whose own signatures fail. ``all_signatures=False`` trusts verified checkpoints.
+    ``extra_problems`` are findings made before (parsing the export, reading the store)."""
     n = len(records)
-    problems: list[Problem] = []
+    problems: list[Problem] = list(extra_problems)
     leaves: list[bytes] = []
     intact = [False] * n
     seqs: list[int | None] = [None] * n
@@ -258,6 +266,42 @@ class ParsedExport:
     records: list[RawRecord]
     checkpoints: list[Checkpoint]
     header: dict[str, Any] | None
+    problems: list[Problem] = field(default_factory=list)  # findings of the parse itself (not per entry)
+
+
+# The fields of one entry in a JSON export, and of the document: anything else is not covered by any
+# hash or signature, so a reader could be shown a value ("refund": "100000.00") the witness never signed.
+ENTRY_FIELDS = frozenset(("id", "seq", "timestamp", "component", "operation", "params", "severity", "trace_id",
+                          "prev_hash", "content_hash", "signature", "sig_seq", "v"))
+DOCUMENT_FIELDS = frozenset(("format", "key_id", "public_key", "checkpoint", "checkpoints", "entries"))
+_MAX_EXPORT_DEPTH = 100_000  # params may nest; only the parser's own recursion limit is refused
+
+
+class _Object(dict):  # type: ignore[type-arg]
+    """A parsed JSON object that remembers the keys it was given more than once."""
+
+    __slots__ = ("duplicates",)
+
+
+def _keep_duplicates(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object(pairs)
+    obj.duplicates = sorted({k for k, _ in pairs if sum(1 for q, _ in pairs if q == k) > 1}) \
+        if len(obj) != len(pairs) else []
+    return obj
+
+
+def _duplicates_in(value: Any) -> list[str]:
+    """Keys given twice anywhere inside ``value`` (iterative: any depth)."""
+    found: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            found.extend(getattr(item, "duplicates", ()))
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
 
 
 def _parse_jsonl(text: str) -> ParsedExport:
@@ -267,38 +311,62 @@ def _parse_jsonl(text: str) -> ParsedExport:
     """
     records: list[RawRecord] = []
     checkpoints: list[Checkpoint] = []
+    problems: list[Problem] = []
     for number, line in enumerate(_jsonl_lines(text), start=1):
         if line.startswith('{"type":"checkpoint"'):
             try:
                 checkpoints.append(Checkpoint.from_json(line))
             except WitnessFormatError as exc:
-                records.append(RawRecord(None, "", "", f"line {number}: unreadable checkpoint ({exc.message})"))
+                problems.append(Problem("checkpoint_invalid", f"line {number}: unreadable checkpoint ({exc.message})",
+                                        position=number - 1))
             continue
         parts = split_entry_line(line)
         if parts is None:
             records.append(RawRecord(None, "", "", f"line {number}: not an entry line"))
         else:
             records.append(RawRecord(*parts))
-    return ParsedExport(records, checkpoints, None)
+    return ParsedExport(records, checkpoints, None, problems)
 
 
 def _parse_json_document(text: str) -> ParsedExport:
+    """Strict: unknown fields and keys given twice (at any depth) are findings, never ignored."""
     try:
-        doc = json.loads(text)
+        doc = loads_bounded(text, _MAX_EXPORT_DEPTH, object_pairs_hook=_keep_duplicates)
     except ValueError as exc:
         raise WitnessFormatError(f"export is not JSON: {exc}") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("entries"), list):
         raise WitnessFormatError("JSON export must be an object with an 'entries' list")
+    problems: list[Problem] = []
+    unknown = sorted(set(doc) - DOCUMENT_FIELDS)
+    if unknown:
+        problems.append(Problem("malformed", f"the document has unknown fields {unknown}: nothing signs them"))
+    if doc.duplicates:
+        problems.append(Problem("malformed", f"the document gives keys {doc.duplicates} more than once"))
     records: list[RawRecord] = []
     for i, item in enumerate(doc["entries"]):
         try:
+            if not isinstance(item, dict):
+                raise TypeError("an entry must be an object")
+            extra = sorted(set(item) - ENTRY_FIELDS)
+            if extra:
+                raise ValueError(f"unknown fields {extra} (not covered by the entry's hash or signature)")
+            dups = _duplicates_in(item)
+            if dups:
+                raise ValueError(f"keys {sorted(set(dups))} given more than once")
             records.append(RawRecord(content_text_from_record(item), item["content_hash"], item["signature"]))
         except (KeyError, TypeError, ValueError) as exc:
             records.append(RawRecord(None, "", "", f"entry {i}: {exc}"))
     raw_cps = doc.get("checkpoints") or ([doc["checkpoint"]] if doc.get("checkpoint") else [])
-    checkpoints = [Checkpoint.from_dict(c) for c in raw_cps]
+    checkpoints: list[Checkpoint] = []
+    for i, raw in enumerate(raw_cps if isinstance(raw_cps, list) else [raw_cps]):
+        try:
+            if _duplicates_in(raw):
+                raise WitnessFormatError(f"keys {sorted(set(_duplicates_in(raw)))} given more than once")
+            checkpoints.append(Checkpoint.from_dict(raw))
+        except WitnessFormatError as exc:
+            problems.append(Problem("checkpoint_invalid", f"checkpoint {i} of the document is unreadable: {exc.message}"))
     header = {k: v for k, v in doc.items() if k not in ("entries", "checkpoint", "checkpoints")}
-    return ParsedExport(records, checkpoints, header)
+    return ParsedExport(records, checkpoints, header, problems)
 
 
 def _as_text(source: str | bytes | Path) -> str:
@@ -314,7 +382,7 @@ def _is_json_document(source: str) -> bool:
     if source.lstrip().startswith("{") and not source.startswith('{"'):
         return True  # pretty-printed document
     try:
-        doc = json.loads(source)
+        doc = loads_bounded(source, _MAX_EXPORT_DEPTH)
     except ValueError:
         return False
     return isinstance(doc, dict) and "entries" in doc
@@ -338,7 +406,7 @@ def verify_export(
     public_key: Ed25519PublicKey,
     *,
     trusted_checkpoints: Iterable[Checkpoint] = (),
-    all_signatures: bool = False,
+    all_signatures: bool = True,
     fast_path: bool = True,
 ) -> VerificationReport:
     """Verify an exported log with only the public key (plus any checkpoint obtained out of band).
@@ -361,5 +429,5 @@ def verify_export(
         return verify_records(
             parsed.records, public_key,
             checkpoints=[*parsed.checkpoints, *trusted_checkpoints],
-            all_signatures=all_signatures,
+            all_signatures=all_signatures, extra_problems=parsed.problems,
         )

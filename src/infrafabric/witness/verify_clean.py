@@ -303,7 +303,7 @@ def verify_clean_text(
     public_key: Ed25519PublicKey,
     trusted_checkpoints: Sequence[Checkpoint] = (),
     *,
-    all_signatures: bool = False,
+    all_signatures: bool = True,
     workers: int | None = None,
 ) -> VerificationReport | None:
     """The clean report for a JSON-Lines export, or None when anything is out of clean shape.

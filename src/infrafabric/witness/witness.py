@@ -42,18 +42,25 @@ from .canonical import (
 from .checkpoint import Checkpoint
 from .errors import (
     WitnessClosedError,
+    WitnessFormatError,
+    WitnessHeadRewrittenError,
+    WitnessHeadUnprovenError,
     WitnessInputError,
+    WitnessProofError,
     WitnessStorageError,
     WitnessTimeoutError,
 )
 from .export import summarise_trace, write_export
 from .keys import WitnessKeys, load_or_create_keys
-from .merkle import CompactRange, MerkleTree
+from .merkle import CompactRange, MerkleTree, leaf_hash, verify_inclusion
+from .publish import PublishedCheckpoint, publishers_for, read_all
 from .seal import EntrySealer
+from .trust import TrustedHead
 from .store import Query, Sealed, StoredEntry, make_store
-from .store.base import PendingEntry
+from .store.base import ROW_CONTENT_HASH, PendingEntry
 from .store.memory import MemoryStore
-from .verify import VerificationReport, verify_records
+from .verify import VerificationReport
+from .verify_store import checkpoint_of_row, record_of, verify_store
 
 T = TypeVar("T")
 _LIVE: "weakref.WeakSet[Witness]" = weakref.WeakSet()
@@ -62,6 +69,8 @@ _dump_trace = json.JSONEncoder(ensure_ascii=True).encode
 
 
 WRITER_ENV = "INFRAFABRIC_WITNESS_WRITER"
+# errors a retry cannot cure: the log's head cannot be proven, or the log is smaller than it was
+FATAL_CODES = frozenset(("WITNESS_HEAD_REWRITTEN", "WITNESS_LOG_ROLLED_BACK", "WITNESS_PUBLISHED_INVALID"))
 _PROCESS_DEPTH = 3  # batches in a writer process at once: one committing, one sealed, one being sealed
 WRITER_MODES = ("auto", "process", "thread")
 
@@ -101,6 +110,8 @@ class Witness:
         max_pending: int = 1_000_000,
         entries_per_signature: int = 256,
         writer: str | None = None,
+        publish: str | Sequence[str] | None = None,
+        publish_interval: float = 1.0,
     ) -> None:
         if not isinstance(entries_per_signature, int) or entries_per_signature < 1:
             raise WitnessInputError("entries_per_signature must be a positive integer",
@@ -119,6 +130,11 @@ class Witness:
                 keys = load_or_create_keys(key_dir, create=create_key)
         self._keys = keys
         self.key_dir = None if key_dir is None else Path(key_dir)
+        # where signed checkpoints go outside the database (publish.py); default: a file in the key dir
+        self._publishers = publishers_for(publish, self.key_dir, keys.key_id, url)
+        self._publish_interval = publish_interval
+        self._published_size = -1
+        self._published_at = 0.0
         self._max_batch = max_batch
         self._pipeline = pipeline  # seal batch k+1 while batch k commits
         self._max_pending = max_pending  # bound on memory while the store is down
@@ -142,6 +158,8 @@ class Witness:
         # high_water: the largest log size this witness has seen committed (the log never shrinks)
         self._sealer = EntrySealer(keys, entries_per_signature, self._signers)
         self._seal_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="witness-seal")
+        self._latest_record: PublishedCheckpoint | None = None
+        self._publish_error: BaseException | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._thread = threading.Thread(target=self._thread_main, name="witness-writer", daemon=True)
@@ -256,6 +274,14 @@ class Witness:
             self._ready.set()
             await self._store.close()
             return
+        try:  # the newest published checkpoint is the first head this writer trusts (trust.py)
+            await self._anchor_to_published()
+        except BaseException as exc:
+            self._start_error = exc
+            self._ready.set()
+            await self._close_publishers()
+            await self._store.close()
+            return
         self._ready.set()
         try:
             if self._writer_mode == "process":
@@ -263,7 +289,78 @@ class Witness:
             else:
                 await self._write_loop()
         finally:
+            try:
+                await self._publish(force=True)
+            except Exception:  # noqa: BLE001 - a failed last publish must not lose the store's close
+                pass
+            await self._close_publishers()
             await self._store.close()
+
+    # ------------------------------------------------------------------ trust and publishing
+    async def _anchor_to_published(self) -> None:
+        newest = None
+        for publisher in self._publishers:
+            try:
+                record = await publisher.read()
+            except WitnessFormatError as exc:
+                raise WitnessHeadRewrittenError(f"the checkpoint published in {publisher.name} is unreadable: "
+                                                f"{exc.message}", error_code="WITNESS_PUBLISHED_INVALID") from None
+            if record is None:
+                continue
+            if record.checkpoint.key_id != self._keys.key_id:
+                raise WitnessHeadRewrittenError(
+                    f"the checkpoint published in {publisher.name} is by key {record.checkpoint.key_id}, "
+                    f"this witness holds {self._keys.key_id}", error_code="WITNESS_PUBLISHED_INVALID")
+            try:
+                self._sealer.trust.anchor(record.checkpoint, record.head_hash, record.frontier)
+            except WitnessHeadRewrittenError as exc:
+                raise WitnessHeadRewrittenError(f"{publisher.name}: {exc.message}",
+                                                error_code="WITNESS_PUBLISHED_INVALID") from None
+            if newest is None or record.checkpoint.size > newest.checkpoint.size:
+                newest = record
+        if newest is not None:
+            self._published_size = newest.checkpoint.size
+            self._latest_record = newest
+
+    async def _prove_head(self) -> None:
+        """Prove the store's current head to the sealer's trust (see ``trust.py``), in chunks of entries."""
+        proof = self._sealer.trust.begin_proof(await self._store.signed_head())
+        for first in range(proof.start, proof.end, proof.CHUNK):
+            proof.add(await self._store.link_rows(first, min(first + proof.CHUNK, proof.end)))
+        proof.finish()
+
+    def _note_head(self, size: int, head_hash: str, checkpoint: Checkpoint, frontier_text: str) -> None:
+        self._latest_record = PublishedCheckpoint(checkpoint, head_hash, frontier_text)
+
+    async def _publish(self, force: bool = False) -> None:
+        """Publish the newest committed checkpoint if it is new and (unless forced) the interval passed."""
+        record = self._latest_record
+        if record is None or not self._publishers or record.checkpoint.size <= self._published_size:
+            return
+        now = time.monotonic()
+        if not force and now - self._published_at < self._publish_interval:
+            return
+        self._published_at = now
+        for publisher in self._publishers:
+            await publisher.publish(record)
+        self._published_size = record.checkpoint.size
+
+    async def _close_publishers(self) -> None:
+        for publisher in self._publishers:
+            try:
+                await publisher.close()
+            except Exception:  # noqa: BLE001 - closing a KV client must not hide the store's close
+                pass
+
+    async def _after_commit(self, n: int) -> None:
+        """Acknowledge ``n`` entries; when the queue is empty (or a second passed), publish first, so that a
+        returned ``flush`` also means its checkpoint is published. A failed publish is reported, not fatal."""
+        try:
+            await self._publish(force=not self._queue)
+        except Exception as exc:  # noqa: BLE001 - the entries are durable; say why the anchor lags
+            with self._done:
+                self._publish_error = exc
+        self._mark_committed(n)
 
     async def _preseal(self, head: tuple[int, str, CompactRange] | None, batch: list[PendingEntry]) -> Sealed | None:
         """Seal ``batch`` after the predicted head on the seal thread (overlaps the commit in flight)."""
@@ -273,7 +370,7 @@ class Witness:
         try:
             return await asyncio.get_running_loop().run_in_executor(
                 self._seal_pool, self._seal, size, head_hash, frontier.copy(), batch)
-        except RuntimeError:  # executor closed at interpreter shutdown: seal under the lock instead
+        except (RuntimeError, WitnessStorageError):  # executor closed, or a head to prove: seal under the lock
             return None
 
     async def _write_loop(self) -> None:
@@ -298,6 +395,22 @@ class Witness:
                 inflight = None
                 try:
                     committed = await task
+                except WitnessHeadUnprovenError:  # a head another writer (or a restart) left: prove it, retry
+                    carry = sent + batch
+                    predicted = None
+                    try:
+                        await self._prove_head()
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - unprovable: reported below, never signed after
+                        failure: Exception = exc
+                    with self._done:
+                        self._error = failure
+                        self._done.notify_all()
+                    if self._stopping:
+                        return
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
                 except Exception as exc:  # keep both batches in order, report, back off, retry
                     carry = sent + batch
                     predicted = None
@@ -311,8 +424,10 @@ class Witness:
                     continue
                 backoff = 0.02
                 self._error = None
-                self._mark_committed(len(sent))
-                self._sealer.high_water = max(self._sealer.high_water, committed.frontier.size)
+                self._sealer.trust.confirm(committed.frontier.size, committed.rows[-1][ROW_CONTENT_HASH])
+                self._note_head(committed.frontier.size, committed.rows[-1][ROW_CONTENT_HASH], committed.checkpoint,
+                                committed.frontier.to_text())
+                await self._after_commit(len(sent))
                 if presealed is None or not presealed.fits(*committed.head[:2]):
                     predicted = committed.head
                     presealed = await self._preseal(predicted, batch)
@@ -368,8 +483,12 @@ class Witness:
                     raise WitnessStorageError(f"writer process answered batch {answer[1]}, expected {number}")
                 self._error = None
                 backoff = 0.02
-                self._sealer.high_water = max(self._sealer.high_water, answer[2])
-                self._mark_committed(len(batch))
+                _, _, size, head_hash, frontier_text, cp_fields = answer
+                checkpoint = Checkpoint(*cp_fields)
+                self._sealer.trust.remember(TrustedHead(size, head_hash, checkpoint.root,
+                                                        CompactRange.from_text(frontier_text)))
+                self._note_head(size, head_hash, checkpoint, frontier_text)
+                await self._after_commit(len(batch))
                 return
             if answer is not None:  # ("error", number, code, message): the child exits next
                 with self._done:
@@ -426,8 +545,12 @@ class Witness:
                     continue
                 if child is None:
                     try:
+                        newest = self._sealer.trust.newest
                         child = WriterProcess(database, self._keys, entries_per_signature=self._group,
-                                              high_water=self._sealer.high_water, pipeline=self._pipeline, loop=loop)
+                                              high_water=self._sealer.high_water, pipeline=self._pipeline, loop=loop,
+                                              trusted=None if newest is None else (
+                                                  newest.size, newest.head_hash, newest.root,
+                                                  newest.frontier.to_text()))
                         self._writer_pid = child.pid
                     except OSError as exc:
                         carry = batch
@@ -507,6 +630,11 @@ class Witness:
             while self._committed < target:
                 if not self._thread.is_alive():
                     raise WitnessClosedError("witness writer stopped before the flush completed")
+                err = self._error
+                if err is not None and getattr(err, "error_code", None) in FATAL_CODES:
+                    # retrying cannot help: the writer will not sign after this head until an operator acts
+                    raise WitnessStorageError(f"flush failed: {getattr(err, 'message', err)}",
+                                              error_code=err.error_code) from err  # type: ignore[attr-defined]
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     err = self._error
@@ -606,14 +734,49 @@ class Witness:
             return fn(self._tree)
 
     def inclusion_proof(self, seq: int, size: int | None = None) -> dict[str, Any]:
-        """RFC 9162 audit path of entry ``seq`` in the tree of ``size`` entries (default: all)."""
-        self.flush()
+        """RFC 9162 audit path of entry ``seq`` in the tree of ``size`` entries (default: all).
+
+        The leaf is built from the entry's content hashed again, not from its stored hash, and the root
+        must be the one a stored checkpoint of that size signs (``checkpoint`` in the answer; None when
+        no checkpoint of that size is kept): an edited row gets no proof."""
+        self._flush_for_reading()
+        if type(seq) is not int or seq < 0:
+            raise WitnessProofError(f"seq must be a non-negative integer, not {seq!r}")
+
+        async def read() -> tuple[list[StoredEntry], list[tuple[Any, ...]]]:
+            return await self._store.query(Query(start_seq=seq, end_seq=seq + 1)), await self._store.checkpoint_rows()
+
+        found, cp_rows = self._run(read())
+        if not found:
+            raise WitnessProofError(f"no entry with seq {seq}")
+        record = record_of(found[0], seq)
+        if record.content is None:
+            raise WitnessProofError(record.error or "entry unreadable", error_code="WITNESS_ENTRY_EDITED")
+        digest = _sha256(record.content.encode("utf-8", "surrogatepass")).digest()
+        if digest.hex() != record.content_hash:
+            raise WitnessProofError(f"entry {seq} does not hash to its stored content hash: it was edited",
+                                    error_code="WITNESS_ENTRY_EDITED")
+        try:
+            leaf = leaf_hash(digest + bytes.fromhex(record.signature))
+        except ValueError:
+            raise WitnessProofError(f"entry {seq} has an unreadable signature", error_code="WITNESS_ENTRY_EDITED") from None
+        checkpoints = {c.size: c for c in (checkpoint_of_row(r, i) for i, r in enumerate(cp_rows))
+                       if isinstance(c, Checkpoint) and c.verify(self.public_key)}
 
         def build(tree: MerkleTree) -> dict[str, Any]:
             n = tree.size if size is None else size
             path = tree.inclusion_proof(seq, n)
-            return {"leaf_index": seq, "tree_size": n, "leaf_hash": tree.leaf(seq).hex(),
-                    "path": [p.hex() for p in path], "root": tree.root(n).hex()}
+            root = tree.root(n)
+            if tree.leaf(seq) != leaf or not verify_inclusion(leaf, seq, n, path, root):
+                raise WitnessProofError(f"entry {seq} is not the leaf the stored tree holds: it was edited",
+                                        error_code="WITNESS_ENTRY_EDITED")
+            cp = checkpoints.get(n)
+            if cp is not None and cp.root != root.hex():
+                raise WitnessProofError(f"the stored entries do not hash to the signed checkpoint of size {n}: "
+                                        "the log was rewritten", error_code="WITNESS_ENTRY_EDITED")
+            return {"leaf_index": seq, "tree_size": n, "leaf_hash": leaf.hex(),
+                    "path": [p.hex() for p in path], "root": root.hex(),
+                    "checkpoint": None if cp is None else cp.to_dict()}
 
         return self._run(self._proof(build))
 
@@ -630,8 +793,17 @@ class Witness:
         return self._run(self._proof(build))
 
     # ------------------------------------------------------------------ verification and export
+    def _flush_for_reading(self) -> None:
+        """Flush before a verification or export, but read what is stored even if the writer refuses to
+        sign (a rewritten head is exactly when the stored log must be examined)."""
+        try:
+            self.flush()
+        except WitnessStorageError as exc:
+            if exc.error_code not in FATAL_CODES:
+                raise
+
     def _snapshot(self) -> tuple[list[StoredEntry], Checkpoint | None]:
-        self.flush()
+        self._flush_for_reading()
 
         async def read() -> tuple[list[StoredEntry], Checkpoint | None]:
             cp = await self._store.latest_checkpoint()  # read first: the entries read next extend it
@@ -639,13 +811,29 @@ class Witness:
 
         return self._run(read(), timeout=None)
 
-    def verify(self, trusted_checkpoints: Sequence[Checkpoint] = (), *, all_signatures: bool = False,
+    def verify(self, trusted_checkpoints: Sequence[Checkpoint] = (), *, all_signatures: bool = True,
                public_key: Ed25519PublicKey | None = None) -> VerificationReport:
-        """Verify the stored log with a public key (default: this witness's; see :func:`verify_records`)."""
-        entries, cp = self._snapshot()
-        cps = ([cp] if cp is not None else []) + list(trusted_checkpoints)
-        return verify_records([e.raw() for e in entries], public_key or self.public_key, checkpoints=cps,
-                              all_signatures=all_signatures, require_checkpoint=bool(entries))
+        """Verify the stored log with a public key (default: this witness's), against its stored
+        checkpoints, the ones published outside the database and ``trusted_checkpoints`` (``verify_store``)."""
+        self._flush_for_reading()
+        return self._run(verify_store(self._store, public_key or self.public_key, trusted=list(trusted_checkpoints),
+                                      publishers=self._publishers, all_signatures=all_signatures), timeout=None)
+
+    @property
+    def publishers(self) -> list[str]:
+        """Where this witness publishes its checkpoints (see ``publish.py``)."""
+        return [p.name for p in self._publishers]
+
+    def published_checkpoint(self) -> PublishedCheckpoint | None:
+        """The newest checkpoint published outside the database (after a flush publishes the latest)."""
+        self._flush_for_reading()
+
+        async def newest() -> PublishedCheckpoint | None:
+            await self._publish(force=True)
+            records = [r for _, r in await read_all(self._publishers)]
+            return max(records, key=lambda r: r.checkpoint.size, default=None)
+
+        return self._run(newest())
 
     def export(self, out: str | os.PathLike[str] | IO[str], fmt: str = "jsonl") -> int:
         """Write the whole log: ``jsonl`` (verifiable, canonical bytes), ``json`` (verifiable) or ``csv``."""

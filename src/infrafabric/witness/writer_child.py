@@ -12,7 +12,7 @@ anyone: the commit thread gets the GIL back soon after each statement.
 
 Protocol (stdin/stdout, each frame a 4-byte little-endian length and a pickle): the parent sends an
 init dict (database, private key, signing group, high water, pipeline), then ``(number, entries)``
-batches; this process answers ``("ok", number, log_size)`` once a batch is committed, in order, or
+batches; this process answers ``("ok", number, log_size, head_hash, tree_edge, checkpoint)`` once a batch is committed, in order, or
 ``("error", number, error_code, message)`` and exits: the parent learns from the database which
 batches were committed, starts a new writer and sends the rest. End of input: commit what was
 received, then exit.
@@ -36,7 +36,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from .keys import WitnessKeys
 from .merkle import CompactRange
 from .seal import EntrySealer
-from .store.base import Sealed
+from .errors import WitnessHeadUnprovenError
+from .store.base import ROW_CONTENT_HASH, Sealed
+from .trust import TrustedHead, prove_head
 from .store.sqlite_append import SqliteAppender
 
 HEADER = struct.Struct("<I")
@@ -79,6 +81,10 @@ class _Writer:
         keys = WitnessKeys.from_private(Ed25519PrivateKey.from_private_bytes(init["private_key"]))
         self.sealer = EntrySealer(keys, init["entries_per_signature"])
         self.sealer.high_water = init["high_water"]
+        trusted = init.get("trusted")  # (size, head hash, root, tree edge): the newest head the parent trusts
+        if trusted is not None:
+            size, head_hash, root, frontier_text = trusted
+            self.sealer.trust.remember(TrustedHead(size, head_hash, root, CompactRange.from_text(frontier_text)))
         self.pipeline = bool(init.get("pipeline", True))
         self.appender = SqliteAppender(init["database"], background_checkpoints=True)
         self.out = out
@@ -101,18 +107,31 @@ class _Writer:
         while (item := self.sealed.get()) is not None:
             number, batch, presealed = item
             try:
-                committed = self.appender.append(batch, self.sealer.seal, presealed)
+                committed = self._append(batch, presealed)
             except Exception as exc:  # noqa: BLE001 - reported to the parent, which reconciles and restarts
                 self.answer(("error", number, getattr(exc, "error_code", "WITNESS_STORAGE_ERROR"),
                              str(getattr(exc, "message", exc))))
                 os._exit(3)
-            self.sealer.high_water = max(self.sealer.high_water, committed.frontier.size)
+            self.sealer.trust.confirm(committed.frontier.size, committed.rows[-1][ROW_CONTENT_HASH])
             if committed is not presealed:
                 self.actual_head = committed.head
             commits += 1
             if self.exit_after and commits >= self.exit_after:
                 os._exit(7)
-            self.answer(("ok", number, committed.frontier.size))
+            cp = committed.checkpoint
+            self.answer(("ok", number, committed.frontier.size, committed.rows[-1][ROW_CONTENT_HASH],
+                         committed.frontier.to_text(), (cp.size, cp.root, cp.timestamp, cp.key_id, cp.signature)))
+
+    def _append(self, batch: list[Any], presealed: Sealed | None) -> Sealed:
+        """Append; a head this process did not seal (another writer's, or the log at start) is proven
+        first (``trust.py``), and one that cannot be proven is an error: nothing is signed after it."""
+        for _ in range(8):
+            try:
+                return self.appender.append(batch, self.sealer.seal, presealed)
+            except WitnessHeadUnprovenError:
+                prove_head(self.sealer.trust, self.appender.signed_head, self.appender.link_rows)
+                presealed = None
+        raise WitnessHeadUnprovenError("other writers kept moving the head while this one proved it")
 
     def run(self, stream: BinaryIO) -> None:
         committer = threading.Thread(target=self.commit_loop, name="witness-writer-commit")

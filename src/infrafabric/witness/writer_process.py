@@ -25,7 +25,8 @@ from .writer_child import encode_frame, read_frame
 
 class WriterProcess:
     def __init__(self, database: str, keys: WitnessKeys, *, entries_per_signature: int, high_water: int,
-                 pipeline: bool, loop: asyncio.AbstractEventLoop) -> None:
+                 pipeline: bool, loop: asyncio.AbstractEventLoop,
+                 trusted: tuple[int, str, str, str] | None = None) -> None:
         self._loop = loop
         self.answers: asyncio.Queue[tuple[Any, ...] | None] = asyncio.Queue()
         self._proc = subprocess.Popen(
@@ -41,7 +42,7 @@ class WriterProcess:
         # the key travels over the pipe only: never in argv, the environment or a file
         self._frames.put(encode_frame({"database": database, "private_key": private,
                                  "entries_per_signature": entries_per_signature, "high_water": high_water,
-                                 "pipeline": pipeline}))
+                                 "pipeline": pipeline, "trusted": trusted}))
         # Own threads, not executors: at interpreter exit the executors refuse work before atexit runs,
         # and the final flush of a witness that was never closed happens in an atexit handler.
         self._sender = threading.Thread(target=self._send_frames, name="witness-writer-send", daemon=True)

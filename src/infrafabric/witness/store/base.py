@@ -17,7 +17,19 @@ from ..canonical import content_text
 from ..checkpoint import Checkpoint
 from ..keys import WitnessKeys
 from ..merkle import CompactRange, leaf_hash
+from ..trust import SignedHead
 from ..verify import RawRecord
+
+
+UNREADABLE_LEAF = b"\xff" * 32  # the leaf of a row whose hash or signature is not hex: matches no root
+
+
+def stored_leaf(content_hash: object, signature: object) -> bytes:
+    """RFC 9162 leaf of a stored row (hash ‖ signature); a damaged row gets a leaf no checkpoint signs."""
+    try:
+        return leaf_hash(bytes.fromhex(content_hash) + bytes.fromhex(signature))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return UNREADABLE_LEAF
 
 
 class Pending(NamedTuple):
@@ -63,7 +75,7 @@ class StoredEntry:
         return RawRecord(self.content(), self.content_hash, self.signature)
 
     def leaf(self) -> bytes:
-        return leaf_hash(bytes.fromhex(self.content_hash) + bytes.fromhex(self.signature))
+        return stored_leaf(self.content_hash, self.signature)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -148,6 +160,10 @@ class WitnessStore(abc.ABC):
     async def open(self, keys: WitnessKeys) -> None:
         """Create the schema if needed; refuse a log that was signed with another key."""
 
+    async def open_readonly(self) -> None:
+        """Open an existing log for reading only: no key, no schema or head written (verifiers)."""
+        return None
+
     @abc.abstractmethod
     async def close(self) -> None: ...
 
@@ -176,6 +192,18 @@ class WitnessStore(abc.ABC):
 
     @abc.abstractmethod
     async def latest_checkpoint(self) -> Checkpoint | None: ...
+
+    @abc.abstractmethod
+    async def signed_head(self) -> "SignedHead":
+        """The head row and the checkpoint stored at its size, read in one statement (values as stored)."""
+
+    @abc.abstractmethod
+    async def link_rows(self, start: int, end: int) -> list[tuple[Any, Any]]:
+        """(content_hash, signature) of the entries with seq in [start, end), in seq order, as stored."""
+
+    @abc.abstractmethod
+    async def checkpoint_rows(self) -> list[tuple[Any, ...]]:
+        """Every stored checkpoint as (size, root, timestamp, key_id, signature), unparsed (for verifiers)."""
 
     @abc.abstractmethod
     async def checkpoints(self) -> list[Checkpoint]:

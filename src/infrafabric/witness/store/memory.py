@@ -12,6 +12,7 @@ from ..canonical import GENESIS_HASH
 from ..errors import WitnessKeyError
 from ..keys import WitnessKeys
 from ..merkle import CompactRange
+from ..trust import SignedHead
 from .base import PendingEntry, Query, Sealed, Sealer, StoredEntry, WitnessStore, is_milestone
 
 
@@ -108,6 +109,20 @@ class MemoryStore(WitnessStore):
     async def latest_checkpoint(self) -> Checkpoint | None:
         cps = self._log.checkpoints
         return cps[-1] if cps else None
+
+    async def signed_head(self) -> SignedHead:
+        log = self._log
+        with log.lock:
+            size = len(log.entries)
+            head = log.entries[-1].content_hash if log.entries else GENESIS_HASH
+            cp = log.checkpoints[-1] if log.checkpoints and log.checkpoints[-1].size == size else None
+            return SignedHead(size, head, log.frontier.to_text(), cp)
+
+    async def link_rows(self, start: int, end: int) -> list[tuple[object, object]]:
+        return [(e.content_hash, e.signature) for e in self._log.entries[start:end]]
+
+    async def checkpoint_rows(self) -> list[tuple[object, ...]]:
+        return [(c.size, c.root, c.timestamp, c.key_id, c.signature) for c in self._log.checkpoints]
 
 
 __all__ = ["MemoryStore", "drop_memory_log"]

@@ -43,8 +43,10 @@ from ..checkpoint import Checkpoint
 from ..errors import WitnessInputError, WitnessKeyError, WitnessStorageError
 from ..keys import WitnessKeys
 from ..merkle import CompactRange, leaf_hash
-from .base import ROW_CONTENT_HASH, PendingEntry, Query, Sealed, Sealer, StoredEntry, WitnessStore, is_milestone
-from .sqlite_append import PRUNE_TRIGGER, SqliteAppender, sqlite_pragmas
+from .base import ROW_CONTENT_HASH, stored_leaf, PendingEntry, Query, Sealed, Sealer, StoredEntry, WitnessStore, is_milestone
+from ..errors import WitnessHeadRewrittenError
+from ..trust import SignedHead, frontier_of
+from .sqlite_append import PRUNE_TRIGGER, SIGNED_HEAD, SqliteAppender, signed_head_of, sqlite_pragmas
 
 metadata = MetaData()
 
@@ -197,6 +199,18 @@ class SqlStore(WitnessStore):
         await self.close()
         raise WitnessStorageError(f"cannot create witness schema: {last}")
 
+    async def open_readonly(self) -> None:
+        self._engine = self._create_engine()
+        try:
+            async with self.engine.connect() as conn:
+                tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        except (SQLAlchemyError, OSError) as exc:
+            await self.close()
+            raise WitnessStorageError(f"cannot open witness store: {exc}") from exc
+        if not {entries_table.name, head_table.name, checkpoints_table.name} <= tables:
+            await self.close()
+            raise WitnessStorageError("no witness log at this URL", error_code="WITNESS_NO_LOG")
+
     async def _init_head(self, keys: WitnessKeys) -> None:
         async with self.engine.begin() as conn:
             row = (await conn.execute(select(head_table.c.key_id).where(head_table.c.id == 1))).first()
@@ -254,10 +268,10 @@ class SqlStore(WitnessStore):
             update(head_table).where(head_table.c.id == 1).values(size=head_table.c.size)
             .returning(head_table.c.size, head_table.c.head_hash, head_table.c.frontier)
         ).one()
-        size, head_hash = int(locked[0]), str(locked[1])
-        frontier = CompactRange.from_text(locked[2])
-        if frontier.size != size:
-            raise WitnessStorageError(f"head row is inconsistent: size {size}, tree edge of {frontier.size}")
+        size, head_hash = locked[0], locked[1]
+        frontier = frontier_of(locked[2], size)  # an unreadable head row is named, never a traceback
+        if not isinstance(head_hash, str):
+            raise WitnessHeadRewrittenError(f"the head row's hash is unreadable: {str(head_hash)[:70]!r}")
         sealed = presealed if presealed is not None and presealed.fits(size, head_hash) else \
             seal(size, head_hash, frontier, batch)
         rows, checkpoint = sealed.rows, sealed.checkpoint
@@ -279,7 +293,7 @@ class SqlStore(WitnessStore):
             .where(entries_table.c.seq >= start, entries_table.c.seq < end)
             .order_by(entries_table.c.seq)
         )
-        return [leaf_hash(bytes.fromhex(h) + bytes.fromhex(s)) for h, s in result]
+        return [stored_leaf(h, s) for h, s in result]
 
     async def size(self) -> int:
         async with self.engine.connect() as conn:
@@ -331,6 +345,33 @@ class SqlStore(WitnessStore):
         async with self.engine.connect() as conn:
             result = await conn.execute(select(c.size, c.root, c.timestamp, c.key_id, c.signature).order_by(c.size))
             return [Checkpoint(int(r[0]), r[1], r[2], r[3], r[4]) for r in result]
+
+    async def signed_head(self) -> SignedHead:
+        try:
+            async with self.engine.connect() as conn:
+                row = (await conn.exec_driver_sql(SIGNED_HEAD)).first()
+        except (SQLAlchemyError, OSError) as exc:
+            raise WitnessStorageError(f"cannot read the log head: {exc}") from exc
+        return signed_head_of(row)
+
+    async def link_rows(self, start: int, end: int) -> list[tuple[Any, Any]]:
+        t = entries_table.c
+        try:
+            async with self.engine.connect() as conn:
+                result = await conn.execute(select(t.content_hash, t.signature)
+                                            .where(t.seq >= start, t.seq < end).order_by(t.seq))
+                return [(r[0], r[1]) for r in result]
+        except (SQLAlchemyError, OSError) as exc:
+            raise WitnessStorageError(f"cannot read entries {start}..{end - 1}: {exc}") from exc
+
+    async def checkpoint_rows(self) -> list[tuple[Any, ...]]:
+        try:
+            async with self.engine.connect() as conn:
+                result = await conn.exec_driver_sql(
+                    f"SELECT size, root, timestamp, key_id, signature FROM {checkpoints_table.name} ORDER BY size")
+                return [tuple(r) for r in result]
+        except (SQLAlchemyError, OSError) as exc:
+            raise WitnessStorageError(f"cannot read checkpoints: {exc}") from exc
 
     async def latest_checkpoint(self) -> Checkpoint | None:
         c = checkpoints_table.c

@@ -25,8 +25,10 @@ import threading
 from collections.abc import Sequence
 from itertools import chain
 
-from ..errors import WitnessStorageError
+from ..checkpoint import Checkpoint
+from ..errors import WitnessFormatError, WitnessHeadRewrittenError, WitnessStorageError
 from ..merkle import CompactRange
+from ..trust import SignedHead, frontier_of
 from .base import ROW_CONTENT_HASH, PendingEntry, Sealed, Sealer, is_milestone
 
 ENTRIES_TABLE = "witness_entries"
@@ -81,6 +83,25 @@ def _sqlite_chunks(n: int) -> list[int]:
 
 
 READ_HEAD = f"SELECT size, head_hash, frontier FROM {HEAD_TABLE} WHERE id = 1"
+# The head and the checkpoint at its size in one statement: one snapshot on every engine (a writer
+# commits both in one transaction), so a concurrent append cannot make a genuine head look unsigned.
+SIGNED_HEAD = (f"SELECT h.size, h.head_hash, h.frontier, c.size, c.root, c.timestamp, c.key_id, c.signature "
+               f"FROM {HEAD_TABLE} h LEFT JOIN {CHECKPOINTS_TABLE} c ON c.size = h.size WHERE h.id = 1")
+LINK_ROWS = f"SELECT content_hash, signature FROM {ENTRIES_TABLE} WHERE seq >= ? AND seq < ? ORDER BY seq"
+
+
+def signed_head_of(row: Sequence[object] | None) -> SignedHead:
+    """A SignedHead from a SIGNED_HEAD row; a checkpoint whose columns do not parse is absent."""
+    if row is None:
+        raise WitnessHeadRewrittenError("the log has no head row")
+    checkpoint = None
+    if row[3] is not None:
+        try:
+            checkpoint = Checkpoint.from_dict({"size": row[3], "root": row[4], "timestamp": row[5],
+                                               "key_id": row[6], "signature": row[7]})
+        except WitnessFormatError:
+            checkpoint = None
+    return SignedHead(row[0], row[1], row[2], checkpoint)
 # The latest checkpoint is replaced by the next one unless it is a milestone; in SQLite a trigger does it,
 # which saves the append transaction a statement (and a GIL hand-off).
 PRUNE_TRIGGER = (
@@ -208,9 +229,9 @@ class SqliteAppender:
         con.execute("BEGIN IMMEDIATE")
         try:
             size, head_hash, frontier_text = known if known is not None else con.execute(READ_HEAD).fetchone()
-            frontier = CompactRange.from_text(frontier_text)
-            if frontier.size != size:
-                raise WitnessStorageError(f"head row is inconsistent: size {size}, tree edge of {frontier.size}")
+            frontier = frontier_of(frontier_text, size)  # an unreadable head row is named, never a traceback
+            if not isinstance(head_hash, str):
+                raise WitnessHeadRewrittenError(f"the head row's hash is unreadable: {str(head_hash)[:70]!r}")
             sealed = presealed if presealed is not None and presealed.fits(size, head_hash) else \
                 seal(size, head_hash, frontier, batch)
             rows, checkpoint = sealed.rows, sealed.checkpoint
@@ -242,6 +263,23 @@ class SqliteAppender:
         self._known_head = new_head
         self._after_commit(con, len(rows))
         return sealed
+
+    def signed_head(self) -> SignedHead:
+        """The head and its checkpoint, for a writer proving a head it did not seal (see ``trust.py``)."""
+        try:
+            if self._con is None:
+                self._con = self._connect()
+            return signed_head_of(self._con.execute(SIGNED_HEAD).fetchone())
+        except sqlite3.Error as exc:
+            raise WitnessStorageError(f"cannot read the log head: {exc}") from exc
+
+    def link_rows(self, start: int, end: int) -> list[tuple[object, object]]:
+        try:
+            if self._con is None:
+                self._con = self._connect()
+            return self._con.execute(LINK_ROWS, (start, end)).fetchall()
+        except sqlite3.Error as exc:
+            raise WitnessStorageError(f"cannot read entries {start}..{end - 1}: {exc}") from exc
 
     def close(self) -> None:
         checkpointer, self._checkpointer = self._checkpointer, None

@@ -1,0 +1,181 @@
+"""Verification of a stored log with the public key only: every row read as stored, every damage named.
+
+A row someone edited with database access can hold anything the engine lets a column hold (SQLite
+keeps ``'abc'`` in an INTEGER column). Each row is checked for the types the log writes before it is
+turned into the canonical content, so a wrong-typed value is a ``malformed`` finding at its position,
+never a traceback. Stored checkpoints are parsed the same way, the head row is compared with the entries
+(``head_mismatch``), and the newest checkpoints published outside the database (``publish.py``) are
+checked like any other: a log cut shorter than a published checkpoint is ``truncated``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from .canonical import GENESIS_HASH
+from .checkpoint import Checkpoint
+from .errors import WitnessError, WitnessFormatError
+from .publish import CheckpointPublisher
+from .report import Problem, VerificationReport
+from .store.base import Query, StoredEntry, WitnessStore
+from .trust import frontier_of
+from .verify import RawRecord, verify_records
+
+_TEXT_COLUMNS = ("id", "timestamp", "component", "operation", "params_json", "severity", "prev_hash",
+                 "content_hash", "signature")
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def record_of(entry: StoredEntry, position: int) -> RawRecord:
+    """The entry's canonical content and claims, or a malformed record naming the column that is wrong."""
+    where = f"row {position} (seq {_describe(entry.seq)})"
+    for column in ("seq", "sig_seq"):
+        value = getattr(entry, column)
+        if type(value) is not int:
+            return RawRecord(None, "", "", f"{where}: column {column} holds {_describe(value)}, not an integer")
+    for column in _TEXT_COLUMNS:
+        value = getattr(entry, column)
+        if not isinstance(value, str):
+            return RawRecord(None, "", "", f"{where}: column {column} holds {_describe(value)}, not text")
+    if entry.trace_id is not None and not isinstance(entry.trace_id, str):
+        return RawRecord(None, "", "", f"{where}: column trace_id holds {_describe(entry.trace_id)}, not text")
+    try:
+        return RawRecord(entry.content(), entry.content_hash, entry.signature)
+    except Exception as exc:  # noqa: BLE001 - any value the canonical form cannot take is the same finding
+        return RawRecord(None, "", "", f"{where}: cannot be put in canonical form: {exc}")
+
+
+def checkpoint_of_row(row: Sequence[object], index: int) -> Checkpoint | Problem:
+    try:
+        return Checkpoint.from_dict(dict(zip(("size", "root", "timestamp", "key_id", "signature"), row)))
+    except WitnessFormatError as exc:
+        return Problem("checkpoint_invalid", f"stored checkpoint row {index} is unreadable: {exc.message}")
+
+
+async def verify_store(store: WitnessStore, public_key: Ed25519PublicKey, *,
+                       trusted: Sequence[Checkpoint] = (), publishers: Sequence[CheckpointPublisher] = (),
+                       all_signatures: bool = True) -> VerificationReport:
+    """Verify everything the store holds against the public key, its checkpoints and the published ones."""
+    head = await store.signed_head()  # read first: the entries read next extend it
+    entries = await store.query(Query())
+    problems: list[Problem] = []
+    checkpoints: list[Checkpoint] = []
+    for i, row in enumerate(await store.checkpoint_rows()):
+        parsed = checkpoint_of_row(row, i)
+        (checkpoints if isinstance(parsed, Checkpoint) else problems).append(parsed)  # type: ignore[arg-type]
+    for publisher in publishers:
+        try:
+            record = await publisher.read()
+        except WitnessError as exc:
+            problems.append(Problem("checkpoint_invalid", f"the checkpoint published in {publisher.name} "
+                                    f"is unreadable: {exc.message}"))
+            continue
+        if record is not None:
+            checkpoints.append(record.checkpoint)
+    records = [record_of(e, pos) for pos, e in enumerate(entries)]
+    checkpoints.sort(key=lambda c: -c.size)  # newest first: the report lists the one covering most first
+    report = verify_records(records, public_key, checkpoints=[*checkpoints, *trusted], all_signatures=all_signatures,
+                            require_checkpoint=bool(entries), extra_problems=problems)
+    head_problems = _head_problems(head, records, report.root)
+    if head_problems:
+        report.problems = head_problems + report.problems
+        report.ok = False
+    return report
+
+
+def _head_problems(head: object, records: Sequence[RawRecord], root_hex: str) -> list[Problem]:
+    """The head row must describe the stored entries: their number, the last hash, the tree edge."""
+    size, head_hash, frontier_text = head.size, head.head_hash, head.frontier_text  # type: ignore[attr-defined]
+    try:
+        frontier = frontier_of(frontier_text, size)
+    except WitnessError as exc:
+        return [Problem("head_mismatch", exc.message)]
+    n = len(records)
+    last = records[-1].content_hash if records else GENESIS_HASH
+    if size != n or head_hash != last:
+        return [Problem("head_mismatch", f"the head row says {size} entries ending in {str(head_hash)[:16]}..., "
+                        f"the log holds {n} ending in {last[:16]}...")]
+    if frontier.root().hex() != root_hex:
+        return [Problem("head_mismatch", "the head row's tree edge is not the Merkle tree of the stored entries")]
+    return []
+
+
+def verify_url(url: str, public_key: Ed25519PublicKey, *, trusted: Sequence[Checkpoint] = (),
+               publishers: Sequence[CheckpointPublisher] = (), all_signatures: bool = True) -> VerificationReport:
+    """Open the log at ``url`` read-only (no private key, no schema changes) and verify it."""
+    from .store import make_store
+
+    async def run() -> VerificationReport:
+        store = make_store(url)
+        await store.open_readonly()
+        try:
+            return await verify_store(store, public_key, trusted=trusted, publishers=publishers,
+                                      all_signatures=all_signatures)
+        finally:
+            for publisher in publishers:
+                await publisher.close()
+            await store.close()
+
+    return asyncio.run(run())
+
+
+async def consistency_in_store(store: WitnessStore, public_key: Ed25519PublicKey, old: Checkpoint,
+                               new: Checkpoint | None = None) -> dict[str, object]:
+    """RFC 9162 consistency proof, from the stored entries, that the log of ``new`` (default: the newest
+    stored checkpoint) extends the log of ``old``; both checkpoints must be signed by ``public_key``, and
+    the proof is checked against their roots before it is returned (``consistent``)."""
+    from .merkle import MerkleTree, verify_consistency
+
+    if new is None:
+        rows = await store.checkpoint_rows()
+        parsed = [c for c in (checkpoint_of_row(r, i) for i, r in enumerate(rows)) if isinstance(c, Checkpoint)]
+        new = max(parsed, key=lambda c: c.size, default=None)
+        if new is None:
+            raise WitnessFormatError("the log holds no readable checkpoint to prove against")
+    problems = [f"{name} checkpoint (size {cp.size}) is not signed by this key"
+                for name, cp in (("old", old), ("new", new)) if not cp.verify(public_key)]
+    answer: dict[str, object] = {"first": old.size, "second": new.size, "first_root": old.root,
+                                 "second_root": new.root, "proof": [], "consistent": False, "problems": problems}
+    if problems:
+        return answer
+    if old.size > new.size:
+        problems.append(f"the old checkpoint ({old.size} entries) is larger than the new one ({new.size}): "
+                        "the log was truncated")
+        return answer
+    tree = MerkleTree(await store.leaves(0, new.size))
+    if tree.size < new.size:
+        problems.append(f"the log holds {tree.size} entries, the new checkpoint commits to {new.size}: truncated")
+        return answer
+    if tree.root(new.size).hex() != new.root:
+        problems.append(f"the stored entries do not hash to the new checkpoint's root (size {new.size})")
+    proof = tree.consistency_proof(old.size, new.size) if old.size else []
+    answer["proof"] = [p.hex() for p in proof]
+    ok = (old.size == 0 or verify_consistency(old.size, new.size, bytes.fromhex(old.root), bytes.fromhex(new.root),
+                                              proof))
+    if not ok:
+        problems.append(f"the log of {new.size} entries does not extend the log of {old.size} entries the old "
+                        "checkpoint signed: history was rewritten")
+    answer["consistent"] = not problems
+    return answer
+
+
+def consistency_at_url(url: str, public_key: Ed25519PublicKey, old: Checkpoint,
+                       new: Checkpoint | None = None) -> dict[str, object]:
+    from .store import make_store
+
+    async def run() -> dict[str, object]:
+        store = make_store(url)
+        await store.open_readonly()
+        try:
+            return await consistency_in_store(store, public_key, old, new)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
