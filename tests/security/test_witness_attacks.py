@@ -409,3 +409,41 @@ def test_an_honest_proof_carries_the_signed_checkpoint(template, tmp_path: Path)
         assert proof["checkpoint"] is not None and proof["checkpoint"]["root"] == proof["root"]
     finally:
         w.close()
+
+
+def test_checkpoints_published_to_the_key_value_store_catch_a_rollback(kv_url: str, tmp_path: Path) -> None:
+    """The platform's KV store (embedded SQLite/memory or a real etcd) as the place outside the database."""
+    from infrafabric.witness.publish import KVPublisher, kv_key_for, log_location
+
+    db, keys = tmp_path / "log.db", tmp_path / "keys"
+    url = f"sqlite:///{db}"
+    w = Witness(url, keys, publish=[kv_url])
+    for i in range(50):
+        w.log("IF.governor", "budget_changed", {"i": i})
+    w.flush()
+    shutil.copy(db, tmp_path / "old.db")  # a copy taken after a checkpointed flush of 50 entries
+    for i in range(30):
+        w.log("IF.governor", "budget_changed", {"more": i})
+    w.close()
+
+    async def read() -> PublishedCheckpoint | None:
+        publisher = KVPublisher(kv_url, kv_key_for(w.key_id, log_location(url)))
+        try:
+            return await publisher.read()
+        finally:
+            await publisher.close()
+
+    record = asyncio.run(read())
+    assert record is not None and record.checkpoint.size == 80 and record.checkpoint.verify(w.public_key)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    shutil.copy(tmp_path / "old.db", db)
+    w = Witness(url, keys, publish=[kv_url])
+    try:
+        w.log("IF.governor", "budget_changed", {"after": "rollback"})
+        with pytest.raises(WitnessStorageError) as caught:
+            w.flush(timeout=30)
+        assert caught.value.error_code == "WITNESS_LOG_ROLLED_BACK"
+        assert "truncated" in w.verify().kinds
+    finally:
+        _abandon(w)
