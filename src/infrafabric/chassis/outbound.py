@@ -13,6 +13,8 @@ jar at all), closed when the task ends. One shared client carried swarm A's cook
 
 from __future__ import annotations
 
+from backends.jsonsafe import loads_bounded
+
 import base64
 import http.cookiejar
 import json
@@ -198,7 +200,7 @@ class OutboundHTTP:
     @staticmethod
     def _parse(raw: bytes) -> tuple[str, str, bytes, dict[str, str]] | None:
         try:
-            req = json.loads(raw.decode("utf-8"))
+            req = loads_bounded(raw.decode("utf-8"))  # guest memory: bounded depth, never RecursionError
         except (UnicodeDecodeError, ValueError):
             return None
         if not isinstance(req, dict) or not isinstance(req.get("url"), str):

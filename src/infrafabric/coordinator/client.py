@@ -7,8 +7,9 @@ its claims expire), completes fenced by its claims, and reports blockers.
 
 from __future__ import annotations
 
+from backends.jsonsafe import loads_bounded
+
 import asyncio
-import json
 from typing import Any
 
 from backends.bus import Message, MessageBus, Subscription, open_bus
@@ -48,7 +49,7 @@ class SwarmClient:
         await self.bus.connect()
 
         def deliver(msg: Message) -> bytes:
-            deliver_to_inbox(self.tasks, self.swarm_id, json.loads(msg.data))
+            deliver_to_inbox(self.tasks, self.swarm_id, loads_bounded(msg.data))  # another process's bytes: bounded depth
             return b"ok"
 
         self._sub = await self.bus.subscribe(keys.inbox_subject(self.swarm_id), deliver)

@@ -7,6 +7,8 @@ silently dropped, and a push to a swarm nobody serves fails at once.
 
 from __future__ import annotations
 
+from backends.jsonsafe import loads_bounded
+
 import asyncio
 import json
 import os
@@ -116,7 +118,7 @@ class IFCoordinator:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=self.queue_maxsize)
 
         def deliver(msg: Message) -> bytes:
-            deliver_to_inbox(queue, swarm_id, json.loads(msg.data))
+            deliver_to_inbox(queue, swarm_id, loads_bounded(msg.data))  # another process's bytes: bounded depth
             return b"ok"
 
         # Subscribe before announcing the swarm, so whoever sees the registration can push at once.

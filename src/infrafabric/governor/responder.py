@@ -7,6 +7,8 @@ blocked swarm learns who is coming within milliseconds instead of the 62 s of gi
 
 from __future__ import annotations
 
+from backends.jsonsafe import loads_bounded
+
 import asyncio
 import json
 from typing import Any
@@ -31,7 +33,7 @@ class BlockerResponder:
         return self
 
     def _on_blocker(self, msg: Message) -> None:
-        event = json.loads(msg.data)
+        event = loads_bounded(msg.data)  # another process's bytes: bounded depth
         task = asyncio.get_running_loop().create_task(self._respond(event))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -16,6 +16,8 @@ an AMQP URL. ``LUCID_MQ_URL`` sets the default. The password is never logged or 
 
 from __future__ import annotations
 
+from backends.jsonsafe import json_depth_exceeds, loads_bounded
+
 import json
 import os
 import re
@@ -75,9 +77,15 @@ def _ttl(value: object) -> int:
     return value
 
 
+MAX_PAYLOAD_DEPTH = 64  # nesting levels of a payload: what a receiver parses without recursion trouble
+
+
 def _body(payload: object) -> bytes:
     if not isinstance(payload, dict):
         raise InvalidServiceConfigError("payload must be a JSON object", details={"field": "payload"})
+    if json_depth_exceeds(payload, MAX_PAYLOAD_DEPTH):  # a receiver could not parse it back
+        raise InvalidServiceConfigError(f"payload nests deeper than {MAX_PAYLOAD_DEPTH} levels",
+                                        details={"field": "payload"})
     try:
         body = _encode(payload).encode("utf-8")
     except (TypeError, ValueError) as exc:
@@ -206,8 +214,8 @@ class AsyncMessageQueueClient:
             return None
         m = delivery.message
         try:
-            payload = json.loads(m.body)
-        except ValueError:  # not sent by this client: hand it back to the queue's dead end, not to the caller
+            payload = loads_bounded(m.body, MAX_PAYLOAD_DEPTH)
+        except ValueError:  # includes JSONTooDeepError  # not sent by this client: hand it back to the queue's dead end, not to the caller
             await delivery.reject(requeue=False)
             raise MessageDeliveryError(f"message {m.message_id} on {destination} is not JSON; rejected") from None
         return ReceivedMessage(m.message_id, m.source, m.destination, payload,

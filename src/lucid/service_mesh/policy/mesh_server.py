@@ -6,6 +6,8 @@ through asyncio streams, which lets the server read the peer certificate of each
 
 from __future__ import annotations
 
+from backends.jsonsafe import loads_bounded
+
 import asyncio
 import json
 import logging
@@ -35,7 +37,8 @@ class MeshRequest:
     caller: CallerContext
 
     def json(self) -> Any:
-        return json.loads(self.body or b"null")
+        """The body as JSON; ``ValueError`` (``JSONTooDeepError`` past 64 levels) for a body that is not."""
+        return loads_bounded(self.body or b"null")
 
 
 @dataclass

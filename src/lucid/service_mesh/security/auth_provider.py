@@ -7,10 +7,11 @@ Every verification failure is AuthenticationError (LUCID_ERR_1203). The verifier
 
 from __future__ import annotations
 
+from backends.jsonsafe import loads_bounded
+
 import base64
 import binascii
 import datetime as dt
-import json
 import hashlib
 import logging
 import threading
@@ -43,7 +44,7 @@ def _unverified_header(token: str) -> dict[str, Any]:
     if not dot or token.count(".") != 2:
         raise AuthenticationError("invalid token: not a JWS compact serialisation")
     try:
-        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+        header = loads_bounded(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise AuthenticationError("invalid token: unreadable header") from exc
     if not isinstance(header, dict):
