@@ -7,6 +7,7 @@ result nested 100,000 levels, and modules using proposals whose state escapes th
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import json
@@ -27,6 +28,7 @@ from infrafabric.chassis import IFChassis, ResourceLimits, ServiceContract
 from infrafabric.chassis.credentials import ScopedCredentials
 from infrafabric.chassis.errors import (
     GuestProtocolError,
+    GuestTrapError,
     InvalidModuleError,
     TaskTimeoutError,
 )
@@ -297,3 +299,73 @@ def test_modules_whose_state_escapes_the_caps_fail_at_load(bare_chassis: IFChass
         pytest.fail(f"the {what} module should be valid text; only its load must fail")
     with pytest.raises(InvalidModuleError):
         bare_chassis.load_swarm(f"mod-{what.split()[0]}", wasm, ServiceContract(f"mod-{what.split()[0]}"))
+
+
+# ---------------------------------------------------------------- every guest import with hostile arguments
+_IMPORTS = {  # (module, name): (param types, has result)
+    ("env", "log"): (["i32"] * 3, False),
+    ("env", "http_request"): (["i32"] * 4, True),
+    ("env", "alloc_failed"): (["i64"], False),
+    ("env", "abort"): (["i32"] * 4, False),
+    ("wasi_snapshot_preview1", "fd_write"): (["i32"] * 4, True),
+    ("wasi_snapshot_preview1", "fd_read"): (["i32"] * 4, True),
+    ("wasi_snapshot_preview1", "poll_oneoff"): (["i32"] * 4, True),
+    ("wasi_snapshot_preview1", "random_get"): (["i32"] * 2, True),
+    ("wasi_snapshot_preview1", "clock_time_get"): (["i32", "i64", "i32"], True),
+    ("wasi_snapshot_preview1", "environ_get"): (["i32"] * 2, True),
+    ("wasi_snapshot_preview1", "args_sizes_get"): (["i32"] * 2, True),
+    ("wasi_snapshot_preview1", "path_open"): (["i32"] * 5 + ["i64", "i64", "i32", "i32"], True),
+    ("wasi_snapshot_preview1", "sock_accept"): (["i32"] * 3, True),
+    ("wasi_snapshot_preview1", "proc_exit"): (["i32"], False),
+}
+_I32 = st.sampled_from([0, 1, -1, 16, 65535, 65536, 65532, 2**31 - 1, -2**31]) | st.integers(-2**31, 2**31 - 1)
+_I64 = st.sampled_from([0, -1, 2**63 - 1, -2**63, 5_000_000_000]) | st.integers(-2**63, 2**63 - 1)
+
+
+def _caller(module: str, name: str, params: list[str], has_result: bool, args: list[int]) -> bytes:
+    sig = " ".join(f"(param {p})" for p in params) + (" (result i32)" if has_result else "")
+    consts = " ".join(f"({p}.const {a})" for p, a in zip(params, args))
+    call = f"(call $f {consts})" + (" drop" if has_result else "")
+    return wasmtime.wat2wasm(f"""
+(module
+  (import "{module}" "{name}" (func $f {sig}))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "{{\\"status\\":\\"success\\"}}")
+  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "execute_task") (param i32 i32) (result i64)
+    {call}
+    (i64.const 68719476756)))""")  # (16 << 32) | 20
+
+
+@pytest.fixture(scope="module")
+def import_chassis() -> Iterator[IFChassis]:
+    chassis = IFChassis(audit=None, reputation_sink=None)
+    yield chassis
+    chassis.close()
+
+
+@pytest.mark.parametrize("target", list(_IMPORTS), ids=[f"{m.split('_')[0]}.{n}" for m, n in _IMPORTS])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_every_guest_import_survives_hostile_arguments(import_chassis: IFChassis, target: tuple[str, str],
+                                                       data: st.DataObject) -> None:
+    """Any argument values: the task succeeds or ends with a documented chassis error, never anything else,
+    and the next task of a well-behaved swarm still runs."""
+    from infrafabric.chassis.errors import ChassisError
+
+    params, has_result = _IMPORTS[target]
+    args = [data.draw(_I64 if p == "i64" else _I32) for p in params]
+    swarm = f"imp-{target[1]}"
+    contract = ServiceContract(swarm, resource_requirements=ResourceLimits(max_execution_time_seconds=1.0))
+    import_chassis.load_swarm(swarm, _caller(*target, params, has_result, args), contract)
+    try:
+        result = asyncio.run(asyncio.wait_for(import_chassis.execute_task(swarm, {"id": "t"}), 5))
+        assert result == {"status": "success"}
+    except ChassisError as exc:
+        assert exc.error_code.startswith("IF_ERR_CHASSIS"), exc
+        if type(exc) is GuestTrapError:  # a trap must be the guest's (a wasm trap code, an exit, an abort) ...
+            assert exc.details.get("trap") is not None or "exit_code" in exc.details \
+                or "aborted" in exc.message, f"a host error surfaced as a trap: {exc.message}"  # ... not a host bug
+    healthy = _caller("env", "log", ["i32"] * 3, False, [0, 16, 20])
+    import_chassis.load_swarm("imp-healthy", healthy, ServiceContract("imp-healthy"))
+    assert asyncio.run(import_chassis.execute_task("imp-healthy", {"id": "t"})) == {"status": "success"}

@@ -571,13 +571,19 @@ class SandboxRuntime:
                     return GuestMemoryError(f"swarm {swarm!r} trapped with its memory at the cap", swarm_id=swarm)
             except wasmtime.WasmtimeError:
                 pass
+        trap = code.name if code is not None else None
         if code is not None:
             reason = code.name.lower()
         else:
             text = str(exc).strip()
-            reason = text.splitlines()[0] if text else type(exc).__name__
-        return GuestTrapError(f"swarm {swarm!r} trapped: {reason}", swarm_id=swarm,
-                              trap=code.name if code is not None else None)
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            reason = lines[0] if lines else type(exc).__name__
+            if isinstance(exc, wasmtime.WasmtimeError) and "Caused by:" in lines:
+                # wasmtime's own WASI refused the call (e.g. a misaligned or out-of-bounds pointer) by
+                # trapping: the guest's fault, named by the cause (a Python exception here is a host bug)
+                reason = lines[lines.index("Caused by:") + 1] if lines[-1] != "Caused by:" else reason
+                trap = "wasi_call_refused"
+        return GuestTrapError(f"swarm {swarm!r} trapped: {reason}", swarm_id=swarm, trap=trap)
 
 
 def decode_result(raw: bytes) -> dict[str, Any]:
