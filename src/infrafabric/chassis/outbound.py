@@ -13,8 +13,6 @@ jar at all), closed when the task ends. One shared client carried swarm A's cook
 
 from __future__ import annotations
 
-from backends.jsonsafe import loads_bounded
-
 import base64
 import http.cookiejar
 import json
@@ -25,6 +23,8 @@ from collections.abc import Callable
 from urllib.parse import quote, urljoin
 
 import httpx
+
+from backends.jsonsafe import loads_bounded
 
 from .errors import (
     OutboundRequestError,

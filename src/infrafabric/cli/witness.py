@@ -129,6 +129,15 @@ def verify(
     raise typer.Exit(0 if report.ok else 1)
 
 
+def _newest_published(published: list[str], key_dir: Optional[Path], pub: Any, url: str) -> tuple[Any, PublishedCheckpoint]:
+    """The newest checkpoint in the places named (default: where the witness publishes for ``url``)."""
+    publishers = publishers_for(published or None, key_dir or default_key_dir(), key_id_of(pub), url)
+    found = asyncio.run(read_all(publishers))
+    if not found:
+        _fail(f"no checkpoint published in {', '.join(p.name for p in publishers) or 'any place'}", code=1)
+    return max(found, key=lambda item: item[1].checkpoint.size)
+
+
 @app.command("published")
 def published_cmd(
     published: list[str] = PublishedOpt,
@@ -139,14 +148,10 @@ def published_cmd(
     """Print the newest checkpoint published outside the database (keep a copy somewhere else too)."""
     try:
         pub = _public_key(public_key, key_dir)
-        publishers = publishers_for(published or None, key_dir or default_key_dir(), key_id_of(pub), url or default_url())
-        found = asyncio.run(read_all(publishers))
+        publisher, newest = _newest_published(published, key_dir, pub, url or default_url())
     except (WitnessError, OSError) as exc:
         _fail(str(exc))
         return
-    if not found:
-        _fail(f"no checkpoint published in {', '.join(p.name for p in publishers) or 'any place'}", code=1)
-    publisher, newest = max(found, key=lambda item: item[1].checkpoint.size)
     if not newest.checkpoint.verify(pub):
         _fail(f"the checkpoint in {publisher.name} is not signed by this key", code=1)
     typer.echo(newest.to_json())
@@ -165,14 +170,8 @@ def consistency(
     try:
         pub = _public_key(public_key, key_dir)
         log = _log_url(url)
-        if old is not None:
-            first = read_checkpoint_file(old)
-        else:
-            publishers = publishers_for(published or None, key_dir or default_key_dir(), key_id_of(pub), log)
-            found = asyncio.run(read_all(publishers))
-            if not found:
-                _fail("no --from checkpoint given and none is published")
-            first = max((r.checkpoint for _, r in found), key=lambda c: c.size)
+        first = read_checkpoint_file(old) if old is not None else \
+            _newest_published(published, key_dir, pub, log)[1].checkpoint
         second = read_checkpoint_file(new) if new is not None else None
         answer = consistency_at_url(log, pub, first, second)
     except (WitnessError, OSError) as exc:

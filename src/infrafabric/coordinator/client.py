@@ -7,11 +7,10 @@ its claims expire), completes fenced by its claims, and reports blockers.
 
 from __future__ import annotations
 
-from backends.jsonsafe import loads_bounded
-
 import asyncio
 from typing import Any
 
+from backends.jsonsafe import loads_bounded
 from backends.bus import Message, MessageBus, Subscription, open_bus
 from backends.kv import KeyValueStore, open_kv
 from infrafabric import audit as audit_log

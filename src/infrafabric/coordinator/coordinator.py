@@ -7,13 +7,12 @@ silently dropped, and a push to a swarm nobody serves fails at once.
 
 from __future__ import annotations
 
-from backends.jsonsafe import loads_bounded
-
 import asyncio
 import json
 import os
 from typing import Any
 
+from backends.jsonsafe import loads_bounded
 from backends.bus import Message, MessageBus, Subscription, open_bus
 from backends.errors import NoResponders, RemoteError
 from backends.kv import KeyValueStore, SyncKV, open_kv

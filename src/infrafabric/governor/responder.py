@@ -7,12 +7,11 @@ blocked swarm learns who is coming within milliseconds instead of the 62 s of gi
 
 from __future__ import annotations
 
-from backends.jsonsafe import loads_bounded
-
 import asyncio
 import json
 from typing import Any
 
+from backends.jsonsafe import loads_bounded
 from backends.bus import Message, Subscription
 from infrafabric.coordinator import keys
 from infrafabric.governor.governor import IFGovernor

@@ -16,8 +16,6 @@ an AMQP URL. ``LUCID_MQ_URL`` sets the default. The password is never logged or 
 
 from __future__ import annotations
 
-from backends.jsonsafe import json_depth_exceeds, loads_bounded
-
 import json
 import os
 import re
@@ -27,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from backends.jsonsafe import json_depth_exceeds, loads_bounded
 from backends.errors import ConfirmTimeout, DeliveryFailed, QueueUnavailable
 from backends.loop_thread import LoopThread
 from backends.mq import (

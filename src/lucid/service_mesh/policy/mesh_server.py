@@ -6,8 +6,6 @@ through asyncio streams, which lets the server read the peer certificate of each
 
 from __future__ import annotations
 
-from backends.jsonsafe import loads_bounded
-
 import asyncio
 import json
 import logging
@@ -20,6 +18,7 @@ from typing import Any, Protocol
 
 import h11
 
+from backends.jsonsafe import loads_bounded
 from lucid.service_mesh.errors import LucidMeshError, MTLSVerificationError
 from lucid.service_mesh.policy.enforcer import CallerContext, MeshAuthorizer
 from lucid.service_mesh.security.mtls_manager import MTLSManager

@@ -7,8 +7,6 @@ Every verification failure is AuthenticationError (LUCID_ERR_1203). The verifier
 
 from __future__ import annotations
 
-from backends.jsonsafe import loads_bounded
-
 import base64
 import binascii
 import datetime as dt
@@ -27,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
+from backends.jsonsafe import loads_bounded
 from lucid.service_mesh.errors import AuthenticationError
 from lucid.service_mesh.policy.planes import PLANES
 from lucid.service_mesh.security.files import write_atomic
