@@ -95,3 +95,21 @@ class BudgetManipulationError(InfraFabricError, AttributeError):
 
 class CircuitOpenError(InfraFabricError):
     error_code = "IF_ERR_CIRCUIT_OPEN"
+
+
+class AuthenticationError(InfraFabricError, PermissionError):
+    """A credential that is missing, malformed, not signed by the platform, expired or revoked."""
+
+    error_code = "IF_ERR_AUTH_INVALID"
+
+
+class PermissionDeniedError(InfraFabricError, PermissionError):
+    """An authenticated identity asked for something its role does not allow."""
+
+    error_code = "IF_ERR_FORBIDDEN"
+
+
+class SwarmAlreadyConnectedError(InfraFabricError):
+    """A second live session for a swarm id: the first one must end (or expire) before another opens."""
+
+    error_code = "IF_ERR_SWARM_ALREADY_CONNECTED"

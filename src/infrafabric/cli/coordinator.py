@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -27,15 +29,28 @@ def serve(
     bus: Optional[str] = BUS,
     policy: Optional[str] = typer.Option(None, help="ResourcePolicy YAML file"),
     duration: Optional[float] = typer.Option(None, help="Stop after this many seconds (default: until signalled)"),
+    listen: Optional[str] = typer.Option(None, help="HOST:PORT for swarms in other processes (the swarm API)"),
+    authority_key: Optional[Path] = typer.Option(None, help="The credential authority's public key (PEM): "
+                                                 "swarm credentials are verified with it"),
+    tls_cert: Optional[Path] = typer.Option(None, help="Server certificate for the swarm API (HTTPS)"),
+    tls_key: Optional[Path] = typer.Option(None, help="Its private key"),
+    claim_ttl: int = typer.Option(10, help="Seconds a silent swarm's session and claims live"),
 ) -> None:
-    """Run the coordinator service: the governor answers every blocker event with a team."""
+    """Run the coordinator service: the governor answers every blocker event with a team; with --listen,
+    swarms in other processes work through it with their own credentials, never touching the engines."""
     from infrafabric.coordinator import IFCoordinator
     from infrafabric.governor import IFGovernor, ResourcePolicy
     from infrafabric.governor.responder import BlockerResponder
 
+    if listen is not None and authority_key is None:
+        console.print("[red]error:[/red] --listen needs --authority-key (swarm credentials are checked with it)")
+        raise typer.Exit(2)
+
     async def run() -> None:
-        coordinator = IFCoordinator(kv_url=kv or default_kv_url(), bus_url=bus or default_bus_url())
+        coordinator = IFCoordinator(kv_url=kv or default_kv_url(), bus_url=bus or default_bus_url(),
+                                    claim_ttl=claim_ttl)
         async with coordinator:
+            server = await _start_swarm_api(coordinator, listen, authority_key, tls_cert, tls_key) if listen else None
             governor = IFGovernor(coordinator, ResourcePolicy.from_yaml(policy) if policy else ResourcePolicy())
             loaded = await governor.load()
             responder = await BlockerResponder(governor).start()
@@ -57,11 +72,100 @@ def serve(
             except asyncio.TimeoutError:
                 pass
             reporter.cancel()
+            if server is not None:
+                await server.stop()
             await responder.stop()
             await governor.close()
         console.print("coordinator stopped")
 
     asyncio.run(run())
+
+
+class _SwarmAPI:
+    """The swarm API (``coordinator.service``) served by uvicorn inside the coordinator's event loop."""
+
+    def __init__(self, gateway: object, server: object, task: "asyncio.Task[None]") -> None:
+        self.gateway, self.server, self.task = gateway, server, task
+
+    async def stop(self) -> None:
+        self.server.should_exit = True  # type: ignore[attr-defined]
+        await self.task
+        await self.gateway.close()  # type: ignore[attr-defined]
+
+
+async def _start_swarm_api(coordinator: object, listen: str, authority_key: Optional[Path],
+                           tls_cert: Optional[Path], tls_key: Optional[Path]) -> _SwarmAPI:
+    import uvicorn
+
+    from infrafabric.coordinator.credentials import CredentialVerifier, load_public_key
+    from infrafabric.coordinator.service import SwarmGateway, create_app
+
+    host, _, port = listen.rpartition(":")
+    assert authority_key is not None
+    gateway = SwarmGateway(coordinator, CredentialVerifier(load_public_key(authority_key),  # type: ignore[arg-type]
+                                                           coordinator.kv))  # type: ignore[attr-defined]
+    config = uvicorn.Config(create_app(gateway), host=host or "127.0.0.1", port=int(port), log_level="warning",
+                            lifespan="off", ssl_certfile=str(tls_cert) if tls_cert else None,
+                            ssl_keyfile=str(tls_key) if tls_key else None)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # raises why it could not start (port taken, bad certificate)
+        await asyncio.sleep(0.01)
+    console.print(f"swarm API on {'https' if tls_cert else 'http'}://{host or '127.0.0.1'}:{port}")
+    return _SwarmAPI(gateway, server, task)
+
+
+@app.command("issue-credential")
+def issue_credential(
+    name: str = typer.Argument(..., help="The swarm id (or, with --role operator, the operator's name)"),
+    authority_dir: Path = typer.Option(..., help="The credential authority's key directory (created if new)"),
+    out: Path = typer.Option(..., "--out", "-o", help="Credential file to write (mode 600)"),
+    role: str = typer.Option("swarm", help="swarm or operator"),
+    ttl: int = typer.Option(3600, help="Seconds it is valid"),
+) -> None:
+    """Issue a credential for one swarm (or operator): the only secret a swarm process is given."""
+    from infrafabric.coordinator.credentials import CredentialAuthority, write_credential
+    from infrafabric.errors import InfraFabricError
+
+    try:
+        authority = CredentialAuthority.load_or_create(authority_dir)
+        token = authority.issue(role, name, ttl)  # type: ignore[arg-type]
+    except InfraFabricError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2)
+    write_credential(out, token)
+    console.print(f"{role} credential for {name} written to {out} (valid {ttl} s)")
+
+
+@app.command("revoke-credential")
+def revoke_credential(
+    kv: Optional[str] = KV,
+    credential: Optional[Path] = typer.Option(None, help="Revoke this one credential file"),
+    swarm: Optional[str] = typer.Option(None, help="Revoke every credential issued to this swarm until now"),
+    operator: Optional[str] = typer.Option(None, help="Revoke every credential issued to this operator until now"),
+) -> None:
+    """Revoke credentials: every coordinator replica refuses them within a second."""
+    import jwt
+
+    from infrafabric.coordinator.credentials import MAX_TTL, read_credential, revoke
+
+    async def run() -> None:
+        async with open_kv(kv or default_kv_url()) as store:
+            if credential is not None:
+                claims = jwt.decode(read_credential(credential), options={"verify_signature": False})
+                await revoke(store, jti=str(claims["jti"]), expires_in=max(int(claims["exp"]) - int(time.time()), 1))
+            elif swarm is not None:
+                await revoke(store, role="swarm", name=swarm, expires_in=MAX_TTL)
+            elif operator is not None:
+                await revoke(store, role="operator", name=operator, expires_in=MAX_TTL)
+            else:
+                console.print("[red]error:[/red] name a --credential, a --swarm or an --operator")
+                raise typer.Exit(2)
+
+    asyncio.run(run())
+    console.print("revoked")
 
 
 @app.command()

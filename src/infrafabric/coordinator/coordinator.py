@@ -50,6 +50,8 @@ def check_task(task: object) -> None:
 def deliver_to_inbox(queue: "asyncio.Queue[dict[str, Any]]", swarm_id: str, payload: Any) -> None:
     """Queue one task or a batch; a batch that does not fit is refused whole (nothing half-delivered)."""
     items = payload if isinstance(payload, list) else [payload]
+    if not items or not all(type(item) is dict for item in items):  # validated before anything is queued
+        raise TypeError(f"a delivery to {swarm_id} must be a task object or a non-empty list of them")
     if queue.maxsize and queue.qsize() + len(items) > queue.maxsize:
         raise SwarmQueueFullError(f"inbox of {swarm_id} is full ({queue.maxsize})")
     for item in items:

@@ -1,4 +1,8 @@
-"""A swarm worker process: `python -m infrafabric.coordinator.worker --swarm-id ID --kv URL --bus URL`.
+"""A swarm worker process: `python -m infrafabric.coordinator.worker --service URL --credential FILE`.
+
+A swarm's process holds only its own credential and talks to the coordinator service (``service.py``):
+it never gets an engine address. ``--swarm-id ID --kv URL --bus URL`` joins through the engines directly,
+which only control-plane processes (that hold the engines' credentials anyway) should do.
 
 It registers, then for every pushed task claims it and (unless --hold) completes it with a result,
 printing one JSON line per event on stdout so a supervisor or a test can follow it. With --hold it
@@ -14,6 +18,8 @@ import os
 import sys
 
 from infrafabric.coordinator.client import SwarmClient
+from infrafabric.coordinator.remote import RemoteSwarmClient
+from infrafabric.errors import InfraFabricError
 
 
 def emit(event: str, **fields: object) -> None:
@@ -23,9 +29,17 @@ def emit(event: str, **fields: object) -> None:
 
 async def run(args: argparse.Namespace) -> None:
     caps = [c for c in args.capabilities.split(",") if c]
-    client = SwarmClient(args.swarm_id, caps, kv_url=args.kv, bus_url=args.bus, claim_ttl=args.claim_ttl)
-    await client.start()
-    emit("ready", swarm_id=args.swarm_id, pid=os.getpid())
+    client: SwarmClient | RemoteSwarmClient
+    if args.service:
+        client = RemoteSwarmClient(args.service, caps, credential_file=args.credential, ca_file=args.ca)
+    else:
+        client = SwarmClient(args.swarm_id, caps, kv_url=args.kv, bus_url=args.bus, claim_ttl=args.claim_ttl)
+    try:
+        await client.start()
+    except InfraFabricError as exc:
+        emit("error", code=exc.error_code, message=exc.message)
+        raise SystemExit(3) from None
+    emit("ready", swarm_id=client.swarm_id, pid=os.getpid())
     try:
         while True:
             task = await client.next_task()
@@ -43,8 +57,11 @@ async def run(args: argparse.Namespace) -> None:
                 continue
             emit("claimed", task_id=task_id, revision=claim.revision)
             if not args.hold:
-                await client.complete(claim.task_id, {"by": args.swarm_id}, claim)
+                await client.complete(claim.task_id, {"by": client.swarm_id}, claim)
                 emit("completed", task_id=task_id)
+    except InfraFabricError as exc:
+        emit("error", code=exc.error_code, message=exc.message)
+        raise SystemExit(3) from None
     finally:
         await client.stop(release=not args.hold)
         emit("stopped")
@@ -52,13 +69,21 @@ async def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--swarm-id", required=True)
+    parser.add_argument("--service", help="coordinator service URL (a swarm's only way in)")
+    parser.add_argument("--credential", help="this swarm's credential file (with --service)")
+    parser.add_argument("--ca", help="CA certificate for an HTTPS service")
+    parser.add_argument("--swarm-id", help="with --kv/--bus only: control-plane processes")
     parser.add_argument("--capabilities", default="")
-    parser.add_argument("--kv", required=True)
-    parser.add_argument("--bus", required=True)
+    parser.add_argument("--kv")
+    parser.add_argument("--bus")
     parser.add_argument("--claim-ttl", type=int, default=10)
     parser.add_argument("--hold", action="store_true")
-    asyncio.run(run(parser.parse_args()))
+    args = parser.parse_args()
+    if args.service and not args.credential:
+        parser.error("--service needs --credential")
+    if not args.service and not (args.swarm_id and args.kv and args.bus):
+        parser.error("give --service and --credential (or, for control-plane processes, --swarm-id, --kv, --bus)")
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,164 @@
+"""RemoteSwarmClient: a swarm in another process, holding only its own credential.
+
+It speaks to the coordinator service (``service.py``) over HTTP(S); it never sees an engine URL, a
+lease or a fencing token. Pushed tasks arrive by long-polling the inbox, which is also the session's
+heartbeat: if the process dies, the service stops hearing from it and its claims expire with its lease.
+The transport is pluggable as in httpx (tests run the service in process with ``httpx.ASGITransport``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, NamedTuple
+
+import httpx
+
+from infrafabric.coordinator.credentials import read_credential
+from infrafabric.errors import (
+    AuthenticationError,
+    InfraFabricError,
+    NotTaskOwnerError,
+    PermissionDeniedError,
+    StaleClaimError,
+    SwarmAlreadyConnectedError,
+    SwarmQueueFullError,
+    ValidationError,
+)
+
+_ERRORS: dict[str, type[InfraFabricError]] = {
+    "IF_ERR_AUTH_INVALID": AuthenticationError, "IF_ERR_AUTH_EXPIRED": AuthenticationError,
+    "IF_ERR_AUTH_REVOKED": AuthenticationError, "IF_ERR_FORBIDDEN": PermissionDeniedError,
+    "IF_ERR_NOT_OWNER": NotTaskOwnerError, "IF_ERR_STALE_CLAIM": StaleClaimError,
+    "IF_ERR_SWARM_ALREADY_CONNECTED": SwarmAlreadyConnectedError, "IF_ERR_QUEUE_FULL": SwarmQueueFullError,
+}
+
+
+class RemoteClaim(NamedTuple):
+    """A won claim as the swarm sees it: the fencing token itself stays in the service."""
+
+    task_id: str
+    swarm_id: str
+    revision: int
+
+
+def raise_for_envelope(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        error = response.json()["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = "IF_ERR_UNAVAILABLE", f"coordinator answered {response.status_code}"
+    cls = _ERRORS.get(code) or (ValidationError if response.status_code == 400 else InfraFabricError)
+    raise cls(message, error_code=code)
+
+
+class RemoteSwarmClient:
+    """Same methods as ``SwarmClient`` (start, next_task, claim, claim_many, complete, progress,
+    report_blocker, stop), through the coordinator service."""
+
+    def __init__(self, service_url: str, capabilities: list[str], *, credential: str | None = None,
+                 credential_file: str | os.PathLike[str] | None = None, ca_file: str | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None, timeout: float = 10.0,
+                 poll_wait: float = 5.0, queue_maxsize: int = 100_000) -> None:
+        if credential is None:
+            if credential_file is None:
+                raise ValidationError("a swarm credential (or credential_file) is required")
+            credential = read_credential(credential_file)
+        self.capabilities = list(capabilities)
+        self.swarm_id: str | None = None
+        self._session: str | None = None
+        self._poll_wait = poll_wait
+        self._http = httpx.AsyncClient(
+            base_url=service_url, transport=transport, verify=ca_file if ca_file else True,
+            headers={"Authorization": f"Bearer {credential}"},
+            timeout=httpx.Timeout(timeout, read=timeout + poll_wait))
+        self.tasks: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=queue_maxsize)
+        self._poller: asyncio.Task[None] | None = None
+        self.error: BaseException | None = None
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = {"X-Session": self._session} if self._session else {}
+        response = await self._http.request(method, path, headers=headers, **kwargs)
+        raise_for_envelope(response)
+        return response.json()
+
+    async def start(self) -> "RemoteSwarmClient":
+        answer = await self._call("POST", "/v1/session", json={"capabilities": self.capabilities})
+        self.swarm_id, self._session = answer["swarm_id"], answer["session"]
+        self._poll_wait = min(self._poll_wait, float(answer["ttl"]) / 2)
+        self._poller = asyncio.create_task(self._poll())
+        return self
+
+    async def _poll(self) -> None:
+        """Long-poll the inbox (the session's heartbeat) into ``tasks``; stop on an error, keep it."""
+        try:
+            while True:
+                room = self.tasks.maxsize - self.tasks.qsize() if self.tasks.maxsize else 1000
+                if room <= 0:  # the swarm is behind: keep the session alive, take nothing more yet
+                    await self._call("POST", "/v1/heartbeat")
+                    await asyncio.sleep(self._poll_wait)
+                    continue
+                answer = await self._call("GET", "/v1/inbox", params={"wait": self._poll_wait, "max": min(room, 1000)})
+                for task in answer["tasks"]:
+                    self.tasks.put_nowait(task)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - kept for next_task to raise
+            self.error = exc
+
+    async def next_task(self, timeout: float | None = None) -> dict[str, Any]:
+        if self.error is not None and self.tasks.empty():
+            raise self.error
+        getter = asyncio.ensure_future(self.tasks.get())
+        waiters: set[asyncio.Future[Any]] = {getter}
+        if self._poller is not None:
+            waiters.add(self._poller)
+        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if getter in done:
+            return getter.result()
+        getter.cancel()
+        if self.error is not None:
+            raise self.error
+        raise asyncio.TimeoutError
+
+    async def claim(self, task_id: str) -> RemoteClaim | None:
+        return (await self.claim_many([task_id]))[0]
+
+    async def claim_many(self, task_ids: list[str]) -> list[RemoteClaim | None]:
+        answer = await self._call("POST", "/v1/claims", json={"task_ids": task_ids})
+        assert self.swarm_id is not None
+        return [RemoteClaim(c["task_id"], self.swarm_id, c["revision"]) if c["won"] else None
+                for c in answer["claims"]]
+
+    async def complete(self, task_id: str, result: Any = None, claim: RemoteClaim | None = None) -> int:
+        return int((await self._call("POST", "/v1/complete", json={"task_id": task_id, "result": result}))["revision"])
+
+    async def progress(self, task_id: str, progress: Any, claim: RemoteClaim | None = None) -> int:
+        return int((await self._call("POST", "/v1/progress",
+                                     json={"task_id": task_id, "progress": progress}))["revision"])
+
+    async def report_blocker(self, blocker_info: dict[str, Any]) -> dict[str, Any]:
+        return dict(await self._call("POST", "/v1/blockers", json={"blocker_info": blocker_info}))
+
+    async def stop(self, *, release: bool = True) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            try:
+                await self._poller
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - its error was kept already
+                pass
+            self._poller = None
+        try:
+            if self._session is not None:
+                await self._call("DELETE", "/v1/session", params={"release": "true" if release else "false"})
+        finally:
+            self._session = None
+            await self._http.aclose()
+
+    async def __aenter__(self) -> "RemoteSwarmClient":
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

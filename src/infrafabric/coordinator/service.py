@@ -1,0 +1,361 @@
+"""The coordinator service: the only way a swarm in another process reaches the control plane.
+
+Why: a swarm handed the etcd and NATS addresses could read every task, complete others' work, revoke
+their leases and forge blockers, whatever credentials it shared with the platform. As Temporal workers
+talk to its frontend and never to its database, a swarm here holds one credential of its own
+(``credentials.py``) and talks HTTP to this service, which alone holds the engines' credentials. The
+service takes the swarm id from the verified credential for every call, keeps the fencing tokens on its
+side, allows one live session per swarm id, and validates everything it delivers.
+
+Routes (JSON; ``Authorization: Bearer <credential>``; after ``POST /v1/session`` also ``X-Session``):
+
+=========================  =================================================================
+``POST /v1/session``       open the swarm's session: ``{"capabilities": [...]}``
+``DELETE /v1/session``     close it (``?release=false`` keeps claims until their lease expires)
+``GET /v1/inbox``          pushed tasks, long-polled: ``?wait=SECONDS&max=N``; also a heartbeat
+``POST /v1/heartbeat``     keep the session (and its claims) alive without polling
+``POST /v1/claims``        ``{"task_ids": [...]}`` → ``{"claims": [{"task_id", "won", "revision"}]}``
+``POST /v1/progress``      ``{"task_id", "progress"}`` fenced by this swarm's claim
+``POST /v1/complete``      ``{"task_id", "result"}`` fenced by this swarm's claim
+``POST /v1/blockers``      ``{"blocker_info": {...}}``: the event names the caller, never another swarm
+=========================  =================================================================
+
+Errors answer ``{"error": {"code", "message"}}`` with the InfraFabric error code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from backends.errors import BackendError, BackendUnavailable
+from backends.jsonsafe import loads_bounded
+from backends.kv import Compare, Put
+from infrafabric.coordinator import keys
+from infrafabric.coordinator.coordinator import IFCoordinator
+from infrafabric.coordinator.core import Claim
+from infrafabric.coordinator.credentials import CredentialVerifier, Identity
+from infrafabric.errors import (
+    AuthenticationError,
+    InfraFabricError,
+    NotTaskOwnerError,
+    PermissionDeniedError,
+    StaleClaimError,
+    SwarmAlreadyConnectedError,
+    ValidationError,
+)
+from infrafabric.ids import validate_task_id, validate_task_ids
+
+MAX_BODY_BYTES = 1 << 20
+MAX_WAIT_SECONDS = 30.0
+MAX_BATCH = 1000
+
+
+def session_key(swarm_id: str) -> str:
+    return f"/swarms/{swarm_id}/session"
+
+
+class SessionError(InfraFabricError):
+    """The call names no live session of this swarm (closed, expired, or opened by someone else)."""
+
+    error_code = "IF_ERR_NO_SESSION"
+
+
+@dataclass
+class Session:
+    swarm_id: str
+    session_id: str
+    inbox: asyncio.Queue[dict[str, Any]]
+    last_seen: float = field(default_factory=time.monotonic)
+    claims: dict[str, Claim] = field(default_factory=dict)  # fencing tokens: never leave the service
+
+
+class SwarmGateway:
+    """Sessions of remote swarms over one ``IFCoordinator`` (which holds the engines)."""
+
+    def __init__(self, coordinator: IFCoordinator, verifier: CredentialVerifier, *,
+                 session_ttl: float | None = None) -> None:
+        self.coordinator = coordinator
+        self.verifier = verifier
+        self.session_ttl = session_ttl if session_ttl is not None else float(coordinator.core.claim_ttl)
+        self._sessions: dict[str, Session] = {}
+        self._open_lock = asyncio.Lock()
+        self._reaper: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ identity and sessions
+    async def identify(self, authorization: str | None) -> Identity:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise AuthenticationError("a swarm credential is required (Authorization: Bearer ...)")
+        return await self.verifier.verify(token.strip(), role="swarm")
+
+    def session_of(self, identity: Identity, session_id: str | None) -> Session:
+        session = self._sessions.get(identity.name)
+        if session is None or not session_id or not secrets.compare_digest(session.session_id, session_id):
+            raise SessionError(f"no live session {session_id!r} for swarm {identity.name}")
+        session.last_seen = time.monotonic()
+        return session
+
+    async def open_session(self, identity: Identity, capabilities: list[str]) -> Session:
+        swarm_id = identity.name
+        async with self._open_lock:
+            if swarm_id in self._sessions:
+                raise SwarmAlreadyConnectedError(f"swarm {swarm_id} already has a live session here")
+            lease = await self.coordinator.core.session_lease(swarm_id)
+            session_id = secrets.token_urlsafe(24)
+            key = session_key(swarm_id)
+            res = await self.coordinator.kv.txn([Compare.missing(key)], [Put(key, session_id, lease)])
+            if not res.succeeded:  # another replica (or an earlier life) holds a live session
+                await self.coordinator.core.end_session(swarm_id, release=False)
+                self.coordinator.core.audit("swarm_session_refused", {"swarm_id": swarm_id, "jti": identity.jti},
+                                            "WARN")
+                raise SwarmAlreadyConnectedError(
+                    f"swarm {swarm_id} already has a live session; it ends when that one closes or expires")
+            try:
+                inbox = await self.coordinator.register_swarm(swarm_id, capabilities)
+            except BaseException:
+                await self.coordinator.kv.delete(key)
+                await self.coordinator.core.end_session(swarm_id, release=False)
+                raise
+            session = Session(swarm_id, session_id, inbox)
+            self._sessions[swarm_id] = session
+        self.coordinator.core.audit("swarm_session_opened", {"swarm_id": swarm_id, "jti": identity.jti})
+        if self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap())
+        return session
+
+    async def close_session(self, session: Session, *, release: bool) -> None:
+        if self._sessions.get(session.swarm_id) is not session:
+            return
+        del self._sessions[session.swarm_id]
+        if release:
+            await self.coordinator.deregister_swarm(session.swarm_id, release_claims=True)
+        else:
+            await self.coordinator.abandon_swarm(session.swarm_id)
+        await self.coordinator.kv.delete(session_key(session.swarm_id))
+        for task_id in list(session.claims):
+            self.coordinator.core.claims.pop(task_id, None)
+
+    async def _reap(self) -> None:
+        """A session not heard from for its TTL is abandoned: its lease (and claims) expire as a crash's."""
+        while True:
+            await asyncio.sleep(max(self.session_ttl / 4, 0.05))
+            now = time.monotonic()
+            for session in list(self._sessions.values()):
+                if now - session.last_seen > self.session_ttl:
+                    self.coordinator.core.audit("swarm_session_expired", {"swarm_id": session.swarm_id}, "WARN")
+                    if self._sessions.get(session.swarm_id) is session:
+                        del self._sessions[session.swarm_id]
+                        await self.coordinator.abandon_swarm(session.swarm_id)
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        for session in list(self._sessions.values()):
+            await self.close_session(session, release=False)
+
+    # ------------------------------------------------------------------ work
+    async def inbox(self, session: Session, wait: float, limit: int) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        deadline = time.monotonic() + wait
+        while len(items) < limit:
+            try:
+                items.append(session.inbox.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - time.monotonic()
+            if items or remaining <= 0:
+                break
+            try:
+                items.append(await asyncio.wait_for(session.inbox.get(), min(remaining, self.session_ttl / 2)))
+            except asyncio.TimeoutError:
+                session.last_seen = time.monotonic()  # a poll that waits is alive
+        session.last_seen = time.monotonic()
+        return items
+
+    async def claim(self, session: Session, task_ids: list[str]) -> list[Claim | None]:
+        claims = await self.coordinator.core.claim_many(session.swarm_id, task_ids)
+        for claim in claims:
+            if claim is not None:
+                session.claims[claim.task_id] = claim
+        return claims
+
+    def _claim_for(self, session: Session, task_id: str) -> Claim:
+        validate_task_id(task_id)
+        claim = session.claims.get(task_id)
+        if claim is None:
+            self.coordinator.core.audit("foreign_task_write_refused", {"swarm_id": session.swarm_id,
+                                                                       "task_id": task_id}, "WARN")
+            raise NotTaskOwnerError(f"{session.swarm_id} holds no claim on task {task_id}")
+        return claim
+
+    async def complete(self, session: Session, task_id: str, result: Any) -> int:
+        claim = self._claim_for(session, task_id)
+        revision = await self.coordinator.core.complete(session.swarm_id, task_id, result, claim)
+        session.claims.pop(task_id, None)
+        return revision
+
+    async def progress(self, session: Session, task_id: str, progress: Any) -> int:
+        return await self.coordinator.core.update_progress(session.swarm_id, task_id, progress,
+                                                           self._claim_for(session, task_id))
+
+    async def report_blocker(self, session: Session, blocker_info: Any) -> dict[str, Any]:
+        if not isinstance(blocker_info, dict):
+            raise ValidationError("blocker_info must be an object")
+        return await self.coordinator.core.report_blocker(session.swarm_id, blocker_info)
+
+
+# ---------------------------------------------------------------------- HTTP
+_STATUS = {
+    "IF_ERR_AUTH_INVALID": 401, "IF_ERR_AUTH_EXPIRED": 401, "IF_ERR_AUTH_REVOKED": 401,
+    "IF_ERR_FORBIDDEN": 403, "IF_ERR_NOT_OWNER": 403, "IF_ERR_NO_SESSION": 409,
+    "IF_ERR_SWARM_ALREADY_CONNECTED": 409, "IF_ERR_STALE_CLAIM": 409, "IF_ERR_QUEUE_FULL": 429,
+}
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="infrafabric"'} if status == 401 else None
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ValidationError(f"body over {MAX_BODY_BYTES} bytes")
+    try:
+        body = loads_bounded(raw or b"{}")
+    except ValueError as exc:
+        raise ValidationError(f"body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ValidationError("body must be a JSON object")
+    return body
+
+
+Handler = Callable[[SwarmGateway, Request, Identity], Awaitable[Any]]
+
+
+def _route(gateway: SwarmGateway, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            identity = await gateway.identify(request.headers.get("authorization"))
+            answer = await handler(gateway, request, identity)
+            return answer if isinstance(answer, Response) else JSONResponse(answer)
+        except InfraFabricError as exc:
+            status = _STATUS.get(exc.error_code, 400 if isinstance(exc, ValueError) else 500)
+            if status in (401, 403):
+                gateway.coordinator.core.audit("swarm_call_refused", {
+                    "path": request.url.path, "error_code": exc.error_code}, "WARN")
+            return _error(status, exc.error_code, exc.message)
+        except (TypeError, ValueError) as exc:
+            return _error(400, "IF_ERR_VALIDATION", str(exc))
+        except BackendUnavailable as exc:
+            return _error(503, getattr(exc, "error_code", "IF_ERR_UNAVAILABLE"), str(exc))
+        except BackendError as exc:
+            return _error(503, getattr(exc, "error_code", "IF_ERR_BACKEND"), str(exc))
+
+    return endpoint
+
+
+def _session(gateway: SwarmGateway, request: Request, identity: Identity) -> Session:
+    return gateway.session_of(identity, request.headers.get("x-session"))
+
+
+async def _open(gateway: SwarmGateway, request: Request, identity: Identity) -> Any:
+    body = await _body(request)
+    caps = body.get("capabilities", [])
+    if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps) or len(caps) > 256:
+        raise ValidationError("capabilities must be a list of at most 256 strings")
+    session = await gateway.open_session(identity, caps)
+    return {"swarm_id": session.swarm_id, "session": session.session_id, "ttl": gateway.session_ttl}
+
+
+async def _close(gateway: SwarmGateway, request: Request, identity: Identity) -> Any:
+    session = _session(gateway, request, identity)
+    release = request.query_params.get("release", "true") != "false"
+    await gateway.close_session(session, release=release)
+    return {"closed": True}
+
+
+def _number(text: str | None, default: float, low: float, high: float, name: str) -> float:
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValidationError(f"{name} must be a number") from None
+    if not low <= value <= high:
+        raise ValidationError(f"{name} must be from {low} to {high}")
+    return value
+
+
+async def _inbox(gateway: SwarmGateway, request: Request, identity: Identity) -> Any:
+    session = _session(gateway, request, identity)
+    wait = _number(request.query_params.get("wait"), 0.0, 0.0, MAX_WAIT_SECONDS, "wait")
+    limit = int(_number(request.query_params.get("max"), 100, 1, MAX_BATCH, "max"))
+    return {"tasks": await gateway.inbox(session, wait, limit)}
+
+
+async def _heartbeat(gateway: SwarmGateway, request: Request, identity: Identity) -> Any:
+    _session(gateway, request, identity)
+    return {"ok": True}
+
+
+async def _claims(gateway: SwarmGateway, request: Request, identity: Identity) -> Any:
+    session = _session(gateway, request, identity)
+    task_ids = (await _body(request)).get("task_ids")
+    if not isinstance(task_ids, list) or not 1 <= len(task_ids) <= MAX_BATCH:
+        raise ValidationError(f"task_ids must be a list of 1 to {MAX_BATCH} task ids")
+    validate_task_ids(task_ids)
+    claims = await gateway.claim(session, task_ids)
+    return {"claims": [{"task_id": t, "won": c is not None, "revision": c.revision if c else None}
+                       for t, c in zip(task_ids, claims)]}
+
+
+async def _complete(gateway: SwarmGateway, request: Request, identity: Identity) -> Any:
+    session = _session(gateway, request, identity)
+    body = await _body(request)
+    return {"revision": await gateway.complete(session, body.get("task_id"), body.get("result"))}  # type: ignore[arg-type]
+
+
+async def _progress(gateway: SwarmGateway, request: Request, identity: Identity) -> Any:
+    session = _session(gateway, request, identity)
+    body = await _body(request)
+    return {"revision": await gateway.progress(session, body.get("task_id"), body.get("progress"))}  # type: ignore[arg-type]
+
+
+async def _blockers(gateway: SwarmGateway, request: Request, identity: Identity) -> Any:
+    session = _session(gateway, request, identity)
+    return await gateway.report_blocker(session, (await _body(request)).get("blocker_info"))
+
+
+def create_app(gateway: SwarmGateway) -> Starlette:
+    def r(path: str, handler: Handler, methods: list[str]) -> Route:
+        return Route(path, _route(gateway, handler), methods=methods)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return _error(404, "IF_ERR_NOT_FOUND", "no such route")
+
+    async def not_allowed(request: Request, exc: Exception) -> Response:
+        return _error(405, "IF_ERR_METHOD_NOT_ALLOWED", "method not allowed on this route")
+
+    return Starlette(routes=[
+        r("/v1/session", _open, ["POST"]), r("/v1/session", _close, ["DELETE"]),
+        r("/v1/inbox", _inbox, ["GET"]), r("/v1/heartbeat", _heartbeat, ["POST"]),
+        r("/v1/claims", _claims, ["POST"]), r("/v1/complete", _complete, ["POST"]),
+        r("/v1/progress", _progress, ["POST"]), r("/v1/blockers", _blockers, ["POST"]),
+    ], exception_handlers={404: not_found, 405: not_allowed})
+
+
+__all__ = ["PermissionDeniedError", "Session", "SessionError", "StaleClaimError", "SwarmGateway", "create_app",
+           "session_key"]
