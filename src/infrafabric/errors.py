@@ -12,6 +12,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "BudgetManipulationError",
+    "CredentialError",
     "CircuitOpenError",
     "InfraFabricError",
     "InvalidCapabilityError",
@@ -20,7 +21,9 @@ __all__ = [
     "InvalidPolicyError",
     "NotTaskOwnerError",
     "OutcomeUnknown",
+    "PermissionDeniedError",
     "StaleClaimError",
+    "SwarmAlreadyConnectedError",
     "SwarmQueueFullError",
     "UnknownSwarmError",
     "ValidationError",
@@ -97,8 +100,9 @@ class CircuitOpenError(InfraFabricError):
     error_code = "IF_ERR_CIRCUIT_OPEN"
 
 
-class AuthenticationError(InfraFabricError, PermissionError):
-    """A credential that is missing, malformed, not signed by the platform, expired or revoked."""
+class CredentialError(InfraFabricError, PermissionError):
+    """A swarm or operator credential that is missing, malformed, not signed by the platform's authority,
+    expired or revoked (engine authentication failures are ``AuthenticationError``, from the backends)."""
 
     error_code = "IF_ERR_AUTH_INVALID"
 

@@ -34,15 +34,30 @@ def test_governor_commands_keep_state_between_invocations(tmp_path) -> None:  # 
     assert "ndi-1" in out and "web-1" in out
     out = invoke("governor", "budgets", "--kv", kv)
     assert "ndi-1" in out and "1.5" in out and "closed" in out
-    invoke("governor", "set-budget", "ndi-1", "0", "--operator", "alice", "--kv", kv)
+    authority = tmp_path / "authority"
+    invoke("coordinator", "issue-credential", "alice", "--role", "operator", "--authority-dir", str(authority),
+           "--out", str(tmp_path / "alice.cred"))
+    invoke("coordinator", "issue-credential", "ndi-1", "--authority-dir", str(authority),
+           "--out", str(tmp_path / "ndi.cred"))
+    op = ["--credential", str(tmp_path / "alice.cred"), "--authority-key", str(authority / "authority_key.pub.pem")]
+    as_swarm = ["--credential", str(tmp_path / "ndi.cred"), "--authority-key", str(authority / "authority_key.pub.pem")]
+    bad = runner.invoke(app, ["governor", "set-budget", "ndi-1", "1000000", *as_swarm, "--kv", kv])
+    assert bad.exit_code == 2 and "IF_ERR_FORBIDDEN" in bad.output  # a swarm's own credential cannot do it
+    invoke("governor", "set-budget", "ndi-1", "0", *op, "--kv", kv)
     out = invoke("governor", "find-help", "--capabilities", "integration:ndi", "--kv", kv)
     assert "escalated" in out
-    invoke("governor", "reset-breaker", "ndi-1", "--operator", "alice", "--budget", "4", "--kv", kv)
+    assert "reset by operator:alice" in invoke("governor", "reset-breaker", "ndi-1", *op, "--budget", "4", "--kv", kv)
+    invoke("coordinator", "revoke-credential", "--operator", "alice", "--kv", kv)
+    bad = runner.invoke(app, ["governor", "reset-breaker", "ndi-1", *op, "--budget", "9", "--kv", kv])
+    assert bad.exit_code == 2 and "IF_ERR_AUTH_REVOKED" in bad.output
     out = invoke("governor", "budgets", "--kv", kv)
     assert "4" in out
     bad = runner.invoke(app, ["governor", "register", "bad id!", "--cost-per-hour", "1", "--budget", "1", "--kv", kv])
     assert bad.exit_code == 2 and "IF_ERR_INVALID_ID" in bad.output
-    bad = runner.invoke(app, ["governor", "reset-breaker", "ghost", "--operator", "x", "--kv", kv])
+    invoke("coordinator", "issue-credential", "bob", "--role", "operator", "--authority-dir", str(authority),
+           "--out", str(tmp_path / "bob.cred"))
+    bob = ["--credential", str(tmp_path / "bob.cred"), "--authority-key", str(authority / "authority_key.pub.pem")]
+    bad = runner.invoke(app, ["governor", "reset-breaker", "ghost", *bob, "--kv", kv])
     assert bad.exit_code == 2 and "IF_ERR_UNKNOWN_SWARM" in bad.output
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from infrafabric.coordinator.credentials import Identity
 from infrafabric.coordinator import IFCoordinator
 from infrafabric.governor import IFGovernor, ResourcePolicy, SwarmProfile
 from infrafabric.witness import get_logs
@@ -18,7 +19,7 @@ async def test_coordinator_and_governor_operations_are_audited(fresh_witness) ->
         await coordinator.detect_blocker("blocked", {"required_capabilities": ["integration:ndi"]})
         assert await governor.request_help_for_blocker("blocked", {"required_capabilities": ["integration:ndi"]})
         governor.track_cost("helper", "llm", 1.0)
-        governor.reset_circuit_breaker("helper", operator="ops", new_budget=2)
+        governor.reset_circuit_breaker("helper", operator=Identity("operator", "ops", "cred-1", 0, 2**31), new_budget=2)
         await governor.close()
     fresh_witness.flush()
     coord_ops = [e["operation"] for e in get_logs(component="IF.coordinator")]

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from infrafabric.coordinator.credentials import Identity
+from infrafabric.errors import PermissionDeniedError
+
 from backends.errors import BackendUnavailable
 from infrafabric.coordinator import AuthenticationError, IFCoordinator
 from infrafabric.governor import IFGovernor, ResourcePolicy, SwarmProfile
@@ -109,6 +112,7 @@ async def test_budget_manipulation_prevention() -> None:
     object.__setattr__(profile, "_budget", 1e9)  # poking the private starting value changes nothing:
     assert profile.current_budget_remaining == 5.0  # the ledger in the governor is the only truth
     assert governor.budget_remaining("swarm-test") == 5
-    with pytest.raises(ValueError):
-        governor.set_budget("swarm-test", 100, operator="")
+    for forged in ("", "ops", Identity("swarm", "swarm-test", "j", 0, 2**31)):  # the swarm's own identity too
+        with pytest.raises(PermissionDeniedError):
+            governor.set_budget("swarm-test", 100, operator=forged)
     assert governor.budget_remaining("swarm-test") == 5

@@ -32,7 +32,7 @@ from infrafabric.coordinator import IFCoordinator
 from infrafabric.coordinator.credentials import PUBLIC_FILE, CredentialAuthority, revoke
 from infrafabric.coordinator.remote import RemoteSwarmClient
 from infrafabric.errors import (
-    AuthenticationError,
+    CredentialError,
     InfraFabricError,
     NotTaskOwnerError,
     PermissionDeniedError,
@@ -174,7 +174,7 @@ async def test_forged_expired_edited_and_wrong_role_credentials_are_refused(cont
     }
     for what, (token, code) in cases.items():
         client = RemoteSwarmClient(control_plane.url, [], credential=token)
-        with pytest.raises(AuthenticationError) as caught:
+        with pytest.raises(CredentialError) as caught:
             await client.start()
         assert caught.value.error_code == code, what
         await client.stop()
@@ -246,7 +246,7 @@ async def test_a_revoked_credential_stops_working_within_a_second_and_others_do_
         while True:
             try:
                 await attacker._call("POST", "/v1/heartbeat")
-            except AuthenticationError as exc:
+            except CredentialError as exc:
                 assert exc.error_code == "IF_ERR_AUTH_REVOKED"
                 break
             assert time.monotonic() < deadline, "revocation not applied within its refresh interval"

@@ -6,6 +6,9 @@ import asyncio
 from decimal import Decimal
 
 import pytest
+
+from infrafabric.coordinator.credentials import Identity
+from infrafabric.errors import PermissionDeniedError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +20,9 @@ from infrafabric.errors import (
     UnknownSwarmError,
 )
 from infrafabric.governor import Capability, IFGovernor, ResourcePolicy, SwarmProfile, update_reputation
+
+
+OPERATOR = Identity("operator", "alice", "test-credential", 0, 2**31)
 
 
 def profile(swarm_id: str, caps: list, cost: float = 2.0, rep: float = 1.0, budget: float = 10.0) -> SwarmProfile:
@@ -159,7 +165,7 @@ def test_unknown_swarm_is_a_clear_error() -> None:
     with pytest.raises(UnknownSwarmError):
         governor.update_reputation("ghost", 0.5)
     with pytest.raises(UnknownSwarmError):
-        governor.reset_circuit_breaker("ghost", operator="ops")
+        governor.reset_circuit_breaker("ghost", operator=OPERATOR)
 
 
 def test_bad_profiles_and_queries_are_refused() -> None:
@@ -201,10 +207,11 @@ def test_reset_is_an_explicit_operator_action() -> None:
     governor.register_swarm(p)
     governor.track_cost("s", "op", 1.5)
     assert p.budget_remaining_exact == Decimal("-0.5")  # the overrun is recorded, not hidden
-    with pytest.raises(ValueError):
-        governor.reset_circuit_breaker("s", operator="")
+    for forged in ("", "alice", Identity("swarm", "s", "j", 0, 2**31)):
+        with pytest.raises(PermissionDeniedError):  # a name is not an identity, nor is a swarm's credential
+            governor.reset_circuit_breaker("s", operator=forged)
     assert governor.find_qualified_swarm(["c"], 5) is None
-    governor.reset_circuit_breaker("s", operator="alice", new_budget=3.0, reason="approved")
+    governor.reset_circuit_breaker("s", operator=OPERATOR, new_budget=3.0, reason="approved")
     assert governor.circuit_breaker_status("s")["state"] == "closed"
     assert p.budget_remaining_exact == Decimal("3.0")
     assert governor.find_qualified_swarm(["c"], 5) == "s"

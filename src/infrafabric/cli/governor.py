@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Optional, TypeVar
 
 import typer
@@ -36,7 +37,7 @@ def _with_governor(kv: Optional[str], action: Callable[[Any], Awaitable[T]]) -> 
 
     try:
         return asyncio.run(run())
-    except (InfraFabricError, ValueError, KeyError) as exc:
+    except (InfraFabricError, ValueError, KeyError, OSError) as exc:
         console.print(f"[red]{getattr(exc, 'error_code', 'IF_ERR')}[/red]: {getattr(exc, 'message', exc)}")
         raise typer.Exit(2) from exc
 
@@ -98,34 +99,52 @@ def budgets(kv: Optional[str] = KV) -> None:
     console.print(table)
 
 
+CredentialOpt = typer.Option(..., "--credential", help="Your operator credential file (coordinator issue-credential "
+                             "--role operator); the action is audited under its name")
+AuthorityOpt = typer.Option(..., "--authority-key", help="The credential authority's public key (PEM)")
+
+
+async def _operator(credential: Path, authority_key: Path, store: Any) -> Any:
+    """The operator identity a credential proves (signature, expiry and revocations checked)."""
+    from infrafabric.coordinator.credentials import CredentialVerifier, load_public_key, read_credential
+
+    return await CredentialVerifier(load_public_key(authority_key), store).verify(read_credential(credential),
+                                                                                   role="operator")
+
+
 @app.command("reset-breaker")
 def reset_breaker(
     swarm_id: str,
-    operator: str = typer.Option(..., help="Who approves the reset (audited)"),
+    credential: Path = CredentialOpt,
+    authority_key: Path = AuthorityOpt,
     budget: Optional[float] = typer.Option(None, help="A fresh budget"),
     reason: str = typer.Option(""),
     kv: Optional[str] = KV,
 ) -> None:
     """Close a swarm's circuit breaker (an audited operator action)."""
+    who: list[Any] = []
 
     async def action(governor: Any) -> None:
-        governor.reset_circuit_breaker(swarm_id, operator=operator, new_budget=budget, reason=reason)
+        who.append(await _operator(credential, authority_key, governor.kv))
+        governor.reset_circuit_breaker(swarm_id, operator=who[0], new_budget=budget, reason=reason)
 
     _with_governor(kv, action)
-    console.print(f"breaker of {swarm_id} reset by {operator}")
+    console.print(f"breaker of {swarm_id} reset by {who[0]}")
 
 
 @app.command("set-budget")
 def set_budget(
     swarm_id: str,
     amount: float,
-    operator: str = typer.Option(..., help="Who sets the budget (audited)"),
+    credential: Path = CredentialOpt,
+    authority_key: Path = AuthorityOpt,
     kv: Optional[str] = KV,
 ) -> None:
     """Give a swarm a new budget (an audited operator action)."""
 
     async def action(governor: Any) -> None:
-        governor.set_budget(swarm_id, amount, operator=operator)
+        governor.set_budget(swarm_id, amount, operator=await _operator(credential, authority_key,
+                                                                       governor.kv))
 
     _with_governor(kv, action)
     console.print(f"budget of {swarm_id} set to {amount}")

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from backends.kv import KeyValueStore
-from infrafabric.errors import AuthenticationError, PermissionDeniedError, ValidationError
+from infrafabric.errors import CredentialError, PermissionDeniedError, ValidationError
 from infrafabric.ids import validate_swarm_id
 
 Role = Literal["swarm", "operator"]
@@ -65,11 +65,11 @@ class CredentialAuthority:
         private = directory / PRIVATE_FILE
         if private.exists():
             if private.stat().st_mode & 0o077:
-                raise AuthenticationError(f"{private} is readable by group or others; chmod 600 it",
+                raise CredentialError(f"{private} is readable by group or others; chmod 600 it",
                                           error_code="IF_ERR_AUTH_KEY_UNSAFE")
             key = serialization.load_pem_private_key(private.read_bytes(), password=None)
             if not isinstance(key, Ed25519PrivateKey):
-                raise AuthenticationError(f"{private} is not an Ed25519 key", error_code="IF_ERR_AUTH_KEY_UNSAFE")
+                raise CredentialError(f"{private} is not an Ed25519 key", error_code="IF_ERR_AUTH_KEY_UNSAFE")
             return cls(key)
         key = Ed25519PrivateKey.generate()
         fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -104,7 +104,7 @@ def public_pem(key: Ed25519PublicKey) -> bytes:
 def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
     key = serialization.load_pem_public_key(Path(path).read_bytes())
     if not isinstance(key, Ed25519PublicKey):
-        raise AuthenticationError(f"{path} is not an Ed25519 public key", error_code="IF_ERR_AUTH_KEY_UNSAFE")
+        raise CredentialError(f"{path} is not an Ed25519 public key", error_code="IF_ERR_AUTH_KEY_UNSAFE")
     return key
 
 
@@ -112,7 +112,7 @@ def read_credential(path: str | os.PathLike[str]) -> str:
     """A credential file (what ``coordinator issue-credential`` wrote): refused if others can read it."""
     file = Path(path)
     if file.stat().st_mode & 0o077:
-        raise AuthenticationError(f"{file} is readable by group or others; chmod 600 it",
+        raise CredentialError(f"{file} is readable by group or others; chmod 600 it",
                                   error_code="IF_ERR_AUTH_KEY_UNSAFE")
     return file.read_text().strip()
 
@@ -141,26 +141,26 @@ class CredentialVerifier:
     def decode(self, token: object) -> Identity:
         """Signature, issuer, audience, times and shape; no revocation check (see ``verify``)."""
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
-            raise AuthenticationError("missing or oversized credential")
+            raise CredentialError("missing or oversized credential")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token, self.public_key, algorithms=["EdDSA"], audience=AUDIENCE, issuer=ISSUER,
                 options={"require": ["exp", "iat", "sub", "jti", "nbf"]})
         except jwt.ExpiredSignatureError:
-            raise AuthenticationError("credential expired", error_code="IF_ERR_AUTH_EXPIRED") from None
+            raise CredentialError("credential expired", error_code="IF_ERR_AUTH_EXPIRED") from None
         except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
-            raise AuthenticationError(f"invalid credential: {exc}") from None
+            raise CredentialError(f"invalid credential: {exc}") from None
         role, name, jti = claims.get("role"), claims.get("sub"), claims.get("jti")
         if role not in ROLES or not isinstance(name, str) or not isinstance(jti, str):
-            raise AuthenticationError("invalid credential: role, subject or id missing")
+            raise CredentialError("invalid credential: role, subject or id missing")
         if role == "swarm":
             try:
                 validate_swarm_id(name)
             except ValidationError:
-                raise AuthenticationError("invalid credential: subject is not a swarm id") from None
+                raise CredentialError("invalid credential: subject is not a swarm id") from None
         issued_ms = claims.get("issued_ms")
         if type(issued_ms) is not int:
-            raise AuthenticationError("invalid credential: issued_ms missing")
+            raise CredentialError("invalid credential: issued_ms missing")
         return Identity(role, name, jti, issued_ms, int(claims["exp"]))
 
     async def verify(self, token: object, role: Role | None = None) -> Identity:
@@ -170,7 +170,7 @@ class CredentialVerifier:
         await self._refresh()
         if identity.jti in self._revoked_jti or \
                 identity.issued_ms <= self._revoked_before.get(f"{identity.role}:{identity.name}", -1):
-            raise AuthenticationError("credential revoked", error_code="IF_ERR_AUTH_REVOKED")
+            raise CredentialError("credential revoked", error_code="IF_ERR_AUTH_REVOKED")
         return identity
 
     async def _refresh(self) -> None:

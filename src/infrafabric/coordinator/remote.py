@@ -16,7 +16,7 @@ import httpx
 
 from infrafabric.coordinator.credentials import read_credential
 from infrafabric.errors import (
-    AuthenticationError,
+    CredentialError,
     InfraFabricError,
     NotTaskOwnerError,
     PermissionDeniedError,
@@ -27,8 +27,8 @@ from infrafabric.errors import (
 )
 
 _ERRORS: dict[str, type[InfraFabricError]] = {
-    "IF_ERR_AUTH_INVALID": AuthenticationError, "IF_ERR_AUTH_EXPIRED": AuthenticationError,
-    "IF_ERR_AUTH_REVOKED": AuthenticationError, "IF_ERR_FORBIDDEN": PermissionDeniedError,
+    "IF_ERR_AUTH_INVALID": CredentialError, "IF_ERR_AUTH_EXPIRED": CredentialError,
+    "IF_ERR_AUTH_REVOKED": CredentialError, "IF_ERR_FORBIDDEN": PermissionDeniedError,
     "IF_ERR_NOT_OWNER": NotTaskOwnerError, "IF_ERR_STALE_CLAIM": StaleClaimError,
     "IF_ERR_SWARM_ALREADY_CONNECTED": SwarmAlreadyConnectedError, "IF_ERR_QUEUE_FULL": SwarmQueueFullError,
 }

@@ -45,7 +45,7 @@ from infrafabric.coordinator.coordinator import IFCoordinator
 from infrafabric.coordinator.core import Claim
 from infrafabric.coordinator.credentials import CredentialVerifier, Identity
 from infrafabric.errors import (
-    AuthenticationError,
+    CredentialError,
     InfraFabricError,
     NotTaskOwnerError,
     PermissionDeniedError,
@@ -95,7 +95,7 @@ class SwarmGateway:
     async def identify(self, authorization: str | None) -> Identity:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
-            raise AuthenticationError("a swarm credential is required (Authorization: Bearer ...)")
+            raise CredentialError("a swarm credential is required (Authorization: Bearer ...)")
         return await self.verifier.verify(token.strip(), role="swarm")
 
     def session_of(self, identity: Identity, session_id: str | None) -> Session:

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from backends.kv import KeyValueStore
 from infrafabric import audit as audit_log
 from infrafabric.coordinator import keys
-from infrafabric.errors import InfraFabricError, UnknownSwarmError, ValidationError
+from infrafabric.coordinator.credentials import Identity
+from infrafabric.errors import InfraFabricError, PermissionDeniedError, UnknownSwarmError, ValidationError
 from infrafabric.governor.capability import Capability, parse_capabilities
 from infrafabric.governor.index import CapabilityIndex, base_score
 from infrafabric.governor.money import to_money
@@ -89,9 +90,11 @@ class IFGovernor:
         self._accounts: dict[str, _Account] = {}
         self._breakers: dict[str, _Breaker] = {}
         self._reputation: dict[str, float] = {}
+        self.load_problems: list[tuple[str, str]] = []  # (key, why) of records load() could not read
         self._index = CapabilityIndex()
         self._audit = audit
         store = kv if kv is not None else (coordinator.kv if coordinator is not None else None)
+        self.kv: KeyValueStore | None = store  # where its state (and the credential revocations) live
         self._store = StatePersister(store) if store is not None else None
         _live_governors.add(self)
 
@@ -330,31 +333,39 @@ class IFGovernor:
                 return
             loop.create_task(self._escalate_to_human(swarm_id, {"reason": reason}, f"circuit breaker: {reason}"))
 
-    def reset_circuit_breaker(self, swarm_id: str, *, operator: str, new_budget: float | None = None,
+    @staticmethod
+    def _operator(operator: object, action: str) -> Identity:
+        """Operator actions take a verified operator identity (``credentials.CredentialVerifier``), never a
+        name a caller types: a swarm that could pass ``operator="ops"`` could raise its own budget."""
+        if not isinstance(operator, Identity) or operator.role != "operator":
+            raise PermissionDeniedError(f"{action} needs an operator identity verified from an operator credential")
+        return operator
+
+    def reset_circuit_breaker(self, swarm_id: str, *, operator: Identity, new_budget: float | None = None,
                               reason: str = "") -> None:
-        """Operator action: close the breaker (optionally with a fresh budget). Audited."""
+        """Operator action: close the breaker (optionally with a fresh budget). Audited with who did it."""
         self._profile(swarm_id)
-        if not isinstance(operator, str) or not operator.strip():
-            raise ValidationError("reset_circuit_breaker requires the operator's identity")
+        who = self._operator(operator, "reset_circuit_breaker")
         budget = to_money(new_budget, "new_budget") if new_budget is not None else None
         if budget is not None:
             self._accounts[swarm_id] = _Account(budget)
             self._persist_budget(swarm_id)
         self._breakers[swarm_id] = _Breaker()
         self._persist_breaker(swarm_id)
-        self._log("circuit_breaker_reset", {"swarm_id": swarm_id, "operator": operator, "reason": reason,
+        self._log("circuit_breaker_reset", {"swarm_id": swarm_id, "operator": who.name, "credential": who.jti,
+                                            "reason": reason,
                                             "new_budget": str(budget) if budget is not None else None}, "WARN")
 
-    def set_budget(self, swarm_id: str, amount: float, *, operator: str) -> None:
-        """Operator action: set a new budget (spending starts again from zero). Audited."""
+    def set_budget(self, swarm_id: str, amount: float, *, operator: Identity) -> None:
+        """Operator action: set a new budget (spending starts again from zero). Audited with who did it."""
         self._profile(swarm_id)
-        if not isinstance(operator, str) or not operator.strip():
-            raise ValidationError("set_budget requires the operator's identity")
+        who = self._operator(operator, "set_budget")
         budget = to_money(amount, "budget")
         old = self._accounts[swarm_id].remaining
         self._accounts[swarm_id] = _Account(budget)
         self._persist_budget(swarm_id)
-        self._log("budget_set", {"swarm_id": swarm_id, "operator": operator, "old_remaining": str(old),
+        self._log("budget_set", {"swarm_id": swarm_id, "operator": who.name, "credential": who.jti,
+                                 "old_remaining": str(old),
                                  "budget": str(budget)}, "WARN")
 
     def update_reputation(self, swarm_id: str, reputation: float) -> None:
@@ -381,24 +392,42 @@ class IFGovernor:
         budgets = await self._store.load_prefix("/governor/budgets/")
         breakers = await self._store.load_prefix("/governor/breakers/")
         count = 0
+        self.load_problems.clear()
         for key, record in profiles.items():
             if not key.endswith("/profile"):
                 continue
-            profile = SwarmProfile.from_record(record)
+            try:
+                profile = SwarmProfile.from_record(record)
+                if keys.profile_key(profile.swarm_id) != key:
+                    raise ValueError(f"the record names swarm {profile.swarm_id!r}, not the one its key names")
+            except Exception as exc:  # noqa: BLE001 - any damage: report the record, start without it
+                self._unreadable(key, exc)
+                continue
             swarm_id = profile.swarm_id
             budget = budgets.get(_budget_key(swarm_id))
-            self._accounts[swarm_id] = (
-                _Account(Decimal(budget["budget"]), Decimal(budget["spent"])) if budget
-                else _Account(profile.initial_budget)
-            )
-            self._breakers[swarm_id] = _Breaker(**breakers[_breaker_key(swarm_id)]) \
-                if _breaker_key(swarm_id) in breakers else _Breaker()
+            breaker = breakers.get(_breaker_key(swarm_id))
+            try:
+                account = _Account(to_money(budget["budget"], "budget"), to_money(budget["spent"], "spent")) \
+                    if budget is not None else _Account(profile.initial_budget)
+                state = _Breaker(**breaker) if breaker is not None else _Breaker()
+                if state.state not in (OPEN, CLOSED):
+                    raise ValueError(f"breaker state {state.state!r}")
+            except Exception as exc:  # noqa: BLE001 - fail closed: a swarm whose ledger is unreadable
+                self._unreadable(_budget_key(swarm_id) if budget is not None else _breaker_key(swarm_id), exc)
+                account = _Account(Decimal(0), Decimal(0))  # cannot spend until an operator sets a budget
+                state = _Breaker(OPEN, "ledger record unreadable: an operator must set a budget", 0)
+            self._accounts[swarm_id] = account
+            self._breakers[swarm_id] = state
             self._reputation[swarm_id] = profile.reputation_score
             profile._governor = self
             self.swarm_registry[swarm_id] = profile
             self._reindex(swarm_id)
             count += 1
         return count
+
+    def _unreadable(self, key: str, exc: BaseException) -> None:
+        self.load_problems.append((key, f"{type(exc).__name__}: {exc}"))
+        self._log("governor_record_unreadable", {"key": key, "error": f"{type(exc).__name__}: {exc}"[:500]}, "HIGH")
 
     async def close(self) -> None:
         await self.flush()

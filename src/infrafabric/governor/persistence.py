@@ -12,6 +12,7 @@ import asyncio
 import json
 from typing import Any
 
+from backends.jsonsafe import loads_bounded
 from backends.kv import KeyValueStore, SyncKV
 from backends.kv.memory import MemoryKV
 
@@ -72,7 +73,15 @@ class StatePersister:
             raise self.errors[0]
 
     async def load_prefix(self, prefix: str) -> dict[str, Any]:
-        return {kv.key: json.loads(kv.value) for kv in await self.kv.get_prefix(prefix)}
+        """Records under ``prefix``; one that is not JSON is returned as the ``ValueError`` that says why
+        (the governor reports it and starts without it, rather than refusing to start)."""
+        records: dict[str, Any] = {}
+        for kv in await self.kv.get_prefix(prefix):
+            try:
+                records[kv.key] = loads_bounded(kv.value)
+            except ValueError as exc:
+                records[kv.key] = exc
+        return records
 
     def close(self) -> None:
         if self._blocking is not None:
