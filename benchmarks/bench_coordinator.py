@@ -317,6 +317,110 @@ def memory_per_swarm(n: int = 5000) -> float:
     return asyncio.run(go())
 
 
+class SwarmAPIProcess:
+    """``infrafabric coordinator serve --listen`` in its own process (as deployed), with a credential authority."""
+
+    def __init__(self, kv_url: str, bus_url: str) -> None:
+        import os
+        import subprocess
+        import sys
+        import tempfile
+
+        from backends.servers.ports import free_port
+        from infrafabric.coordinator.credentials import PUBLIC_FILE, CredentialAuthority
+
+        self.dir = tempfile.mkdtemp(prefix="bench-swarm-api-")
+        self.authority = CredentialAuthority.load_or_create(f"{self.dir}/authority")
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "INFRAFABRIC_WITNESS_URL": "memory://", "INFRAFABRIC_HOME": self.dir}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from infrafabric.cli.main import app; app()", "coordinator", "serve",
+             "--kv", kv_url, "--bus", bus_url, "--listen", f"127.0.0.1:{port}",
+             "--authority-key", f"{self.dir}/authority/{PUBLIC_FILE}"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        assert self.proc.stdout is not None
+        while "swarm API on" not in (line := self.proc.stdout.readline()):
+            if not line:
+                raise RuntimeError("coordinator serve did not start")
+
+    def stop(self) -> None:
+        import shutil
+
+        self.proc.terminate()
+        self.proc.wait(30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def swarm_throughput(platform: IFCoordinator, swarm: Any, n: int, batch: int) -> float:
+    """Tasks pushed by the platform in batches, received by a swarm, claimed and completed in batches."""
+    settle_heap()
+    run = uuid.uuid4().hex[:6]
+    done = 0
+
+    async def consume() -> None:
+        nonlocal done
+        while done < n:
+            tasks = [await swarm.next_task(30)]
+            while len(tasks) < batch and not swarm.tasks.empty():
+                tasks.append(swarm.tasks.get_nowait())
+            ids = [t["id"] for t in tasks]
+            claims = await swarm.claim_many(ids)
+            assert all(claims)
+            if hasattr(swarm, "complete_many"):
+                outcomes = await swarm.complete_many({t: None for t in ids})
+                assert all(isinstance(v, int) for v in outcomes.values())
+            else:
+                await asyncio.gather(*(swarm.complete(c.task_id, None, c) for c in claims))
+            done += len(ids)
+
+    t0 = time.perf_counter()
+    consumer = asyncio.create_task(consume())
+    for start in range(0, n, batch):
+        await platform.push_tasks_to_swarm(swarm.swarm_id, [{"id": f"st-{run}-{i}"} for i in range(start, start + batch)])
+    await consumer
+    return n / (time.perf_counter() - t0)
+
+
+async def gateway_rows(etcd_url: str, bus_url: str) -> list[dict[str, Any]]:
+    """The cost of a swarm working through the coordinator service instead of on the engines directly."""
+    from infrafabric.coordinator.client import SwarmClient
+    from infrafabric.coordinator.remote import RemoteSwarmClient
+
+    rows: list[dict[str, Any]] = []
+    api = SwarmAPIProcess(etcd_url, bus_url)
+    try:
+        platform = IFCoordinator(kv_url=etcd_url, bus_url=bus_url, audit=None)
+        async with platform:
+            remote = await RemoteSwarmClient(api.url, [], credential=api.authority.issue(
+                "swarm", f"gw-{uuid.uuid4().hex[:6]}")).start()
+            direct = await SwarmClient(f"direct-{uuid.uuid4().hex[:6]}", [], kv_url=etcd_url, bus_url=bus_url).start()
+            direct.core._audit = None  # the service side audits into a memory witness; the direct side not at all
+            run = uuid.uuid4().hex[:6]
+
+            async def claim_remote(i: int) -> None:
+                assert await remote.claim(f"gr-{run}-{i}")
+
+            async def claim_direct(i: int) -> None:
+                assert await direct.claim(f"gd-{run}-{i}")
+
+            pair = await Pair().run(3000, claim_remote, claim_direct)
+            rows.append(row("claim p99 through the coordinator service (etcd)", us(pair.ours, 99), "µs",
+                            "the same claim on etcd directly, p99", us(pair.raw, 99), "<= 1.3x direct",
+                            us(pair.ours, 99) <= 1.3 * us(pair.raw, 99), p50=us(pair.ours, 50),
+                            raw_p50=us(pair.raw, 50)))
+            tp_direct = await swarm_throughput(platform, direct, 20_000, 500)
+            tp_remote = await swarm_throughput(platform, remote, 20_000, 500)
+            rows.append(row("tasks/s pushed, claimed and completed in batches of 500 through the service",
+                            tp_remote, "tasks/s", "the same swarm on etcd + NATS directly", tp_direct,
+                            ">= 1/1.3 of direct", tp_remote >= tp_direct / 1.3))
+            await remote.stop()
+            await direct.stop()
+    finally:
+        api.stop()
+    return rows
+
+
 def us(values: list[float], q: int) -> float:
     return pct(values, q) * 1e6
 
@@ -391,6 +495,7 @@ def run() -> list[dict[str, Any]]:
                 raw_reg = await raw_register_many(etcd.endpoint, 10_000)
                 rows.append(row("10,000 swarms registered, etcd + NATS", reg, "s", "raw etcd puts", raw_reg,
                                 "< 10 s", reg < 10))
+                rows.extend(await gateway_rows(etcd.url, nats_server.url))
                 gang = await gang_up(coord, 200)
                 raw_g = await raw_gang_up_floor(etcd.endpoint, nats_server.url, 200)
                 rows.append(row("gang-up detect -> team told, etcd + NATS, p99", us(gang, 99) / 1000, "ms",

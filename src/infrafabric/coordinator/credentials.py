@@ -35,6 +35,7 @@ DEFAULT_TTL = 3600
 MAX_TTL = 30 * 24 * 3600
 REVOKED_PREFIX = "/auth/revoked/"
 MAX_TOKEN_CHARS = 4096
+VERIFIED_CACHE = 10_000  # tokens remembered after a successful signature check
 
 
 @dataclass(frozen=True)
@@ -137,11 +138,28 @@ class CredentialVerifier:
         self._revoked_jti: set[str] = set()
         self._revoked_before: dict[str, int] = {}  # "role:name" -> tokens issued at or before (ms) are revoked
         self._read_at = float("-inf")
+        self._verified: dict[str, Identity] = {}
 
     def decode(self, token: object) -> Identity:
-        """Signature, issuer, audience, times and shape; no revocation check (see ``verify``)."""
+        """Signature, issuer, audience, times and shape; no revocation check (see ``verify``).
+
+        A token verified once is remembered until it expires (a signature check costs more than the rest
+        of a claim's work in the service); expiry and revocation are still checked on every call."""
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
             raise CredentialError("missing or oversized credential")
+        known = self._verified.get(token)
+        if known is not None:
+            if known.expires_at <= time.time():
+                del self._verified[token]
+                raise CredentialError("credential expired", error_code="IF_ERR_AUTH_EXPIRED")
+            return known
+        identity = self._decode(token)
+        if len(self._verified) >= VERIFIED_CACHE:
+            self._verified.clear()  # bounded: forged tokens never enter it, genuine ones are re-verified once
+        self._verified[token] = identity
+        return identity
+
+    def _decode(self, token: str) -> Identity:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token, self.public_key, algorithms=["EdDSA"], audience=AUDIENCE, issuer=ISSUER,

@@ -3,17 +3,21 @@
 It speaks to the coordinator service (``service.py``) over HTTP(S); it never sees an engine URL, a
 lease or a fencing token. Pushed tasks arrive by long-polling the inbox, which is also the session's
 heartbeat: if the process dies, the service stops hearing from it and its claims expire with its lease.
-The transport is pluggable as in httpx (tests run the service in process with ``httpx.ASGITransport``).
+Requests go through a small pooled HTTP/1.1 client (``http1.py``, see there why); an httpx transport can
+be given instead (tests run the service in process with ``httpx.ASGITransport``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json as _json
 import os
+import ssl
 from typing import Any, NamedTuple
 
 import httpx
 
+from infrafabric.coordinator.http1 import HTTPError, Http1Pool
 from infrafabric.coordinator.credentials import read_credential
 from infrafabric.errors import (
     CredentialError,
@@ -42,16 +46,34 @@ class RemoteClaim(NamedTuple):
     revision: int
 
 
-def raise_for_envelope(response: httpx.Response) -> None:
-    if response.status_code < 400:
+def raise_for_envelope(status: int, body: bytes) -> None:
+    if status < 400:
         return
     try:
-        error = response.json()["error"]
+        error = _json.loads(body)["error"]
         code, message = str(error["code"]), str(error["message"])
     except (ValueError, KeyError, TypeError):
-        code, message = "IF_ERR_UNAVAILABLE", f"coordinator answered {response.status_code}"
-    cls = _ERRORS.get(code) or (ValidationError if response.status_code == 400 else InfraFabricError)
+        code, message = "IF_ERR_UNAVAILABLE", f"coordinator answered {status}"
+    cls = _ERRORS.get(code) or (ValidationError if status == 400 else InfraFabricError)
     raise cls(message, error_code=code)
+
+
+class _HttpxTransport:
+    """The same request shape over an httpx transport (in-process tests: ``httpx.ASGITransport``)."""
+
+    def __init__(self, base_url: str, transport: httpx.AsyncBaseTransport, headers: dict[str, str],
+                 timeout: float) -> None:
+        self._client = httpx.AsyncClient(base_url=base_url, transport=transport, headers=headers, timeout=timeout)
+
+    async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, json_body: Any = None,
+                      content: bytes | None = None, headers: dict[str, str] | None = None,
+                      timeout: float | None = None) -> tuple[int, bytes]:
+        response = await self._client.request(method, path, params=params, json=json_body, content=content,
+                                              headers=headers, timeout=timeout)
+        return response.status_code, response.content
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
 
 class RemoteSwarmClient:
@@ -70,19 +92,26 @@ class RemoteSwarmClient:
         self.swarm_id: str | None = None
         self._session: str | None = None
         self._poll_wait = poll_wait
-        self._http = httpx.AsyncClient(
-            base_url=service_url, transport=transport, verify=ca_file if ca_file else True,
-            headers={"Authorization": f"Bearer {credential}"},
-            timeout=httpx.Timeout(timeout, read=timeout + poll_wait))
+        headers = {"Authorization": f"Bearer {credential}"}
+        self._timeout = timeout
+        self._http: Http1Pool | _HttpxTransport = _HttpxTransport(service_url, transport, headers, timeout) \
+            if transport is not None else Http1Pool(
+                service_url, headers=headers, timeout=timeout,
+                ssl_context=ssl.create_default_context(cafile=ca_file) if ca_file else None)
         self.tasks: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=queue_maxsize)
         self._poller: asyncio.Task[None] | None = None
         self.error: BaseException | None = None
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _call(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
+                    content: bytes | None = None, timeout: float | None = None) -> Any:
         headers = {"X-Session": self._session} if self._session else {}
-        response = await self._http.request(method, path, headers=headers, **kwargs)
-        raise_for_envelope(response)
-        return response.json()
+        try:
+            status, body = await self._http.request(method, path, params=params, json_body=json, content=content,
+                                                    headers=headers, timeout=timeout)
+        except (HTTPError, httpx.HTTPError) as exc:
+            raise InfraFabricError(f"coordinator service unreachable: {exc}", error_code="IF_ERR_UNAVAILABLE") from None
+        raise_for_envelope(status, body)
+        return _json.loads(body)
 
     async def start(self) -> "RemoteSwarmClient":
         answer = await self._call("POST", "/v1/session", json={"capabilities": self.capabilities})
@@ -100,7 +129,8 @@ class RemoteSwarmClient:
                     await self._call("POST", "/v1/heartbeat")
                     await asyncio.sleep(self._poll_wait)
                     continue
-                answer = await self._call("GET", "/v1/inbox", params={"wait": self._poll_wait, "max": min(room, 1000)})
+                answer = await self._call("GET", "/v1/inbox", params={"wait": self._poll_wait, "max": min(room, 1000)},
+                                          timeout=self._timeout + self._poll_wait)
                 for task in answer["tasks"]:
                     self.tasks.put_nowait(task)
         except asyncio.CancelledError:
@@ -134,6 +164,17 @@ class RemoteSwarmClient:
 
     async def complete(self, task_id: str, result: Any = None, claim: RemoteClaim | None = None) -> int:
         return int((await self._call("POST", "/v1/complete", json={"task_id": task_id, "result": result}))["revision"])
+
+    async def complete_many(self, results: dict[str, Any]) -> dict[str, int | InfraFabricError]:
+        """Complete several claimed tasks in one request: task id -> revision, or the error for that task."""
+        answer = await self._call("POST", "/v1/complete", json={
+            "results": [{"task_id": t, "result": r} for t, r in results.items()]})
+        out: dict[str, int | InfraFabricError] = {}
+        for item in answer["outcomes"]:
+            error = item.get("error")
+            out[item["task_id"]] = int(item["revision"]) if error is None else \
+                (_ERRORS.get(error["code"]) or InfraFabricError)(error["message"], error_code=error["code"])
+        return out
 
     async def progress(self, task_id: str, progress: Any, claim: RemoteClaim | None = None) -> int:
         return int((await self._call("POST", "/v1/progress",

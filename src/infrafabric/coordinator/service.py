@@ -16,7 +16,8 @@ Routes (JSON; ``Authorization: Bearer <credential>``; after ``POST /v1/session``
 ``POST /v1/heartbeat``     keep the session (and its claims) alive without polling
 ``POST /v1/claims``        ``{"task_ids": [...]}`` → ``{"claims": [{"task_id", "won", "revision"}]}``
 ``POST /v1/progress``      ``{"task_id", "progress"}`` fenced by this swarm's claim
-``POST /v1/complete``      ``{"task_id", "result"}`` fenced by this swarm's claim
+``POST /v1/complete``      ``{"task_id", "result"}`` fenced by this swarm's claim, or
+                           ``{"results": [{"task_id", "result"}, ...]}`` → one outcome per task
 ``POST /v1/blockers``      ``{"blocker_info": {...}}``: the event names the caller, never another swarm
 =========================  =================================================================
 
@@ -325,7 +326,22 @@ async def _claims(gateway: SwarmGateway, request: Request, identity: Identity) -
 async def _complete(gateway: SwarmGateway, request: Request, identity: Identity) -> Any:
     session = _session(gateway, request, identity)
     body = await _body(request)
-    return {"revision": await gateway.complete(session, body.get("task_id"), body.get("result"))}  # type: ignore[arg-type]
+    if "results" not in body:
+        return {"revision": await gateway.complete(session, body.get("task_id"), body.get("result"))}  # type: ignore[arg-type]
+    results = body["results"]
+    if not isinstance(results, list) or not 1 <= len(results) <= MAX_BATCH or \
+            not all(isinstance(r, dict) for r in results):
+        raise ValidationError(f"results must be a list of 1 to {MAX_BATCH} objects")
+    validate_task_ids([r.get("task_id") for r in results])
+
+    async def one(item: dict[str, Any]) -> dict[str, Any]:  # each its own fenced write, all sent at once
+        try:
+            return {"task_id": item["task_id"],
+                    "revision": await gateway.complete(session, item["task_id"], item.get("result"))}
+        except InfraFabricError as exc:
+            return {"task_id": item["task_id"], "error": {"code": exc.error_code, "message": exc.message}}
+
+    return {"outcomes": await asyncio.gather(*(one(r) for r in results))}
 
 
 async def _progress(gateway: SwarmGateway, request: Request, identity: Identity) -> Any:

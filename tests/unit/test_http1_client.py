@@ -1,0 +1,106 @@
+"""The swarm side's small HTTP/1.1 client (``coordinator/http1.py``) against servers that misbehave."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from infrafabric.coordinator.http1 import HTTPError, Http1Pool
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _serve(handler: Handler) -> tuple[asyncio.base_events.Server, str]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}"
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head + (await reader.readexactly(length) if length else b"")
+
+
+async def test_keep_alive_reuses_one_connection_and_sends_json() -> None:
+    connections = 0
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                seen.append(await _read_request(reader))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            writer.close()
+
+    server, url = await _serve(handler)
+    pool = Http1Pool(url, headers={"Authorization": "Bearer x"})
+    for i in range(5):
+        assert await pool.request("POST", "/v1/claims", json_body={"i": i}, params={"a": "b c"}) == (200, b"ok")
+    await pool.aclose()
+    server.close()
+    assert connections == 1
+    assert seen[0].startswith(b"POST /v1/claims?a=b+c HTTP/1.1") and b'{"i":0}' in seen[0]
+    assert b"Authorization: Bearer x" in seen[0]
+
+
+@pytest.mark.parametrize("answer", [
+    b"",  # closed before answering
+    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",  # cut inside the body
+    b"garbage\r\n\r\n",  # not HTTP
+])
+async def test_a_broken_answer_is_an_http_error_and_the_connection_is_not_reused(answer: bytes) -> None:
+    calls = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal calls
+        calls += 1
+        await _read_request(reader)
+        if calls == 1:
+            writer.write(answer)
+        else:
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server, url = await _serve(handler)
+    pool = Http1Pool(url)
+    with pytest.raises(HTTPError):
+        await pool.request("GET", "/")
+    assert await pool.request("GET", "/") == (204, b"")  # a fresh connection
+    await pool.aclose()
+    server.close()
+
+
+async def test_a_server_that_never_answers_times_out() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        await asyncio.sleep(30)
+
+    server, url = await _serve(handler)
+    pool = Http1Pool(url, timeout=0.2)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(HTTPError):
+        await pool.request("GET", "/")
+    assert loop.time() - started < 2
+    await pool.aclose()
+    server.close()
+
+
+async def test_refused_connections_and_bad_urls_are_clear_errors() -> None:
+    from backends.servers.ports import free_port
+
+    with pytest.raises(HTTPError):
+        await Http1Pool(f"http://127.0.0.1:{free_port()}").request("GET", "/")
+    with pytest.raises(ValueError):
+        Http1Pool("ftp://example")
