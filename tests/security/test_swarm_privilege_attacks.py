@@ -274,7 +274,7 @@ async def test_a_silent_swarms_claims_expire_and_go_to_another(control_plane, pl
         assert await other.claim(task_id) is not None
         with pytest.raises(InfraFabricError) as caught:  # the silent swarm's session is gone
             await crashed.complete(task_id, {"late": True})
-        assert caught.value.error_code == "IF_ERR_NO_SESSION"
+        assert caught.value.error_code == "IF_ERR_NO_SESSION", caught.value.message
         crashed._session = None
         await crashed.stop()
 

@@ -104,3 +104,25 @@ async def test_refused_connections_and_bad_urls_are_clear_errors() -> None:
         await Http1Pool(f"http://127.0.0.1:{free_port()}").request("GET", "/")
     with pytest.raises(ValueError):
         Http1Pool("ftp://example")
+
+
+async def test_a_kept_alive_connection_the_server_closed_is_replaced_not_reported() -> None:
+    """The server answers, then closes the idle connection (a keep-alive timeout): the next request must
+    go on a new connection, once, instead of failing."""
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()  # no "Connection: close": the client believes it may keep the connection
+
+    server, url = await _serve(handler)
+    pool = Http1Pool(url)
+    for _ in range(3):
+        assert await pool.request("POST", "/x", json_body={}) == (200, b"ok")
+    await pool.aclose()
+    server.close()
+    assert connections == 3

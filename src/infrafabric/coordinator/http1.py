@@ -20,6 +20,9 @@ from urllib.parse import urlencode, urlsplit
 import h11
 
 _MAX_BODY = 64 << 20
+# Idle connections are dropped before servers drop them (uvicorn closes idle keep-alive connections after 5 s):
+# a request written on a connection the server is closing gets no answer.
+IDLE_SECONDS = 4.0
 
 
 class HTTPError(ConnectionError):
@@ -27,11 +30,16 @@ class HTTPError(ConnectionError):
 
 
 class _Connection:
-    __slots__ = ("reader", "writer", "h11")
+    __slots__ = ("reader", "writer", "h11", "idle_since", "answered")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
         self.h11 = h11.Connection(h11.CLIENT)
+        self.idle_since = 0.0
+        self.answered = False  # whether any byte of an answer arrived on it (for the stale keep-alive retry)
+
+    def usable(self, now: float) -> bool:
+        return not self.reader.at_eof() and not self.writer.is_closing() and now - self.idle_since < IDLE_SECONDS
 
     def close(self) -> None:
         self.writer.close()
@@ -69,27 +77,45 @@ class Http1Pool:
                 ("Content-Length", str(len(body)))]
         if body:
             head.append(("Content-Type", "application/json"))
+        loop = asyncio.get_running_loop()
         async with self._slots:
-            conn = self._idle.pop() if self._idle else None
-            try:
-                if conn is None:
-                    conn = await asyncio.wait_for(self._connect(), self.timeout)
-                status, data = await asyncio.wait_for(self._exchange(conn, method, target, head, body),
-                                                      timeout if timeout is not None else self.timeout)
-            except (OSError, asyncio.TimeoutError, h11.ProtocolError, asyncio.IncompleteReadError) as exc:
-                if conn is not None:
+            for attempt in (0, 1):
+                conn = self._idle_connection(loop.time())
+                reused = conn is not None
+                try:
+                    if conn is None:
+                        conn = await asyncio.wait_for(self._connect(), self.timeout)
+                    status, data = await asyncio.wait_for(self._exchange(conn, method, target, head, body),
+                                                          timeout if timeout is not None else self.timeout)
+                except (OSError, asyncio.TimeoutError, h11.ProtocolError, asyncio.IncompleteReadError) as exc:
+                    if conn is not None:
+                        conn.close()
+                    # a kept-alive connection the server closed before reading our request: nothing was done,
+                    # so the request goes once more on a fresh connection
+                    if attempt == 0 and reused and conn is not None and not conn.answered \
+                            and not isinstance(exc, asyncio.TimeoutError):
+                        continue
+                    raise HTTPError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+                except BaseException:
+                    if conn is not None:
+                        conn.close()
+                    raise
+                if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE and not self._closed:
+                    conn.h11.start_next_cycle()
+                    conn.idle_since, conn.answered = loop.time(), False
+                    self._idle.append(conn)
+                else:
                     conn.close()
-                raise HTTPError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
-            except BaseException:
-                if conn is not None:
-                    conn.close()
-                raise
-            if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE and not self._closed:
-                conn.h11.start_next_cycle()
-                self._idle.append(conn)
-            else:
-                conn.close()
-            return status, data
+                return status, data
+        raise AssertionError("unreachable")
+
+    def _idle_connection(self, now: float) -> _Connection | None:
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.usable(now):
+                return conn
+            conn.close()
+        return None
 
     async def _connect(self) -> _Connection:
         reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self.ssl,
@@ -110,6 +136,8 @@ class Http1Pool:
             event = conn.h11.next_event()
             if event is h11.NEED_DATA:
                 data = await conn.reader.read(65536)
+                if data:
+                    conn.answered = True
                 conn.h11.receive_data(data)  # b"" is end of stream: h11 raises if the answer was cut
                 continue
             if isinstance(event, h11.Response):
