@@ -41,6 +41,12 @@ class AuthenticationError(BackendError):
     error_code = "BACKEND_AUTH_FAILED"
 
 
+class UntrustedServerError(BackendError):
+    """The engine's TLS certificate is not signed by the CA the client was given (or no CA was given)."""
+
+    error_code = "BACKEND_TLS_UNTRUSTED"
+
+
 class LeaseNotFound(BackendError):
     """The lease expired or was revoked."""
 

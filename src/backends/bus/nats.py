@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import ssl
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +20,16 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from backends.bus.base import Handler, Message, MessageBus, Subscription, check_subject
-from backends.errors import BackendUnavailable, NoResponders, RemoteError, RequestTimeout
+from backends.errors import AuthenticationError as BackendAuthError
+from backends.errors import (
+    BackendError,
+    BackendUnavailable,
+    InvalidBackendURL,
+    NoResponders,
+    RemoteError,
+    RequestTimeout,
+    UntrustedServerError,
+)
 
 _ERR_CODE = "IF-Error-Code"
 _ERR_MSG = "IF-Error-Message"
@@ -32,6 +44,47 @@ class _NatsSubscription(Subscription):
             await self._sub.unsubscribe()
         except Exception:  # already closed with the connection
             pass
+
+
+def nats_options(query: dict[str, str], *, tls: bool) -> dict[str, Any]:
+    """Connection options from the URL's query (``ca``, ``cert``, ``key``: file paths) and the environment
+    (credentials: INFRAFABRIC_NATS_USER + INFRAFABRIC_NATS_PASSWORD or INFRAFABRIC_NATS_PASSWORD_FILE, or
+    INFRAFABRIC_NATS_CREDS, a NATS .creds file). Credentials are never read from the URL."""
+    unknown = sorted(set(query) - {"ca", "cert", "key"})
+    if unknown:
+        raise InvalidBackendURL(f"unknown NATS URL options {unknown} (ca, cert, key)")
+    options: dict[str, Any] = {}
+    if tls or "ca" in query:
+        context = ssl.create_default_context(cafile=query.get("ca"))
+        if "cert" in query:
+            context.load_cert_chain(query["cert"], query.get("key"))
+        options["tls"] = context
+    user = os.environ.get("INFRAFABRIC_NATS_USER")
+    password = os.environ.get("INFRAFABRIC_NATS_PASSWORD")
+    password_file = os.environ.get("INFRAFABRIC_NATS_PASSWORD_FILE")
+    if password is None and password_file:
+        password = Path(password_file).read_text().strip()
+    if user:
+        options.update(user=user, password=password or "")
+    creds = os.environ.get("INFRAFABRIC_NATS_CREDS")
+    if creds:
+        options["user_credentials"] = creds
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _is_auth_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "authorization violation" in text or "authentication" in text or "user authentication expired" in text
+
+
+def _is_untrusted(exc: BaseException) -> bool:
+    return isinstance(exc, ssl.SSLCertVerificationError) or "certificate verify failed" in str(exc).lower()
+
+
+def _refusal(exc: BaseException, url: str) -> BackendError:
+    if _is_untrusted(exc):
+        return UntrustedServerError(f"NATS at {url} presented a certificate the given CA does not sign: {exc}")
+    return BackendAuthError(f"NATS at {url} refused the credentials: {exc}")
 
 
 class NatsBus(MessageBus):
@@ -58,18 +111,39 @@ class NatsBus(MessageBus):
             return self._nc
         async with self._lock:
             if self._nc is None or self._nc.is_closed:
+                refused: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+                async def on_error(exc: BaseException) -> None:
+                    # a refused login or an untrusted server is retried for ever by nats-py: stop at the
+                    # first one, with its code
+                    if (_is_auth_error(exc) or _is_untrusted(exc)) and not refused.done():
+                        refused.set_result(exc)
+
+                connecting = asyncio.ensure_future(nats.connect(
+                    servers=self.servers,
+                    connect_timeout=self._connect_timeout,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.2,
+                    pending_size=64 * 1024 * 1024,
+                    flush_timeout=self._connect_timeout,
+                    allow_reconnect=True,
+                    error_cb=on_error,
+                    **self._options,
+                ))
+                await asyncio.wait({connecting, refused}, return_when=asyncio.FIRST_COMPLETED)
+                if refused.done() and not connecting.done():
+                    connecting.cancel()
+                    try:
+                        await connecting
+                    except BaseException:  # noqa: BLE001 - cancelled on purpose
+                        pass
+                    raise _refusal(refused.result(), self.url)
+                refused.cancel()
                 try:
-                    self._nc = await nats.connect(
-                        servers=self.servers,
-                        connect_timeout=self._connect_timeout,
-                        max_reconnect_attempts=-1,
-                        reconnect_time_wait=0.2,
-                        pending_size=64 * 1024 * 1024,
-                        flush_timeout=self._connect_timeout,
-                        allow_reconnect=True,
-                        **self._options,
-                    )
+                    self._nc = connecting.result()
                 except Exception as exc:
+                    if _is_auth_error(exc) or _is_untrusted(exc):
+                        raise _refusal(exc, self.url) from exc
                     raise BackendUnavailable(f"cannot connect to NATS at {self.url}: {exc}") from exc
         assert self._nc is not None
         return self._nc

