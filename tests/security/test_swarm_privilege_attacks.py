@@ -308,3 +308,39 @@ def test_a_swarm_worker_process_with_only_its_credential_does_its_work(control_p
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_swarm_api_over_https_is_trusted_only_with_the_platform_ca(tmp_path: Path) -> None:
+    from backends.servers.tls import generate_tls_bundle
+
+    tls = generate_tls_bundle(tmp_path / "tls")
+    authority = CredentialAuthority.load_or_create(tmp_path / "authority")
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "INFRAFABRIC_WITNESS_URL": "memory://",
+           "INFRAFABRIC_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from infrafabric.cli.main import app; app()", "coordinator", "serve",
+         "--kv", "memory://", "--bus", "memory://", "--listen", f"127.0.0.1:{port}",
+         "--authority-key", str(tmp_path / "authority" / PUBLIC_FILE),
+         "--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert "https://" in next(line for line in proc.stdout if "swarm API on" in line)
+
+        async def run() -> None:
+            trusted = RemoteSwarmClient(f"https://127.0.0.1:{port}", [], credential=authority.issue("swarm", "tls-a"),
+                                        ca_file=str(tls.ca_cert))
+            async with trusted:
+                assert trusted.swarm_id == "tls-a"
+            untrusted = RemoteSwarmClient(f"https://127.0.0.1:{port}", [],
+                                          credential=authority.issue("swarm", "tls-b"))
+            with pytest.raises(InfraFabricError) as caught:
+                await untrusted.start()
+            assert caught.value.error_code == "IF_ERR_UNAVAILABLE" and "CERTIFICATE_VERIFY_FAILED" in caught.value.message
+            await untrusted.stop()
+
+        asyncio.run(run())
+    finally:
+        proc.terminate()
+        proc.wait(30)
