@@ -13,6 +13,8 @@ import tempfile
 import time
 import uuid
 import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -65,6 +67,17 @@ def _supports_unsafe_no_fsync(binary: str) -> bool:
     return bool(match) and (int(match.group(1)), int(match.group(2))) >= (3, 5)
 
 
+@dataclass(frozen=True)
+class EtcdUser:
+    """A non-root user of a secured server: a password (None: only its client certificate's CN logs it in)
+    and the key prefixes its role may read and write."""
+
+    name: str
+    password: str | None
+    readwrite: tuple[str, ...] = ()
+    read: tuple[str, ...] = ()
+
+
 class EtcdServer(ManagedProcess):
     """One etcd member on free loopback ports.
 
@@ -81,6 +94,9 @@ class EtcdServer(ManagedProcess):
         unsafe_no_fsync: bool = True,
         tls: bool = False,
         auth_password: str | None = None,
+        client_cert_auth: bool = False,
+        client_cn: str = "if-client",
+        users: Sequence[EtcdUser] = (),
         member_name: str = "n1",
         client_port: int | None = None,
         peer_port: int | None = None,
@@ -102,6 +118,13 @@ class EtcdServer(ManagedProcess):
         self.unsafe_no_fsync = unsafe_no_fsync
         self.tls = tls
         self.root_password: str | None = auth_password
+        if client_cert_auth and not tls:
+            raise ValueError("client certificate auth needs tls=True")
+        if client_cn == "root":
+            raise ValueError("a client certificate named root would be the root user without a password")
+        self.client_cert_auth = client_cert_auth
+        self.client_cn = client_cn
+        self.users = list(users)
         self.heartbeat_ms = heartbeat_ms
         self.election_ms = election_ms
         self._explicit_data_dir = Path(data_dir) if data_dir is not None else None
@@ -140,7 +163,7 @@ class EtcdServer(ManagedProcess):
     # ------------------------------------------------------------ ManagedProcess hooks
     def _prepare(self) -> None:
         if self.tls and self.ca_cert is None:
-            bundle = generate_tls_bundle(self.workdir / "tls")
+            bundle = generate_tls_bundle(self.workdir / "tls", client_cn=self.client_cn)
             self.ca_cert, self.client_cert, self.client_key = bundle.ca_cert, bundle.client_cert, bundle.client_key
             self._server_cert, self._server_key = bundle.server_cert, bundle.server_key
             ctx = ssl.create_default_context(cafile=str(bundle.ca_cert))
@@ -168,9 +191,11 @@ class EtcdServer(ManagedProcess):
         if self.unsafe_no_fsync and _supports_unsafe_no_fsync(binary):
             cmd.append("--unsafe-no-fsync")
         if self.tls:
-            # No --client-cert-auth: TLS only encrypts, passwords authenticate (a cert CN would become a user).
             cmd += ["--trusted-ca-file", str(self.ca_cert), "--cert-file", str(self._server_cert),
                     "--key-file", str(self._server_key)]
+            if self.client_cert_auth:
+                # every client must present a certificate of this CA; without a password, its CN is the user
+                cmd.append("--client-cert-auth")
         return cmd
 
     def _reassign_ports(self) -> bool:
@@ -187,7 +212,22 @@ class EtcdServer(ManagedProcess):
 
     def _after_start(self) -> None:
         if self.root_password is not None:
+            for user in self.users:  # before auth is on: no admin credential needs to be passed around
+                self._add_user(user)
             self._enable_auth(self.root_password)
+
+    def _add_user(self, user: "EtcdUser") -> None:
+        role = f"role-{user.name}"
+        self.etcdctl("role", "add", role)
+        for prefix in user.readwrite:
+            self.etcdctl("role", "grant-permission", role, "readwrite", prefix, "--prefix=true")
+        for prefix in user.read:
+            self.etcdctl("role", "grant-permission", role, "read", prefix, "--prefix=true")
+        if user.password is None:
+            self.etcdctl("user", "add", user.name, "--no-password")
+        else:
+            self.etcdctl("user", "add", user.name, "--interactive=false", stdin=user.password + "\n")
+        self.etcdctl("user", "grant-role", user.name, role)
 
     # ------------------------------------------------------------ auth
     def etcdctl(self, *args: str, stdin: str | None = None, timeout: float = 15.0) -> str:
