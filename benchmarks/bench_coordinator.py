@@ -395,7 +395,10 @@ async def gateway_rows(etcd_url: str, bus_url: str) -> list[dict[str, Any]]:
             remote = await RemoteSwarmClient(api.url, [], credential=api.authority.issue(
                 "swarm", f"gw-{uuid.uuid4().hex[:6]}")).start()
             direct = await SwarmClient(f"direct-{uuid.uuid4().hex[:6]}", [], kv_url=etcd_url, bus_url=bus_url).start()
-            direct.core._audit = None  # the service side audits into a memory witness; the direct side not at all
+            from infrafabric.witness import Witness
+
+            witness = Witness("memory://", writer="thread")  # both sides audit into a memory witness, as
+            direct.core._audit = witness.log  # the service does with INFRAFABRIC_WITNESS_URL=memory://
             run = uuid.uuid4().hex[:6]
 
             async def claim_remote(i: int) -> None:
@@ -416,6 +419,7 @@ async def gateway_rows(etcd_url: str, bus_url: str) -> list[dict[str, Any]]:
                             ">= 1/1.3 of direct", tp_remote >= tp_direct / 1.3))
             await remote.stop()
             await direct.stop()
+            witness.close()
     finally:
         api.stop()
     return rows

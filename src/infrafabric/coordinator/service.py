@@ -186,7 +186,10 @@ class SwarmGateway:
         return items
 
     async def claim(self, session: Session, task_ids: list[str]) -> list[Claim | None]:
-        claims = await self.coordinator.core.claim_many(session.swarm_id, task_ids)
+        core = self.coordinator.core
+        # one task: one transaction (the batch path gathers its transactions, which costs a single one more)
+        claims = [await core.claim(session.swarm_id, task_ids[0])] if len(task_ids) == 1 else \
+            await core.claim_many(session.swarm_id, task_ids)
         for claim in claims:
             if claim is not None:
                 session.claims[claim.task_id] = claim
