@@ -8,6 +8,7 @@ that keeps failing is cut off until an operator resets it — every such decisio
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 import weakref
@@ -16,11 +17,18 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from backends.jsonsafe import loads_bounded
 from backends.kv import KeyValueStore
 from infrafabric import audit as audit_log
 from infrafabric.coordinator import keys
 from infrafabric.coordinator.credentials import Identity
-from infrafabric.errors import InfraFabricError, PermissionDeniedError, UnknownSwarmError, ValidationError
+from infrafabric.errors import (
+    CircuitOpenError,
+    InfraFabricError,
+    PermissionDeniedError,
+    UnknownSwarmError,
+    ValidationError,
+)
 from infrafabric.governor.capability import Capability, parse_capabilities
 from infrafabric.governor.index import CapabilityIndex, base_score
 from infrafabric.governor.money import to_money
@@ -55,6 +63,14 @@ class _Breaker:
     reason: str | None = None
     consecutive_failures: int = 0
     tripped_at: float | None = None
+
+
+def _encode(record: Any) -> bytes:
+    return json.dumps(record, separators=(",", ":"), default=str).encode()
+
+
+def _decode(data: bytes) -> Any:
+    return loads_bounded(data)
 
 
 def _budget_key(swarm_id: str) -> str:
@@ -309,6 +325,88 @@ class IFGovernor:
         if acct.remaining <= 0 and self._breakers[swarm_id].state == CLOSED:
             self._trip_circuit_breaker(swarm_id, "budget_exhausted")
         return acct.remaining
+
+    async def acharge(self, swarm_id: str, operation: str, cost: float | str | Decimal) -> Decimal:
+        """Charge a cost against the swarm's ledger *in the store*: what replicas must use.
+
+        One compare-and-swap on the shared budget and breaker records: the charge is added to the total
+        every replica sees, the charge that takes it to zero trips the breaker in the same transaction, and
+        a charge against an open breaker is refused (``CircuitOpenError``, nothing recorded). Why: with
+        each replica charging its own copy and writing the whole record back, two governors overspent a
+        budget and lost charges (last writer wins). A write whose outcome is unknown is looked up by its
+        charge id, never sent twice. Returns what remains.
+        """
+        profile = self._profile(swarm_id)
+        amount = to_money(cost, "cost")
+        if not isinstance(operation, str) or not operation:
+            raise ValidationError("operation must be a non-empty string")
+        if self.kv is None:
+            if self._breakers[swarm_id].state == OPEN:
+                raise CircuitOpenError(f"breaker of {swarm_id} is open: {self._breakers[swarm_id].reason}")
+            return self.track_cost(swarm_id, operation, amount)
+        from backends.errors import OutcomeUnknown
+        from backends.kv import Compare, Get, Put
+
+        bkey, rkey = _budget_key(swarm_id), _breaker_key(swarm_id)
+        charge_id = uuid.uuid4().hex
+        for _attempt in range(256):
+            read = await self.kv.txn([], [Get(bkey), Get(rkey)])
+            b_rows, r_rows = read.results
+            b_kv = b_rows[0] if isinstance(b_rows, list) and b_rows else None
+            r_kv = r_rows[0] if isinstance(r_rows, list) and r_rows else None
+            account, breaker = self._ledger_of(swarm_id, b_kv, r_kv, profile)
+            if breaker.state == OPEN:
+                self._accounts[swarm_id], self._breakers[swarm_id] = account, breaker
+                self._log("charge_refused", {"swarm_id": swarm_id, "operation": operation, "cost": str(amount),
+                                             "reason": breaker.reason}, "WARN")
+                raise CircuitOpenError(f"breaker of {swarm_id} is open: {breaker.reason}")
+            account = _Account(account.budget, account.spent + amount)
+            trip = account.remaining <= 0
+            if trip:
+                breaker = _Breaker(OPEN, "budget_exhausted", breaker.consecutive_failures, time.time())
+            writes = [Put(bkey, _encode({"budget": str(account.budget), "spent": str(account.spent),
+                                         "last_charge": charge_id}))]
+            if trip:
+                writes += [Put(rkey, _encode(breaker.__dict__)), Put(keys.status_key(swarm_id), _encode(
+                    "circuit_breaker_tripped"))]
+            guard = [Compare.mod_revision(bkey, b_kv.mod_revision if b_kv else 0),
+                     Compare.mod_revision(rkey, r_kv.mod_revision if r_kv else 0)]
+            try:
+                done = (await self.kv.txn(guard, writes)).succeeded
+            except OutcomeUnknown:
+                current = await self.kv.get(bkey)
+                done = current is not None and _decode(current.value).get("last_charge") == charge_id
+            if not done:
+                continue  # another replica charged in between: read the new total and try again
+            self._accounts[swarm_id], self._breakers[swarm_id] = account, breaker
+            self._log("budget_charged", {"swarm_id": swarm_id, "operation": operation, "cost": str(amount),
+                                         "remaining": str(account.remaining), "charge_id": charge_id})
+            if self._cost_sink is not None:
+                self._cost_sink(swarm_id, operation, amount, component=COMPONENT, model=profile.model)
+            if trip:
+                self._log("circuit_breaker_tripped", {"swarm_id": swarm_id, "reason": "budget_exhausted",
+                                                      "remaining": str(account.remaining)}, "HIGH")
+                if self.coordinator is not None:
+                    await self._escalate_to_human(swarm_id, {"reason": "budget_exhausted"},
+                                                  "circuit breaker: budget_exhausted")
+            return account.remaining
+        from backends.errors import BackendUnavailable
+
+        raise BackendUnavailable(f"charge to {swarm_id} kept losing to other replicas; try again")
+
+    def _ledger_of(self, swarm_id: str, b_kv: Any, r_kv: Any, profile: SwarmProfile) -> tuple["_Account", "_Breaker"]:
+        """The stored ledger; a record that cannot be read is an open breaker (never a fresh budget)."""
+        try:
+            if b_kv is None:
+                account = _Account(profile.initial_budget)
+            else:
+                record = _decode(b_kv.value)
+                account = _Account(to_money(record["budget"], "budget"), to_money(record["spent"], "spent"))
+            state = _Breaker(**_decode(r_kv.value)) if r_kv is not None else _Breaker()
+        except Exception as exc:  # noqa: BLE001 - damaged record: fail closed
+            self._unreadable(_budget_key(swarm_id), exc)
+            return _Account(Decimal(0), Decimal(0)), _Breaker(OPEN, "ledger record unreadable", 0)
+        return account, state
 
     def record_task_result(self, swarm_id: str, success: bool) -> None:
         """Count consecutive failures; the policy's threshold trips the breaker."""

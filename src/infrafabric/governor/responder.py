@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 from backends.jsonsafe import loads_bounded
 from backends.bus import Message, Subscription
+from backends.kv import Compare, Put
 from infrafabric.coordinator import keys
 from infrafabric.governor.governor import IFGovernor
+
+ANSWERS = "/governor/answers/"  # blocker id -> the replica that answers it (a CAS: one answer per blocker)
+ANSWER_TTL = 3600
 
 
 class BlockerResponder:
@@ -26,6 +31,8 @@ class BlockerResponder:
         self.assignments: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._sub: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.replica_id = uuid.uuid4().hex
+        self.events_handled = 0  # blocker events this responder has finished with (answered or left to another)
 
     async def start(self) -> "BlockerResponder":
         self._sub = await self.bus.subscribe(keys.BLOCKER_EVENTS, self._on_blocker)
@@ -37,7 +44,31 @@ class BlockerResponder:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _claim(self, event: dict[str, Any]) -> bool:
+        """Whether this responder answers the blocker: every governor replica hears the event, and the one
+        whose compare-and-swap on the blocker's answer key wins answers it (once, one team or one escalation)."""
+        kv = self.governor.kv
+        blocker_id = event.get("blocker_id")
+        if kv is None or not isinstance(blocker_id, str):
+            return True
+        key = f"{ANSWERS}{blocker_id}"
+        lease = await kv.grant_lease(ANSWER_TTL)
+        won = (await kv.txn([Compare.missing(key)], [Put(key, self.replica_id, lease)])).succeeded
+        if not won:
+            await kv.revoke_lease(lease)
+        return won
+
     async def _respond(self, event: dict[str, Any]) -> None:
+        try:
+            await self._answer(event)
+        finally:
+            self.events_handled += 1
+
+    async def _answer(self, event: dict[str, Any]) -> None:
+        if not isinstance(event, dict) or not isinstance(event.get("swarm_id"), str):
+            return
+        if not await self._claim(event):
+            return  # another replica answers it
         info = event.get("blocker_info") or {}
         team = await self.governor.request_help_for_blocker(event["swarm_id"], info)
         assignment = {

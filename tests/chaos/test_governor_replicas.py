@@ -1,0 +1,112 @@
+"""Two governor replicas on one etcd: charges decided in the store, blockers answered once.
+
+The reported failure: two governor processes each charged one swarm 200 x 0.1 against a budget of 30; both
+ended at "spent 20", 200 charges were lost, 100 were accepted after the budget was gone and the breaker
+never tripped. Here two real processes charge concurrently through ``acharge`` and the whole history is
+checked: the accepted charges are exactly what the budget allows, each accepted charge saw a distinct
+running total (no charge lost or counted twice), the stored total equals the sum accepted, and the breaker
+tripped at the charge that emptied the budget."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from backends.kv import open_kv
+from infrafabric.coordinator import IFCoordinator, keys
+from infrafabric.governor import IFGovernor, ResourcePolicy, SwarmProfile
+from infrafabric.governor.responder import BlockerResponder
+
+pytestmark = [pytest.mark.etcd, pytest.mark.nats]
+ROOT = Path(__file__).resolve().parents[2]
+
+REPLICA = textwrap.dedent("""
+    import asyncio, json, sys
+    from backends.kv import open_kv
+    from infrafabric.errors import CircuitOpenError
+    from infrafabric.governor import IFGovernor
+
+    async def main(url, swarm, n, cost):
+        kv = open_kv(url)
+        async with kv:
+            governor = IFGovernor(kv=kv, audit=None, cost_sink=None)
+            await governor.load()
+            history = []
+            async def one(i):
+                try:
+                    history.append(["ok", str(await governor.acharge(swarm, "op", cost))])
+                except CircuitOpenError:
+                    history.append(["refused", None])
+            await asyncio.gather(*(one(i) for i in range(n)))
+            print(json.dumps(history))
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]))
+""")
+
+
+async def test_two_replicas_charging_one_budget_never_overspend_or_lose_a_charge(etcd_server, tmp_path) -> None:
+    swarm = f"shared-{uuid.uuid4().hex[:8]}"
+    kv = open_kv(etcd_server.url)
+    async with kv:
+        setup = IFGovernor(kv=kv, audit=None, cost_sink=None)
+        setup.register_swarm(SwarmProfile(swarm, ["code:python"], 1.0, 1.0, 30.0))
+        await setup.close()
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+        procs = [subprocess.Popen([sys.executable, "-c", REPLICA, etcd_server.url, swarm, "200", "0.1"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                 for _ in range(2)]
+        histories = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err[-2000:]
+            histories.append(json.loads(out))
+        (tmp_path / "history.json").write_text(json.dumps(histories))  # kept with the test's artifacts
+        accepted = [Decimal(r) for h in histories for kind, r in h if kind == "ok"]
+        refused = sum(1 for h in histories for kind, _ in h if kind == "refused")
+        assert len(accepted) == 300 and refused == 100
+        assert sorted(accepted) == sorted(Decimal(30) - Decimal("0.1") * k for k in range(1, 301))  # each total once
+        stored = json.loads((await kv.get(f"/governor/budgets/{swarm}")).value)  # type: ignore[union-attr]
+        assert Decimal(stored["spent"]) == Decimal("30.0") == sum(Decimal("0.1") for _ in accepted)
+        breaker = json.loads((await kv.get(f"/governor/breakers/{swarm}")).value)  # type: ignore[union-attr]
+        assert breaker["state"] == "open" and breaker["reason"] == "budget_exhausted"
+
+
+async def test_two_responders_answer_one_blocker_once(etcd_server, nats_server) -> None:
+    blocked, helper = f"blocked-{uuid.uuid4().hex[:6]}", f"helper-{uuid.uuid4().hex[:6]}"
+    replicas = []
+    for _ in range(2):
+        coordinator = IFCoordinator(kv_url=etcd_server.url, bus_url=nats_server.url, audit=None)
+        await coordinator.__aenter__()
+        governor = IFGovernor(coordinator, ResourcePolicy(), audit=None, cost_sink=None)
+        for name, caps in ((blocked, ["code:python"]), (helper, ["integration:sip"])):
+            governor.register_swarm(SwarmProfile(name, caps, 1.0, 1.0, 10.0))
+        replicas.append((coordinator, governor, await BlockerResponder(governor).start()))
+    watcher = IFCoordinator(kv_url=etcd_server.url, bus_url=nats_server.url, audit=None)
+    await watcher.__aenter__()
+    try:
+        helper_inbox = await watcher.register_swarm(helper, ["integration:sip"])
+        event = await watcher.detect_blocker(blocked, {"required_capabilities": ["integration:sip"]})
+        first = await asyncio.wait_for(helper_inbox.get(), 10)
+        assert first["type"] == "help_request" and first["blocked_swarm"] == blocked
+        deadline = asyncio.get_running_loop().time() + 10
+        while any(r.events_handled < 1 for _, _, r in replicas):  # both replicas have finished with the event
+            assert asyncio.get_running_loop().time() < deadline, "a replica never handled the blocker event"
+            await asyncio.sleep(0.01)
+        answers = [r.assignments.get_nowait() for _, _, r in replicas if not r.assignments.empty()]
+        assert len(answers) == 1 and answers[0]["blocker_id"] == event["blocker_id"] and answers[0]["team"] == [helper]
+        assert helper_inbox.empty()  # one help_request was pushed (pushes are delivered before they return)
+    finally:
+        for coordinator, governor, responder in replicas:
+            await responder.stop()
+            await governor.close()
+            await coordinator.close()
+        await watcher.close()
