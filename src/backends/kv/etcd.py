@@ -48,6 +48,10 @@ def _kv(pb: Any) -> KeyValue:
     return KeyValue(pb.key.decode(), bytes(pb.value), pb.create_revision, pb.mod_revision, pb.version, pb.lease)
 
 
+# etcd answers these for a write that was proposed and may still have been committed
+_MAYBE_APPLIED = ("leader changed", "request timed out", "timed out, possibly due to")
+
+
 class _Translate:
     """Map etcd3aio/grpc failures to backend errors (`write` marks calls whose outcome may be unknown)."""
 
@@ -77,6 +81,9 @@ class _Translate:
                 raise LeaseNotFound(f"{self.what}: {exc.details()}") from exc
             if code == grpc.StatusCode.DEADLINE_EXCEEDED and self.write:
                 raise OutcomeUnknown(f"etcd {self.what} timed out; outcome unknown") from exc
+            if self.write and any(reason in details for reason in _MAYBE_APPLIED):
+                # the proposal reached the old leader and may have been committed before it stepped down
+                raise OutcomeUnknown(f"etcd {self.what}: {exc.details()}; outcome unknown") from exc
             raise BackendUnavailable(f"etcd {self.what} failed: {code.name} {exc.details()}") from exc
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
             if self.write:
