@@ -110,3 +110,72 @@ async def test_two_responders_answer_one_blocker_once(etcd_server, nats_server) 
             await governor.close()
             await coordinator.close()
         await watcher.close()
+
+
+async def test_a_replica_sees_other_replicas_changes_and_only_live_swarms(etcd_server, nats_server) -> None:
+    """Replica A follows the store: a swarm registered through replica B becomes choosable, an operator's
+    breaker reset made elsewhere is seen, and a swarm whose process died drops out within its lease TTL."""
+    tag = uuid.uuid4().hex[:6]
+    helper, other = f"late-{tag}", f"dying-{tag}"
+    kv_a, kv_b = open_kv(etcd_server.url), open_kv(etcd_server.url)
+    async with kv_a, kv_b:
+        a = IFGovernor(kv=kv_a, audit=None, cost_sink=None)
+        await a.load()
+        await a.follow()
+        b = IFGovernor(kv=kv_b, audit=None, cost_sink=None)
+        swarms = IFCoordinator(kv_url=etcd_server.url, bus_url=nats_server.url, audit=None, claim_ttl=2)
+        async with swarms:
+            for name in (helper, other):
+                b.register_swarm(SwarmProfile(name, [f"rare:{tag}"], 1.0, 1.0, 10.0))
+                await swarms.register_swarm(name, [f"rare:{tag}"])
+            await b.flush()
+
+            async def until(condition, what: str, seconds: float = 10) -> None:  # type: ignore[no-untyped-def]
+                deadline = asyncio.get_running_loop().time() + seconds
+                while not condition():
+                    assert asyncio.get_running_loop().time() < deadline, what
+                    await asyncio.sleep(0.02)
+
+            await until(lambda: a.find_qualified_swarm([f"rare:{tag}"], 5) is not None,
+                        "a swarm registered through another replica never became choosable")
+            await b.acharge(helper, "op", 10)  # empties its budget: the breaker trips in the store
+            await until(lambda: not a.is_available(helper), "the trip made on replica B was not seen")
+            await swarms.abandon_swarm(other)  # its process dies: no more lease refreshes
+            await until(lambda: a.find_qualified_swarm([f"rare:{tag}"], 5) is None,
+                        "a dead swarm was still chosen after its lease TTL", seconds=10)
+        await a.close()
+        await b.close()
+
+
+async def test_a_hung_helper_is_passed_over_within_a_bounded_time(etcd_server, nats_server) -> None:
+    """The cheapest helper's process is frozen (SIGSTOP): its push times out, the failure is recorded
+    against it, and the next best helper gets the work; the blocked swarm is not stalled."""
+    import signal
+
+    tag = uuid.uuid4().hex[:6]
+    cap, hung, spare, blocked = f"rare:{tag}", f"hung-{tag}", f"spare-{tag}", f"blocked-{tag}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "infrafabric.coordinator.worker", "--swarm-id", hung,
+                             "--capabilities", cap, "--kv", etcd_server.url, "--bus", nats_server.url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    coordinator = IFCoordinator(kv_url=etcd_server.url, bus_url=nats_server.url, audit=None)
+    try:
+        assert proc.stdout is not None and json.loads(proc.stdout.readline())["event"] == "ready"
+        proc.send_signal(signal.SIGSTOP)
+        async with coordinator:
+            spare_inbox = await coordinator.register_swarm(spare, [cap])
+            governor = IFGovernor(coordinator, ResourcePolicy(), audit=None, cost_sink=None)
+            governor.register_swarm(SwarmProfile(hung, [cap], 1.0, 1.0, 10.0))  # cheaper: chosen first
+            governor.register_swarm(SwarmProfile(spare, [cap], 2.0, 1.0, 10.0))
+            governor.register_swarm(SwarmProfile(blocked, ["code:python"], 1.0, 1.0, 10.0))
+            started = asyncio.get_running_loop().time()
+            team = await governor.request_help_for_blocker(blocked, {"required_capabilities": [cap]})
+            assert team == [spare]
+            assert asyncio.get_running_loop().time() - started < 10
+            assert (await asyncio.wait_for(spare_inbox.get(), 5))["blocked_swarm"] == blocked
+            assert governor.circuit_breaker_status(hung)["consecutive_failures"] == 1
+            await governor.close()
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.kill()
+        proc.wait()

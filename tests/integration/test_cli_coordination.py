@@ -64,14 +64,15 @@ def test_governor_commands_keep_state_between_invocations(tmp_path) -> None:  # 
 def test_coordinator_status_and_swarms(tmp_path) -> None:  # type: ignore[no-untyped-def]
     kv = f"sqlite:///{tmp_path}/cli2.db"
 
-    async def register() -> None:
+    async def listed_while_running_and_gone_after_a_clean_stop() -> None:
         client = SwarmClient("cli-swarm", ["cli:design"], kv_url=kv)
         await client.start()
-        await client.stop()
+        assert "cli-swarm" in await asyncio.to_thread(invoke, "coordinator", "swarms", "--kv", kv)
+        await client.stop()  # a clean stop deregisters (the registration lives on the session lease)
+        assert "cli-swarm" not in await asyncio.to_thread(invoke, "coordinator", "swarms", "--kv", kv)
 
-    asyncio.run(register())
+    asyncio.run(listed_while_running_and_gone_after_a_clean_stop())
     assert "healthy" in invoke("coordinator", "status", "--kv", kv)
-    assert "cli-swarm" in invoke("coordinator", "swarms", "--kv", kv)
 
 
 @pytest.mark.etcd
@@ -80,12 +81,13 @@ async def test_coordinator_serve_answers_blockers(etcd_server, nats_server) -> N
     """`coordinator serve` on etcd + NATS assigns a team to a blocker raised by a remote swarm."""
     tag = uuid.uuid4().hex[:6]
     env = {**os.environ, "INFRAFABRIC_KV_URL": etcd_server.url, "INFRAFABRIC_BUS_URL": nats_server.url}
-    for swarm_id, cap in ((f"sip-{tag}", "integration:sip"), (f"ndi-{tag}", "integration:ndi")):
+    sip, ndi = f"integration:sip-{tag}", f"integration:ndi-{tag}"  # this test's own: the etcd is shared
+    for swarm_id, cap in ((f"sip-{tag}", sip), (f"ndi-{tag}", ndi)):
         subprocess.run([sys.executable, "-m", "infrafabric.cli.main", "governor", "register", swarm_id,
                         "--capabilities", cap, "--cost-per-hour", "2", "--budget", "10"], env=env, check=True,
                        capture_output=True)
-    helper = SwarmClient(f"ndi-{tag}", ["integration:ndi"], kv_url=etcd_server.url, bus_url=nats_server.url)
-    blocked = SwarmClient(f"sip-{tag}", ["integration:sip"], kv_url=etcd_server.url, bus_url=nats_server.url)
+    helper = SwarmClient(f"ndi-{tag}", [ndi], kv_url=etcd_server.url, bus_url=nats_server.url)
+    blocked = SwarmClient(f"sip-{tag}", [sip], kv_url=etcd_server.url, bus_url=nats_server.url)
     await helper.start()
     await blocked.start()
     serve = subprocess.Popen([sys.executable, "-m", "infrafabric.cli.main", "coordinator", "serve", "--duration", "30"],
@@ -94,8 +96,12 @@ async def test_coordinator_serve_answers_blockers(etcd_server, nats_server) -> N
         assert serve.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(serve.stdout.readline), 30)
         assert "coordinator serving" in line
-        await blocked.report_blocker({"required_capabilities": ["integration:sip", "integration:ndi"]})
-        task = await helper.next_task(15)
+        await blocked.report_blocker({"required_capabilities": [sip, ndi]})
+        try:
+            task = await helper.next_task(15)
+        except asyncio.TimeoutError:
+            serve.terminate()
+            raise AssertionError(f"no help request; serve said: {serve.communicate(timeout=20)[0][-3000:]}") from None
         assert task["type"] == "help_request" and task["blocked_swarm"] == f"sip-{tag}"
     finally:
         serve.terminate()

@@ -53,6 +53,7 @@ def serve(
             server = await _start_swarm_api(coordinator, listen, authority_key, tls_cert, tls_key) if listen else None
             governor = IFGovernor(coordinator, ResourcePolicy.from_yaml(policy) if policy else ResourcePolicy())
             loaded = await governor.load()
+            await governor.follow()  # current with other replicas and operators; only live swarms are chosen
             responder = await BlockerResponder(governor).start()
             console.print(f"[green]coordinator serving[/green] kv={coordinator.kv.url} bus={coordinator.bus.url} "
                           f"swarm profiles={loaded}")

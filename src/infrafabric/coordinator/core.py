@@ -63,7 +63,16 @@ class CoordinationCore:
     # -- registration ----------------------------------------------------------------------------
 
     async def write_registration(self, swarm_id: str, capabilities: list[str]) -> None:
-        await self.kv.put(keys.capabilities_key(swarm_id), encode([str(c) for c in capabilities]))
+        """The registration lives on the swarm's session lease: a swarm that dies (stops refreshing it)
+        drops out of every listing within the lease's TTL, as its claims do."""
+        for _attempt in range(3):
+            lease = await self.session_lease(swarm_id)
+            try:
+                await self.kv.put(keys.capabilities_key(swarm_id), encode([str(c) for c in capabilities]), lease=lease)
+                return
+            except LeaseNotFound:
+                await self.end_session(swarm_id, release=False)  # expired under us: take a new lease
+        raise BackendUnavailable(f"registration of {swarm_id} did not complete; try again")
 
     # -- sessions (leases) ------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from backends.errors import BackendError
 from backends.jsonsafe import loads_bounded
 from backends.kv import KeyValueStore
 from infrafabric import audit as audit_log
@@ -73,6 +74,9 @@ def _decode(data: bytes) -> Any:
     return loads_bounded(data)
 
 
+GOVERNOR_PREFIX = "/governor/"
+
+
 def _budget_key(swarm_id: str) -> str:
     return f"/governor/budgets/{swarm_id}"
 
@@ -112,6 +116,8 @@ class IFGovernor:
         store = kv if kv is not None else (coordinator.kv if coordinator is not None else None)
         self.kv: KeyValueStore | None = store  # where its state (and the credential revocations) live
         self._store = StatePersister(store) if store is not None else None
+        self._live: set[str] | None = None  # swarms with a live registration, once follow() runs
+        self._followers: list[asyncio.Task[None]] = []
         _live_governors.add(self)
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -200,7 +206,82 @@ class IFGovernor:
                 "tripped_at": b.tripped_at}
 
     def is_available(self, swarm_id: str) -> bool:
-        return self._breakers[swarm_id].state == CLOSED and self._accounts[swarm_id].remaining > 0
+        """Breaker closed, budget left, and (when following the store) a live registration."""
+        return self._breakers[swarm_id].state == CLOSED and self._accounts[swarm_id].remaining > 0 and \
+            (self._live is None or swarm_id in self._live)
+
+    # -- following the shared state (replicas) --------------------------------------------------------
+
+    async def follow(self) -> None:
+        """Keep this replica current with the store: profiles, budgets and breakers other replicas (or
+        operators) change, and which swarms are alive (a registration lives on its swarm's session lease).
+
+        One snapshot, then watches from the snapshot's revision, so no change falls between the two; a
+        watch that fails is reopened from a fresh snapshot. After this, a swarm without a live
+        registration is never chosen for a team."""
+        if self.kv is None:
+            raise ValidationError("follow() needs a store")
+        from backends.kv import Get
+
+        snapshot = await self.kv.txn([], [Get(keys.SWARMS, prefix=True), Get(GOVERNOR_PREFIX, prefix=True)])
+        self._live = set()
+        for rows in snapshot.results:
+            for row in rows if isinstance(rows, list) else []:
+                self._apply(row.key, row.value)
+        if not self._followers:
+            self._followers = [asyncio.create_task(self._follow(prefix, snapshot.revision + 1))
+                               for prefix in (keys.SWARMS, GOVERNOR_PREFIX)]
+
+    async def _follow(self, prefix: str, start: int) -> None:
+        assert self.kv is not None
+        while True:
+            try:
+                async with self.kv.watch(prefix, prefix=True, start_revision=start) as watch:
+                    async for event in watch:
+                        self._apply(event.key, event.value if event.type == "put" else None)
+                        start = event.mod_revision + 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reopen after a store outage; report it
+                self._log("governor_watch_lost", {"prefix": prefix, "error": f"{type(exc).__name__}: {exc}"[:300]},
+                          "WARN")
+                await asyncio.sleep(0.5)
+
+    def _apply(self, key: str, value: bytes | None) -> None:
+        """One stored change into this replica's caches (None: the key was deleted)."""
+        parts = key.split("/")
+        if len(parts) != 4 or not parts[2]:
+            return
+        _, area, swarm_id, kind = parts
+        try:
+            if area == "swarms" and kind == "capabilities" and self._live is not None:
+                (self._live.add if value is not None else self._live.discard)(swarm_id)
+            elif area == "swarms" and kind == "profile":
+                if value is None:
+                    if swarm_id in self.swarm_registry:
+                        self._index.remove(swarm_id)
+                        self.swarm_registry.pop(swarm_id)._governor = None
+                    return
+                profile = SwarmProfile.from_record(_decode(value))
+                if profile.swarm_id != swarm_id:
+                    raise ValueError("the record names another swarm")
+                self._reputation[swarm_id] = profile.reputation_score  # read before the governor owns it
+                profile._governor = self
+                self.swarm_registry[swarm_id] = profile
+                self._accounts.setdefault(swarm_id, _Account(profile.initial_budget))
+                self._breakers.setdefault(swarm_id, _Breaker())
+                self._reindex(swarm_id)
+            elif area == "governor" and swarm_id == "budgets" and value is not None:
+                target = kind
+                record = _decode(value)
+                self._accounts[target] = _Account(to_money(record["budget"], "budget"), to_money(record["spent"], "spent"))
+            elif area == "governor" and swarm_id == "breakers" and value is not None:
+                target = kind
+                self._breakers[target] = _Breaker(**_decode(value))
+        except Exception as exc:  # noqa: BLE001 - a damaged record: reported; a ledger fails closed
+            self._unreadable(key, exc)
+            if area == "governor":
+                self._breakers[kind] = _Breaker(OPEN, "ledger record unreadable", 0)
 
     # -- matching ---------------------------------------------------------------------------------
 
@@ -278,23 +359,52 @@ class IFGovernor:
              "required_capabilities": [str(c) for c in required], "budget": str(share * len(team)),
              "coverage": coverage},
         )
-        await self._dispatch_help(request_id, blocked_swarm_id, required, team, share)
+        team = await self._dispatch_help(request_id, blocked_swarm_id, required, team, share)
+        if not team:
+            await self._escalate_to_human(blocked_swarm_id, blocker_description, "no helper could be reached")
         return team
 
     async def _dispatch_help(
         self, request_id: str, blocked: str, required: list[Capability], team: list[str], share: Decimal
-    ) -> None:
-        """Push each helper its assignment (when a coordinator is attached)."""
+    ) -> list[str]:
+        """Push each helper its assignment (when a coordinator is attached); returns the team that has it.
+
+        A helper that cannot take it (not connected, hung: the push times out, dead) is recorded as a
+        failure against it, and the capabilities it was to bring go to the next best helper, so a hung
+        helper neither stalls the blocked swarm nor is chosen again at once. Bounded: each push has the
+        bus's timeout and each capability gets at most three helpers.
+        """
         if self.coordinator is None:
-            return
-        for helper in team:
+            return team
+        reached: list[str] = []
+        failed: set[str] = set()
+        queue = list(team)
+        tries = 3 * len(required)
+        while queue and tries > 0:
+            tries -= 1
+            helper = queue.pop(0)
             task = {"id": f"help-{request_id}-{helper}", "type": "help_request", "blocked_swarm": blocked,
                     "required_capabilities": [str(c) for c in required], "budget": str(share)}
             try:
                 await self.coordinator.push_task_to_swarm(helper, task)
-            except InfraFabricError as exc:  # not connected here: the assignment stays recorded and audited
-                self._log("help_push_failed", {"request_id": request_id, "swarm_id": helper,
-                                               "error": exc.error_code}, "WARN")
+                reached.append(helper)
+                continue
+            except (InfraFabricError, BackendError) as exc:
+                code = getattr(exc, "error_code", type(exc).__name__)
+                self._log("help_push_failed", {"request_id": request_id, "swarm_id": helper, "error": code}, "WARN")
+                failed.add(helper)
+                if helper in self._breakers:
+                    self.record_task_result(helper, False)
+            wanted = [c for c in required if c in self._index.capabilities_of(helper)
+                      and not any(c in self._index.capabilities_of(h) for h in reached + queue)]
+            for cap in wanted:  # the next best helper for what the failed one was to bring
+                substitute = self.find_qualified_swarm([cap], share, exclude=[blocked, *reached, *queue, *failed])
+                if substitute is not None and substitute not in queue:
+                    queue.append(substitute)
+        if reached != team:
+            self._log("help_team_replanned", {"request_id": request_id, "planned": team, "reached": reached,
+                                              "failed": sorted(failed)}, "WARN")
+        return reached
 
     async def _escalate_to_human(self, swarm_id: str, description: dict[str, Any], reason: str) -> None:
         self._log("blocker_escalated", {"swarm_id": swarm_id, "reason": reason,
@@ -528,6 +638,14 @@ class IFGovernor:
         self._log("governor_record_unreadable", {"key": key, "error": f"{type(exc).__name__}: {exc}"[:500]}, "HIGH")
 
     async def close(self) -> None:
+        for task in self._followers:
+            task.cancel()
+        for task in self._followers:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._followers = []
         await self.flush()
         if self._store is not None:
             self._store.close()
