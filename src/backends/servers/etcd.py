@@ -97,6 +97,8 @@ class EtcdServer(ManagedProcess):
         client_cert_auth: bool = False,
         client_cn: str = "if-client",
         users: Sequence[EtcdUser] = (),
+        host: str = HOST,
+        wrapper: Sequence[str] = (),
         member_name: str = "n1",
         client_port: int | None = None,
         peer_port: int | None = None,
@@ -128,7 +130,9 @@ class EtcdServer(ManagedProcess):
         self.heartbeat_ms = heartbeat_ms
         self.election_ms = election_ms
         self._explicit_data_dir = Path(data_dir) if data_dir is not None else None
-        self._initial_cluster = initial_cluster or f"{member_name}=http://{HOST}:{peer_port}"
+        self.host = host  # the address it listens on (a network namespace's, in partition tests)
+        self.wrapper = list(wrapper)  # argv prefix, e.g. ``ip netns exec NS``
+        self._initial_cluster = initial_cluster or f"{member_name}=http://{host}:{peer_port}"
         self._cluster_token = cluster_token or f"if-{uuid.uuid4().hex[:12]}"
         self.ca_cert: Path | None = None
         self.client_cert: Path | None = None
@@ -140,7 +144,7 @@ class EtcdServer(ManagedProcess):
     # ------------------------------------------------------------ addresses
     @property
     def endpoint(self) -> str:
-        return f"{HOST}:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
     @property
     def url(self) -> str:
@@ -179,8 +183,8 @@ class EtcdServer(ManagedProcess):
             "--data-dir", str(self.data_dir),
             "--listen-client-urls", f"{scheme}://{self.endpoint}",
             "--advertise-client-urls", f"{scheme}://{self.endpoint}",
-            "--listen-peer-urls", f"http://{HOST}:{self.peer_port}",
-            "--initial-advertise-peer-urls", f"http://{HOST}:{self.peer_port}",
+            "--listen-peer-urls", f"http://{self.host}:{self.peer_port}",
+            "--initial-advertise-peer-urls", f"http://{self.host}:{self.peer_port}",
             "--initial-cluster", self._initial_cluster,
             "--initial-cluster-token", self._cluster_token,
             "--initial-cluster-state", "new",
@@ -196,13 +200,13 @@ class EtcdServer(ManagedProcess):
             if self.client_cert_auth:
                 # every client must present a certificate of this CA; without a password, its CN is the user
                 cmd.append("--client-cert-auth")
-        return cmd
+        return [*self.wrapper, *cmd]
 
     def _reassign_ports(self) -> bool:
         if not self._auto_ports or self._explicit_data_dir is not None:
             return False
         self.client_port, self.peer_port = free_ports(2)
-        self._initial_cluster = f"{self.member_name}=http://{HOST}:{self.peer_port}"
+        self._initial_cluster = f"{self.member_name}=http://{self.host}:{self.peer_port}"
         shutil.rmtree(self.data_dir, ignore_errors=True)  # a half-created member would remember the old port
         return True
 
@@ -260,9 +264,15 @@ class EtcdCluster:
     """``size`` etcd members on loopback with fast timers, for chaos tests (pause, kill, restart a member)."""
 
     def __init__(self, size: int = 3, *, heartbeat_ms: int = 25, election_ms: int = 250,
-                 unsafe_no_fsync: bool = True, startup_timeout: float = 30.0) -> None:
+                 unsafe_no_fsync: bool = True, startup_timeout: float = 30.0,
+                 placements: Sequence[tuple[str, Sequence[str]]] = ()) -> None:
+        """``placements``: per member, (listen address, argv prefix), e.g. a network namespace's address and
+        ``ip netns exec NS`` (partition tests); default: all on loopback."""
         if size < 1:
             raise ValueError("size must be >= 1")
+        if placements and len(placements) != size:
+            raise ValueError("one placement per member")
+        where = list(placements) or [(HOST, ())] * size
         self.size = size
         self.startup_timeout = startup_timeout
         self._root: Path | None = Path(tempfile.mkdtemp(prefix="if-etcd-cluster-"))
@@ -270,7 +280,7 @@ class EtcdCluster:
         self._finalizer = weakref.finalize(self, shutil.rmtree, str(self._root), True)
         ports = free_ports(2 * size)
         names = [f"m{i}" for i in range(size)]
-        initial = ",".join(f"{n}=http://{HOST}:{ports[2 * i + 1]}" for i, n in enumerate(names))
+        initial = ",".join(f"{n}=http://{where[i][0]}:{ports[2 * i + 1]}" for i, n in enumerate(names))
         token = f"if-{uuid.uuid4().hex[:12]}"
         self.members: list[EtcdServer] = []
         for i, n in enumerate(names):
@@ -280,6 +290,7 @@ class EtcdCluster:
                 member_name=n, client_port=ports[2 * i], peer_port=ports[2 * i + 1], initial_cluster=initial,
                 cluster_token=token, fast_timers=True, heartbeat_ms=heartbeat_ms, election_ms=election_ms,
                 unsafe_no_fsync=unsafe_no_fsync, startup_timeout=startup_timeout, workdir=member_dir,
+                host=where[i][0], wrapper=where[i][1],
             ))
 
     @property
@@ -315,7 +326,7 @@ class EtcdCluster:
             if not member.is_running:
                 member.wait_ready(0)  # raises ServerStartError with the log tail
             try:
-                status, _ = http_get(f"http://{HOST}:{member.peer_port}/members", timeout=0.5)
+                status, _ = http_get(f"http://{member.host}:{member.peer_port}/members", timeout=0.5)
                 if status == 200:
                     return
             except OSError:

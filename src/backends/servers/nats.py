@@ -49,27 +49,30 @@ class NatsServer(ManagedProcess):
     name = "nats"
 
     def __init__(self, jetstream: bool = True, *, startup_timeout: float = 20.0,
-                 users: Sequence[NatsUser] = (), tls: bool = False) -> None:
+                 users: Sequence[NatsUser] = (), tls: bool = False, host: str = "127.0.0.1",
+                 wrapper: Sequence[str] = ()) -> None:
         super().__init__(startup_timeout=startup_timeout)
         self.jetstream = jetstream
         self.users = list(users)
         self.tls = tls
         self.tls_bundle: TlsBundle | None = None
+        self.host = host  # the address it listens on (a network namespace's, in partition tests)
+        self.wrapper = list(wrapper)  # argv prefix, e.g. ``ip netns exec NS``
         self.port, self.monitor_port = free_ports(2)
 
     @property
     def url(self) -> str:
         if self.tls:
             assert self.tls_bundle is not None
-            return f"tls://127.0.0.1:{self.port}?ca={self.tls_bundle.ca_cert}"
-        return f"nats://127.0.0.1:{self.port}"
+            return f"tls://{self.host}:{self.port}?ca={self.tls_bundle.ca_cert}"
+        return f"nats://{self.host}:{self.port}"
 
     @property
     def monitor_url(self) -> str:
-        return f"http://127.0.0.1:{self.monitor_port}"
+        return f"http://{self.host}:{self.monitor_port}"
 
     def _command(self) -> list[str]:
-        cmd = [find_nats_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.monitor_port)]
+        cmd = [*self.wrapper, find_nats_binary(), "-a", self.host, "-p", str(self.port), "-m", str(self.monitor_port)]
         if self.jetstream:
             cmd += ["-js", "-sd", str(self.workdir / "jetstream")]
         if self.users or self.tls:

@@ -1,0 +1,166 @@
+"""Governor replicas charging one budget while the network partitions: a history checked as a whole.
+
+Each etcd member, and each replica process, runs in a network namespace of its own (``backends.servers.netlab``).
+The faults are real partitions: the leader is cut off from every other node, a replica is cut off from the
+leader, then everything heals. Each replica records every charge: when it was invoked, when it completed,
+and how (accepted with the running total it produced, refused because the breaker is open, or outcome
+unknown). The checker then holds the whole history to the ledger's invariants, as Jepsen's checkers do:
+
+* no accepted charge ever took the total past the budget (no overspend);
+* every accepted charge produced a distinct running total (no charge lost, none counted twice);
+* the stored total is at least the accepted charges and at most accepted + unknown ones (nothing applied that
+  nobody asked for);
+* the breaker is open once the budget is spent.
+
+The history of a failing run is kept as ``history.json`` in the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from backends.kv import open_kv
+from backends.servers.etcd import EtcdCluster
+from backends.servers.netlab import NetLab, netlab_available
+from infrafabric.governor import IFGovernor, SwarmProfile
+
+pytestmark = [pytest.mark.etcd, pytest.mark.skipif(not netlab_available(), reason="needs root for network namespaces")]
+ROOT = Path(__file__).resolve().parents[2]
+
+REPLICA = textwrap.dedent("""
+    import asyncio, json, sys, time
+    from backends.kv import open_kv
+    from infrafabric.errors import CircuitOpenError
+    from infrafabric.governor import IFGovernor
+
+    async def main(url, swarm, n, cost, name):
+        kv = open_kv(url)
+        async with kv:
+            governor = IFGovernor(kv=kv, audit=None, cost_sink=None)
+            await governor.load()
+            history = []
+            sem = asyncio.Semaphore(8)
+            async def one(i):
+                async with sem:
+                    started = time.time()
+                    try:
+                        remaining = await asyncio.wait_for(governor.acharge(swarm, "op", cost), 8)
+                        history.append([name, i, started, time.time(), "ok", str(remaining)])
+                    except CircuitOpenError:
+                        history.append([name, i, started, time.time(), "refused", None])
+                    except Exception as exc:  # timeout, unavailable: the charge may or may not have applied
+                        history.append([name, i, started, time.time(), "unknown", type(exc).__name__])
+            await asyncio.gather(*(one(i) for i in range(n)))
+            print(json.dumps(history))
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]))
+""")
+
+
+def check_ledger(history: list[list[object]], budget: Decimal, cost: Decimal, stored_spent: Decimal,
+                 breaker_open: bool) -> list[str]:
+    """The invariants of one swarm's ledger over a whole history; returns the violations found."""
+    violations: list[str] = []
+    accepted = [Decimal(str(h[5])) for h in history if h[4] == "ok"]
+    unknown = sum(1 for h in history if h[4] == "unknown")
+    if any(r < 0 for r in accepted):
+        violations.append(f"overspent: accepted totals below zero {sorted(r for r in accepted if r < 0)[:5]}")
+    if len(set(accepted)) != len(accepted):
+        dup = sorted({r for r in accepted if accepted.count(r) > 1})[:5]
+        violations.append(f"lost or double-counted charges: running totals seen twice {dup}")
+    low, high = cost * len(accepted), cost * (len(accepted) + unknown)
+    if not low <= stored_spent <= high:
+        violations.append(f"stored total {stored_spent} outside [{low}, {high}] (accepted {len(accepted)}, "
+                          f"unknown {unknown})")
+    if stored_spent > budget:
+        violations.append(f"stored total {stored_spent} exceeds the budget {budget}")
+    if stored_spent >= budget and not breaker_open:
+        violations.append("budget spent but the breaker is closed")
+    return violations
+
+
+def test_the_checker_finds_what_it_should() -> None:
+    """The checker itself, on histories built to break each invariant."""
+    ok = [["r", i, 0, 0, "ok", str(Decimal("3") - Decimal("0.1") * (i + 1))] for i in range(30)]
+    assert check_ledger(ok, Decimal(3), Decimal("0.1"), Decimal("3.0"), True) == []
+    assert "overspent" in check_ledger(ok + [["r", 99, 0, 0, "ok", "-0.1"]], Decimal(3), Decimal("0.1"),
+                                       Decimal("3.1"), True)[0]
+    assert "twice" in check_ledger(ok + [ok[0]], Decimal(3), Decimal("0.1"), Decimal("3.0"), True)[0]
+    assert "outside" in check_ledger(ok[:10], Decimal(3), Decimal("0.1"), Decimal("3.0"), True)[0]
+    assert "closed" in check_ledger(ok, Decimal(3), Decimal("0.1"), Decimal("3.0"), False)[0]
+
+
+@pytest.mark.slow
+def test_two_replicas_under_partitions_keep_the_ledger(tmp_path: Path) -> None:
+    budget, cost, per_replica = Decimal(200), Decimal("0.1"), 1500  # long enough to span every fault
+    swarm = f"part-{uuid.uuid4().hex[:8]}"
+    with NetLab() as lab:
+        members = [lab.add_node(f"e{i}") for i in range(3)]
+        replicas = [lab.add_node(f"r{i}") for i in range(2)]
+        cluster = EtcdCluster(3, placements=[(m.ip, m.exec_prefix()) for m in members]).start()
+        try:
+            async def setup() -> None:
+                async with open_kv(cluster.url) as kv:
+                    governor = IFGovernor(kv=kv, audit=None, cost_sink=None)
+                    governor.register_swarm(SwarmProfile(swarm, ["code:python"], 1.0, 1.0, budget))
+                    await governor.close()
+
+            asyncio.run(setup())
+            env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+            procs = [subprocess.Popen([*r.exec_prefix(), sys.executable, "-c", REPLICA, cluster.url, swarm,
+                                       str(per_replica), str(cost), r.name],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                     for r in replicas]
+            faults: list[tuple[float, str]] = []
+
+            def schedule() -> None:  # the faults, while the replicas charge
+                leader = cluster.leader_index()
+                time.sleep(0.3)
+                lab.isolate(f"e{leader}")
+                faults.append((time.time(), f"isolate leader e{leader}"))
+                time.sleep(1.5)
+                lab.heal_all()
+                faults.append((time.time(), "heal"))
+                leader = cluster.leader_index(timeout=10)
+                lab.cut("r0", f"e{leader}")
+                faults.append((time.time(), f"cut r0 from leader e{leader}"))
+                time.sleep(1.0)
+                lab.heal_all()
+                faults.append((time.time(), "heal"))
+
+            nemesis = threading.Thread(target=schedule)
+            nemesis.start()
+            history: list[list[object]] = []
+            for proc in procs:
+                out, err = proc.communicate(timeout=240)
+                assert proc.returncode == 0, err[-3000:]
+                history.extend(json.loads(out))
+            nemesis.join()
+
+            async def stored() -> tuple[Decimal, bool]:
+                async with open_kv(cluster.url) as kv:
+                    record = json.loads((await kv.get(f"/governor/budgets/{swarm}")).value)  # type: ignore[union-attr]
+                    breaker = await kv.get(f"/governor/breakers/{swarm}")
+                    return Decimal(record["spent"]), breaker is not None and json.loads(breaker.value)["state"] == "open"
+
+            spent, breaker_open = asyncio.run(stored())
+            (tmp_path / "history.json").write_text(json.dumps({"faults": faults, "history": history,
+                                                               "stored_spent": str(spent)}))
+            violations = check_ledger(history, budget, cost, spent, breaker_open)
+            assert not violations, f"{violations} (history: {tmp_path / 'history.json'})"
+            kinds = {h[4] for h in history}
+            assert "ok" in kinds and "refused" in kinds and len(faults) == 4
+        finally:
+            cluster.stop()
