@@ -164,3 +164,86 @@ def test_two_replicas_under_partitions_keep_the_ledger(tmp_path: Path) -> None:
             assert "ok" in kinds and "refused" in kinds and len(faults) == 4
         finally:
             cluster.stop()
+
+
+@pytest.mark.slow
+def test_a_replica_cut_from_nats_leaves_blockers_to_the_other_and_each_is_answered_once(tmp_path: Path) -> None:
+    """Two ``coordinator serve`` replicas in their own namespaces; one is cut from the NATS server. Every
+    blocker raised meanwhile is answered by the other, exactly once each; after healing, both answer,
+    still exactly once per blocker."""
+    from backends.servers.nats import NatsServer
+    from infrafabric.coordinator import IFCoordinator, keys
+
+    tag = uuid.uuid4().hex[:6]
+    cap, helper, blocked = f"rare:{tag}", f"helper-{tag}", f"blocked-{tag}"
+    with NetLab() as lab:
+        member, bus_node = lab.add_node("e0"), lab.add_node("nats")
+        replicas = [lab.add_node(f"r{i}") for i in range(2)]
+        cluster = EtcdCluster(1, placements=[(member.ip, member.exec_prefix())]).start()
+        nats = NatsServer(jetstream=False, host=bus_node.ip, wrapper=bus_node.exec_prefix()).start()
+        serves: list[subprocess.Popen[str]] = []
+        try:
+            async def setup() -> None:
+                async with open_kv(cluster.url) as kv:
+                    governor = IFGovernor(kv=kv, audit=None, cost_sink=None)
+                    governor.register_swarm(SwarmProfile(helper, [cap], 1.0, 1.0, 100.0))
+                    governor.register_swarm(SwarmProfile(blocked, ["code:python"], 1.0, 1.0, 100.0))
+                    await governor.close()
+
+            asyncio.run(setup())
+            env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "INFRAFABRIC_WITNESS_URL": "memory://",
+                   "INFRAFABRIC_HOME": str(tmp_path)}
+            for r in replicas:
+                serves.append(subprocess.Popen(
+                    [*r.exec_prefix(), sys.executable, "-c", "from infrafabric.cli.main import app; app()",
+                     "coordinator", "serve", "--kv", cluster.url, "--bus", nats.url, "--duration", "60"],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
+            for serve in serves:
+                assert serve.stdout is not None and "coordinator serving" in serve.stdout.readline()
+
+            async def until_connected(ip: str) -> None:
+                from backends.servers.probe import http_get
+
+                deadline = asyncio.get_running_loop().time() + 20
+                while True:
+                    status, body = await asyncio.to_thread(http_get, f"{nats.monitor_url}/connz", timeout=1)
+                    if status == 200 and any(c.get("ip") == ip for c in json.loads(body).get("connections", [])):
+                        return
+                    assert asyncio.get_running_loop().time() < deadline, f"{ip} never reconnected to NATS"
+                    await asyncio.sleep(0.1)
+
+            async def scenario() -> dict[str, int]:
+                answers: dict[str, int] = {}
+                async with IFCoordinator(kv_url=cluster.url, bus_url=nats.url, audit=None) as platform:
+                    inbox = await platform.register_swarm(helper, [cap])
+                    await platform.bus.subscribe(keys.HELP_EVENTS, lambda m: answers.__setitem__(
+                        json.loads(m.data)["blocker_id"], answers.get(json.loads(m.data)["blocker_id"], 0) + 1))
+                    raised = []
+                    lab.cut("r0", "nats")  # replica 0 hears no blocker events now
+                    for phase in ("cut", "healed"):
+                        for _ in range(5):
+                            event = await platform.detect_blocker(blocked, {"required_capabilities": [cap]})
+                            raised.append(event["blocker_id"])
+                            task = await asyncio.wait_for(inbox.get(), 15)
+                            assert task["blocked_swarm"] == blocked
+                        if phase == "cut":
+                            lab.heal_all()
+                            await until_connected(replicas[0].ip)  # replica 0 back on the bus
+                    deadline = asyncio.get_running_loop().time() + 10
+                    while len(answers) < len(raised) and asyncio.get_running_loop().time() < deadline:
+                        await asyncio.sleep(0.05)
+                    assert inbox.empty(), "a blocker's helper was pushed more than once"
+                    return {b: answers.get(b, 0) for b in raised}
+
+            counts = asyncio.run(scenario())
+            assert sorted(counts.values()) == [1] * 10, counts
+        finally:
+            for serve in serves:
+                serve.terminate()
+            for serve in serves:
+                try:
+                    serve.wait(20)
+                except subprocess.TimeoutExpired:
+                    serve.kill()
+            nats.stop()
+            cluster.stop()
