@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 PYTEST_ARGS ?=
 
-.PHONY: setup venv servers demo test bench serve clean
+.PHONY: setup venv servers demo test bench bench-chaos serve clean
 
 setup: venv servers
 
@@ -42,6 +42,10 @@ test: setup
 
 bench: setup
 	$(PY) -m benchmarks.run
+
+# 100,000 charges by 1, 2 and 3 governor replicas under random network partitions (needs root)
+bench-chaos: setup
+	$(PY) -m benchmarks.bench_chaos
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info src/*.egg-info bench-results

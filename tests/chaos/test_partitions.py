@@ -22,7 +22,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import uuid
@@ -34,62 +33,11 @@ import pytest
 from backends.kv import open_kv
 from backends.servers.etcd import EtcdCluster
 from backends.servers.netlab import NetLab, netlab_available
+from benchmarks.chaos_ledger import check_ledger, collect, start_replicas
 from infrafabric.governor import IFGovernor, SwarmProfile
 
 pytestmark = [pytest.mark.etcd, pytest.mark.skipif(not netlab_available(), reason="needs root for network namespaces")]
 ROOT = Path(__file__).resolve().parents[2]
-
-REPLICA = textwrap.dedent("""
-    import asyncio, json, sys, time
-    from backends.kv import open_kv
-    from infrafabric.errors import CircuitOpenError
-    from infrafabric.governor import IFGovernor
-
-    async def main(url, swarm, n, cost, name):
-        kv = open_kv(url)
-        async with kv:
-            governor = IFGovernor(kv=kv, audit=None, cost_sink=None)
-            await governor.load()
-            history = []
-            sem = asyncio.Semaphore(8)
-            async def one(i):
-                async with sem:
-                    started = time.time()
-                    try:
-                        remaining = await asyncio.wait_for(governor.acharge(swarm, "op", cost), 8)
-                        history.append([name, i, started, time.time(), "ok", str(remaining)])
-                    except CircuitOpenError:
-                        history.append([name, i, started, time.time(), "refused", None])
-                    except Exception as exc:  # timeout, unavailable: the charge may or may not have applied
-                        history.append([name, i, started, time.time(), "unknown", type(exc).__name__])
-            await asyncio.gather(*(one(i) for i in range(n)))
-            print(json.dumps(history))
-
-    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]))
-""")
-
-
-def check_ledger(history: list[list[object]], budget: Decimal, cost: Decimal, stored_spent: Decimal,
-                 breaker_open: bool) -> list[str]:
-    """The invariants of one swarm's ledger over a whole history; returns the violations found."""
-    violations: list[str] = []
-    accepted = [Decimal(str(h[5])) for h in history if h[4] == "ok"]
-    unknown = sum(1 for h in history if h[4] == "unknown")
-    if any(r < 0 for r in accepted):
-        violations.append(f"overspent: accepted totals below zero {sorted(r for r in accepted if r < 0)[:5]}")
-    if len(set(accepted)) != len(accepted):
-        dup = sorted({r for r in accepted if accepted.count(r) > 1})[:5]
-        violations.append(f"lost or double-counted charges: running totals seen twice {dup}")
-    low, high = cost * len(accepted), cost * (len(accepted) + unknown)
-    if not low <= stored_spent <= high:
-        violations.append(f"stored total {stored_spent} outside [{low}, {high}] (accepted {len(accepted)}, "
-                          f"unknown {unknown})")
-    if stored_spent > budget:
-        violations.append(f"stored total {stored_spent} exceeds the budget {budget}")
-    if stored_spent >= budget and not breaker_open:
-        violations.append("budget spent but the breaker is closed")
-    return violations
-
 
 def test_the_checker_finds_what_it_should() -> None:
     """The checker itself, on histories built to break each invariant."""
@@ -108,7 +56,8 @@ def test_two_replicas_under_partitions_keep_the_ledger(tmp_path: Path) -> None:
     swarm = f"part-{uuid.uuid4().hex[:8]}"
     with NetLab() as lab:
         members = [lab.add_node(f"e{i}") for i in range(3)]
-        replicas = [lab.add_node(f"r{i}") for i in range(2)]
+        for i in range(2):  # the replicas' namespaces (start_replicas runs one process in each)
+            lab.add_node(f"r{i}")
         cluster = EtcdCluster(3, placements=[(m.ip, m.exec_prefix()) for m in members]).start()
         try:
             async def setup() -> None:
@@ -118,11 +67,7 @@ def test_two_replicas_under_partitions_keep_the_ledger(tmp_path: Path) -> None:
                     await governor.close()
 
             asyncio.run(setup())
-            env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-            procs = [subprocess.Popen([*r.exec_prefix(), sys.executable, "-c", REPLICA, cluster.url, swarm,
-                                       str(per_replica), str(cost), r.name],
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-                     for r in replicas]
+            procs = start_replicas(lab, cluster.url, swarm, per_replica, cost)
             faults: list[tuple[float, str]] = []
 
             def schedule() -> None:  # the faults, while the replicas charge
@@ -142,11 +87,7 @@ def test_two_replicas_under_partitions_keep_the_ledger(tmp_path: Path) -> None:
 
             nemesis = threading.Thread(target=schedule)
             nemesis.start()
-            history: list[list[object]] = []
-            for proc in procs:
-                out, err = proc.communicate(timeout=240)
-                assert proc.returncode == 0, err[-3000:]
-                history.extend(json.loads(out))
+            history = collect(procs, timeout=240)
             nemesis.join()
 
             async def stored() -> tuple[Decimal, bool]:
@@ -247,3 +188,41 @@ def test_a_replica_cut_from_nats_leaves_blockers_to_the_other_and_each_is_answer
                     serve.kill()
             nats.stop()
             cluster.stop()
+
+
+def test_netlab_cuts_and_heals_only_what_it_is_told(tmp_path: Path) -> None:
+    """The harness itself: a cut drops traffic between two nodes in both directions and nothing else;
+    heal restores it; the observer (root namespace) reaches every node throughout."""
+    import socket
+
+    with NetLab() as lab:
+        a, b, c = (lab.add_node(n) for n in ("a", "b", "c"))
+        servers = {n.name: subprocess.Popen(
+            [*n.exec_prefix(), sys.executable, "-c",
+             "import socket,sys\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+             f"s.bind(('{n.ip}',7000));s.listen(16);print('up',flush=True)\n"
+             "while True:\n c,_=s.accept();c.close()"], stdout=subprocess.PIPE, text=True) for n in (a, b, c)}
+        try:
+            for proc in servers.values():
+                assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
+
+            def reach(src: "object | None", dst: "object") -> bool:
+                code = f"import socket\ns=socket.socket();s.settimeout(0.5)\ntry:\n s.connect(('{dst.ip}',7000));print('yes')\nexcept OSError:\n print('no')"  # type: ignore[attr-defined]
+                argv = [sys.executable, "-c", code]
+                if src is not None:
+                    argv = [*src.exec_prefix(), *argv]  # type: ignore[attr-defined]
+                return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip() == "yes"
+
+            assert reach(a, b) and reach(b, a) and reach(a, c)
+            lab.cut("a", "b")
+            assert not reach(a, b) and not reach(b, a)
+            assert reach(a, c) and reach(c, b) and reach(None, a) and reach(None, b)
+            lab.heal("a", "b")
+            assert reach(a, b) and reach(b, a)
+            lab.isolate("c")
+            assert not reach(a, c) and not reach(c, b) and reach(None, c) and reach(a, b)
+        finally:
+            for proc in servers.values():
+                proc.kill()
+                proc.wait()
+    assert not any(lab.nodes)  # close() removed its namespaces

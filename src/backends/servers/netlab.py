@@ -64,6 +64,7 @@ class NetLab:
         self.gateway = str(self.subnet.network_address + 1)
         self.nodes: dict[str, Node] = {}
         self._next = 10
+        self._netem: bool | None = None
         existing = _ip("-o", "addr", "show").stdout
         if str(self.subnet.network_address)[:-1] in existing:
             raise ServerError(f"subnet {self.subnet} is in use here", error_code="NETLAB_FAILED")
@@ -124,6 +125,20 @@ class NetLab:
         for a, node in self.nodes.items():
             for b in list(node.cut_from):
                 self.heal(a, b)
+
+    def netem_available(self) -> bool:
+        """Whether this kernel has ``tc netem`` (sch_netem); some container kernels do not."""
+        if self._netem is None:
+            node = next(iter(self.nodes.values()), None)
+            if node is None:
+                return False
+            try:
+                self.netem(node.name, delay_ms=1)
+                self.netem(node.name)
+                self._netem = True
+            except ServerError:
+                self._netem = False
+        return self._netem
 
     def netem(self, name: str, *, delay_ms: int = 0, loss_percent: float = 0.0) -> None:
         """Delay and/or drop a share of a node's packets (tc netem on its leg); zeros remove it."""
