@@ -82,7 +82,12 @@ def main() -> int:
         return 2
     out_dir = Path("bench-results")
     out_dir.mkdir(exist_ok=True)
-    results = [run_one(int(n), args.ops, out_dir, args.seed + int(n)) for n in args.replicas.split(",")]
+    results = []
+    for n in args.replicas.split(","):
+        result = run_one(int(n), args.ops, out_dir, args.seed + int(n))
+        results.append(result)
+        print(json.dumps({k: v for k, v in result.items() if k != "history"} | {"history": result["history"]}),
+              flush=True)  # each configuration as it finishes: a long run can be followed
     from benchmarks.run import print_rows
 
     rows = []
