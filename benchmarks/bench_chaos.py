@@ -11,7 +11,6 @@ histories are written to bench-results/. Needs root (network namespaces).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import time
 import uuid
@@ -19,12 +18,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from backends.kv import open_kv
 from backends.servers.etcd import EtcdCluster
 from backends.servers.netlab import NetLab, netlab_available
-from benchmarks.chaos_ledger import Nemesis, check_ledger, collect, start_replicas
+from benchmarks.chaos_ledger import Nemesis, check_ledger, collect, read_ledger, seed_ledger, start_replicas
 from benchmarks.common import row
-from infrafabric.governor import IFGovernor, SwarmProfile
 
 COST = Decimal("0.01")
 
@@ -38,13 +35,7 @@ def run_one(replicas: int, ops: int, out_dir: Path, seed: int) -> dict[str, Any]
             lab.add_node(f"r{i}")
         cluster = EtcdCluster(3, placements=[(m.ip, m.exec_prefix()) for m in members]).start()
         try:
-            async def setup() -> None:
-                async with open_kv(cluster.url) as kv:
-                    governor = IFGovernor(kv=kv, audit=None, cost_sink=None)
-                    governor.register_swarm(SwarmProfile(swarm, ["code:python"], 1.0, 1.0, budget))
-                    await governor.close()
-
-            asyncio.run(setup())
+            seed_ledger(cluster.url, swarm, budget)
             nemesis = Nemesis(lab, cluster, seed=seed)
             started = time.perf_counter()
             procs = start_replicas(lab, cluster.url, swarm, ops // replicas, COST, concurrency=16)
@@ -53,13 +44,7 @@ def run_one(replicas: int, ops: int, out_dir: Path, seed: int) -> dict[str, Any]
             elapsed = time.perf_counter() - started
             nemesis.stop()
 
-            async def stored() -> tuple[Decimal, bool]:
-                async with open_kv(cluster.url) as kv:
-                    record = json.loads((await kv.get(f"/governor/budgets/{swarm}")).value)  # type: ignore[union-attr]
-                    breaker = await kv.get(f"/governor/breakers/{swarm}")
-                    return Decimal(record["spent"]), breaker is not None and json.loads(breaker.value)["state"] == "open"
-
-            spent, breaker_open = asyncio.run(stored())
+            spent, breaker_open = read_ledger(cluster.url, swarm)
         finally:
             cluster.stop()
     violations = check_ledger(history, budget, COST, spent, breaker_open)

@@ -77,6 +77,37 @@ def check_ledger(history: list[list[Any]], budget: Decimal, cost: Decimal, store
     return violations
 
 
+def seed_ledger(url: str, swarm: str, budget: Decimal) -> None:
+    """Register the swarm whose ledger the replicas charge."""
+    import asyncio
+
+    from backends.kv import open_kv
+    from infrafabric.governor import IFGovernor, SwarmProfile
+
+    async def run() -> None:
+        async with open_kv(url) as kv:
+            governor = IFGovernor(kv=kv, audit=None, cost_sink=None)
+            governor.register_swarm(SwarmProfile(swarm, ["code:python"], 1.0, 1.0, budget))
+            await governor.close()
+
+    asyncio.run(run())
+
+
+def read_ledger(url: str, swarm: str) -> tuple[Decimal, bool]:
+    """The stored total spent and whether the stored breaker is open (read after the run, healed)."""
+    import asyncio
+
+    from backends.kv import open_kv
+
+    async def run() -> tuple[Decimal, bool]:
+        async with open_kv(url) as kv:
+            record = json.loads((await kv.get(f"/governor/budgets/{swarm}")).value)  # type: ignore[union-attr]
+            breaker = await kv.get(f"/governor/breakers/{swarm}")
+            return Decimal(record["spent"]), breaker is not None and json.loads(breaker.value)["state"] == "open"
+
+    return asyncio.run(run())
+
+
 def start_replicas(lab: NetLab, url: str, swarm: str, per_replica: int, cost: Decimal,
                    concurrency: int = 8) -> list[subprocess.Popen[str]]:
     """One replica process per ``r*`` node of the lab, each in its own namespace."""

@@ -33,7 +33,7 @@ import pytest
 from backends.kv import open_kv
 from backends.servers.etcd import EtcdCluster
 from backends.servers.netlab import NetLab, netlab_available
-from benchmarks.chaos_ledger import check_ledger, collect, start_replicas
+from benchmarks.chaos_ledger import check_ledger, collect, read_ledger, seed_ledger, start_replicas
 from infrafabric.governor import IFGovernor, SwarmProfile
 
 pytestmark = [pytest.mark.etcd, pytest.mark.skipif(not netlab_available(), reason="needs root for network namespaces")]
@@ -60,13 +60,7 @@ def test_two_replicas_under_partitions_keep_the_ledger(tmp_path: Path) -> None:
             lab.add_node(f"r{i}")
         cluster = EtcdCluster(3, placements=[(m.ip, m.exec_prefix()) for m in members]).start()
         try:
-            async def setup() -> None:
-                async with open_kv(cluster.url) as kv:
-                    governor = IFGovernor(kv=kv, audit=None, cost_sink=None)
-                    governor.register_swarm(SwarmProfile(swarm, ["code:python"], 1.0, 1.0, budget))
-                    await governor.close()
-
-            asyncio.run(setup())
+            seed_ledger(cluster.url, swarm, budget)
             procs = start_replicas(lab, cluster.url, swarm, per_replica, cost)
             faults: list[tuple[float, str]] = []
 
@@ -90,13 +84,7 @@ def test_two_replicas_under_partitions_keep_the_ledger(tmp_path: Path) -> None:
             history = collect(procs, timeout=240)
             nemesis.join()
 
-            async def stored() -> tuple[Decimal, bool]:
-                async with open_kv(cluster.url) as kv:
-                    record = json.loads((await kv.get(f"/governor/budgets/{swarm}")).value)  # type: ignore[union-attr]
-                    breaker = await kv.get(f"/governor/breakers/{swarm}")
-                    return Decimal(record["spent"]), breaker is not None and json.loads(breaker.value)["state"] == "open"
-
-            spent, breaker_open = asyncio.run(stored())
+            spent, breaker_open = read_ledger(cluster.url, swarm)
             (tmp_path / "history.json").write_text(json.dumps({"faults": faults, "history": history,
                                                                "stored_spent": str(spent)}))
             violations = check_ledger(history, budget, cost, spent, breaker_open)
