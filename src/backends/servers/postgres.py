@@ -38,13 +38,19 @@ def find_postgres_bindir() -> Path:
 
 
 class PostgresServer(ManagedProcess):
-    """One PostgreSQL server with trust auth for user ``postgres`` on 127.0.0.1 (fsync off: tests only)."""
+    """One PostgreSQL server on 127.0.0.1 (fsync off: tests only).
+
+    Default: trust auth for user ``postgres``. ``secured=True`` is the deployed form: every TCP login needs
+    a SCRAM password, the superuser has none (it administers over the server's own Unix socket only), and
+    each service gets a role of its own owning one database nobody else may connect to
+    (``create_service_database``)."""
 
     name = "postgres"
     stop_signal = signal.SIGINT  # "fast" shutdown; SIGTERM ("smart") waits for every client to leave
 
-    def __init__(self, *, startup_timeout: float = 30.0) -> None:
+    def __init__(self, *, startup_timeout: float = 30.0, secured: bool = False) -> None:
         super().__init__(startup_timeout=startup_timeout)
+        self.secured = secured
         self.bindir = find_postgres_bindir()
         self.port: int = free_port()
         self._as_postgres = os.geteuid() == 0
@@ -82,7 +88,8 @@ class PostgresServer(ManagedProcess):
             os.chown(self.workdir, pw.pw_uid, pw.pw_gid)
             os.chmod(self.workdir, 0o700)
         res = subprocess.run(  # noqa: S603 - fixed argv
-            [str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+            [str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
+             *(["--auth-host=scram-sha-256", "--auth-local=trust"] if self.secured else ["--auth=trust"]),
              "-E", "UTF8", "--no-sync", "--no-instructions"],
             capture_output=True, text=True, check=False, timeout=120, **self._user_kwargs(),
         )
@@ -126,15 +133,29 @@ class PostgresServer(ManagedProcess):
 
     # ------------------------------------------------------------ databases
     def psql(self, sql: str, db: str = "postgres") -> str:
-        """Run one SQL command through psql (sync, so fixtures need no event loop)."""
+        """Run SQL through psql as the superuser (sync, so fixtures need no event loop). The SQL goes in on
+        stdin, never argv; a secured server is administered over its Unix socket only."""
+        host = str(self.workdir) if self.secured else "127.0.0.1"
         res = subprocess.run(  # noqa: S603
-            [str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", db,
-             "-v", "ON_ERROR_STOP=1", "-X", "-q", "-A", "-t", "-c", sql],
-            capture_output=True, text=True, check=False, timeout=30,
+            [str(self.bindir / "psql"), "-h", host, "-p", str(self.port), "-U", "postgres", "-d", db,
+             "-v", "ON_ERROR_STOP=1", "-X", "-q", "-A", "-t", "-f", "-"],
+            input=sql, capture_output=True, text=True, check=False, timeout=30,
         )
         if res.returncode != 0:
             raise ServerError(f"psql failed: {res.stderr.strip()}", error_code="POSTGRES_SQL_FAILED")
         return res.stdout
+
+    def create_service_database(self, service: str, password: str) -> str:
+        """A login role for one service, owning a database of the same name that no other role may connect
+        to; returns its SQLAlchemy URL *without* the password (give it as PGPASSWORD or a .pgpass file)."""
+        if not _DB_NAME.match(service):
+            raise ServerError(f"invalid service name {service!r}: use [a-z_][a-z0-9_]*",
+                              error_code="POSTGRES_INVALID_NAME")
+        literal = "'" + password.replace("'", "''") + "'"
+        self.psql(f'CREATE ROLE "{service}" LOGIN PASSWORD {literal};')
+        self.psql(f'CREATE DATABASE "{service}" OWNER "{service}";')
+        self.psql(f'REVOKE ALL ON DATABASE "{service}" FROM PUBLIC;')
+        return f"postgresql+asyncpg://{service}@127.0.0.1:{self.port}/{service}"
 
     def create_database(self, name: str | None = None) -> str:
         """Create a fresh empty database (unique name when None) and return its SQLAlchemy URL."""
