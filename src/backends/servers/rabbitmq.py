@@ -8,6 +8,7 @@ uses /var/lib/rabbitmq). epmd is started by us on its own loopback port as a chi
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -15,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 from .base import ManagedProcess
-from .errors import BinaryNotFoundError, ServerStartError
+from .errors import BinaryNotFoundError, ServerError, ServerStartError
 from .ports import free_ports
 
 __all__ = ["RabbitMQServer", "find_rabbitmq_server", "find_epmd"]
@@ -127,6 +128,29 @@ class RabbitMQServer(ManagedProcess):
                            capture_output=True, timeout=5, check=False)  # noqa: S603
         except (BinaryNotFoundError, subprocess.TimeoutExpired):
             pass
+
+    def rabbitmqctl(self, *args: str, stdin: str | None = None) -> str:
+        """Run rabbitmqctl against this node (same node name, ports and cookie as the server)."""
+        ctl = Path(find_rabbitmq_server()).with_name("rabbitmqctl")
+        res = subprocess.run([str(ctl), "-n", self.node_name, *args], input=stdin, capture_output=True,  # noqa: S603
+                             text=True, env=self._env(), timeout=60, check=False)
+        if res.returncode != 0:
+            raise ServerError(f"rabbitmqctl {args[0] if args else ''}: {(res.stderr or res.stdout).strip()[-500:]}",
+                              error_code="RABBITMQCTL_FAILED")
+        return res.stdout
+
+    def add_service_user(self, service: str, password: str) -> str:
+        """A broker account for one service of the mesh's topology: it may declare and publish to any
+        service's queue (a sender declares the destination's), but read only the exchange and its own
+        queue, so it cannot consume another service's messages. Returns its AMQP URL without the password.
+        The password goes to rabbitmqctl on stdin, never argv."""
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", service):
+            raise ServerError(f"invalid service name {service!r}", error_code="RABBITMQ_INVALID_NAME")
+        self.rabbitmqctl("add_user", service, stdin=password + "\n")
+        own = re.escape(f"lucid.{service}")
+        self.rabbitmqctl("set_permissions", "-p", "/", service, r"^lucid\.", r"^lucid\.",
+                         rf"^(lucid\.inter-service|{own})$")
+        return f"amqp://{service}@127.0.0.1:{self.port}/"
 
     @property
     def epmd_pid(self) -> int | None:
