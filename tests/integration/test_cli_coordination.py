@@ -109,3 +109,32 @@ async def test_coordinator_serve_answers_blockers(etcd_server, nats_server) -> N
         await helper.stop()
         await blocked.stop()
     assert serve.returncode == 0
+
+
+async def test_blockers_end_with_their_swarm_or_an_operator(etcd_server, nats_server) -> None:  # type: ignore[no-untyped-def]
+    """A blocker lives on its reporter's session: a swarm that dies takes its pending blockers with it
+    within the lease TTL; an operator resolves one with `coordinator resolve-blocker`."""
+    tag = uuid.uuid4().hex[:6]
+    dying = SwarmClient(f"dying-{tag}", ["code:python"], kv_url=etcd_server.url, bus_url=nats_server.url, claim_ttl=2)
+    living = SwarmClient(f"living-{tag}", ["code:python"], kv_url=etcd_server.url, bus_url=nats_server.url)
+    await dying.start()
+    await living.start()
+    try:
+        doomed = await dying.report_blocker({"required_capabilities": [f"none:{tag}"]})
+        kept = await living.report_blocker({"required_capabilities": [f"none:{tag}"]})
+        store = living.kv
+        assert await store.get(f"/blockers/{dying.swarm_id}/{doomed['blocker_id']}") is not None
+        await dying.stop(release=False)  # dies: stops refreshing its lease, releases nothing
+        deadline = time.monotonic() + 15
+        while await store.get(f"/blockers/{dying.swarm_id}/{doomed['blocker_id']}") is not None:
+            assert time.monotonic() < deadline, "a dead swarm's blocker stayed pending"
+            await asyncio.sleep(0.1)
+        out = await asyncio.to_thread(invoke, "coordinator", "resolve-blocker", living.swarm_id, kept["blocker_id"],
+                                      "--kv", etcd_server.url)
+        assert "resolved" in out
+        assert await store.get(f"/blockers/{living.swarm_id}/{kept['blocker_id']}") is None
+        again = await asyncio.to_thread(runner.invoke, app, ["coordinator", "resolve-blocker", living.swarm_id,
+                                                             kept["blocker_id"], "--kv", etcd_server.url])
+        assert again.exit_code == 1
+    finally:
+        await living.stop()

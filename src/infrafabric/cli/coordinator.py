@@ -1,4 +1,4 @@
-"""`infrafabric coordinator serve | status | swarms | blockers`."""
+"""`infrafabric coordinator serve | status | swarms | blockers | resolve-blocker | issue-credential | revoke-credential`."""
 
 from __future__ import annotations
 
@@ -197,6 +197,37 @@ def swarms(kv: Optional[str] = KV) -> None:
     for swarm_id, caps in asyncio.run(run()):
         table.add_row(swarm_id, ", ".join(caps))
     console.print(table)
+
+
+@app.command("resolve-blocker")
+def resolve_blocker(
+    swarm_id: str = typer.Argument(..., help="The swarm that reported it"),
+    blocker_id: str = typer.Argument(..., help="Its id (see `coordinator blockers`)"),
+    kv: Optional[str] = KV,
+) -> None:
+    """Mark a blocker resolved (an operator decision; audited)."""
+    from infrafabric.audit import log_operation
+    from infrafabric.coordinator import keys as coordination_keys
+    from infrafabric.errors import InfraFabricError
+    from infrafabric.ids import validate_swarm_id, validate_task_id
+
+    try:
+        validate_swarm_id(swarm_id)
+        validate_task_id(blocker_id)
+    except InfraFabricError as exc:
+        console.print(f"[red]{exc.error_code}[/red]: {exc.message}")
+        raise typer.Exit(2) from None
+
+    async def run() -> bool:
+        async with open_kv(kv or default_kv_url()) as store:
+            return await store.delete(coordination_keys.blocker_key(swarm_id, blocker_id))
+
+    if not asyncio.run(run()):
+        console.print(f"[red]no pending blocker {blocker_id} of {swarm_id}[/red]")
+        raise typer.Exit(1)
+    log_operation("IF.coordinator", "blocker_resolved", {"swarm_id": swarm_id, "blocker_id": blocker_id,
+                                                         "by": "operator"}, "INFO")
+    console.print(f"blocker {blocker_id} of {swarm_id} resolved")
 
 
 @app.command()

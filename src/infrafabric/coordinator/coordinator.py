@@ -227,7 +227,10 @@ class IFCoordinator:
     async def resolve_blocker(self, swarm_id: str, blocker_id: str) -> bool:
         validate_swarm_id(swarm_id)
         validate_task_id(blocker_id)
-        return await self.kv.delete(keys.blocker_key(swarm_id, blocker_id))
+        resolved = await self.kv.delete(keys.blocker_key(swarm_id, blocker_id))
+        if resolved:
+            self.core.audit("blocker_resolved", {"swarm_id": swarm_id, "blocker_id": blocker_id})
+        return resolved
 
     # -- lifecycle --------------------------------------------------------------------------------
 

@@ -228,7 +228,10 @@ class CoordinationCore:
     # -- blockers ---------------------------------------------------------------------------------
 
     async def report_blocker(self, swarm_id: str, blocker_info: dict[str, Any]) -> dict[str, Any]:
-        """Persist the blocker, then notify the orchestrator and every governor at once (no polling)."""
+        """Persist the blocker, then notify the orchestrator and every governor at once (no polling).
+
+        It stays pending until resolved (``IFCoordinator.resolve_blocker``, ``coordinator resolve-blocker``)
+        or until the reporting swarm's session ends: it lives on that session's lease."""
         validate_swarm_id(swarm_id)
         if not isinstance(blocker_info, dict):
             raise TypeError("blocker_info must be a dict")
@@ -240,7 +243,16 @@ class CoordinationCore:
             "timestamp": time.time(),
         }
         data = encode(event)
-        await self.kv.put(keys.blocker_key(swarm_id, event["blocker_id"]), data)
+        # on the reporter's session lease: a blocker of a swarm that died does not stay pending for ever
+        for _attempt in range(3):
+            lease = await self.session_lease(swarm_id)
+            try:
+                await self.kv.put(keys.blocker_key(swarm_id, event["blocker_id"]), data, lease=lease)
+                break
+            except LeaseNotFound:
+                await self.end_session(swarm_id, release=False)
+        else:
+            raise BackendUnavailable(f"blocker of {swarm_id} could not be recorded; try again")
         await self.bus.publish(keys.BLOCKER_EVENTS, data)
         self.audit("blocker_detected", {"swarm_id": swarm_id, "blocker_id": event["blocker_id"]}, "WARN")
         return event
