@@ -47,6 +47,12 @@ class UntrustedServerError(BackendError):
     error_code = "BACKEND_TLS_UNTRUSTED"
 
 
+class AlreadySettled(BackendError):
+    """A delivery acknowledged or rejected a second time (the first settlement stands)."""
+
+    error_code = "MQ_ALREADY_SETTLED"
+
+
 class LeaseNotFound(BackendError):
     """The lease expired or was revoked."""
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from lucid.service_mesh.communication import AsyncMessageQueueClient
-from lucid.service_mesh.errors import InvalidServiceConfigError, MessageQueueUnavailableError
+from lucid.service_mesh.errors import InvalidServiceConfigError, MessageDeliveryError, MessageQueueUnavailableError
 
 
 async def test_a_message_arrives_whole(mq_clients, service: str) -> None:
@@ -139,3 +139,110 @@ async def test_a_closed_client_reports_the_queue_unavailable_not_sent(mq_url: st
     await client.close()
     with pytest.raises(MessageQueueUnavailableError):
         await client.send_message("api-gateway", service, {"x": 1})
+
+
+# ---------------------------------------------------------------- the message-queue issue's items, both engines
+async def test_requeued_messages_keep_their_place(mq_clients, service: str) -> None:
+    """A consumer that held messages 0-3 closes, and one of 4-11 is rejected with requeue: the next
+    consumer still gets 0..11 in order (the embedded broker put them at the end, in set order)."""
+    sender, holder = await mq_clients(), await mq_clients()
+    for n in range(12):
+        await sender.send_message("api-gateway", service, {"n": n})
+    held = [await holder.receive(service, timeout=10) for _ in range(4)]
+    assert [m.payload["n"] for m in held if m] == [0, 1, 2, 3]
+    await holder.close()  # unsettled: all four go back
+    reader = await mq_clients()
+    got = []
+    while len(got) < 12:
+        m = await reader.receive(service, timeout=10)
+        assert m is not None
+        if m.payload["n"] == 5 and not m.redelivered:
+            await m.reject(requeue=True)  # back to its place, not to the end
+            continue
+        got.append(m.payload["n"])
+        await m.ack()
+    assert got == list(range(12))
+
+
+async def test_a_message_that_expires_in_a_waiting_consumers_buffer_is_not_delivered(mq_clients, service: str) -> None:
+    receiver = await mq_clients()
+    assert await receiver.receive(service, timeout=0.2) is None  # subscribed now: messages are pushed to it
+    sender = await mq_clients()
+    await sender.send_message("api-gateway", service, {"short": True}, ttl=1)
+    await sender.send_message("api-gateway", service, {"short": False}, ttl=3600)
+    await asyncio.sleep(1.5)  # the condition under test: the first message's TTL passes before it is taken
+    got = await receiver.receive(service, timeout=10)
+    assert got is not None and got.payload == {"short": False}
+    await got.ack()
+
+
+async def test_a_second_settlement_is_refused_with_a_code(mq_clients, service: str) -> None:
+    sender, receiver = await mq_clients(), await mq_clients()
+    await sender.send_message("api-gateway", service, {"x": 1})
+    got = await receiver.receive(service, timeout=10)
+    assert got is not None
+    await got.ack()
+    for settle in (got.ack(), got.reject(requeue=True)):
+        with pytest.raises(MessageDeliveryError) as caught:
+            await settle
+        assert "already" in caught.value.message and "redelivered" not in caught.value.message
+
+
+@pytest.mark.parametrize("cid, ok", [("é" * 127, True), ("é" * 128, False), ("", False), ("a\nb", False), (7, False)])
+async def test_correlation_ids_are_bounded_in_bytes_not_cut(mq_clients, service: str, cid, ok: bool) -> None:
+    client = await mq_clients()
+    if not ok:
+        with pytest.raises(InvalidServiceConfigError):
+            await client.send_message("api-gateway", service, {"x": 1}, correlation_id=cid)
+        assert await client.receive(service, timeout=0.2) is None
+        return
+    await client.send_message("api-gateway", service, {"x": 1}, correlation_id=cid)
+    got = await client.receive(service, timeout=10)
+    assert got is not None and got.correlation_id == cid
+    await got.ack()
+
+
+async def test_a_huge_payload_is_refused_without_being_encoded(mq_clients, service: str) -> None:
+    import tracemalloc
+
+    client = await mq_clients()
+    huge = {"blob": "x" * (64 << 20)}
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidServiceConfigError):
+            await client.send_message("api-gateway", service, huge)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak} bytes allocated to refuse it"
+    many = {"items": ["y" * 1000] * 2000}  # over the limit only once encoded
+    with pytest.raises(InvalidServiceConfigError):
+        await client.send_message("api-gateway", service, many)
+
+
+async def test_a_down_broker_is_the_same_code_on_receive_as_on_send(mq_url: str, service: str) -> None:
+    client = AsyncMessageQueueClient(mq_url)
+    for call in (client.send_message("api-gateway", service, {"x": 1}), client.receive(service, timeout=0.1)):
+        with pytest.raises(MessageQueueUnavailableError) as caught:
+            await call
+        assert caught.value.error_code == "LUCID_ERR_1303"
+
+
+def test_the_sync_client_offers_at_least_once(mq_url: str, service: str) -> None:
+    from lucid.service_mesh.communication.message_queue import MessageQueueClient
+
+    with MessageQueueClient(mq_url) as sender:
+        sender.send_message("api-gateway", service, {"n": 1})
+    crashed = MessageQueueClient(mq_url)
+    crashed.connect()
+    got = crashed.receive(service, timeout=10)
+    assert got is not None and got.payload == {"n": 1}
+    crashed.close()  # never acknowledged: back to the queue
+    with MessageQueueClient(mq_url) as worker:
+        with pytest.raises(RuntimeError):
+            with worker.receiving(service, timeout=10) as message:
+                assert message is not None and message.redelivered
+                raise RuntimeError("the work failed")  # requeued
+        with worker.receiving(service, timeout=10) as message:
+            assert message is not None and message.payload == {"n": 1}
+        assert worker.receive_message(service, timeout=0.3) is None  # acknowledged when the block ended

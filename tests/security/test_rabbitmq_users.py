@@ -44,3 +44,43 @@ async def test_a_service_reads_only_its_own_queue(rabbitmq_server) -> None:  # t
     with pytest.raises(LucidError):
         await wrong.connect()
     await wrong.close()
+
+
+async def test_a_message_without_a_broker_checked_sender_is_refused_by_default(rabbitmq_server) -> None:  # type: ignore[no-untyped-def]
+    """Published without the AMQP user-id, a message's source is only a claim: consumers need not know
+    to check, the client rejects it (or hands it out only when asked to accept unsigned messages)."""
+    import aio_pika
+
+    from lucid.service_mesh.communication.message_queue import MessageDeliveryError
+
+    service = f"svc-u-{uuid.uuid4().hex[:6]}"
+    consumer = AsyncMessageQueueClient(rabbitmq_server.amqp_url)
+    lenient = AsyncMessageQueueClient(rabbitmq_server.amqp_url, accept_unsigned=True)
+    await consumer.connect()
+    await lenient.connect()
+    await consumer.send_message("api-gateway", service, {"declare": True})  # declares the queue
+    declared = await consumer.receive(service, timeout=5)
+    assert declared is not None and declared.sender_account == "guest"
+    await declared.ack()
+    connection = await aio_pika.connect(rabbitmq_server.amqp_url)
+    try:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange("lucid.inter-service")
+        for n in range(2):
+            await exchange.publish(aio_pika.Message(body=b'{"forged": true}', message_id=f"unsigned-{n}",
+                                                    headers={"source": "payments", "destination": service,
+                                                             "ttl": 60}),
+                                   routing_key=f"{service}.payments")
+    finally:
+        await connection.close()
+    try:
+        with pytest.raises(MessageDeliveryError) as caught:
+            await consumer.receive(service, timeout=5)
+        assert "no broker-checked sender" in caught.value.message
+        await consumer.close()  # what it had prefetched goes back to the queue
+        second = await lenient.receive(service, timeout=5)  # handed out only when asked for
+        assert second is not None and second.sender_account is None and second.source == "payments"
+        await second.ack()
+    finally:
+        await consumer.close()
+        await lenient.close()

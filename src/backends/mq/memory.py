@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from backends.errors import QueueUnavailable
+from backends.errors import AlreadySettled, QueueUnavailable
 from backends.mq.base import Delivery, MessageBroker, QueueMessage
 
 
@@ -37,8 +37,10 @@ class _Core:
         self._seq = itertools.count()
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
 
-    def put(self, message: QueueMessage, expires_at: float, redelivered: bool = False) -> None:
-        entry = _Entry(-message.priority, next(self._seq), expires_at, message, redelivered)
+    def put(self, message: QueueMessage, expires_at: float, redelivered: bool = False, seq: int | None = None) -> None:
+        """Queue a message; a requeued one keeps its arrival ``seq``, so it goes back to its place (FIFO
+        within its priority, as RabbitMQ requeues), not to the end."""
+        entry = _Entry(-message.priority, next(self._seq) if seq is None else seq, expires_at, message, redelivered)
         with self._lock:
             heapq.heappush(self._queues.setdefault(message.destination, []), entry)
             waiters = list(self._waiters.get(message.destination, ()))
@@ -96,18 +98,18 @@ class _MemoryDelivery(Delivery):
     async def reject(self, requeue: bool = True) -> None:
         self._settle()
         if requeue:
-            self._broker._core.put(self.message, self._entry.expires_at, redelivered=True)
+            self._broker._core.put(self.message, self._entry.expires_at, redelivered=True, seq=self._entry.seq)
 
     def _settle(self) -> None:
         if self._settled:
-            raise RuntimeError("delivery already settled")
+            raise AlreadySettled(f"message {self.message.message_id} was already acknowledged or rejected")
         self._settled = True
         self._broker._unsettled.discard(self)
 
     def _return(self) -> None:
         """Back to the queue, marked redelivered (the consumer closed without settling)."""
         self._settled = True
-        self._broker._core.put(self.message, self._entry.expires_at, redelivered=True)
+        self._broker._core.put(self.message, self._entry.expires_at, redelivered=True, seq=self._entry.seq)
 
 
 class MemoryBroker(MessageBroker):

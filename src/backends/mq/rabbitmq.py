@@ -13,6 +13,7 @@ when the connection closes (the broker requeues them).
 from __future__ import annotations
 
 import asyncio
+import time
 import datetime as dt
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -21,7 +22,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 from aio_pika.exceptions import AMQPConnectionError, AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
 
-from backends.errors import ConfirmTimeout, DeliveryFailed, QueueUnavailable
+from backends.errors import AlreadySettled, ConfirmTimeout, DeliveryFailed, QueueUnavailable
 from backends.mq.base import MAX_PRIORITY, Delivery, MessageBroker, QueueMessage
 
 EXCHANGE = "lucid.inter-service"
@@ -43,13 +44,19 @@ class _RabbitDelivery(Delivery):
         self.message = message
         self.redelivered = bool(incoming.redelivered)
 
+    def _first_settlement(self) -> None:
+        if self._incoming.processed:
+            raise AlreadySettled(f"message {self.message.message_id} was already acknowledged or rejected")
+
     async def ack(self) -> None:
+        self._first_settlement()
         try:
             await self._incoming.ack()
         except (AMQPError, ChannelInvalidStateError, ConnectionError) as exc:
             raise QueueUnavailable(f"ack failed, the message will be redelivered: {exc}") from exc
 
     async def reject(self, requeue: bool = True) -> None:
+        self._first_settlement()
         try:
             await self._incoming.reject(requeue=requeue)
         except (AMQPError, ChannelInvalidStateError, ConnectionError) as exc:
@@ -204,8 +211,19 @@ class RabbitMQBroker(MessageBroker):
             inbox = await self._inbox(destination)
         except (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, RuntimeError) as exc:
             raise self._unavailable(exc) from exc
-        try:
-            incoming = await asyncio.wait_for(inbox.get(), max(timeout, 0.0))
-        except asyncio.TimeoutError:
-            return None
-        return _RabbitDelivery(incoming, _decode(incoming))
+        deadline = asyncio.get_running_loop().time() + max(timeout, 0.0)
+        while True:
+            try:
+                incoming = await asyncio.wait_for(inbox.get(), max(deadline - asyncio.get_running_loop().time(), 0.0))
+            except asyncio.TimeoutError:
+                return None
+            message = _decode(incoming)
+            if message.ttl and message.timestamp > 0 and message.timestamp + message.ttl <= time.time():
+                # it expired in this client's prefetch buffer: RabbitMQ only drops it while it is queued,
+                # and the interface promises an expired message is never delivered
+                try:
+                    await incoming.reject(requeue=False)
+                except (AMQPError, ChannelInvalidStateError, ConnectionError):
+                    pass
+                continue
+            return _RabbitDelivery(incoming, message)

@@ -16,17 +16,19 @@ an AMQP URL. ``LUCID_MQ_URL`` sets the default. The password is never logged or 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from backends.jsonsafe import json_depth_exceeds, loads_bounded
-from backends.errors import ConfirmTimeout, DeliveryFailed, QueueUnavailable
+from backends.errors import AlreadySettled, ConfirmTimeout, DeliveryFailed, QueueUnavailable
 from backends.loop_thread import LoopThread
 from backends.mq import (
     DEFAULT_TTL_SECONDS,
@@ -45,13 +47,12 @@ from ..errors import (
     MessageDeliveryError,
     MessageQueueUnavailableError,
     MessageTimeoutError,
-    SubscriptionError,
 )
 
 MAX_PAYLOAD_BYTES = 1 << 20
 _SERVICE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")  # no dots: they separate routing-key words
 _PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_iterencode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).iterencode
 
 
 def _service(field: str, value: object) -> str:
@@ -85,14 +86,50 @@ def _body(payload: object) -> bytes:
     if json_depth_exceeds(payload, MAX_PAYLOAD_DEPTH):  # a receiver could not parse it back
         raise InvalidServiceConfigError(f"payload nests deeper than {MAX_PAYLOAD_DEPTH} levels",
                                         details={"field": "payload"})
+    if _text_lower_bound(payload) > MAX_PAYLOAD_BYTES:  # its strings alone are too big: nothing is encoded
+        raise InvalidServiceConfigError(f"payload is over {MAX_PAYLOAD_BYTES} bytes", details={"field": "payload"})
+    # encoded piece by piece and stopped at the limit: a 200 MB payload is refused without being encoded whole
+    parts: list[bytes] = []
+    size = 0
     try:
-        body = _encode(payload).encode("utf-8")
+        for chunk in _iterencode(payload):
+            piece = chunk.encode("utf-8")
+            size += len(piece)
+            if size > MAX_PAYLOAD_BYTES:
+                raise InvalidServiceConfigError(f"payload is over {MAX_PAYLOAD_BYTES} bytes",
+                                                details={"field": "payload"})
+            parts.append(piece)
     except (TypeError, ValueError) as exc:
+        if isinstance(exc, InvalidServiceConfigError):
+            raise
         raise InvalidServiceConfigError(f"payload is not JSON: {exc}", details={"field": "payload"}) from None
-    if len(body) > MAX_PAYLOAD_BYTES:
-        raise InvalidServiceConfigError(f"payload is {len(body)} bytes; at most {MAX_PAYLOAD_BYTES}",
-                                        details={"field": "payload"})
-    return body
+    return b"".join(parts)
+
+
+def _text_lower_bound(payload: object) -> int:
+    """At least how many bytes the payload's JSON takes: the characters of its keys and strings."""
+    total, stack = 0, [payload]
+    while stack and total <= MAX_PAYLOAD_BYTES:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, dict):
+            total += sum(len(k) for k in item if isinstance(k, str))
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return total
+
+
+def _correlation_id(value: object) -> str | None:
+    """At most 255 bytes of UTF-8 (the AMQP short-string limit), refused rather than cut."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value.encode("utf-8", "surrogatepass")) > 255 or \
+            not value.isprintable():
+        raise InvalidServiceConfigError("correlation_id must be printable text of 1-255 UTF-8 bytes",
+                                        details={"field": "correlation_id"})
+    return value
 
 
 _MESSAGE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
@@ -154,12 +191,17 @@ async def _translated(coro: Any) -> Any:
         raise MessageDeliveryError(exc.message) from exc
     except ConfirmTimeout as exc:
         raise MessageTimeoutError(exc.message) from exc
+    except AlreadySettled as exc:
+        raise MessageDeliveryError(exc.message) from exc
 
 
 class AsyncMessageQueueClient:
     def __init__(self, url: str | None = None, *, rabbitmq_host: str | None = None, rabbitmq_port: int = 5672,
                  rabbitmq_user: str = "guest", rabbitmq_password: str | None = None, rabbitmq_vhost: str = "/",
-                 enable_ssl: bool = False, confirm_timeout: float = 5.0) -> None:
+                 enable_ssl: bool = False, confirm_timeout: float = 5.0, accept_unsigned: bool = False) -> None:
+        """``accept_unsigned``: on RabbitMQ, also hand out messages that carry no broker-checked sender
+        account (published without the AMQP user-id, so ``source`` is only what the sender claims); by
+        default they are rejected to the dead end with 1301."""
         if url is None:
             url = amqp_url(rabbitmq_host, rabbitmq_port, rabbitmq_user, rabbitmq_password, rabbitmq_vhost,
                            enable_ssl) if rabbitmq_host else os.environ.get("LUCID_MQ_URL", "memory://")
@@ -169,6 +211,7 @@ class AsyncMessageQueueClient:
             raise InvalidServiceConfigError(str(exc), details={"field": "url"}) from None
         self.backend = self._broker.backend
         self.confirm_timeout = confirm_timeout
+        self.accept_unsigned = accept_unsigned
 
     def __repr__(self) -> str:
         return f"AsyncMessageQueueClient(backend={self.backend!r})"
@@ -197,21 +240,25 @@ class AsyncMessageQueueClient:
             message_id=_message_id(message_id), source=_service("source", source),
             destination=_service("destination", destination), body=_body(payload), priority=_priority(priority),
             ttl=_ttl(ttl), timestamp=time.time(),
-            correlation_id=None if correlation_id is None else str(correlation_id)[:255],
+            correlation_id=_correlation_id(correlation_id),
         )
         await _translated(self._broker.publish(message, timeout=self.confirm_timeout))
         return message.message_id
 
     async def receive(self, destination: str, timeout: float = 5.0) -> ReceivedMessage | None:
-        """The next message for ``destination`` (highest priority first), or None after ``timeout`` seconds."""
+        """The next message for ``destination`` (highest priority first), or None after ``timeout`` seconds.
+
+        At least once: the message stays the caller's until it calls ``ack`` (or ``reject``); if the
+        caller dies first it is delivered again. A broker that is down is 1303, as on send."""
         _service("destination", destination)
-        try:
-            delivery = await _translated(self._broker.get(destination, timeout=timeout))
-        except MessageQueueUnavailableError as exc:
-            raise SubscriptionError(f"cannot consume {destination}: {exc.message}") from exc
+        delivery = await _translated(self._broker.get(destination, timeout=timeout))
         if delivery is None:
             return None
         m = delivery.message
+        if self.backend == "rabbitmq" and m.sender_account is None and not self.accept_unsigned:
+            await _translated(delivery.reject(requeue=False))
+            raise MessageDeliveryError(f"message {m.message_id} on {destination} carries no broker-checked sender "
+                                       f"(its source {m.source!r} is only a claim); rejected")
         try:
             payload = loads_bounded(m.body, MAX_PAYLOAD_DEPTH)
         except ValueError:  # includes JSONTooDeepError  # not sent by this client: hand it back to the queue's dead end, not to the caller
@@ -222,12 +269,36 @@ class AsyncMessageQueueClient:
                                m.correlation_id, delivery.redelivered, delivery, m.sender_account)
 
     async def receive_message(self, destination: str, timeout: float = 5.0) -> dict[str, Any] | None:
-        """Receive and acknowledge one message (at most once for the caller); None after ``timeout``."""
+        """Receive and acknowledge one message: **at most once** (a crash after it returns loses the
+        message; use ``receive`` and ``ack`` for at least once). None after ``timeout``."""
         received = await self.receive(destination, timeout)
         if received is None:
             return None
         await received.ack()
         return received.to_dict()
+
+
+class SyncReceivedMessage:
+    """A received message for the sync client: the same fields, and ``ack``/``reject`` that block."""
+
+    def __init__(self, received: ReceivedMessage, client: "MessageQueueClient") -> None:
+        self._received = received
+        self._client = client
+        self.settled = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._received, name)
+
+    def ack(self) -> None:
+        self._client._run(self._received.ack())
+        self.settled = True
+
+    def reject(self, requeue: bool = True) -> None:
+        self._client._run(self._received.reject(requeue))
+        self.settled = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._received.to_dict()
 
 
 class MessageQueueClient:
@@ -263,7 +334,29 @@ class MessageQueueClient:
                                                    message_id))
 
     def receive_message(self, destination: str, timeout: float = 5.0) -> dict[str, Any] | None:
+        """One message, acknowledged before it returns: **at most once**. For at least once use
+        ``receive`` (then ``ack``) or ``with client.receiving(destination) as message:``."""
         return self._run(self._client.receive_message(destination, timeout), timeout + 30.0)
+
+    def receive(self, destination: str, timeout: float = 5.0) -> "SyncReceivedMessage | None":
+        """**At least once**: the message is redelivered unless ``ack`` is called (a crash before it, or
+        ``reject(requeue=True)``, gives it back)."""
+        received = self._run(self._client.receive(destination, timeout), timeout + 30.0)
+        return None if received is None else SyncReceivedMessage(received, self)
+
+    @contextlib.contextmanager
+    def receiving(self, destination: str, timeout: float = 5.0) -> Iterator["SyncReceivedMessage | None"]:
+        """At least once, as a block: acknowledged when the block ends normally, returned to the queue
+        (requeued) when it raises."""
+        message = self.receive(destination, timeout)
+        try:
+            yield message
+        except BaseException:
+            if message is not None and not message.settled:
+                message.reject(requeue=True)
+            raise
+        if message is not None and not message.settled:
+            message.ack()
 
     def close(self) -> None:
         loop, self._loop = self._loop, None
