@@ -447,3 +447,17 @@ def test_checkpoints_published_to_the_key_value_store_catch_a_rollback(kv_url: s
         assert "truncated" in w.verify().kinds
     finally:
         _abandon(w)
+
+
+def test_prove_needs_only_the_public_key_and_refuses_an_edited_entry(template, tmp_path: Path) -> None:
+    db, keys = template
+    public_only = tmp_path / "public-only"
+    public_only.mkdir()
+    shutil.copy(keys / PUBLIC_KEY_FILE, public_only / PUBLIC_KEY_FILE)
+    result = runner.invoke(witness_app, ["prove", "5", "--url", f"sqlite:///{db}", "--key-dir", str(public_only)])
+    assert result.exit_code == 0, result.output
+    proof = json.loads(result.output)
+    assert proof["leaf_index"] == 5 and proof["checkpoint"]["root"] == proof["root"]
+    url, _ = _corrupted(template, tmp_path, "UPDATE witness_entries SET params = ? WHERE seq = 5", '{"i":500}')
+    result = runner.invoke(witness_app, ["prove", "5", "--url", url, "--key-dir", str(public_only)])
+    assert result.exit_code == 2 and "WITNESS_ENTRY_EDITED" in result.output

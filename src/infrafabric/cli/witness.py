@@ -29,7 +29,7 @@ from infrafabric.witness import (
 from infrafabric.witness.keys import PUBLIC_KEY_FILE, key_id_of
 from infrafabric.witness.publish import PublishedCheckpoint, publishers_for, read_all
 from infrafabric.witness.store.sql import sqlite_path
-from infrafabric.witness.verify_store import consistency_at_url, verify_url
+from infrafabric.witness.verify_store import consistency_at_url, inclusion_at_url, verify_url
 from infrafabric.cli.witness_access import OutFormat
 from infrafabric.cli.witness_access import fail as _fail
 from infrafabric.cli.witness_access import open_witness as _open
@@ -289,14 +289,12 @@ def checkpoint_cmd(url: Optional[str] = UrlOpt, key_dir: Optional[Path] = KeyDir
 def prove(
     seq: int = typer.Argument(..., min=0, help="Entry sequence number."),
     size: Optional[int] = typer.Option(None, "--size", help="Tree size (default: whole log)."),
+    public_key: Optional[Path] = PublicKeyOpt,
     url: Optional[str] = UrlOpt,
     key_dir: Optional[Path] = KeyDirOpt,
 ) -> None:
-    """RFC 9162 inclusion proof of one entry, as JSON."""
-    witness = _open(url, key_dir)
+    """RFC 9162 inclusion proof of one entry, as JSON, from its content hashed again (public key only)."""
     try:
-        typer.echo(json.dumps(witness.inclusion_proof(seq, size), indent=2))
-    except WitnessError as exc:
+        typer.echo(json.dumps(inclusion_at_url(_log_url(url), _public_key(public_key, key_dir), seq, size), indent=2))
+    except (WitnessError, OSError) as exc:
         _fail(str(exc))
-    finally:
-        witness.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -23,6 +24,9 @@ from .report import Problem, VerificationReport
 from .store.base import Query, StoredEntry, WitnessStore
 from .trust import frontier_of
 from .verify import RawRecord, verify_records
+
+if TYPE_CHECKING:
+    from .merkle import MerkleTree
 
 _TEXT_COLUMNS = ("id", "timestamp", "component", "operation", "params_json", "severity", "prev_hash",
                  "content_hash", "signature")
@@ -175,6 +179,66 @@ def consistency_at_url(url: str, public_key: Ed25519PublicKey, old: Checkpoint,
         await store.open_readonly()
         try:
             return await consistency_in_store(store, public_key, old, new)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+async def inclusion_in_store(store: WitnessStore, public_key: Ed25519PublicKey, seq: int, size: int | None = None,
+                             *, tree: "MerkleTree | None" = None) -> dict[str, object]:
+    """RFC 9162 audit path of entry ``seq`` in the tree of ``size`` entries (default: all), with the public
+    key only. The leaf is built from the entry's content hashed again, not from its stored hash, and the
+    root must be the one a stored checkpoint of that size signs (``checkpoint``; None when no checkpoint
+    of that size is kept): an edited row gets no proof (``WITNESS_ENTRY_EDITED``)."""
+    import hashlib
+
+    from .errors import WitnessProofError
+    from .merkle import MerkleTree, leaf_hash, verify_inclusion
+
+    if type(seq) is not int or seq < 0:
+        raise WitnessProofError(f"seq must be a non-negative integer, not {seq!r}")
+    found = await store.query(Query(start_seq=seq, end_seq=seq + 1))
+    if not found:
+        raise WitnessProofError(f"no entry with seq {seq}")
+    record = record_of(found[0], seq)
+    if record.content is None:
+        raise WitnessProofError(record.error or "entry unreadable", error_code="WITNESS_ENTRY_EDITED")
+    digest = hashlib.sha256(record.content.encode("utf-8", "surrogatepass")).digest()
+    if digest.hex() != record.content_hash:
+        raise WitnessProofError(f"entry {seq} does not hash to its stored content hash: it was edited",
+                                error_code="WITNESS_ENTRY_EDITED")
+    try:
+        leaf = leaf_hash(digest + bytes.fromhex(record.signature))
+    except ValueError:
+        raise WitnessProofError(f"entry {seq} has an unreadable signature", error_code="WITNESS_ENTRY_EDITED") from None
+    checkpoints = {c.size: c for c in (checkpoint_of_row(r, i) for i, r in enumerate(await store.checkpoint_rows()))
+                   if isinstance(c, Checkpoint) and c.verify(public_key)}
+    if tree is None:
+        tree = MerkleTree(await store.leaves(0, await store.size()))
+    n = tree.size if size is None else size
+    path = tree.inclusion_proof(seq, n)
+    root = tree.root(n)
+    if tree.leaf(seq) != leaf or not verify_inclusion(leaf, seq, n, path, root):
+        raise WitnessProofError(f"entry {seq} is not the leaf the stored tree holds: it was edited",
+                                error_code="WITNESS_ENTRY_EDITED")
+    cp = checkpoints.get(n)
+    if cp is not None and cp.root != root.hex():
+        raise WitnessProofError(f"the stored entries do not hash to the signed checkpoint of size {n}: "
+                                "the log was rewritten", error_code="WITNESS_ENTRY_EDITED")
+    return {"leaf_index": seq, "tree_size": n, "leaf_hash": leaf.hex(), "path": [p.hex() for p in path],
+            "root": root.hex(), "checkpoint": None if cp is None else cp.to_dict()}
+
+
+def inclusion_at_url(url: str, public_key: Ed25519PublicKey, seq: int, size: int | None = None) -> dict[str, object]:
+    """``inclusion_in_store`` on the log at ``url``, opened read-only (no private key)."""
+    from .store import make_store
+
+    async def run() -> dict[str, object]:
+        store = make_store(url)
+        await store.open_readonly()
+        try:
+            return await inclusion_in_store(store, public_key, seq, size)
         finally:
             await store.close()
 

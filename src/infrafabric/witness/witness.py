@@ -52,7 +52,7 @@ from .errors import (
 )
 from .export import summarise_trace, write_export
 from .keys import WitnessKeys, load_or_create_keys
-from .merkle import CompactRange, MerkleTree, leaf_hash, verify_inclusion
+from .merkle import CompactRange, MerkleTree
 from .publish import PublishedCheckpoint, publishers_for, read_all
 from .seal import EntrySealer
 from .trust import TrustedHead
@@ -60,7 +60,7 @@ from .store import Query, Sealed, StoredEntry, make_store
 from .store.base import ROW_CONTENT_HASH, PendingEntry
 from .store.memory import MemoryStore
 from .verify import VerificationReport
-from .verify_store import checkpoint_of_row, record_of, verify_store
+from .verify_store import inclusion_in_store, verify_store
 
 T = TypeVar("T")
 _LIVE: "weakref.WeakSet[Witness]" = weakref.WeakSet()
@@ -740,45 +740,14 @@ class Witness:
         must be the one a stored checkpoint of that size signs (``checkpoint`` in the answer; None when
         no checkpoint of that size is kept): an edited row gets no proof."""
         self._flush_for_reading()
-        if type(seq) is not int or seq < 0:
-            raise WitnessProofError(f"seq must be a non-negative integer, not {seq!r}")
 
-        async def read() -> tuple[list[StoredEntry], list[tuple[Any, ...]]]:
-            return await self._store.query(Query(start_seq=seq, end_seq=seq + 1)), await self._store.checkpoint_rows()
+        async def prove() -> dict[str, Any]:
+            assert self._tree_lock is not None
+            async with self._tree_lock:
+                await self._sync_tree()
+                return await inclusion_in_store(self._store, self.public_key, seq, size, tree=self._tree)
 
-        found, cp_rows = self._run(read())
-        if not found:
-            raise WitnessProofError(f"no entry with seq {seq}")
-        record = record_of(found[0], seq)
-        if record.content is None:
-            raise WitnessProofError(record.error or "entry unreadable", error_code="WITNESS_ENTRY_EDITED")
-        digest = _sha256(record.content.encode("utf-8", "surrogatepass")).digest()
-        if digest.hex() != record.content_hash:
-            raise WitnessProofError(f"entry {seq} does not hash to its stored content hash: it was edited",
-                                    error_code="WITNESS_ENTRY_EDITED")
-        try:
-            leaf = leaf_hash(digest + bytes.fromhex(record.signature))
-        except ValueError:
-            raise WitnessProofError(f"entry {seq} has an unreadable signature", error_code="WITNESS_ENTRY_EDITED") from None
-        checkpoints = {c.size: c for c in (checkpoint_of_row(r, i) for i, r in enumerate(cp_rows))
-                       if isinstance(c, Checkpoint) and c.verify(self.public_key)}
-
-        def build(tree: MerkleTree) -> dict[str, Any]:
-            n = tree.size if size is None else size
-            path = tree.inclusion_proof(seq, n)
-            root = tree.root(n)
-            if tree.leaf(seq) != leaf or not verify_inclusion(leaf, seq, n, path, root):
-                raise WitnessProofError(f"entry {seq} is not the leaf the stored tree holds: it was edited",
-                                        error_code="WITNESS_ENTRY_EDITED")
-            cp = checkpoints.get(n)
-            if cp is not None and cp.root != root.hex():
-                raise WitnessProofError(f"the stored entries do not hash to the signed checkpoint of size {n}: "
-                                        "the log was rewritten", error_code="WITNESS_ENTRY_EDITED")
-            return {"leaf_index": seq, "tree_size": n, "leaf_hash": leaf.hex(),
-                    "path": [p.hex() for p in path], "root": root.hex(),
-                    "checkpoint": None if cp is None else cp.to_dict()}
-
-        return self._run(self._proof(build))
+        return self._run(prove())
 
     def consistency_proof(self, first: int, second: int | None = None) -> dict[str, Any]:
         """RFC 9162 proof that the log of ``second`` entries extends the log of ``first`` entries."""
