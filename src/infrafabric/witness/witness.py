@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import hashlib
 import io
 import itertools
 import json
@@ -64,7 +63,6 @@ from .verify_store import inclusion_in_store, verify_store
 
 T = TypeVar("T")
 _LIVE: "weakref.WeakSet[Witness]" = weakref.WeakSet()
-_sha256 = hashlib.sha256
 _dump_trace = json.JSONEncoder(ensure_ascii=True).encode
 
 
