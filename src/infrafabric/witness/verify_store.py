@@ -11,8 +11,8 @@ checked like any other: a log cut shorter than a published checkpoint is ``trunc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -27,6 +27,8 @@ from .verify import RawRecord, verify_records
 
 if TYPE_CHECKING:
     from .merkle import MerkleTree
+
+T = TypeVar("T")
 
 _TEXT_COLUMNS = ("id", "timestamp", "component", "operation", "params_json", "severity", "prev_hash",
                  "content_hash", "signature")
@@ -114,17 +116,28 @@ def _head_problems(head: object, records: Sequence[RawRecord], root_hex: str) ->
 def verify_url(url: str, public_key: Ed25519PublicKey, *, trusted: Sequence[Checkpoint] = (),
                publishers: Sequence[CheckpointPublisher] = (), all_signatures: bool = True) -> VerificationReport:
     """Open the log at ``url`` read-only (no private key, no schema changes) and verify it."""
-    from .store import make_store
 
-    async def run() -> VerificationReport:
-        store = make_store(url)
-        await store.open_readonly()
+    async def verify_then_close(store: WitnessStore) -> VerificationReport:
         try:
             return await verify_store(store, public_key, trusted=trusted, publishers=publishers,
                                       all_signatures=all_signatures)
         finally:
             for publisher in publishers:
                 await publisher.close()
+
+    return _on_readonly_store(url, verify_then_close)
+
+
+def _on_readonly_store(url: str, work: "Callable[[WitnessStore], Awaitable[T]]") -> T:
+    """Run ``work`` on the log at ``url`` opened read-only (no key, no schema or head written), then close it."""
+    from .store import make_store
+
+    async def run() -> T:
+        store = make_store(url)
+        await store.open_readonly()
+        try:
+            return await work(store)
+        finally:
             await store.close()
 
     return asyncio.run(run())
@@ -172,17 +185,8 @@ async def consistency_in_store(store: WitnessStore, public_key: Ed25519PublicKey
 
 def consistency_at_url(url: str, public_key: Ed25519PublicKey, old: Checkpoint,
                        new: Checkpoint | None = None) -> dict[str, object]:
-    from .store import make_store
-
-    async def run() -> dict[str, object]:
-        store = make_store(url)
-        await store.open_readonly()
-        try:
-            return await consistency_in_store(store, public_key, old, new)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
+    """``consistency_in_store`` on the log at ``url``, opened read-only (no private key)."""
+    return _on_readonly_store(url, lambda store: consistency_in_store(store, public_key, old, new))
 
 
 async def inclusion_in_store(store: WitnessStore, public_key: Ed25519PublicKey, seq: int, size: int | None = None,
@@ -232,14 +236,4 @@ async def inclusion_in_store(store: WitnessStore, public_key: Ed25519PublicKey, 
 
 def inclusion_at_url(url: str, public_key: Ed25519PublicKey, seq: int, size: int | None = None) -> dict[str, object]:
     """``inclusion_in_store`` on the log at ``url``, opened read-only (no private key)."""
-    from .store import make_store
-
-    async def run() -> dict[str, object]:
-        store = make_store(url)
-        await store.open_readonly()
-        try:
-            return await inclusion_in_store(store, public_key, seq, size)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
+    return _on_readonly_store(url, lambda store: inclusion_in_store(store, public_key, seq, size))
