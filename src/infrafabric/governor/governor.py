@@ -77,6 +77,19 @@ def _decode(data: bytes) -> Any:
 GOVERNOR_PREFIX = "/governor/"
 
 
+def _account_from(record: Any) -> "_Account":
+    """A stored budget record; raises on any damage (callers fail closed)."""
+    return _Account(to_money(record["budget"], "budget"), to_money(record["spent"], "spent"))
+
+
+def _breaker_from(record: Any) -> "_Breaker":
+    """A stored breaker record; raises on any damage, including an unknown state (callers fail closed)."""
+    breaker = _Breaker(**record)
+    if breaker.state not in (OPEN, CLOSED):
+        raise ValueError(f"breaker state {breaker.state!r}")
+    return breaker
+
+
 def _budget_key(swarm_id: str) -> str:
     return f"/governor/budgets/{swarm_id}"
 
@@ -273,11 +286,10 @@ class IFGovernor:
                 self._reindex(swarm_id)
             elif area == "governor" and swarm_id == "budgets" and value is not None:
                 target = kind
-                record = _decode(value)
-                self._accounts[target] = _Account(to_money(record["budget"], "budget"), to_money(record["spent"], "spent"))
+                self._accounts[target] = _account_from(_decode(value))
             elif area == "governor" and swarm_id == "breakers" and value is not None:
                 target = kind
-                self._breakers[target] = _Breaker(**_decode(value))
+                self._breakers[target] = _breaker_from(_decode(value))
         except Exception as exc:  # noqa: BLE001 - a damaged record: reported; a ledger fails closed
             self._unreadable(key, exc)
             if area == "governor":
@@ -510,9 +522,8 @@ class IFGovernor:
             if b_kv is None:
                 account = _Account(profile.initial_budget)
             else:
-                record = _decode(b_kv.value)
-                account = _Account(to_money(record["budget"], "budget"), to_money(record["spent"], "spent"))
-            state = _Breaker(**_decode(r_kv.value)) if r_kv is not None else _Breaker()
+                account = _account_from(_decode(b_kv.value))
+            state = _breaker_from(_decode(r_kv.value)) if r_kv is not None else _Breaker()
         except Exception as exc:  # noqa: BLE001 - damaged record: fail closed
             self._unreadable(_budget_key(swarm_id), exc)
             return _Account(Decimal(0), Decimal(0)), _Breaker(OPEN, "ledger record unreadable", 0)
@@ -615,11 +626,8 @@ class IFGovernor:
             budget = budgets.get(_budget_key(swarm_id))
             breaker = breakers.get(_breaker_key(swarm_id))
             try:
-                account = _Account(to_money(budget["budget"], "budget"), to_money(budget["spent"], "spent")) \
-                    if budget is not None else _Account(profile.initial_budget)
-                state = _Breaker(**breaker) if breaker is not None else _Breaker()
-                if state.state not in (OPEN, CLOSED):
-                    raise ValueError(f"breaker state {state.state!r}")
+                account = _account_from(budget) if budget is not None else _Account(profile.initial_budget)
+                state = _breaker_from(breaker) if breaker is not None else _Breaker()
             except Exception as exc:  # noqa: BLE001 - fail closed: a swarm whose ledger is unreadable
                 self._unreadable(_budget_key(swarm_id) if budget is not None else _breaker_key(swarm_id), exc)
                 account = _Account(Decimal(0), Decimal(0))  # cannot spend until an operator sets a budget

@@ -327,7 +327,7 @@ class Witness:
             proof.add(await self._store.link_rows(first, min(first + proof.CHUNK, proof.end)))
         proof.finish()
 
-    def _note_head(self, size: int, head_hash: str, checkpoint: Checkpoint, frontier_text: str) -> None:
+    def _note_head(self, head_hash: str, checkpoint: Checkpoint, frontier_text: str) -> None:
         self._latest_record = PublishedCheckpoint(checkpoint, head_hash, frontier_text)
 
     async def _publish(self, force: bool = False) -> None:
@@ -423,7 +423,7 @@ class Witness:
                 backoff = 0.02
                 self._error = None
                 self._sealer.trust.confirm(committed.frontier.size, committed.rows[-1][ROW_CONTENT_HASH])
-                self._note_head(committed.frontier.size, committed.rows[-1][ROW_CONTENT_HASH], committed.checkpoint,
+                self._note_head(committed.rows[-1][ROW_CONTENT_HASH], committed.checkpoint,
                                 committed.frontier.to_text())
                 await self._after_commit(len(sent))
                 if presealed is None or not presealed.fits(*committed.head[:2]):
@@ -485,7 +485,7 @@ class Witness:
                 checkpoint = Checkpoint(*cp_fields)
                 self._sealer.trust.remember(TrustedHead(size, head_hash, checkpoint.root,
                                                         CompactRange.from_text(frontier_text)))
-                self._note_head(size, head_hash, checkpoint, frontier_text)
+                self._note_head(head_hash, checkpoint, frontier_text)
                 await self._after_commit(len(batch))
                 return
             if answer is not None:  # ("error", number, code, message): the child exits next
