@@ -126,3 +126,70 @@ async def test_a_kept_alive_connection_the_server_closed_is_replaced_not_reporte
     await pool.aclose()
     server.close()
     assert connections == 3
+
+
+async def _one_answer_server(answer: bytes) -> tuple[asyncio.base_events.Server, str, list[int]]:
+    connections = [0]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections[0] += 1
+        try:
+            while True:
+                await _read_request(reader)
+                writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server, url = await _serve(handler)
+    return server, url, connections
+
+
+async def test_chunked_answers_are_joined_and_the_connection_kept() -> None:
+    server, url, connections = await _one_answer_server(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    pool = Http1Pool(url)
+    for _ in range(3):
+        assert await pool.request("GET", "/") == (200, b"abcde")
+    await pool.aclose()
+    server.close()
+    assert connections[0] == 1
+
+
+async def test_connection_close_is_honoured() -> None:
+    server, url, connections = await _one_answer_server(
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+    pool = Http1Pool(url)
+    for _ in range(3):
+        assert await pool.request("GET", "/") == (200, b"ok")
+    await pool.aclose()
+    server.close()
+    assert connections[0] == 3  # never reused after the server said close
+
+
+async def test_an_answer_over_the_size_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from infrafabric.coordinator import http1
+
+    monkeypatch.setattr(http1, "_MAX_BODY", 10)
+    server, url, _ = await _one_answer_server(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n" + b"x" * 11)
+    pool = Http1Pool(url)
+    with pytest.raises(HTTPError, match="too large"):
+        await pool.request("GET", "/")
+    await pool.aclose()
+    server.close()
+
+
+@pytest.mark.parametrize("name,value", [("X-Session", "a\r\nX-Evil: 1"), ("X-Bad\r\nName", "v"), ("", "v"),
+                                        ("X-Nul", "a\0b"), ("A:B", "v")])
+async def test_header_injection_is_refused_before_anything_is_sent(name: str, value: str) -> None:
+    server, url, connections = await _one_answer_server(b"HTTP/1.1 204 No Content\r\n\r\n")
+    pool = Http1Pool(url)
+    with pytest.raises(ValueError, match="invalid HTTP header"):
+        await pool.request("GET", "/", headers={name: value})
+    with pytest.raises(ValueError, match="invalid HTTP header"):
+        Http1Pool(url, headers={name: value})
+    with pytest.raises(ValueError, match="invalid request target"):
+        await pool.request("GET", "/a b\r\nX: y")
+    await pool.aclose()
+    server.close()
+    assert connections[0] == 0

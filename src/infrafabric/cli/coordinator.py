@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backends.kv import open_kv
+from infrafabric.cli.runloop import run_service
 from infrafabric.cli.state import default_bus_url, default_kv_url
 
 app = typer.Typer(help="IF.coordinator: real-time coordination of swarms.", no_args_is_help=True)
@@ -79,7 +80,7 @@ def serve(
             await governor.close()
         console.print("coordinator stopped")
 
-    asyncio.run(run())
+    run_service(run())
 
 
 class _SwarmAPI:
