@@ -19,6 +19,10 @@ def validate_id(value: object, kind: str = "id") -> str:
     return value
 
 
+def is_valid_id(value: object) -> bool:
+    return isinstance(value, str) and _ID.fullmatch(value) is not None and value not in (".", "..")
+
+
 _MANY = re.compile(r"(?:[A-Za-z0-9._:-]{1,128}\n)*[A-Za-z0-9._:-]{1,128}")
 
 

@@ -105,3 +105,88 @@ async def test_budget_overrun_trips_breaker_and_takes_swarm_out_of_teams(make_co
     status, _ = coordinator.etcd.get("/swarms/ndi-a/status")
     assert status == b'"circuit_breaker_tripped"'
     await governor.close()
+
+
+async def test_a_blocker_is_resolved_when_its_whole_team_completed_and_not_before(
+        make_coordinator: CoordinatorFactory) -> None:
+    """Lifecycle: the responder records the team; the blocker stays pending until every helper completed
+    its own help task; a swarm that completes a help task it was not assigned resolves nothing."""
+    import uuid
+
+    from infrafabric.coordinator import keys
+
+    tag = uuid.uuid4().hex[:6]
+    blocked, ndi, webrtc, imposter = (f"{n}-{tag}" for n in ("sip", "ndi", "webrtc", "imposter"))
+    coordinator = await make_coordinator()
+    audit: list[tuple[str, dict[str, object]]] = []
+    coordinator.core._audit = lambda component, op, params, severity="INFO": audit.append((op, params))
+    governor = IFGovernor(coordinator=coordinator, policy=gang_policy())
+    queues = {}
+    for swarm_id, caps in [(blocked, ["integration:sip"]), (ndi, ["integration:ndi"]),
+                           (webrtc, ["integration:webrtc"]), (imposter, ["docs:markdown"])]:
+        queues[swarm_id] = await coordinator.register_swarm(swarm_id, caps)
+        governor.register_swarm(SwarmProfile(swarm_id, caps, 2.0, 1.0, 10.0))
+    responder = await BlockerResponder(governor).start()
+    event = await coordinator.detect_blocker(blocked, {"required_capabilities": ["integration:ndi",
+                                                                                 "integration:webrtc"]})
+    blocker_id = event["blocker_id"]
+    assert sorted((await asyncio.wait_for(responder.assignments.get(), 5))["team"]) == sorted([ndi, webrtc])
+    tasks = {h: await asyncio.wait_for(queues[h].get(), 5) for h in (ndi, webrtc)}
+    assert tasks[ndi]["id"] == keys.help_task_id(blocker_id, ndi)
+
+    async def pending() -> bool:
+        return any(b["blocker_id"] == blocker_id for b in await coordinator.pending_blockers())
+
+    # the imposter takes the webrtc helper's task and completes it: that resolves nothing
+    claim = await coordinator.core.claim(imposter, tasks[webrtc]["id"])
+    assert claim is not None
+    await coordinator.core.complete(imposter, tasks[webrtc]["id"], "done", claim)
+    ndi_claim = await coordinator.core.claim(ndi, tasks[ndi]["id"])
+    await coordinator.core.complete(ndi, tasks[ndi]["id"], "done", ndi_claim)
+    assert await pending(), "resolved although one help task was completed by a swarm not on the team"
+    assert not any(op == "blocker_resolved" for op, _ in audit)
+
+    # a second blocker, completed by its real team: resolved after the last helper, once, audited
+    event = await coordinator.detect_blocker(blocked, {"required_capabilities": ["integration:ndi",
+                                                                                 "integration:webrtc"]})
+    blocker_id = event["blocker_id"]
+    await asyncio.wait_for(responder.assignments.get(), 5)
+    tasks = {h: await asyncio.wait_for(queues[h].get(), 5) for h in (ndi, webrtc)}
+    first = await coordinator.core.claim(ndi, tasks[ndi]["id"])
+    await coordinator.core.complete(ndi, tasks[ndi]["id"], "done", first)
+    assert await pending()
+    last = await coordinator.core.claim(webrtc, tasks[webrtc]["id"])
+    await coordinator.core.complete(webrtc, tasks[webrtc]["id"], "done", last)
+    assert not await pending()
+    assert await coordinator.kv.get(keys.blocker_team_key(blocker_id)) is None
+    resolved = [p for op, p in audit if op == "blocker_resolved"]
+    assert resolved == [{"swarm_id": blocked, "blocker_id": blocker_id, "by": "team", "team": [ndi, webrtc]}] or \
+        resolved == [{"swarm_id": blocked, "blocker_id": blocker_id, "by": "team", "team": [webrtc, ndi]}]
+    await responder.stop()
+    await governor.close()
+
+
+async def test_a_blocker_is_bounded_in_time_even_while_its_reporter_lives(
+        make_coordinator: CoordinatorFactory) -> None:
+    import json as _json
+    import uuid
+
+    from infrafabric.coordinator import keys
+
+    tag = uuid.uuid4().hex[:6]
+    coordinator = await make_coordinator()
+    audit: list[str] = []
+    coordinator.core._audit = lambda component, op, params, severity="INFO": audit.append(op)
+    await coordinator.register_swarm(f"old-{tag}", [])
+    fresh = await coordinator.detect_blocker(f"old-{tag}", {"required_capabilities": []})
+    stale = await coordinator.detect_blocker(f"old-{tag}", {"required_capabilities": []})
+    key = keys.blocker_key(f"old-{tag}", stale["blocker_id"])
+    record = await coordinator.kv.get(key)
+    aged = {**_json.loads(record.value), "timestamp": stale["timestamp"] - coordinator.blocker_max_age - 1}
+    await coordinator.kv.put(key, _json.dumps(aged), lease=record.lease)
+    damaged = keys.blocker_key(f"old-{tag}", "damaged")
+    await coordinator.kv.put(damaged, b"\xff not json")
+    ids = {b["blocker_id"] for b in await coordinator.pending_blockers()}
+    assert fresh["blocker_id"] in ids and stale["blocker_id"] not in ids
+    assert await coordinator.kv.get(key) is None and await coordinator.kv.get(damaged) is None
+    assert audit.count("blocker_expired") == 2

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from typing import Any
 
 from backends.jsonsafe import loads_bounded
 from backends.bus import Message, MessageBus, Subscription, open_bus
 from backends.errors import NoResponders, RemoteError
-from backends.kv import KeyValueStore, SyncKV, open_kv
+from backends.kv import Compare, Delete, KeyValueStore, SyncKV, open_kv
 from infrafabric import audit as audit_log
 from infrafabric.coordinator import keys
 from infrafabric.coordinator.core import AuditFn, Claim, CoordinationCore, encode
@@ -23,6 +24,7 @@ from infrafabric.errors import SwarmQueueFullError, UnknownSwarmError
 from infrafabric.ids import validate_swarm_id, validate_task_id, validate_task_ids
 
 DEFAULT_QUEUE_SIZE = 100_000
+BLOCKER_MAX_AGE = 3600.0  # seconds a blocker stays pending at most (resolved, or its reporter gone, before)
 
 
 def _etcd_url(
@@ -78,7 +80,9 @@ class IFCoordinator:
         claim_ttl: int = 10,
         queue_maxsize: int = DEFAULT_QUEUE_SIZE,
         audit: AuditFn | None = audit_log.log_operation,
+        blocker_max_age: float = BLOCKER_MAX_AGE,
     ) -> None:
+        self.blocker_max_age = blocker_max_age
         if kv is None:
             if kv_url is None and etcd_host is not None:
                 kv_url = _etcd_url(
@@ -222,7 +226,23 @@ class IFCoordinator:
         return await self.core.report_blocker(swarm_id, blocker_info)
 
     async def pending_blockers(self) -> list[dict[str, Any]]:
-        return [json.loads(kv.value) for kv in await self.kv.get_prefix(keys.BLOCKERS)]
+        """Blockers not yet resolved. One older than ``blocker_max_age`` is expired here (deleted if still
+        the same record, and audited): a blocker is bounded in time even while its reporter lives."""
+        pending: list[dict[str, Any]] = []
+        now = time.time()
+        for kv in await self.kv.get_prefix(keys.BLOCKERS):
+            try:
+                blocker = loads_bounded(kv.value)
+                age = now - float(blocker["timestamp"])
+            except (ValueError, KeyError, TypeError):
+                blocker, age = None, float("inf")  # a damaged record is not a pending blocker
+            if age <= self.blocker_max_age and isinstance(blocker, dict):
+                pending.append(blocker)
+                continue
+            res = await self.kv.txn([Compare.mod_revision(kv.key, kv.mod_revision)], [Delete(kv.key)])
+            if res.succeeded:
+                self.core.audit("blocker_expired", {"key": kv.key, "age_seconds": round(min(age, 1e12), 3)}, "WARN")
+        return pending
 
     async def resolve_blocker(self, swarm_id: str, blocker_id: str) -> bool:
         validate_swarm_id(swarm_id)

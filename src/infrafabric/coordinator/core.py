@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from backends.bus import MessageBus
 from backends.errors import BackendUnavailable, LeaseNotFound, OutcomeUnknown
-from backends.kv import Compare, Get, KeyValue, KeyValueStore, LeaseKeeper, Put
+from backends.kv import Compare, Delete, Get, KeyValue, KeyValueStore, LeaseKeeper, Put
 from infrafabric.coordinator import keys
 from infrafabric.errors import NotTaskOwnerError, StaleClaimError
 from infrafabric.ids import validate_swarm_id, validate_task_id, validate_task_ids
@@ -223,7 +223,36 @@ class CoordinationCore:
         )
         self.claims.pop(task_id, None)
         self.audit("task_completed", {"task_id": task_id, "swarm_id": swarm_id})
+        if task_id.startswith(keys.HELP_PREFIX):
+            await self.resolve_if_team_done(task_id)
         return revision
+
+    async def resolve_if_team_done(self, help_task_id: str) -> bool:
+        """A blocker is resolved once every member of its team completed its help task
+        (``help-<blocker id>-<helper>``): the blocker and its team record go in one transaction, so two
+        helpers finishing at once resolve it once."""
+        blocker_id = help_task_id[len(keys.HELP_PREFIX):].split("-", 1)[0]
+        record = await self.kv.get(keys.blocker_team_key(blocker_id))
+        if record is None:
+            return False  # not a team the responder recorded, or resolved already
+        try:
+            team_of = json.loads(record.value)
+            swarm_id, team = team_of["swarm_id"], list(team_of["team"])
+            validate_swarm_id(swarm_id)
+            for helper in team:
+                validate_swarm_id(helper)
+        except (ValueError, KeyError, TypeError):
+            return False  # a damaged record resolves nothing (an operator still can)
+        for helper in team:
+            owner = await self.kv.get(keys.owner_key(keys.help_task_id(blocker_id, helper)))
+            if owner is None or owner.value != (keys.COMPLETED_PREFIX + helper).encode():
+                return False  # not done yet, or done by someone who was not assigned it
+        res = await self.kv.txn([Compare.mod_revision(record.key, record.mod_revision)],
+                                [Delete(keys.blocker_key(swarm_id, blocker_id)), Delete(record.key)])
+        if res.succeeded:
+            self.audit("blocker_resolved", {"swarm_id": swarm_id, "blocker_id": blocker_id, "by": "team",
+                                            "team": team})
+        return res.succeeded
 
     # -- blockers ---------------------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ COMPLETED_PREFIX = "completed:"
 SWARMS = "/swarms/"
 TASKS = "/tasks/"
 BLOCKERS = "/blockers/"
+BLOCKER_TEAMS = "/blocker-teams/"  # blocker id -> {"swarm_id", "team"}: the team whose completion resolves it
+HELP_PREFIX = "help-"
 BLOCKER_EVENTS = "if.events.blocker_detected"
 HELP_EVENTS = "if.events.help_assigned"
 ORCHESTRATOR = "orchestrator"
@@ -38,6 +40,14 @@ def progress_key(task_id: str) -> str:
 
 def blocker_key(swarm_id: str, blocker_id: str) -> str:
     return f"/blockers/{swarm_id}/{blocker_id}"
+
+
+def blocker_team_key(blocker_id: str) -> str:
+    return f"{BLOCKER_TEAMS}{blocker_id}"
+
+
+def help_task_id(request_id: str, helper: str) -> str:
+    return f"{HELP_PREFIX}{request_id}-{helper}"
 
 
 def inbox_subject(swarm_id: str) -> str:

@@ -38,6 +38,12 @@ _ERRORS: dict[str, type[InfraFabricError]] = {
 }
 
 
+# Errors after which polling again cannot help: the credential or the session is gone for good.
+_FINAL = frozenset({"IF_ERR_AUTH_INVALID", "IF_ERR_AUTH_EXPIRED", "IF_ERR_AUTH_REVOKED", "IF_ERR_FORBIDDEN",
+                    "IF_ERR_NO_SESSION", "IF_ERR_VALIDATION"})
+_POLL_BACKOFF = (0.05, 1.0)  # first and longest pause between polls that failed for a passing reason
+
+
 class RemoteClaim(NamedTuple):
     """A won claim as the swarm sees it: the fencing token itself stays in the service."""
 
@@ -101,6 +107,7 @@ class RemoteSwarmClient:
         self.tasks: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=queue_maxsize)
         self._poller: asyncio.Task[None] | None = None
         self.error: BaseException | None = None
+        self.transient_errors = 0  # polls that failed for a passing reason and were retried
 
     async def _call(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
                     content: bytes | None = None, timeout: float | None = None) -> Any:
@@ -121,9 +128,13 @@ class RemoteSwarmClient:
         return self
 
     async def _poll(self) -> None:
-        """Long-poll the inbox (the session's heartbeat) into ``tasks``; stop on an error, keep it."""
-        try:
-            while True:
+        """Long-poll the inbox (the session's heartbeat) into ``tasks``. A passing failure (the service
+        unreachable, or its engines: 503) is retried with backoff, so a replica cut from etcd for a moment
+        does not end the session; a final one (credential refused, session gone) stops polling and is kept
+        for ``next_task`` to raise."""
+        pause = _POLL_BACKOFF[0]
+        while True:
+            try:
                 room = self.tasks.maxsize - self.tasks.qsize() if self.tasks.maxsize else 1000
                 if room <= 0:  # the swarm is behind: keep the session alive, take nothing more yet
                     await self._call("POST", "/v1/heartbeat")
@@ -133,10 +144,19 @@ class RemoteSwarmClient:
                                           timeout=self._timeout + self._poll_wait)
                 for task in answer["tasks"]:
                     self.tasks.put_nowait(task)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - kept for next_task to raise
-            self.error = exc
+                pause = _POLL_BACKOFF[0]
+            except asyncio.CancelledError:
+                raise
+            except InfraFabricError as exc:
+                if exc.error_code in _FINAL or isinstance(exc, ValidationError):
+                    self.error = exc
+                    return
+                self.transient_errors += 1
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _POLL_BACKOFF[1])
+            except Exception as exc:  # noqa: BLE001 - kept for next_task to raise
+                self.error = exc
+                return
 
     async def next_task(self, timeout: float | None = None) -> dict[str, Any]:
         if self.error is not None and self.tasks.empty():

@@ -36,7 +36,7 @@ from infrafabric.governor.money import to_money
 from infrafabric.governor.persistence import StatePersister
 from infrafabric.governor.policy import ResourcePolicy
 from infrafabric.governor.profile import SwarmProfile, check_reputation
-from infrafabric.ids import validate_swarm_id
+from infrafabric.ids import validate_swarm_id, validate_task_id
 
 if TYPE_CHECKING:
     from infrafabric.coordinator import IFCoordinator
@@ -331,17 +331,19 @@ class IFGovernor:
         return parse_capabilities(raw or [])
 
     async def request_help_for_blocker(
-        self, blocked_swarm_id: str, blocker_description: dict[str, Any]
+        self, blocked_swarm_id: str, blocker_description: dict[str, Any], *, request_id: str | None = None
     ) -> list[str]:
         """Assemble a team for a blocked swarm: per required capability the best affordable helper.
 
         Never the blocked swarm itself, at most max_swarms_per_task helpers, each within an equal share
         of max_cost_per_task. Coverage counts the blocked swarm's own capabilities; below
-        min_capability_match the blocker is escalated to a human and no one is assigned.
+        min_capability_match the blocker is escalated to a human and no one is assigned. ``request_id``
+        (the blocker's id when the responder answers an event) names the help tasks:
+        ``help-<request_id>-<helper>``; their completion resolves the blocker.
         """
         validate_swarm_id(blocked_swarm_id)
         required = self._extract_required_capabilities(blocker_description)
-        request_id = uuid.uuid4().hex
+        request_id = validate_task_id(request_id) if request_id is not None else uuid.uuid4().hex
         if not required:
             await self._escalate_to_human(blocked_swarm_id, blocker_description, "no required capabilities")
             return []
@@ -395,7 +397,7 @@ class IFGovernor:
         while queue and tries > 0:
             tries -= 1
             helper = queue.pop(0)
-            task = {"id": f"help-{request_id}-{helper}", "type": "help_request", "blocked_swarm": blocked,
+            task = {"id": keys.help_task_id(request_id, helper), "type": "help_request", "blocked_swarm": blocked,
                     "required_capabilities": [str(c) for c in required], "budget": str(share)}
             try:
                 await self.coordinator.push_task_to_swarm(helper, task)

@@ -17,6 +17,7 @@ from backends.bus import Message, Subscription
 from backends.kv import Compare, Put
 from infrafabric.coordinator import keys
 from infrafabric.governor.governor import IFGovernor
+from infrafabric.ids import is_valid_id
 
 ANSWERS = "/governor/answers/"  # blocker id -> the replica that answers it (a CAS: one answer per blocker)
 ANSWER_TTL = 3600
@@ -70,7 +71,11 @@ class BlockerResponder:
         if not await self._claim(event):
             return  # another replica answers it
         info = event.get("blocker_info") or {}
-        team = await self.governor.request_help_for_blocker(event["swarm_id"], info)
+        blocker_id = event.get("blocker_id")
+        request_id = blocker_id if isinstance(blocker_id, str) and is_valid_id(blocker_id) else None
+        team = await self.governor.request_help_for_blocker(event["swarm_id"], info, request_id=request_id)
+        if team and request_id is not None:
+            await self._record_team(event["swarm_id"], request_id, team)
         assignment = {
             "type": "help_assigned",
             "blocker_id": event.get("blocker_id"),
@@ -80,6 +85,19 @@ class BlockerResponder:
         }
         await self.bus.publish(keys.HELP_EVENTS, json.dumps(assignment).encode())
         self.assignments.put_nowait(assignment)
+
+    async def _record_team(self, swarm_id: str, blocker_id: str, team: list[str]) -> None:
+        """The team whose completed help tasks resolve the blocker, on the blocker's own lease (it goes
+        when the blocker does: resolved, or its reporter's session ended)."""
+        kv = self.governor.kv
+        if kv is None:
+            return
+        blocker = await kv.get(keys.blocker_key(swarm_id, blocker_id))
+        if blocker is None:
+            return  # resolved or expired already
+        record = json.dumps({"swarm_id": swarm_id, "team": team})
+        await kv.txn([Compare.mod_revision(blocker.key, blocker.mod_revision)],
+                     [Put(keys.blocker_team_key(blocker_id), record, blocker.lease)])
 
     async def stop(self) -> None:
         if self._sub is not None:

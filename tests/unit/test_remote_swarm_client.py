@@ -1,0 +1,55 @@
+"""RemoteSwarmClient's inbox poller: passing failures are retried, final ones stop it (httpx mock transport)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from infrafabric.coordinator.remote import RemoteSwarmClient
+from infrafabric.errors import CredentialError
+
+
+def _service(inbox_answers: list[tuple[int, dict[str, object]]]) -> tuple[httpx.MockTransport, list[str]]:
+    calls: list[str] = []
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(f"{request.method} {request.url.path}")
+        if request.url.path == "/v1/session" and request.method == "POST":
+            return httpx.Response(200, json={"swarm_id": "s1", "session": "abc", "ttl": 2})
+        if request.url.path == "/v1/inbox":
+            if inbox_answers:
+                status, body = inbox_answers.pop(0)
+                return httpx.Response(status, content=json.dumps(body).encode())
+            await asyncio.sleep(float(request.url.params["wait"]))  # a long poll with nothing to give
+            return httpx.Response(200, json={"tasks": []})
+        return httpx.Response(200, json={"closed": True})
+
+    return httpx.MockTransport(handle), calls
+
+
+async def test_a_replica_briefly_without_its_engines_does_not_end_the_session() -> None:
+    unavailable = {"error": {"code": "BACKEND_UNAVAILABLE", "message": "etcd unreachable"}}
+    transport, calls = _service([(503, unavailable), (503, unavailable), (502, {}),
+                                 (200, {"tasks": [{"id": "t1"}]})])
+    client = await RemoteSwarmClient("http://svc", [], credential="x", transport=transport, poll_wait=0.01).start()
+    assert (await client.next_task(5))["id"] == "t1"
+    assert client.transient_errors == 3 and client.error is None
+    await client.stop()
+    assert calls.count("GET /v1/inbox") >= 4
+
+
+@pytest.mark.parametrize("code", ["IF_ERR_AUTH_REVOKED", "IF_ERR_NO_SESSION"])
+async def test_a_final_error_stops_polling_and_is_raised(code: str) -> None:
+    transport, calls = _service([(401 if "AUTH" in code else 409, {"error": {"code": code, "message": "gone"}})])
+    client = await RemoteSwarmClient("http://svc", [], credential="x", transport=transport, poll_wait=0.01).start()
+    with pytest.raises(Exception) as info:
+        await client.next_task(5)
+    assert getattr(info.value, "error_code", None) == code
+    assert calls.count("GET /v1/inbox") == 1  # not polled again
+    if "AUTH" in code:
+        assert isinstance(info.value, CredentialError)
+    client._session = None  # the service holds no session to close
+    await client.stop()
