@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import pytest
 
 from lucid.service_mesh.communication import AsyncMessageQueueClient
-from lucid.service_mesh.errors import InvalidServiceConfigError, MessageDeliveryError, MessageQueueUnavailableError
+from lucid.service_mesh.errors import (
+    InvalidServiceConfigError,
+    MessageDeliveryError,
+    MessageQueueUnavailableError,
+    SecurityPolicyViolation,
+)
 
 
 async def test_a_message_arrives_whole(mq_clients, service: str) -> None:
@@ -153,15 +159,63 @@ async def test_requeued_messages_keep_their_place(mq_clients, service: str) -> N
     await holder.close()  # unsettled: all four go back
     reader = await mq_clients()
     got = []
+    rejected = False
     while len(got) < 12:
         m = await reader.receive(service, timeout=10)
         assert m is not None
-        if m.payload["n"] == 5 and not m.redelivered:
+        if m.payload["n"] == 5 and not rejected:
+            rejected = True
             await m.reject(requeue=True)  # back to its place, not to the end
             continue
         got.append(m.payload["n"])
         await m.ack()
     assert got == list(range(12))
+
+
+async def test_a_critical_message_overtakes_low_ones_for_a_subscribed_consumer(mq_clients, service: str) -> None:
+    """Ten low messages, then a critical one, sent to a destination whose consumer subscribed before."""
+    receiver, sender = await mq_clients(), await mq_clients()
+    assert await receiver.receive(service, timeout=0.2) is None  # subscribed: RabbitMQ would push to it now
+    for n in range(10):
+        await sender.send_message("api-gateway", service, {"n": n}, priority="low")
+    await sender.send_message("api-gateway", service, {"n": "critical"}, priority="critical")
+    got = []
+    for _ in range(11):
+        m = await receiver.receive(service, timeout=10)
+        assert m is not None
+        got.append(m.payload["n"])
+        await m.ack()
+    assert got == ["critical", *range(10)]
+
+
+async def test_a_critical_message_overtakes_low_ones_for_a_consumer_taking_them(mq_clients, service: str) -> None:
+    """A consumer is busy with the first of ten low messages when a critical one arrives: it is next."""
+    receiver, sender = await mq_clients(), await mq_clients()
+    for n in range(10):
+        await sender.send_message("api-gateway", service, {"n": n}, priority="low")
+    first = await receiver.receive(service, timeout=10)  # the window may now hold the other nine
+    assert first is not None and first.payload["n"] == 0
+    await sender.send_message("api-gateway", service, {"n": "critical"}, priority="critical")
+    await first.ack()
+    nxt = await receiver.receive(service, timeout=10)
+    assert nxt is not None and nxt.payload["n"] == "critical"
+    await nxt.ack()
+
+
+async def test_an_idle_instance_does_not_hoard_its_destinations_messages(mq_clients, service: str) -> None:
+    """Two instances of one service: the first takes one message and then does nothing; the second,
+    receiving, gets every other message (the first holds only the one it took)."""
+    sender, idle, busy = await mq_clients(), await mq_clients(), await mq_clients()
+    for n in range(99):
+        await sender.send_message("api-gateway", service, {"n": n})
+    taken = await idle.receive(service, timeout=10)
+    assert taken is not None
+    got = []
+    while (m := await busy.receive(service, timeout=3)) is not None:
+        got.append(m.payload["n"])
+        await m.ack()
+    assert len(got) == 98 and taken.payload["n"] not in got
+    assert sorted(got + [taken.payload["n"]]) == list(range(99))
 
 
 async def test_a_message_that_expires_in_a_waiting_consumers_buffer_is_not_delivered(mq_clients, service: str) -> None:
@@ -246,3 +300,77 @@ def test_the_sync_client_offers_at_least_once(mq_url: str, service: str) -> None
         with worker.receiving(service, timeout=10) as message:
             assert message is not None and message.payload == {"n": 1}
         assert worker.receive_message(service, timeout=0.3) is None  # acknowledged when the block ended
+
+
+# ---------------------------------------------------------------- plane policy on messages (SPEC's plane rules)
+PLANE_CASES = [
+    ("api-gateway", "tron-payment", True),  # the one way into the wallet plane
+    ("node-management", "tron-payment", False),
+    ("api-gateway", "blockchain-core", True),  # ops may address chain (seed 000's create_session)
+    ("blockchain-core", "api-gateway", False),
+    ("tron-payment", "blockchain-core", False),
+    ("tron-payment", "api-gateway", False),
+    ("storage-database", "session-management", False),
+    ("blockchain-core", "storage-database", True),  # same plane
+    ("node-management", "session-management", True),
+    ("OWN", "tron-payment", False),  # a service outside the plane map never reaches wallet or chain
+    ("blockchain-core", "OWN", False),
+    ("api-gateway", "OWN", True),
+]
+
+
+class _Audit:
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str, dict]] = []
+
+    def log(self, component: str, operation: str, params: dict | None = None, severity: str = "INFO",
+            trace_id: str | None = None) -> None:
+        self.entries.append((component, operation, params or {}))
+
+
+@pytest.mark.parametrize("source, destination, allowed", PLANE_CASES)
+async def test_plane_rules_decide_who_may_message_whom(mq_url: str, service: str, source: str, destination: str,
+                                                        allowed: bool) -> None:
+    source, destination = (service if s == "OWN" else s for s in (source, destination))
+    audit = _Audit()
+    async with AsyncMessageQueueClient(mq_url, confirm_timeout=10.0, audit=audit) as client:
+        marker = uuid.uuid4().hex
+        if allowed:
+            await client.send_message(source, destination, {"marker": marker})
+            while (m := await client.receive(destination, timeout=10)) is not None:  # a shared broker: find ours
+                await m.ack()
+                if m.payload.get("marker") == marker:
+                    break
+            assert m is not None and m.source == source
+            assert audit.entries == []
+            return
+        with pytest.raises(SecurityPolicyViolation) as caught:
+            await client.send_message(source, destination, {"marker": marker})
+        assert caught.value.error_code == "LUCID_ERR_1203"
+        assert [(c, op, p["source"], p["destination"], p["error_code"]) for c, op, p in audit.entries] == [
+            ("lucid.service_mesh", "message_refused", source, destination, "LUCID_ERR_1203")]
+        while (m := await client.receive(destination, timeout=0.3)) is not None:  # nothing of ours was queued
+            await m.ack()
+            assert m.payload.get("marker") != marker
+
+
+@pytest.mark.rabbitmq
+async def test_a_service_account_may_send_only_as_itself(rabbitmq_server) -> None:
+    """node-management's broker account cannot put api-gateway's name on a message to tron-payment."""
+    import secrets
+
+    password = secrets.token_urlsafe(16)
+    try:
+        base = rabbitmq_server.add_service_user("node-management", password)
+    except Exception:  # noqa: BLE001 - the session's broker already has the account from an earlier run
+        rabbitmq_server.rabbitmqctl("change_password", "node-management", stdin=password + "\n")
+        base = f"amqp://node-management@127.0.0.1:{rabbitmq_server.port}/"
+    url = base.replace("node-management@", f"node-management:{password}@")
+    audit = _Audit()
+    async with AsyncMessageQueueClient(url, audit=audit) as forger:
+        with pytest.raises(SecurityPolicyViolation) as caught:
+            await forger.send_message("api-gateway", "tron-payment", {"pay": 1})
+        assert "may not send as" in caught.value.message
+        with pytest.raises(SecurityPolicyViolation):  # and as itself the rule still holds
+            await forger.send_message("node-management", "tron-payment", {"pay": 1})
+    assert [op for _, op, _ in audit.entries] == ["message_refused", "message_refused"]

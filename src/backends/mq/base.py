@@ -50,6 +50,11 @@ class MessageBroker(abc.ABC):
     url: str
     backend: str
 
+    @property
+    def account(self) -> str | None:
+        """The broker account this client publishes as (checked by the broker); None without accounts."""
+        return None
+
     @abc.abstractmethod
     async def connect(self) -> None: ...
 

@@ -6,15 +6,24 @@ routed with ``<destination>.<source>``, so a tap can bind ``#`` or ``*.<source>`
 the destination's queue before its first message to it (idempotent), so nothing sent before the
 destination's first consumer is dropped. Publishes go on a channel with publisher confirms and the
 ``mandatory`` flag: ``publish`` returns after the broker's ack, and raises when it nacks or cannot
-route. Consumers share one channel with a prefetch window; unsettled deliveries return to their queue
-when the connection closes (the broker requeues them).
+route.
+
+Receiving (``_Receiver``, one per destination, on a channel of its own): a consumer with a prefetch
+window exists only while the client is receiving. The window keeps a receive loop as fast as a raw
+consumer, but messages in it sit in this client: so they are handed out highest priority first (a
+critical message that arrives behind buffered low ones goes first), an expired one is dropped, and once
+no ``get`` has asked for ``linger`` seconds the consumer is cancelled and every message not handed out
+is returned to the queue at its place (RabbitMQ requeues in position), where competing instances of the
+destination take it. Unsettled deliveries return to their queue when the connection closes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 import datetime as dt
+import heapq
+import itertools
+import time
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -39,8 +48,10 @@ def _redact(url: str) -> str:
 
 
 class _RabbitDelivery(Delivery):
-    def __init__(self, incoming: AbstractIncomingMessage, message: QueueMessage) -> None:
+    def __init__(self, incoming: AbstractIncomingMessage, message: QueueMessage,
+                 receiver: "_Receiver | None" = None) -> None:
         self._incoming = incoming
+        self._receiver = receiver
         self.message = message
         self.redelivered = bool(incoming.redelivered)
 
@@ -59,6 +70,10 @@ class _RabbitDelivery(Delivery):
         self._first_settlement()
         try:
             await self._incoming.reject(requeue=requeue)
+            if requeue and self._receiver is not None:
+                # it goes back to its place in the queue; so does the window behind it, or the window's
+                # later messages would overtake it
+                await self._receiver.give_back()
         except (AMQPError, ChannelInvalidStateError, ConnectionError) as exc:
             raise QueueUnavailable(f"reject failed, the message will be redelivered: {exc}") from exc
 
@@ -82,23 +97,26 @@ def _decode(incoming: AbstractIncomingMessage) -> QueueMessage:
 class RabbitMQBroker(MessageBroker):
     backend = "rabbitmq"
 
-    def __init__(self, url: str, *, prefetch: int = 64, connect_timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, prefetch: int = 64, linger: float = 0.05, connect_timeout: float = 10.0) -> None:
         self.url = url
         self._login = unquote(urlsplit(url).username or "guest")
         self._prefetch = prefetch
+        self._linger = linger
         self._connect_timeout = connect_timeout
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._publisher: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
-        self._consumer: AbstractChannel | None = None
         self._declared: set[str] = set()
-        self._inboxes: dict[str, asyncio.Queue[AbstractIncomingMessage]] = {}
-        self._consumers: dict[str, tuple[AbstractQueue, str]] = {}
+        self._receivers: dict[str, _Receiver] = {}
         self._lock = asyncio.Lock()
         self._closed_by_user = True  # until connect()
 
     def __repr__(self) -> str:
         return f"RabbitMQBroker({_redact(self.url)!r})"
+
+    @property
+    def account(self) -> str | None:
+        return self._login
 
     async def connect(self) -> None:
         self._closed_by_user = False
@@ -107,8 +125,6 @@ class RabbitMQBroker(MessageBroker):
             self._publisher = await self._connection.channel(publisher_confirms=True)
             self._exchange = await self._publisher.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC,
                                                                     durable=True)
-            self._consumer = await self._connection.channel()
-            await self._consumer.set_qos(prefetch_count=self._prefetch)
         except (AMQPConnectionError, AMQPError, OSError, asyncio.TimeoutError) as exc:
             await self._drop()
             raise QueueUnavailable(f"cannot reach RabbitMQ at {_redact(self.url)}: {exc}") from exc
@@ -119,10 +135,11 @@ class RabbitMQBroker(MessageBroker):
 
     async def _drop(self) -> None:
         connection, self._connection = self._connection, None
-        self._publisher = self._exchange = self._consumer = None
+        self._publisher = self._exchange = None
         self._declared.clear()
-        self._consumers.clear()
-        self._inboxes.clear()
+        for receiver in self._receivers.values():
+            receiver.forget()
+        self._receivers.clear()
         if connection is not None:
             try:
                 await connection.close()
@@ -142,7 +159,7 @@ class RabbitMQBroker(MessageBroker):
 
     def _healthy(self) -> bool:
         return not (self._connection is None or self._connection.is_closed or self._publisher is None
-                    or self._publisher.is_closed or self._consumer is None or self._consumer.is_closed)
+                    or self._publisher.is_closed)
 
     async def _declare(self, channel: AbstractChannel, destination: str) -> AbstractQueue:
         queue = await channel.declare_queue(queue_name(destination), durable=True,
@@ -190,40 +207,139 @@ class RabbitMQBroker(MessageBroker):
             # the frames may have reached the broker before the connection went: outcome unknown
             raise ConfirmTimeout(f"connection lost before the confirm of message {message.message_id}: {exc}") from exc
 
-    async def _inbox(self, destination: str) -> asyncio.Queue[AbstractIncomingMessage]:
-        inbox = self._inboxes.get(destination)
-        if inbox is not None:
-            return inbox
+    async def _receiver(self, destination: str) -> "_Receiver":
+        receiver = self._receivers.get(destination)
+        if receiver is not None and not receiver.channel.is_closed:
+            return receiver
         async with self._lock:
-            if destination not in self._inboxes:
-                if self._consumer is None:
+            receiver = self._receivers.get(destination)
+            if receiver is None or receiver.channel.is_closed:
+                if self._connection is None:
                     raise QueueUnavailable("message queue client is not connected")
-                inbox = asyncio.Queue()
-                queue = await self._declare(self._consumer, destination)
-                tag = await queue.consume(inbox.put, no_ack=False)
-                self._inboxes[destination] = inbox
-                self._consumers[destination] = (queue, tag)
-        return self._inboxes[destination]
+                channel = await self._connection.channel()
+                await channel.set_qos(prefetch_count=self._prefetch)
+                queue = await self._declare(channel, destination)
+                receiver = _Receiver(queue, channel, self._linger)
+                self._receivers[destination] = receiver
+        return receiver
 
     async def get(self, destination: str, *, timeout: float = 5.0) -> Delivery | None:
         await self._ensure_connected()
         try:
-            inbox = await self._inbox(destination)
+            receiver = await self._receiver(destination)
+            return await receiver.get(timeout)
         except (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, RuntimeError) as exc:
             raise self._unavailable(exc) from exc
-        deadline = asyncio.get_running_loop().time() + max(timeout, 0.0)
-        while True:
+
+
+class _Receiver:
+    """One destination's consumer: subscribed while the client receives, cancelled when it stops."""
+
+    def __init__(self, queue: AbstractQueue, channel: AbstractChannel, linger: float) -> None:
+        self.queue, self.channel, self.linger = queue, channel, linger
+        self.buffer: list[tuple[int, int, AbstractIncomingMessage]] = []  # (-priority, arrival, message)
+        self.arrival = itertools.count()
+        self.arrived = asyncio.Event()
+        self.tag: str | None = None
+        self.active = False  # deliveries are wanted (between consume and cancel)
+        self.waiting = 0
+        self.last_get = 0.0
+        self.lock = asyncio.Lock()  # subscribe and cancel one at a time
+        self.idle_check: asyncio.TimerHandle | None = None
+        self.background: set[asyncio.Task[None]] = set()
+
+    async def _on_message(self, incoming: AbstractIncomingMessage) -> None:
+        if not self.active:  # sent before the broker saw our cancel, handled after it: give it back
             try:
-                incoming = await asyncio.wait_for(inbox.get(), max(deadline - asyncio.get_running_loop().time(), 0.0))
-            except asyncio.TimeoutError:
-                return None
-            message = _decode(incoming)
-            if message.ttl and message.timestamp > 0 and message.timestamp + message.ttl <= time.time():
-                # it expired in this client's prefetch buffer: RabbitMQ only drops it while it is queued,
-                # and the interface promises an expired message is never delivered
+                await incoming.reject(requeue=True)
+            except (AMQPError, ChannelInvalidStateError, ConnectionError):
+                pass
+            return
+        heapq.heappush(self.buffer, (-(incoming.priority or 0), next(self.arrival), incoming))
+        self.arrived.set()
+
+    async def _subscribe(self) -> None:
+        async with self.lock:
+            if self.tag is None:
+                self.active = True
                 try:
-                    await incoming.reject(requeue=False)
-                except (AMQPError, ChannelInvalidStateError, ConnectionError):
-                    pass
-                continue
-            return _RabbitDelivery(incoming, message)
+                    self.tag = await self.queue.consume(self._on_message, no_ack=False)
+                except BaseException:
+                    self.active = False
+                    raise
+
+    async def get(self, timeout: float) -> Delivery | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.0)
+        self.waiting += 1
+        try:
+            while True:
+                if self.tag is None:
+                    await self._subscribe()
+                while self.buffer:
+                    incoming = heapq.heappop(self.buffer)[2]
+                    message = _decode(incoming)
+                    if message.ttl and message.timestamp > 0 and message.timestamp + message.ttl <= time.time():
+                        # expired while in this client: RabbitMQ drops expired messages only while they are
+                        # queued, and the interface promises an expired message is never delivered
+                        try:
+                            await incoming.reject(requeue=False)
+                        except (AMQPError, ChannelInvalidStateError, ConnectionError):
+                            pass
+                        continue
+                    return _RabbitDelivery(incoming, message, self)
+                self.arrived.clear()
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                try:
+                    await asyncio.wait_for(self.arrived.wait(), remaining)
+                except asyncio.TimeoutError:
+                    if not self.buffer:
+                        return None
+        finally:
+            self.waiting -= 1
+            self.last_get = loop.time()
+            if self.idle_check is None and not self.channel.is_closed:
+                self.idle_check = loop.call_later(self.linger, self._maybe_idle)
+
+    def _maybe_idle(self) -> None:
+        self.idle_check = None
+        loop = asyncio.get_running_loop()
+        if self.waiting or self.tag is None:
+            return
+        if loop.time() - self.last_get < self.linger:  # asked again meanwhile: look later
+            self.idle_check = loop.call_at(self.last_get + self.linger, self._maybe_idle)
+            return
+        task = loop.create_task(self._go_idle())
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def _go_idle(self) -> None:
+        """Nobody is receiving: stop the consumer and give back what was not handed out."""
+        async with self.lock:
+            if self.waiting or self.tag is None or self.channel.is_closed:
+                return
+            tag, self.tag = self.tag, None
+            self.active = False
+            try:
+                await self.queue.cancel(tag)
+                # after cancel-ok nothing more arrives for this consumer; give back the buffer, and whatever
+                # a get() that comes now would have taken arrives again through a new consumer
+                while self.buffer and not self.waiting:
+                    await heapq.heappop(self.buffer)[2].reject(requeue=True)
+            except (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, RuntimeError):
+                pass  # the channel is going: the broker requeues every unsettled message itself
+
+    async def give_back(self) -> None:
+        """Return every message in the window to the queue (in order); the consumer stays."""
+        window = sorted(self.buffer, key=lambda item: item[1])
+        self.buffer.clear()
+        for _, _, incoming in window:
+            await incoming.reject(requeue=True)
+
+    def forget(self) -> None:
+        if self.idle_check is not None:
+            self.idle_check.cancel()
+            self.idle_check = None
+        self.buffer.clear()

@@ -41,13 +41,16 @@ from backends.mq import (
     open_broker,
 )
 
+from ..audit import AUDIT_COMPONENT, AuditSink
 from ..errors import (
     InvalidServiceConfigError,
     LucidMeshError,
     MessageDeliveryError,
     MessageQueueUnavailableError,
     MessageTimeoutError,
+    SecurityPolicyViolation,
 )
+from ..policy.plane_policy import decide_message
 
 MAX_PAYLOAD_BYTES = 1 << 20
 _SERVICE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")  # no dots: they separate routing-key words
@@ -198,10 +201,12 @@ async def _translated(coro: Any) -> Any:
 class AsyncMessageQueueClient:
     def __init__(self, url: str | None = None, *, rabbitmq_host: str | None = None, rabbitmq_port: int = 5672,
                  rabbitmq_user: str = "guest", rabbitmq_password: str | None = None, rabbitmq_vhost: str = "/",
-                 enable_ssl: bool = False, confirm_timeout: float = 5.0, accept_unsigned: bool = False) -> None:
+                 enable_ssl: bool = False, confirm_timeout: float = 5.0, accept_unsigned: bool = False,
+                 audit: AuditSink | None = None) -> None:
         """``accept_unsigned``: on RabbitMQ, also hand out messages that carry no broker-checked sender
         account (published without the AMQP user-id, so ``source`` is only what the sender claims); by
-        default they are rejected to the dead end with 1301."""
+        default they are rejected to the dead end with 1301. ``audit``: where refused sends are recorded
+        (a witness); every send is held to the plane rules (``decide_message``) before it leaves."""
         if url is None:
             url = amqp_url(rabbitmq_host, rabbitmq_port, rabbitmq_user, rabbitmq_password, rabbitmq_vhost,
                            enable_ssl) if rabbitmq_host else os.environ.get("LUCID_MQ_URL", "memory://")
@@ -212,6 +217,8 @@ class AsyncMessageQueueClient:
         self.backend = self._broker.backend
         self.confirm_timeout = confirm_timeout
         self.accept_unsigned = accept_unsigned
+        self.audit = audit
+        self.policy_denials = 0
 
     def __repr__(self) -> str:
         return f"AsyncMessageQueueClient(backend={self.backend!r})"
@@ -236,9 +243,20 @@ class AsyncMessageQueueClient:
 
         After a 1305 (outcome unknown) send again with the same ``message_id``: consumers can then
         recognise a second copy."""
+        _service("source", source)
+        _service("destination", destination)
+        decision = decide_message(source, destination, self._broker.account)
+        if not decision.allowed:
+            self.policy_denials += 1
+            if self.audit is not None:
+                self.audit.log(AUDIT_COMPONENT, "message_refused", {
+                    "source": source, "destination": destination, "account": self._broker.account,
+                    "reason": decision.reason, "error_code": SecurityPolicyViolation.default_code}, severity="WARN")
+            raise SecurityPolicyViolation(f"message {source} -> {destination} refused: {decision.reason}",
+                                          details={"source": source, "destination": destination})
         message = QueueMessage(
-            message_id=_message_id(message_id), source=_service("source", source),
-            destination=_service("destination", destination), body=_body(payload), priority=_priority(priority),
+            message_id=_message_id(message_id), source=source,
+            destination=destination, body=_body(payload), priority=_priority(priority),
             ttl=_ttl(ttl), timestamp=time.time(),
             correlation_id=_correlation_id(correlation_id),
         )

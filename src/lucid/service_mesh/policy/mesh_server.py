@@ -14,11 +14,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 
 import h11
 
 from backends.jsonsafe import loads_bounded
+from lucid.service_mesh.audit import AUDIT_COMPONENT, AuditSink
 from lucid.service_mesh.errors import LucidMeshError, MTLSVerificationError
 from lucid.service_mesh.policy.enforcer import CallerContext, MeshAuthorizer
 from lucid.service_mesh.security.mtls_manager import MTLSManager
@@ -48,14 +49,6 @@ class MeshResponse:
 
 
 Handler = Callable[[MeshRequest], Awaitable[MeshResponse]]
-AUDIT_COMPONENT = "lucid.service_mesh"
-
-
-class AuditSink(Protocol):
-    """Where denials are recorded: IF.witness's ``Witness.log`` has this shape (non-blocking)."""
-
-    def log(self, component: str, operation: str, params: dict[str, Any] | None = None,
-            severity: str = "INFO", trace_id: str | None = None) -> Any: ...
 
 
 def _bodyless(method: bytes, status: int) -> bool:

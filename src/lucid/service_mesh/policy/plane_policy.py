@@ -76,3 +76,30 @@ class PlanePolicy:
                 details={"source": source.spiffe_id, "destination": destination.spiffe_id, "method": method},
             )
         return decision
+
+
+def decide_message(source: str, destination: str, account: str | None = None) -> PolicyDecision:
+    """Whether ``source`` may queue a message for ``destination``, by the same plane rules as a call.
+
+    A message may cross a boundary that some call may cross: same plane; ops -> chain (seed 000 sends
+    api-gateway -> blockchain-core ``create_session``); api-gateway -> tron-payment and no other way into
+    the wallet plane; every other crossing (chain -> ops, wallet -> anything, ...) is refused. Services
+    outside the Lucid plane map (applications of their own) may message each other and ops services, but
+    never a chain or wallet service, and no chain or wallet service messages them. ``account``: the broker account the message goes out under; an account that is a Lucid service
+    may send only as itself (its ``source`` is otherwise a claim the broker cannot back).
+    """
+    if account is not None and account in CLUSTER_PLANE and source != account:
+        return PolicyDecision(False, f"account {account!r} may not send as {source!r}")
+    sp, dp = CLUSTER_PLANE.get(source), CLUSTER_PLANE.get(destination)
+    if sp is None or dp is None:
+        protected = [p for p in (sp, dp) if p in ("chain", "wallet")]
+        if protected:
+            return PolicyDecision(False, f"{source} -> {destination}: the {protected[0]} plane exchanges messages "
+                                         "only with services on the plane map")
+        return PolicyDecision(True, "outside the plane map")
+    src, dst = ServiceIdentity(source, source, sp), ServiceIdentity(destination, destination, dp)
+    decision = _POLICY.decide(src, dst, "POST")
+    return decision if decision.allowed else (_POLICY.decide(src, dst, "GET") if sp != dp else decision)
+
+
+_POLICY = PlanePolicy()

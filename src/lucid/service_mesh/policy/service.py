@@ -6,7 +6,8 @@ import uuid
 
 from lucid.service_mesh.policy.enforcer import MeshAuthorizer
 from lucid.service_mesh.policy.mesh_client import MeshClient, MeshReply, TokenSource
-from lucid.service_mesh.policy.mesh_server import AuditSink, Handler, MeshResponse, MeshServer
+from lucid.service_mesh.audit import AuditSink
+from lucid.service_mesh.policy.mesh_server import Handler, MeshResponse, MeshServer
 from lucid.service_mesh.policy.plane_policy import PlanePolicy
 from lucid.service_mesh.resilience.circuit_breaker import BreakerRegistry
 from lucid.service_mesh.security.auth_provider import ServiceAuthProvider
