@@ -55,3 +55,42 @@ def test_sync_embedded_round_trip_with_a_caller_chosen_message_id() -> None:
         assert got is not None and got["message_id"] == "retry-42" and got["payload"] == {"a": 1}
         with pytest.raises(InvalidServiceConfigError):
             c.send_message("api-gateway", "blockchain-core", {"a": 1}, message_id="has space")
+
+
+async def test_the_outbox_on_the_embedded_broker_orders_resends_and_keeps_refusals(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The outbox's rules with a broker made to fail on purpose: accepted while down, in order after,
+    behind anything waiting, each id once; a refused message stays in the file."""
+    import uuid
+
+    from backends.errors import DeliveryFailed, QueueUnavailable
+
+    url = f"memory://outbox-{uuid.uuid4().hex}"
+    client = AsyncMessageQueueClient(url, outbox=tmp_path / "o.db")
+    await client.connect()
+    real_publish = client._broker.publish
+    state = {"down": True, "refuse": None}
+
+    async def publish(message, *, timeout=5.0):  # type: ignore[no-untyped-def]
+        if state["down"]:
+            raise QueueUnavailable("down on purpose")
+        if message.message_id == state["refuse"]:
+            raise DeliveryFailed("unroutable on purpose")
+        await real_publish(message, timeout=timeout)
+
+    client._broker.publish = publish  # type: ignore[method-assign]
+    ids = [await client.send_message("api-gateway", "svc-a", {"n": i}) for i in range(5)]
+    state["refuse"] = ids[2]
+    assert client.outbox_waiting == 5
+    state["down"] = False
+    ids.append(await client.send_message("api-gateway", "svc-a", {"n": 5}))  # behind the five, not before
+    await client.flush_outbox(10)
+    got = []
+    while (m := await client.receive("svc-a", timeout=0.2)) is not None:
+        got.append(m.payload["n"])
+        await m.ack()
+    assert got == [0, 1, 3, 4, 5]
+    assert await client._outbox.count("refused") == 1  # type: ignore[union-attr]
+    # with nothing waiting, sends go straight to the broker again
+    await client.send_message("api-gateway", "svc-a", {"n": 6})
+    assert client.outbox_waiting == 0
+    await client.close()

@@ -16,6 +16,7 @@ an AMQP URL. ``LUCID_MQ_URL`` sets the default. The password is never logged or 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -42,6 +43,7 @@ from backends.mq import (
 )
 
 from ..audit import AUDIT_COMPONENT, AuditSink
+from .outbox import Outbox
 from ..errors import (
     InvalidServiceConfigError,
     LucidMeshError,
@@ -202,11 +204,13 @@ class AsyncMessageQueueClient:
     def __init__(self, url: str | None = None, *, rabbitmq_host: str | None = None, rabbitmq_port: int = 5672,
                  rabbitmq_user: str = "guest", rabbitmq_password: str | None = None, rabbitmq_vhost: str = "/",
                  enable_ssl: bool = False, confirm_timeout: float = 5.0, accept_unsigned: bool = False,
-                 audit: AuditSink | None = None) -> None:
+                 audit: AuditSink | None = None, outbox: str | os.PathLike[str] | None = None) -> None:
         """``accept_unsigned``: on RabbitMQ, also hand out messages that carry no broker-checked sender
         account (published without the AMQP user-id, so ``source`` is only what the sender claims); by
         default they are rejected to the dead end with 1301. ``audit``: where refused sends are recorded
-        (a witness); every send is held to the plane rules (``decide_message``) before it leaves."""
+        (a witness); every send is held to the plane rules (``decide_message``) before it leaves.
+        ``outbox``: a file for messages accepted while the broker is away (``outbox.py``); with it, a send
+        the broker cannot take now is kept there and delivered, in order, once the broker is back."""
         if url is None:
             url = amqp_url(rabbitmq_host, rabbitmq_port, rabbitmq_user, rabbitmq_password, rabbitmq_vhost,
                            enable_ssl) if rabbitmq_host else os.environ.get("LUCID_MQ_URL", "memory://")
@@ -219,15 +223,79 @@ class AsyncMessageQueueClient:
         self.accept_unsigned = accept_unsigned
         self.audit = audit
         self.policy_denials = 0
+        self._outbox = Outbox(outbox) if outbox is not None else None
+        self._outbox_waiting = 0  # messages in the outbox not yet confirmed by the broker
+        self._outbox_wake = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"AsyncMessageQueueClient(backend={self.backend!r})"
 
     async def connect(self) -> None:
-        await _translated(self._broker.connect())
+        if self._outbox is None:
+            await _translated(self._broker.connect())
+            return
+        await self._outbox.open()
+        self._outbox_waiting = await self._outbox.count()
+        try:
+            await _translated(self._broker.connect())
+        except MessageQueueUnavailableError:
+            pass  # with an outbox a broker that is away is not an error: sends wait on disk for it
+        self._flusher = asyncio.create_task(self._flush_forever())
+        self._outbox_wake.set()
 
     async def close(self) -> None:
+        """Disconnect. Messages still in the outbox stay in its file for the next client that opens it."""
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
         await self._broker.close()
+        if self._outbox is not None:
+            await self._outbox.close()
+
+    @property
+    def outbox_waiting(self) -> int:
+        """Messages accepted into the outbox and not yet confirmed by the broker."""
+        return self._outbox_waiting
+
+    async def flush_outbox(self, timeout: float = 30.0) -> None:
+        """Wait until the broker has confirmed everything in the outbox; MessageTimeoutError (1305) if not
+        within ``timeout`` (the messages stay in the outbox)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._outbox_waiting:
+            if loop.time() >= deadline:
+                raise MessageTimeoutError(f"{self._outbox_waiting} message(s) still in the outbox after {timeout} s")
+            self._outbox_wake.set()
+            await asyncio.sleep(0.02)
+
+    async def _flush_forever(self) -> None:
+        """Publish the outbox oldest first, one confirmed message at a time; back off while the broker is away."""
+        assert self._outbox is not None
+        pause = 0.05
+        while True:
+            await self._outbox_wake.wait()
+            self._outbox_wake.clear()
+            while True:
+                batch = await self._outbox.pending()
+                if not batch:
+                    self._outbox_waiting = 0
+                    break
+                try:
+                    for seq, message in batch:
+                        try:
+                            await self._broker.publish(message, timeout=self.confirm_timeout)
+                        except DeliveryFailed as exc:  # refused outright: kept in the file for the operator
+                            await self._outbox.refuse(seq, exc.message)
+                        else:
+                            await self._outbox.remove(seq)
+                        self._outbox_waiting = max(self._outbox_waiting - 1, 0)
+                    pause = 0.05
+                except (QueueUnavailable, ConfirmTimeout):
+                    await asyncio.sleep(pause)  # the broker is away (or the outcome unknown): same message again
+                    pause = min(pause * 2, 2.0)
 
     async def __aenter__(self) -> "AsyncMessageQueueClient":
         await self.connect()
@@ -238,11 +306,13 @@ class AsyncMessageQueueClient:
 
     async def send_message(self, source: str, destination: str, payload: dict[str, Any], priority: str | int = "normal",
                            ttl: int = DEFAULT_TTL_SECONDS, correlation_id: str | None = None,
-                           message_id: str | None = None) -> str:
+                           message_id: str | None = None, *, via_outbox: bool | None = None) -> str:
         """Queue ``payload`` for ``destination``; the message id, once the broker confirmed it.
 
         After a 1305 (outcome unknown) send again with the same ``message_id``: consumers can then
-        recognise a second copy."""
+        recognise a second copy. With an outbox (and ``via_outbox`` not False), a message the broker cannot
+        take now is written to the outbox and its id returned: it is delivered once the broker is back,
+        after everything accepted before it."""
         _service("source", source)
         _service("destination", destination)
         decision = decide_message(source, destination, self._broker.account)
@@ -260,7 +330,22 @@ class AsyncMessageQueueClient:
             ttl=_ttl(ttl), timestamp=time.time(),
             correlation_id=_correlation_id(correlation_id),
         )
-        await _translated(self._broker.publish(message, timeout=self.confirm_timeout))
+        if self._outbox is None or via_outbox is False:
+            await _translated(self._broker.publish(message, timeout=self.confirm_timeout))
+            return message.message_id
+        if self._flusher is None:
+            raise MessageQueueUnavailableError("message queue client is not connected")
+        if not self._outbox_waiting:
+            try:
+                await self._broker.publish(message, timeout=self.confirm_timeout)
+                return message.message_id
+            except (QueueUnavailable, ConfirmTimeout):
+                pass  # nothing sent, or the outcome unknown: the outbox keeps it (a resend keeps its id)
+            except DeliveryFailed as exc:  # refused outright: the outbox cannot help
+                raise MessageDeliveryError(exc.message) from exc
+        await self._outbox.add(message)  # type: ignore[union-attr]
+        self._outbox_waiting += 1
+        self._outbox_wake.set()
         return message.message_id
 
     async def receive(self, destination: str, timeout: float = 5.0) -> ReceivedMessage | None:
