@@ -37,13 +37,25 @@ def json_depth_exceeds(value: Any, limit: int = DEFAULT_MAX_DEPTH) -> bool:
     return False
 
 
+_SNIFF = (b"\xef", b"\xfe", b"\xff", b"\0")  # first bytes of a BOM or of UTF-16/32 text: json.loads decides
+
+
 def loads_bounded(data: str | bytes | bytearray, max_depth: int = DEFAULT_MAX_DEPTH, **kwargs: Any) -> Any:
     """``json.loads`` that raises :class:`JSONTooDeepError` (never ``RecursionError``) past ``max_depth``;
     ``kwargs`` go to ``json.loads`` (e.g. an ``object_pairs_hook`` refusing duplicate keys)."""
+    if isinstance(data, (bytes, bytearray)) and data[:1] not in _SNIFF and data[1:2] != b"\0":
+        try:  # plain UTF-8 (no BOM, not UTF-16/32): json.loads would only sniff that again
+            data = data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass  # json.loads reports what is wrong
     try:
         value = json.loads(data, **kwargs)
     except RecursionError as exc:
         raise JSONTooDeepError("JSON nested too deeply") from exc
-    if json_depth_exceeds(value, max_depth):
-        raise JSONTooDeepError(f"JSON nested deeper than {max_depth} levels")
+    # a document with at most max_depth opening brackets cannot nest deeper (brackets inside strings only
+    # make the count larger): the walk is needed only when the count does not settle it
+    if data.count("[") + data.count("{") > max_depth if isinstance(data, str) else \
+            data.count(b"[") + data.count(b"{") > max_depth:
+        if json_depth_exceeds(value, max_depth):
+            raise JSONTooDeepError(f"JSON nested deeper than {max_depth} levels")
     return value

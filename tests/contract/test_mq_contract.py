@@ -374,3 +374,24 @@ async def test_a_service_account_may_send_only_as_itself(rabbitmq_server) -> Non
         with pytest.raises(SecurityPolicyViolation):  # and as itself the rule still holds
             await forger.send_message("node-management", "tron-payment", {"pay": 1})
     assert [op for _, op, _ in audit.entries] == ["message_refused", "message_refused"]
+
+
+async def test_batches_keep_order_validate_first_and_settle_each(mq_clients, service: str) -> None:
+    sender, receiver = await mq_clients(), await mq_clients()
+    with pytest.raises(InvalidServiceConfigError):  # one bad payload: nothing of the batch is sent
+        await sender.send_messages("api-gateway", service, [{"n": 0}, ["not", "an", "object"]])
+    ids = await sender.send_messages("api-gateway", service, [{"n": i} for i in range(200)], priority="high")
+    assert len(set(ids)) == 200
+    got = []
+    while len(got) < 200:
+        batch = await receiver.receive_many(service, 64, timeout=10)
+        assert batch and len(batch) <= 64
+        got.extend(batch)
+        if len(got) == 64:  # one of them is given back: it comes again, in its place
+            await batch[-1].reject(requeue=True)
+            got.pop()
+            await receiver.ack_many(batch[:-1])
+        else:
+            await receiver.ack_many(batch)
+    assert [m.payload["n"] for m in got] == list(range(200)) and [m.message_id for m in got] == ids
+    assert await receiver.receive_many(service, 10, timeout=0.3) == []

@@ -15,19 +15,14 @@ import heapq
 import itertools
 import threading
 import time
-from dataclasses import dataclass, field
+from typing import Tuple
 
 from backends.errors import AlreadySettled, QueueUnavailable
 from backends.mq.base import Delivery, MessageBroker, QueueMessage
 
-
-@dataclass(order=True)
-class _Entry:
-    rank: int  # -priority: heapq pops the smallest
-    seq: int  # arrival order within a priority
-    expires_at: float = field(compare=False)
-    message: QueueMessage = field(compare=False)
-    redelivered: bool = field(compare=False, default=False)
+# (-priority, arrival seq, expires_at, message, redelivered): a plain tuple, so the heap compares in C;
+# seq is unique, so a comparison never reaches the message
+_Entry = Tuple[int, int, float, QueueMessage, bool]
 
 
 class _Core:
@@ -40,25 +35,43 @@ class _Core:
     def put(self, message: QueueMessage, expires_at: float, redelivered: bool = False, seq: int | None = None) -> None:
         """Queue a message; a requeued one keeps its arrival ``seq``, so it goes back to its place (FIFO
         within its priority, as RabbitMQ requeues), not to the end."""
-        entry = _Entry(-message.priority, next(self._seq) if seq is None else seq, expires_at, message, redelivered)
+        entry = (-message.priority, next(self._seq) if seq is None else seq, expires_at, message, redelivered)
         with self._lock:
             heapq.heappush(self._queues.setdefault(message.destination, []), entry)
             waiters = list(self._waiters.get(message.destination, ()))
+        self._wake(waiters)
+
+    def put_many(self, messages: list[QueueMessage], now: float) -> None:
+        """Queue several messages under one lock, in order."""
+        seq, push = self._seq, heapq.heappush
+        with self._lock:
+            destinations = set()
+            for m in messages:
+                push(self._queues.setdefault(m.destination, []), (-m.priority, next(seq), now + m.ttl, m, False))
+                destinations.add(m.destination)
+            waiters = [w for d in destinations for w in self._waiters.get(d, ())]
+        self._wake(waiters)
+
+    @staticmethod
+    def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]) -> None:
         for loop, event in waiters:
             try:
                 loop.call_soon_threadsafe(event.set)
             except RuntimeError:  # that consumer's loop is closed
                 pass
 
-    def take(self, destination: str) -> _Entry | None:
+    def take(self, destination: str, limit: int = 1) -> list[_Entry]:
+        """Up to ``limit`` entries, highest priority first; expired ones are dropped, never delivered."""
         now = time.monotonic()
+        out: list[_Entry] = []
+        pop = heapq.heappop
         with self._lock:
             queue = self._queues.get(destination)
-            while queue:
-                entry = heapq.heappop(queue)
-                if entry.expires_at > now:  # expired messages are dropped, never delivered
-                    return entry
-        return None
+            while queue and len(out) < limit:
+                entry = pop(queue)
+                if entry[2] > now:
+                    out.append(entry)
+        return out
 
     def watch(self, destination: str, waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event]) -> None:
         with self._lock:
@@ -85,11 +98,13 @@ def _core_for(name: str | None) -> _Core:
 
 
 class _MemoryDelivery(Delivery):
+    __slots__ = ("_broker", "_entry", "message", "redelivered", "_settled")
+
     def __init__(self, broker: "MemoryBroker", entry: _Entry) -> None:
         self._broker = broker
         self._entry = entry
-        self.message = entry.message
-        self.redelivered = entry.redelivered
+        self.message = entry[3]
+        self.redelivered = entry[4]
         self._settled = False
 
     async def ack(self) -> None:
@@ -98,7 +113,7 @@ class _MemoryDelivery(Delivery):
     async def reject(self, requeue: bool = True) -> None:
         self._settle()
         if requeue:
-            self._broker._core.put(self.message, self._entry.expires_at, redelivered=True, seq=self._entry.seq)
+            self._broker._core.put(self.message, self._entry[2], redelivered=True, seq=self._entry[1])
 
     def _settle(self) -> None:
         if self._settled:
@@ -109,7 +124,7 @@ class _MemoryDelivery(Delivery):
     def _return(self) -> None:
         """Back to the queue, marked redelivered (the consumer closed without settling)."""
         self._settled = True
-        self._broker._core.put(self.message, self._entry.expires_at, redelivered=True, seq=self._entry.seq)
+        self._broker._core.put(self.message, self._entry[2], redelivered=True, seq=self._entry[1])
 
 
 class MemoryBroker(MessageBroker):
@@ -138,26 +153,40 @@ class MemoryBroker(MessageBroker):
         self._check()
         self._core.put(message, time.monotonic() + message.ttl)
 
-    async def get(self, destination: str, *, timeout: float = 5.0) -> Delivery | None:
+    async def publish_many(self, messages: list[QueueMessage], *, timeout: float = 5.0) -> None:
         self._check()
+        self._core.put_many(messages, time.monotonic())
+
+    async def get(self, destination: str, *, timeout: float = 5.0) -> Delivery | None:
+        got = await self.get_many(destination, 1, timeout=timeout)
+        return got[0] if got else None
+
+    async def get_many(self, destination: str, limit: int, *, timeout: float = 5.0) -> list[Delivery]:
+        self._check()
+        entries = self._core.take(destination, limit)  # the common case: no waiter to register
+        if entries:
+            return self._deliver(entries)
         deadline = time.monotonic() + max(timeout, 0.0)
         waiter = (asyncio.get_running_loop(), asyncio.Event())
         self._core.watch(destination, waiter)
         try:
             while True:
                 waiter[1].clear()
-                entry = self._core.take(destination)
-                if entry is not None:
-                    delivery = _MemoryDelivery(self, entry)
-                    self._unsettled.add(delivery)
-                    return delivery
+                entries = self._core.take(destination, limit)
+                if entries:
+                    return self._deliver(entries)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return None
+                    return []
                 try:
                     await asyncio.wait_for(waiter[1].wait(), remaining)
                 except asyncio.TimeoutError:
-                    return None
+                    return []
                 self._check()
         finally:
             self._core.unwatch(destination, waiter)
+
+    def _deliver(self, entries: list[_Entry]) -> list[Delivery]:
+        deliveries = [_MemoryDelivery(self, e) for e in entries]
+        self._unsettled.update(deliveries)
+        return deliveries  # type: ignore[return-value]

@@ -196,9 +196,9 @@ class RabbitMQBroker(MessageBroker):
                      "sent_at_us": round(message.timestamp * 1_000_000)},
         )
         try:
-            await asyncio.wait_for(
-                self._exchange.publish(amqp, routing_key=f"{message.destination}.{message.source}", mandatory=True),
-                timeout)
+            async with asyncio.timeout(timeout):  # no task per message, unlike wait_for
+                await self._exchange.publish(amqp, routing_key=f"{message.destination}.{message.source}",
+                                             mandatory=True)
         except asyncio.TimeoutError as exc:
             raise ConfirmTimeout(f"no confirm for message {message.message_id} within {timeout} s") from exc
         except (DeliveryError, PublishError) as exc:
@@ -206,6 +206,32 @@ class RabbitMQBroker(MessageBroker):
         except (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, RuntimeError) as exc:
             # the frames may have reached the broker before the connection went: outcome unknown
             raise ConfirmTimeout(f"connection lost before the confirm of message {message.message_id}: {exc}") from exc
+
+    async def publish_many(self, messages: list[QueueMessage], *, timeout: float = 5.0) -> None:
+        """All at once on the confirm channel (written in order: the channel's publish lock is FIFO), then
+        every confirm awaited."""
+        if not messages:
+            return
+        await self.publish(messages[0], timeout=timeout)  # declares the destination once, checks the channel
+        results = await asyncio.gather(*(self.publish(m, timeout=timeout) for m in messages[1:]),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def get_many(self, destination: str, limit: int, *, timeout: float = 5.0) -> list[Delivery]:
+        await self._ensure_connected()
+        try:
+            receiver = await self._receiver(destination)
+            first = await receiver.get(timeout)
+            if first is None:
+                return []
+            out = [first]
+            while len(out) < limit and receiver.buffer and (more := await receiver.get(0)) is not None:
+                out.append(more)
+            return out
+        except (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, RuntimeError) as exc:
+            raise self._unavailable(exc) from exc
 
     async def _receiver(self, destination: str) -> "_Receiver":
         receiver = self._receivers.get(destination)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from backends.jsonsafe import json_depth_exceeds, loads_bounded
+from backends.jsonsafe import loads_bounded
 from backends.errors import AlreadySettled, ConfirmTimeout, DeliveryFailed, QueueUnavailable
 from backends.loop_thread import LoopThread
 from backends.mq import (
@@ -57,7 +57,6 @@ from ..policy.plane_policy import decide_message
 MAX_PAYLOAD_BYTES = 1 << 20
 _SERVICE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")  # no dots: they separate routing-key words
 _PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
-_iterencode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).iterencode
 
 
 def _service(field: str, value: object) -> str:
@@ -85,44 +84,54 @@ def _ttl(value: object) -> int:
 MAX_PAYLOAD_DEPTH = 64  # nesting levels of a payload: what a receiver parses without recursion trouble
 
 
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
 def _body(payload: object) -> bytes:
     if not isinstance(payload, dict):
         raise InvalidServiceConfigError("payload must be a JSON object", details={"field": "payload"})
-    if json_depth_exceeds(payload, MAX_PAYLOAD_DEPTH):  # a receiver could not parse it back
+    bound = _walk(payload)
+    if bound < 0:  # a receiver could not parse it back
         raise InvalidServiceConfigError(f"payload nests deeper than {MAX_PAYLOAD_DEPTH} levels",
                                         details={"field": "payload"})
-    if _text_lower_bound(payload) > MAX_PAYLOAD_BYTES:  # its strings alone are too big: nothing is encoded
+    if bound > MAX_PAYLOAD_BYTES:  # too big before anything is encoded
         raise InvalidServiceConfigError(f"payload is over {MAX_PAYLOAD_BYTES} bytes", details={"field": "payload"})
-    # encoded piece by piece and stopped at the limit: a 200 MB payload is refused without being encoded whole
-    parts: list[bytes] = []
-    size = 0
-    try:
-        for chunk in _iterencode(payload):
-            piece = chunk.encode("utf-8")
-            size += len(piece)
-            if size > MAX_PAYLOAD_BYTES:
-                raise InvalidServiceConfigError(f"payload is over {MAX_PAYLOAD_BYTES} bytes",
-                                                details={"field": "payload"})
-            parts.append(piece)
+    try:  # the bound counts a byte per value and every string character: the encoding is at most a few
+        body = _dumps(payload).encode("utf-8")  # times the limit, never the 200 MB a payload could be
     except (TypeError, ValueError) as exc:
-        if isinstance(exc, InvalidServiceConfigError):
-            raise
         raise InvalidServiceConfigError(f"payload is not JSON: {exc}", details={"field": "payload"}) from None
-    return b"".join(parts)
+    if len(body) > MAX_PAYLOAD_BYTES:
+        raise InvalidServiceConfigError(f"payload is over {MAX_PAYLOAD_BYTES} bytes", details={"field": "payload"})
+    return body
 
 
-def _text_lower_bound(payload: object) -> int:
-    """At least how many bytes the payload's JSON takes: the characters of its keys and strings."""
-    total, stack = 0, [payload]
-    while stack and total <= MAX_PAYLOAD_BYTES:
-        item = stack.pop()
-        if isinstance(item, str):
-            total += len(item)
-        elif isinstance(item, dict):
-            total += sum(len(k) for k in item if isinstance(k, str))
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
+def _walk(payload: dict[str, Any]) -> int:
+    """One pass over the payload: -1 if it nests deeper than MAX_PAYLOAD_DEPTH, otherwise a lower bound of
+    its JSON size (a byte per value plus the characters of every key and string), stopping past the limit."""
+    total = 0
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item, depth = pop()
+        kind = type(item)
+        if kind is str:
+            total += len(item) + 1
+        elif kind is dict or isinstance(item, dict):
+            if depth > MAX_PAYLOAD_DEPTH:
+                return -1
+            for key, value in item.items():
+                total += (len(key) if type(key) is str else 1) + 1
+                push((value, depth + 1))
+        elif kind is list or isinstance(item, (list, tuple)):
+            if depth > MAX_PAYLOAD_DEPTH:
+                return -1
+            total += 1
+            for value in item:
+                push((value, depth + 1))
+        else:
+            total += 1
+        if total > MAX_PAYLOAD_BYTES:
+            return total
     return total
 
 
@@ -156,7 +165,7 @@ def amqp_url(host: str, port: int = 5672, user: str = "guest", password: str | N
     return f"{scheme}://{creds}@{host}:{int(port)}/{quote(vhost, safe='')}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReceivedMessage:
     """A message taken from a destination's queue; settle it with ``ack`` or ``reject``."""
 
@@ -315,6 +324,16 @@ class AsyncMessageQueueClient:
         after everything accepted before it."""
         _service("source", source)
         _service("destination", destination)
+        self._check_planes(source, destination)
+        message = QueueMessage(
+            message_id=_message_id(message_id), source=source,
+            destination=destination, body=_body(payload), priority=_priority(priority),
+            ttl=_ttl(ttl), timestamp=time.time(),
+            correlation_id=_correlation_id(correlation_id),
+        )
+        return await self._send(message, via_outbox)
+
+    def _check_planes(self, source: str, destination: str) -> None:
         decision = decide_message(source, destination, self._broker.account)
         if not decision.allowed:
             self.policy_denials += 1
@@ -324,12 +343,8 @@ class AsyncMessageQueueClient:
                     "reason": decision.reason, "error_code": SecurityPolicyViolation.default_code}, severity="WARN")
             raise SecurityPolicyViolation(f"message {source} -> {destination} refused: {decision.reason}",
                                           details={"source": source, "destination": destination})
-        message = QueueMessage(
-            message_id=_message_id(message_id), source=source,
-            destination=destination, body=_body(payload), priority=_priority(priority),
-            ttl=_ttl(ttl), timestamp=time.time(),
-            correlation_id=_correlation_id(correlation_id),
-        )
+
+    async def _send(self, message: QueueMessage, via_outbox: bool | None) -> str:
         if self._outbox is None or via_outbox is False:
             await _translated(self._broker.publish(message, timeout=self.confirm_timeout))
             return message.message_id
@@ -348,6 +363,47 @@ class AsyncMessageQueueClient:
         self._outbox_wake.set()
         return message.message_id
 
+    async def send_messages(self, source: str, destination: str, payloads: list[dict[str, Any]],
+                            priority: str | int = "normal", ttl: int = DEFAULT_TTL_SECONDS) -> list[str]:
+        """Queue several payloads for one destination, in order; their message ids, once the broker
+        confirmed them all. Every payload is validated before any is sent. The ids share a random prefix
+        (a uuid4 per batch) and end with the message's index."""
+        if not isinstance(payloads, list) or not payloads:
+            raise InvalidServiceConfigError("payloads must be a non-empty list", details={"field": "payloads"})
+        if self._outbox is not None:  # each through the outbox's rules, in order
+            return [await self.send_message(source, destination, p, priority, ttl) for p in payloads]
+        _service("source", source)
+        _service("destination", destination)
+        self._check_planes(source, destination)
+        level, seconds, now = _priority(priority), _ttl(ttl), time.time()
+        prefix = uuid.uuid4().hex
+        messages = [QueueMessage(f"{prefix}-{i}", source, destination, _body(p), level, seconds, now)
+                    for i, p in enumerate(payloads)]
+        await _translated(self._broker.publish_many(messages, timeout=self.confirm_timeout))
+        return [m.message_id for m in messages]
+
+    async def receive_many(self, destination: str, max_messages: int, timeout: float = 5.0) -> list[ReceivedMessage]:
+        """Up to ``max_messages`` (highest priority first): waits up to ``timeout`` for the first, then
+        takes what is already there. At least once, as ``receive``: settle each (or ``ack_many``)."""
+        _service("destination", destination)
+        if type(max_messages) is not int or not 1 <= max_messages <= 10_000:
+            raise InvalidServiceConfigError("max_messages must be 1 to 10000", details={"field": "max_messages"})
+        deliveries = await _translated(self._broker.get_many(destination, max_messages, timeout=timeout))
+        out: list[ReceivedMessage] = []
+        failed: MessageDeliveryError | None = None
+        for delivery in deliveries:
+            try:
+                out.append(await self._received(destination, delivery))
+            except MessageDeliveryError as exc:  # rejected to the dead end; the rest are still handed out
+                failed = failed or exc
+        if failed is not None and not out:
+            raise failed
+        return out
+
+    async def ack_many(self, messages: list[ReceivedMessage]) -> None:
+        for message in messages:
+            await message.ack()
+
     async def receive(self, destination: str, timeout: float = 5.0) -> ReceivedMessage | None:
         """The next message for ``destination`` (highest priority first), or None after ``timeout`` seconds.
 
@@ -357,6 +413,9 @@ class AsyncMessageQueueClient:
         delivery = await _translated(self._broker.get(destination, timeout=timeout))
         if delivery is None:
             return None
+        return await self._received(destination, delivery)
+
+    async def _received(self, destination: str, delivery: Delivery) -> ReceivedMessage:
         m = delivery.message
         if self.backend == "rabbitmq" and m.sender_account is None and not self.accept_unsigned:
             await _translated(delivery.reject(requeue=False))
@@ -364,8 +423,8 @@ class AsyncMessageQueueClient:
                                        f"(its source {m.source!r} is only a claim); rejected")
         try:
             payload = loads_bounded(m.body, MAX_PAYLOAD_DEPTH)
-        except ValueError:  # includes JSONTooDeepError  # not sent by this client: hand it back to the queue's dead end, not to the caller
-            await delivery.reject(requeue=False)
+        except ValueError:  # not sent by this client: to the queue's dead end, not to the caller
+            await _translated(delivery.reject(requeue=False))
             raise MessageDeliveryError(f"message {m.message_id} on {destination} is not JSON; rejected") from None
         return ReceivedMessage(m.message_id, m.source, m.destination, payload,
                                _PRIORITY_NAMES.get(m.priority, str(m.priority)), m.ttl, m.timestamp,
