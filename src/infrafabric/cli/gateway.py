@@ -1,0 +1,74 @@
+"""`infrafabric gateway`: the metering gateway for model calls."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from infrafabric.cli.runloop import run_service
+from infrafabric.cli.state import default_kv_url
+
+app = typer.Typer(help="IF.gateway: OpenAI/Anthropic-compatible model calls, reserved and settled against budgets",
+                  no_args_is_help=True)
+console = Console()
+
+
+@app.command()
+def serve(
+    config: Path = typer.Option(..., help="Gateway TOML: prices, providers (keys from env or file), swarm policy"),
+    authority_key: Path = typer.Option(..., help="The credential authority's public key: swarms' keys are checked"),
+    kv: Optional[str] = typer.Option(None, "--kv", help="Ledger store URL (etcd://host:port, sqlite:///file)"),
+    listen: str = typer.Option("127.0.0.1:8090", help="HOST:PORT to serve on"),
+    upstream_timeout: float = typer.Option(60.0, help="Seconds to wait for a provider"),
+    lease_ttl: int = typer.Option(10, help="Seconds this replica's holds outlive it if it dies"),
+    tls_cert: Optional[Path] = typer.Option(None, help="Server certificate (HTTPS)"),
+    tls_key: Optional[Path] = typer.Option(None, help="Its private key"),
+) -> None:
+    """Serve /v1/chat/completions, /v1/embeddings, /v1/models and /v1/messages, metered."""
+    import uvicorn
+
+    from backends.kv import open_kv
+    from infrafabric.audit import log_operation
+    from infrafabric.coordinator.credentials import CredentialVerifier, load_public_key
+    from infrafabric.errors import InfraFabricError
+    from infrafabric.gateway.app import MeteringGateway, create_app
+    from infrafabric.gateway.config import GatewayConfig
+    from infrafabric.governor.governor import track_cost_with_optimise
+
+    try:
+        settings = GatewayConfig.load(config)
+    except InfraFabricError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2)
+    host, _, port = listen.rpartition(":")
+
+    async def run() -> None:
+        async with open_kv(kv or default_kv_url()) as store:
+            gateway = await MeteringGateway(settings, store, CredentialVerifier(load_public_key(authority_key), store),
+                                            audit=log_operation, cost_sink=track_cost_with_optimise,
+                                            upstream_timeout=upstream_timeout, lease_ttl=lease_ttl).start()
+            server = uvicorn.Server(uvicorn.Config(
+                create_app(gateway), host=host or "127.0.0.1", port=int(port), log_level="warning", lifespan="off",
+                ssl_certfile=str(tls_cert) if tls_cert else None, ssl_keyfile=str(tls_key) if tls_key else None))
+            task = asyncio.create_task(server.serve())
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+            console.print(f"gateway serving on {'https' if tls_cert else 'http'}://{host or '127.0.0.1'}:{port} "
+                          f"(rates {settings.rates.version}, replica {gateway.replica_id})", highlight=False)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+            server.should_exit = True
+            await task
+            await gateway.close()
+
+    run_service(run())

@@ -1,0 +1,476 @@
+"""The metering gateway: OpenAI- and Anthropic-compatible routes that reserve before sending and settle after.
+
+A swarm points any SDK at this service (base URL) with its own credential as the API key. For every call:
+authenticate the swarm; apply its model policy (allowed models, default, the cheaper-model rule, requests
+and tokens per minute); bound the call's cost from above (``prices.py``); reserve that bound in the
+shared ledger (``reservations.py``; refused with 429 ``IF_ERR_BUDGET_EXCEEDED`` and the remaining budget
+if it does not fit); forward it to the configured provider with the provider's key (the swarm never sees
+it, and no header of the swarm's is forwarded); settle to the usage the provider reports, capped at the
+reservation. Settlement rules: usage reported → its price; no usage → the reservation; an upstream
+error or timeout before any output → released (nothing charged); a stream cut midway → its final usage if
+it came, otherwise the reservation.
+
+Only text content is accepted (images, audio and files are refused): the byte bound holds for text,
+since a BPE token is at least one byte, but an image of a few URL bytes costs many tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from backends.jsonsafe import loads_bounded
+from backends.kv import KeyValueStore, LeaseKeeper
+from infrafabric.coordinator.credentials import CredentialVerifier, Identity
+from infrafabric.errors import CircuitOpenError, CredentialError, InfraFabricError, PermissionDeniedError, \
+    UnknownSwarmError, ValidationError
+from infrafabric.gateway.config import GatewayConfig, Provider, SwarmPolicy
+from infrafabric.gateway.prices import ModelRate
+from infrafabric.gateway.reservations import BudgetExceededError, Hold, ReservationLedger
+from lucid.rate_limit import TokenBuckets
+
+MAX_BODY_BYTES = 4 << 20
+COMPONENT = "IF.gateway"
+_TEXT_PARTS = frozenset({"text", "input_text"})
+
+AuditFn = Callable[[str, str, dict[str, Any], str], Any]
+CostSink = Callable[..., Any]
+
+
+class GatewayError(InfraFabricError):
+    error_code = "IF_ERR_GATEWAY"
+
+
+class RateLimitedError(InfraFabricError):
+    error_code = "IF_ERR_RATE_LIMITED"
+
+
+_STATUS = {"IF_ERR_AUTH_INVALID": 401, "IF_ERR_AUTH_EXPIRED": 401, "IF_ERR_AUTH_REVOKED": 401,
+           "IF_ERR_FORBIDDEN": 403, "IF_ERR_MODEL_NOT_ALLOWED": 403, "IF_ERR_BUDGET_EXCEEDED": 429,
+           "IF_ERR_CIRCUIT_OPEN": 429, "IF_ERR_RATE_LIMITED": 429, "IF_ERR_UNKNOWN_SWARM": 403,
+           "IF_ERR_UPSTREAM": 502, "IF_ERR_UPSTREAM_TIMEOUT": 504}
+
+
+@dataclass
+class Usage:
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int = 0
+
+
+def _count(value: Any) -> int | None:
+    return value if type(value) is int and 0 <= value <= 10**12 else None
+
+
+def openai_usage(usage: Any, *, embeddings: bool = False) -> Usage | None:
+    if not isinstance(usage, dict):
+        return None
+    i = _count(usage.get("prompt_tokens"))
+    o = 0 if embeddings and "completion_tokens" not in usage else _count(usage.get("completion_tokens"))
+    if i is None or o is None:
+        return None
+    details = usage.get("prompt_tokens_details")
+    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    return Usage(i, o, cached or 0)
+
+
+def anthropic_usage(usage: Any, input_tokens: int | None = None) -> Usage | None:
+    if not isinstance(usage, dict):
+        return None
+    i = _count(usage.get("input_tokens")) if "input_tokens" in usage else input_tokens
+    o = _count(usage.get("output_tokens"))
+    if i is None or o is None:
+        return None
+    cached = _count(usage.get("cache_read_input_tokens")) or 0
+    created = _count(usage.get("cache_creation_input_tokens")) or 0
+    return Usage(i + cached + created, o, cached)
+
+
+class _Minute:
+    """Tokens settled by each swarm in the last minute (this replica's view)."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, deque[tuple[float, int]]] = defaultdict(deque)
+
+    def used(self, swarm: str, now: float) -> int:
+        events = self._events[swarm]
+        while events and events[0][0] < now - 60:
+            events.popleft()
+        return sum(n for _, n in events)
+
+    def add(self, swarm: str, tokens: int, now: float) -> None:
+        self._events[swarm].append((now, tokens))
+
+
+class MeteringGateway:
+    def __init__(self, config: GatewayConfig, kv: KeyValueStore, verifier: CredentialVerifier, *,
+                 audit: AuditFn | None = None, cost_sink: CostSink | None = None,
+                 upstream_timeout: float = 60.0, lease_ttl: int = 10, transport: httpx.AsyncBaseTransport | None = None,
+                 sweep_interval: float = 1.0) -> None:
+        self.config, self.kv, self.verifier = config, kv, verifier
+        self._audit, self._cost_sink = audit, cost_sink
+        self.ledger = ReservationLedger(kv, audit=lambda op, params, sev: self.audit(op, params, sev))
+        self.replica_id = uuid.uuid4().hex[:12]
+        self.lease_ttl, self.sweep_interval = lease_ttl, sweep_interval
+        self._lease: int | None = None
+        self._keeper: LeaseKeeper | None = None
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(upstream_timeout, connect=5.0), transport=transport,
+                                       follow_redirects=False)
+        self._requests = TokenBuckets()
+        self._minute = _Minute()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def audit(self, operation: str, params: dict[str, Any], severity: str = "INFO") -> None:
+        if self._audit is not None:
+            self._audit(COMPONENT, operation, params, severity)
+
+    async def start(self) -> "MeteringGateway":
+        await self._current_lease()
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+        return self
+
+    async def _current_lease(self) -> int:
+        """This replica's lease (its holds live on it); a new one if the old was lost (a long partition)."""
+        if self._keeper is None or not self._keeper.alive or self._lease is None:
+            if self._keeper is not None:
+                await self._keeper.stop()
+            self._lease = await self.kv.grant_lease(self.lease_ttl)
+            self._keeper = LeaseKeeper(self.kv, self._lease, self.lease_ttl)
+        return self._lease
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for task in list(self._background):
+            await asyncio.gather(task, return_exceptions=True)
+        if self._keeper is not None:
+            await self._keeper.stop()
+            self._keeper = None
+        await self._http.aclose()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            try:
+                await self.ledger.sweep()
+            except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+                self.audit("hold_sweep_failed", {"error": type(exc).__name__}, "WARN")
+
+    # ------------------------------------------------------------------ admission
+    async def identify(self, request: Request) -> Identity:
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            token = request.headers.get("x-api-key", "")  # Anthropic's SDK sends the key here
+        if not token.strip():
+            raise CredentialError("a swarm credential is required (Authorization: Bearer, or x-api-key)")
+        return await self.verifier.verify(token.strip(), role="swarm")
+
+    def choose_model(self, swarm: str, requested: Any) -> tuple[ModelRate, str | None]:
+        policy: SwarmPolicy = self.config.policy(swarm)
+        model = requested if requested is not None else policy.default_model
+        if not isinstance(model, str) or not model:
+            raise ValidationError("model is required")
+        rate = self.config.rates.rate(model)
+        routed = None
+        cheaper = self.config.cheaper.get(model)
+        if cheaper is not None and not policy.allow_larger:
+            routed, rate = model, self.config.rates.rate(cheaper)
+        if policy.models is not None and rate.model not in policy.models:
+            raise PermissionDeniedError(f"{swarm} may not use model {rate.model}",
+                                        error_code="IF_ERR_MODEL_NOT_ALLOWED")
+        return rate, routed
+
+    def check_rates(self, swarm: str) -> None:
+        policy = self.config.policy(swarm)
+        if policy.requests_per_minute is not None and \
+                self._requests.take("rpm", swarm, policy.requests_per_minute) is not None:
+            raise RateLimitedError(f"{swarm} is over {policy.requests_per_minute} requests a minute")
+        if policy.tokens_per_minute is not None and \
+                self._minute.used(swarm, time.monotonic()) >= policy.tokens_per_minute:
+            raise RateLimitedError(f"{swarm} is over {policy.tokens_per_minute} tokens a minute")
+
+    # ------------------------------------------------------------------ one call
+    async def call(self, request: Request, kind: str) -> Response:
+        identity = await self.identify(request)
+        swarm = identity.name
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            raise ValidationError(f"request body over {MAX_BODY_BYTES} bytes")
+        try:
+            body = loads_bounded(raw or b"{}")
+        except ValueError as exc:
+            raise ValidationError(f"body is not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise ValidationError("body must be a JSON object")
+        rate, routed = self.choose_model(swarm, body.get("model"))
+        provider = self.config.providers[rate.provider]
+        if kind == "messages" and provider.kind != "anthropic" or kind != "messages" and provider.kind != "openai":
+            raise ValidationError(f"model {rate.model} is not served on this route")
+        self.check_rates(swarm)
+        body["model"] = rate.upstream_model
+        out_tokens = self._bound_output(kind, body, rate)
+        stream = bool(body.get("stream"))
+        if stream and kind == "chat":
+            options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
+            body["stream_options"] = {**options, "include_usage": True}
+        _refuse_non_text(kind, body)
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        amount = rate.max_cost(len(payload), out_tokens)
+        request_id = uuid.uuid4().hex
+        details = {"model": rate.model, "price_version": self.config.rates.version, "request_id": request_id,
+                   "route": kind, **({"requested_model": routed} if routed else {})}
+        hold = await self.ledger.reserve(swarm, request_id, amount, await self._current_lease(), details)
+        path = {"chat": "/chat/completions", "embeddings": "/embeddings", "messages": "/v1/messages"}[kind]
+        url = provider.base_url + path  # OpenAI's base URL ends in /v1; Anthropic's does not
+        headers = _upstream_headers(provider, request)
+        if stream and kind != "embeddings":
+            return await self._stream(url, headers, payload, hold, rate, kind, details)
+        return await self._once(url, headers, payload, hold, rate, kind, details)
+
+    def _bound_output(self, kind: str, body: dict[str, Any], rate: ModelRate) -> int:
+        if kind == "embeddings":
+            return 0
+        n = body.get("n", 1)
+        if type(n) is not int or not 1 <= n <= 16:
+            raise ValidationError("n must be 1 to 16")
+        key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+        asked = body.get(key)
+        if asked is not None and (type(asked) is not int or asked < 1):
+            raise ValidationError(f"{key} must be a positive integer")
+        out = rate.output_bound(asked)
+        body[key] = out  # the provider is held to what was reserved
+        return out * n
+
+    async def _once(self, url: str, headers: dict[str, str], payload: bytes, hold: Hold, rate: ModelRate,
+                    kind: str, details: dict[str, Any]) -> Response:
+        try:
+            response = await self._http.post(url, content=payload, headers=headers)
+        except httpx.TimeoutException:
+            await self._settle(hold, None, rate, details, "release", reason="upstream_timeout")
+            raise GatewayError("the provider did not answer in time", error_code="IF_ERR_UPSTREAM_TIMEOUT") from None
+        except httpx.HTTPError as exc:
+            await self._settle(hold, None, rate, details, "release", reason="upstream_unreachable")
+            raise GatewayError(f"the provider is unreachable: {type(exc).__name__}",
+                               error_code="IF_ERR_UPSTREAM") from None
+        if response.status_code >= 400:
+            await self._settle(hold, None, rate, details, "release", reason=f"upstream_{response.status_code}")
+            raise GatewayError(f"the provider answered {response.status_code}", error_code="IF_ERR_UPSTREAM")
+        try:
+            answer = loads_bounded(response.content)
+        except ValueError:
+            answer = None
+        usage = None
+        if isinstance(answer, dict):
+            usage = anthropic_usage(answer.get("usage")) if kind == "messages" else \
+                openai_usage(answer.get("usage"), embeddings=kind == "embeddings")
+        await self._settle(hold, usage, rate, details, "usage" if usage else "reservation")
+        return Response(response.content, status_code=response.status_code,
+                        media_type=response.headers.get("content-type", "application/json"))
+
+    async def _stream(self, url: str, headers: dict[str, str], payload: bytes, hold: Hold, rate: ModelRate,
+                      kind: str, details: dict[str, Any]) -> Response:
+        upstream_request = self._http.build_request("POST", url, content=payload, headers=headers)
+        try:
+            upstream = await self._http.send(upstream_request, stream=True)
+        except httpx.TimeoutException:
+            await self._settle(hold, None, rate, details, "release", reason="upstream_timeout")
+            raise GatewayError("the provider did not answer in time", error_code="IF_ERR_UPSTREAM_TIMEOUT") from None
+        except httpx.HTTPError as exc:
+            await self._settle(hold, None, rate, details, "release", reason="upstream_unreachable")
+            raise GatewayError(f"the provider is unreachable: {type(exc).__name__}",
+                               error_code="IF_ERR_UPSTREAM") from None
+        if upstream.status_code >= 400:
+            await upstream.aclose()
+            await self._settle(hold, None, rate, details, "release", reason=f"upstream_{upstream.status_code}")
+            raise GatewayError(f"the provider answered {upstream.status_code}", error_code="IF_ERR_UPSTREAM")
+        meter = _StreamMeter(kind)
+
+        async def relay() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in upstream.aiter_raw():
+                    meter.feed(chunk)
+                    yield chunk
+            except httpx.HTTPError as exc:
+                meter.cut = True  # the provider cut the stream: so is the swarm's (no clean end it could trust)
+                raise GatewayError("the provider cut the stream", error_code="IF_ERR_UPSTREAM") from exc
+            finally:
+                await upstream.aclose()
+                usage = meter.usage()
+                how = "usage" if usage else ("release" if not meter.any_output else "reservation")
+                # settled on its own task: a client that hangs up cancels this generator, never the charge
+                task = asyncio.get_running_loop().create_task(
+                    self._settle(hold, usage, rate, details, how, reason="stream_cut" if meter.cut else None))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+        return StreamingResponse(relay(), status_code=upstream.status_code,
+                                 media_type=upstream.headers.get("content-type", "text/event-stream"))
+
+    async def _settle(self, hold: Hold, usage: Usage | None, rate: ModelRate, details: dict[str, Any], how: str,
+                      reason: str | None = None) -> None:
+        info = {**details, "settled_by": how, **({"reason": reason} if reason else {})}
+        if how == "release":
+            await self.ledger.release(hold, info)
+            return
+        if usage is not None:
+            cost = rate.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
+            info.update(tokens_in=usage.input_tokens, tokens_out=usage.output_tokens,
+                        cached_tokens=usage.cached_input_tokens)
+            self._minute.add(hold.swarm_id, usage.input_tokens + usage.output_tokens, time.monotonic())
+        else:
+            cost = hold.amount
+        charged = await self.ledger.settle(hold, cost, info)
+        if charged is not None and self._cost_sink is not None:
+            self._cost_sink(hold.swarm_id, "model_call", charged, component=COMPONENT, model=rate.model,
+                            request_id=hold.hold_id, price_version=self.config.rates.version)
+
+    def models(self) -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": r.provider}
+                                           for m, r in sorted(self.config.rates.rates.items())]}
+
+
+class _StreamMeter:
+    """Reads usage out of a server-sent event stream as it passes (OpenAI or Anthropic events)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._buffer = b""
+        self.any_output = False
+        self.cut = False
+        self._final: Usage | None = None
+        self._input: int | None = None
+        self._done = False
+
+    def feed(self, chunk: bytes) -> None:
+        if chunk:
+            self.any_output = True
+        self._buffer += chunk
+        while b"\n" in self._buffer:
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                self._done = True
+                continue
+            try:
+                event = loads_bounded(data)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                self._event(event)
+            if len(self._buffer) > 1 << 20:  # a line without end: keep memory bounded
+                self._buffer = b""
+
+    def _event(self, event: dict[str, Any]) -> None:
+        if self.kind == "messages":
+            kind = event.get("type")
+            if kind == "message_start" and isinstance(event.get("message"), dict):
+                start = anthropic_usage({**(event["message"].get("usage") or {}), "output_tokens": 0})
+                self._input = start.input_tokens if start else None
+            elif kind == "message_delta":
+                self._final = anthropic_usage(event.get("usage"), self._input)
+            elif kind == "message_stop":
+                self._done = True
+        elif event.get("usage") is not None:
+            self._final = openai_usage(event.get("usage"))
+
+    def usage(self) -> Usage | None:
+        return self._final
+
+
+def _refuse_non_text(kind: str, body: dict[str, Any]) -> None:
+    """Only text: an image or audio part costs tokens its bytes do not bound."""
+    if kind == "embeddings":
+        value = body.get("input")
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, str) for v in items):
+            raise ValidationError("embeddings input must be a string or a list of strings",
+                                  error_code="IF_ERR_UNSUPPORTED_CONTENT")
+        return
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ValidationError("messages must be a non-empty list")
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            for part in content:
+                if not isinstance(part, dict) or part.get("type") not in _TEXT_PARTS:
+                    raise ValidationError("only text content is metered here (no images, audio or files)",
+                                          error_code="IF_ERR_UNSUPPORTED_CONTENT")
+        elif content is not None and not isinstance(content, str):
+            raise ValidationError("message content must be text", error_code="IF_ERR_UNSUPPORTED_CONTENT")
+    system = body.get("system")
+    if isinstance(system, list) and not all(isinstance(p, dict) and p.get("type") == "text" for p in system):
+        raise ValidationError("only text system prompts are metered here", error_code="IF_ERR_UNSUPPORTED_CONTENT")
+
+
+def _upstream_headers(provider: Provider, request: Request) -> dict[str, str]:
+    """The provider's key and the content type; nothing the swarm sent (its key, cookies, hosts) goes on."""
+    headers = {"content-type": "application/json", "accept": request.headers.get("accept", "application/json")}
+    if provider.kind == "openai":
+        headers["authorization"] = f"Bearer {provider.api_key}"
+    else:
+        headers["x-api-key"] = provider.api_key
+        version = request.headers.get("anthropic-version", "2023-06-01")
+        headers["anthropic-version"] = version if version.replace("-", "").isdigit() else "2023-06-01"
+    return headers
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    # OpenAI's and Anthropic's SDKs read error.message; code is ours
+    return JSONResponse({"error": {"code": code, "message": message, "type": code, **extra}}, status_code=status,
+                        headers={"WWW-Authenticate": 'Bearer realm="infrafabric"'} if status == 401 else None)
+
+
+def create_app(gateway: MeteringGateway) -> Starlette:
+    def route(kind: str) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                if kind == "models":
+                    await gateway.identify(request)
+                    return JSONResponse(gateway.models())
+                return await gateway.call(request, kind)
+            except BudgetExceededError as exc:
+                return _error(429, exc.error_code, exc.message, remaining=str(exc.remaining), needed=str(exc.needed))
+            except InfraFabricError as exc:
+                status = _STATUS.get(exc.error_code, 400 if isinstance(exc, ValueError) else 500)
+                if status in (401, 403):
+                    gateway.audit("model_call_refused", {"path": request.url.path, "error_code": exc.error_code},
+                                  "WARN")
+                return _error(status, exc.error_code, exc.message)
+        return endpoint
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return _error(404, "IF_ERR_NOT_FOUND", "no such route")
+
+    async def not_allowed(request: Request, exc: Exception) -> Response:
+        return _error(405, "IF_ERR_METHOD_NOT_ALLOWED", "method not allowed on this route")
+
+    return Starlette(routes=[
+        Route("/v1/chat/completions", route("chat"), methods=["POST"]),
+        Route("/v1/embeddings", route("embeddings"), methods=["POST"]),
+        Route("/v1/models", route("models"), methods=["GET"]),
+        Route("/v1/messages", route("messages"), methods=["POST"]),
+    ], exception_handlers={404: not_found, 405: not_allowed})
+
+
+__all__ = ["CircuitOpenError", "GatewayError", "MeteringGateway", "RateLimitedError", "UnknownSwarmError",
+           "create_app"]

@@ -1,0 +1,225 @@
+"""Reserve, then settle: a model call's maximum cost held against the swarm's budget in the shared ledger.
+
+Why: a proxy that checks the budget, forwards the call, and records the spend afterwards lets N
+concurrent calls all pass the check (the spend is recorded too late); counters kept in one process do
+the same across replicas. Here the check and the hold are one compare-and-swap transaction on the
+governor's own records in the store (``/governor/budgets/<swarm>``, the breaker, and the holds record
+``/governor/holds/<swarm>``), so whatever the number of calls and gateway replicas, the budget minus what
+is spent minus what is held is never below zero, and a settled call is charged at most what was held.
+
+Each hold also has a liveness key on its gateway replica's lease (``/governor/holds-live/<swarm>/<id>``).
+If the replica dies mid-call the key expires with the lease, and any replica's sweeper settles the hold
+at its full amount (the call may have run; the swarm pays at most what was reserved, never nothing and
+never twice).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from backends.errors import BackendUnavailable, OutcomeUnknown
+from backends.jsonsafe import loads_bounded
+from backends.kv import Compare, Delete, Get, KeyValue, KeyValueStore, Put
+from infrafabric.errors import CircuitOpenError, InfraFabricError, UnknownSwarmError
+from infrafabric.governor.money import to_money
+
+HOLDS = "/governor/holds/"
+LIVE = "/governor/holds-live/"
+_ATTEMPTS = 512
+
+AuditFn = Callable[[str, dict[str, Any], str], None]
+
+
+class BudgetExceededError(InfraFabricError):
+    """The call's maximum cost does not fit in what the swarm has left: refused before it is sent."""
+
+    error_code = "IF_ERR_BUDGET_EXCEEDED"
+
+    def __init__(self, message: str, *, remaining: Decimal, needed: Decimal) -> None:
+        super().__init__(message)
+        self.remaining, self.needed = max(remaining, Decimal(0)), needed
+
+
+@dataclass(frozen=True)
+class Hold:
+    swarm_id: str
+    hold_id: str
+    amount: Decimal
+
+
+def _budget_key(swarm_id: str) -> str:
+    return f"/governor/budgets/{swarm_id}"
+
+
+def _breaker_key(swarm_id: str) -> str:
+    return f"/governor/breakers/{swarm_id}"
+
+
+def _holds_key(swarm_id: str) -> str:
+    return f"{HOLDS}{swarm_id}"
+
+
+def _live_key(swarm_id: str, hold_id: str) -> str:
+    return f"{LIVE}{swarm_id}/{hold_id}"
+
+
+def _encode(record: Any) -> bytes:
+    return json.dumps(record, separators=(",", ":")).encode()
+
+
+@dataclass
+class _Ledger:
+    """One consistent read of a swarm's records, with the revisions to guard the write on."""
+
+    budget_kv: KeyValue | None
+    breaker_kv: KeyValue | None
+    holds_kv: KeyValue | None
+    budget: dict[str, Any]
+    breaker_open: bool
+    holds: dict[str, str]
+
+    @property
+    def spent(self) -> Decimal:
+        return to_money(self.budget["spent"], "spent")
+
+    @property
+    def limit(self) -> Decimal:
+        return to_money(self.budget["budget"], "budget")
+
+    @property
+    def reserved(self) -> Decimal:
+        return sum((Decimal(v) for v in self.holds.values()), Decimal(0))
+
+    def guard(self, swarm_id: str) -> list[Compare]:
+        return [Compare.mod_revision(_budget_key(swarm_id), self.budget_kv.mod_revision if self.budget_kv else 0),
+                Compare.mod_revision(_breaker_key(swarm_id), self.breaker_kv.mod_revision if self.breaker_kv else 0),
+                Compare.mod_revision(_holds_key(swarm_id), self.holds_kv.mod_revision if self.holds_kv else 0)]
+
+
+class ReservationLedger:
+    def __init__(self, kv: KeyValueStore, *, audit: AuditFn | None = None) -> None:
+        self.kv = kv
+        self._audit = audit
+
+    def audit(self, operation: str, params: dict[str, Any], severity: str = "INFO") -> None:
+        if self._audit is not None:
+            self._audit(operation, params, severity)
+
+    async def _read(self, swarm_id: str) -> _Ledger:
+        res = await self.kv.txn([], [Get(_budget_key(swarm_id)), Get(_breaker_key(swarm_id)),
+                                     Get(_holds_key(swarm_id))])
+        rows = [r[0] if isinstance(r, list) and r else None for r in res.results]
+        budget_kv, breaker_kv, holds_kv = rows
+        if budget_kv is None:
+            raise UnknownSwarmError(f"swarm {swarm_id} has no budget in the ledger")
+        try:
+            budget = loads_bounded(budget_kv.value)
+            to_money(budget["spent"], "spent"), to_money(budget["budget"], "budget")
+            breaker_open = breaker_kv is not None and loads_bounded(breaker_kv.value).get("state") != "closed"
+            holds = dict(loads_bounded(holds_kv.value)["holds"]) if holds_kv is not None else {}
+            for value in holds.values():
+                to_money(value, "hold")
+        except Exception:  # noqa: BLE001 - a damaged record: nothing is spent against it (fail closed)
+            raise CircuitOpenError(f"the ledger of {swarm_id} cannot be read; no call is admitted") from None
+        return _Ledger(budget_kv, breaker_kv, holds_kv, budget, breaker_open, holds)
+
+    async def reserve(self, swarm_id: str, hold_id: str, amount: Decimal, lease: int,
+                      details: dict[str, Any] | None = None) -> Hold:
+        """Hold ``amount`` against the swarm's budget, or raise BudgetExceededError / CircuitOpenError."""
+        amount = to_money(amount, "amount")
+        for _ in range(_ATTEMPTS):
+            ledger = await self._read(swarm_id)
+            if hold_id in ledger.holds:
+                return Hold(swarm_id, hold_id, Decimal(ledger.holds[hold_id]))  # a retried, applied reservation
+            remaining = ledger.limit - ledger.spent - ledger.reserved
+            if ledger.breaker_open:
+                self.audit("model_call_refused", {"swarm_id": swarm_id, "hold_id": hold_id, "reason": "breaker_open",
+                                                  **(details or {})}, "WARN")
+                raise CircuitOpenError(f"breaker of {swarm_id} is open")
+            if amount > remaining:
+                self.audit("model_call_refused", {"swarm_id": swarm_id, "hold_id": hold_id, "reason": "budget",
+                                                  "needed": str(amount), "remaining": str(remaining),
+                                                  **(details or {})}, "WARN")
+                raise BudgetExceededError(f"the call may cost {amount} but {swarm_id} has {remaining} left",
+                                          remaining=remaining, needed=amount)
+            holds = {**ledger.holds, hold_id: str(amount)}
+            writes = [Put(_holds_key(swarm_id), _encode({"holds": holds})),
+                      Put(_live_key(swarm_id, hold_id), b"1", lease)]
+            try:
+                done = (await self.kv.txn(ledger.guard(swarm_id), writes)).succeeded
+            except OutcomeUnknown:
+                done = hold_id in (await self._read(swarm_id)).holds
+            if done:
+                self.audit("model_call_reserved", {"swarm_id": swarm_id, "hold_id": hold_id, "amount": str(amount),
+                                                   "remaining": str(remaining - amount), **(details or {})})
+                return Hold(swarm_id, hold_id, amount)
+        raise BackendUnavailable(f"reservation for {swarm_id} kept losing to other writers; try again")
+
+    async def settle(self, hold: Hold, cost: Decimal, details: dict[str, Any] | None = None,
+                     operation: str = "model_call_settled") -> Decimal | None:
+        """Charge ``cost`` (never more than was held) and drop the hold, in one transaction. Returns what
+        was charged, or None if the hold was settled already (by this call or by a sweeper)."""
+        cost = min(max(to_money(cost, "cost"), Decimal(0)), hold.amount)
+        swarm_id = hold.swarm_id
+        for _ in range(_ATTEMPTS):
+            ledger = await self._read_for_settle(swarm_id)
+            if ledger is None or hold.hold_id not in ledger.holds:
+                return None
+            held = Decimal(ledger.holds[hold.hold_id])
+            charge = min(cost, held)
+            spent = ledger.spent + charge
+            holds = {k: v for k, v in ledger.holds.items() if k != hold.hold_id}
+            budget = {**ledger.budget, "spent": str(spent), "last_charge": hold.hold_id}
+            writes: list[Put | Delete] = [Put(_budget_key(swarm_id), _encode(budget)),
+                                          Put(_holds_key(swarm_id), _encode({"holds": holds})),
+                                          Delete(_live_key(swarm_id, hold.hold_id))]
+            trip = ledger.limit - spent <= 0 and not ledger.breaker_open
+            if trip:
+                writes.append(Put(_breaker_key(swarm_id), _encode({
+                    "state": "open", "reason": "budget_exhausted", "consecutive_failures": 0, "opened_at": None})))
+            try:
+                done = (await self.kv.txn(ledger.guard(swarm_id), writes)).succeeded
+            except OutcomeUnknown:
+                again = await self._read_for_settle(swarm_id)
+                done = again is not None and hold.hold_id not in again.holds
+            if done:
+                self.audit(operation, {"swarm_id": swarm_id, "hold_id": hold.hold_id, "held": str(held),
+                                       "charged": str(charge), "remaining": str(ledger.limit - spent),
+                                       **(details or {})})
+                if trip:
+                    self.audit("circuit_breaker_tripped", {"swarm_id": swarm_id, "reason": "budget_exhausted"}, "HIGH")
+                return charge
+        raise BackendUnavailable(f"settlement for {swarm_id} kept losing to other writers; try again")
+
+    async def _read_for_settle(self, swarm_id: str) -> _Ledger | None:
+        try:
+            return await self._read(swarm_id)
+        except UnknownSwarmError:
+            return None
+
+    async def release(self, hold: Hold, details: dict[str, Any] | None = None) -> None:
+        """Drop the hold, charging nothing (the upstream failed before producing anything)."""
+        await self.settle(hold, Decimal(0), details, operation="model_call_released")
+
+    async def sweep(self) -> int:
+        """Settle, at their full amount, holds whose gateway replica died (their liveness key expired)."""
+        records = await self.kv.get_prefix(HOLDS)  # first: a hold seen here already has its liveness key,
+        live = {kv.key for kv in await self.kv.get_prefix(LIVE)}  # so missing below means expired or settled
+        settled = 0
+        for record in records:
+            swarm_id = record.key[len(HOLDS):]
+            try:
+                holds = dict(loads_bounded(record.value)["holds"])
+            except Exception:  # noqa: BLE001 - a damaged record is the reservation path's to refuse
+                continue
+            for hold_id, amount in holds.items():
+                if _live_key(swarm_id, hold_id) in live:
+                    continue
+                charged = await self.settle(Hold(swarm_id, hold_id, Decimal(amount)), Decimal(amount),
+                                            {"reason": "gateway replica gone"}, operation="model_call_expired")
+                settled += charged is not None
+        return settled
