@@ -1,0 +1,149 @@
+"""The reservation ledger and the price bounds, on the embedded store: hostile sequences, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from decimal import Decimal
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backends.kv import open_kv
+from infrafabric.errors import CircuitOpenError, ValidationError
+from infrafabric.gateway.config import GatewayConfig
+from infrafabric.gateway.prices import RateCard
+from infrafabric.gateway.reservations import HOLDS, BudgetExceededError, Hold, ReservationLedger
+
+RATES = {"version": "v1", "models": {"m": {"input": 1.5, "output": 6, "cached_input": 0.75,
+                                           "max_output_tokens": 4096, "provider": "p"}}}
+
+
+async def _seed(kv, swarm: str, budget: str) -> None:  # type: ignore[no-untyped-def]
+    await kv.put(f"/governor/budgets/{swarm}", json.dumps({"budget": budget, "spent": "0"}))
+
+
+async def _state(kv, swarm: str) -> tuple[Decimal, Decimal, dict[str, str]]:  # type: ignore[no-untyped-def]
+    budget = json.loads((await kv.get(f"/governor/budgets/{swarm}")).value)
+    holds_kv = await kv.get(f"{HOLDS}{swarm}")
+    holds = json.loads(holds_kv.value)["holds"] if holds_kv else {}
+    return Decimal(budget["budget"]), Decimal(budget["spent"]), holds
+
+
+amounts = st.decimals(min_value=Decimal("0.000001"), max_value=Decimal("0.5"), places=6)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(st.tuples(st.sampled_from(["reserve", "settle", "release", "settle_again"]), amounts, amounts),
+                    min_size=1, max_size=40))
+def test_any_sequence_keeps_spent_plus_held_within_the_budget(ops: list[tuple[str, Decimal, Decimal]]) -> None:
+    async def run() -> None:
+        async with open_kv("memory://") as kv:
+            await _seed(kv, "s", "1.000000")
+            ledger = ReservationLedger(kv)
+            lease = await kv.grant_lease(60)
+            open_holds: list[Hold] = []
+            done: list[Hold] = []
+            charged_total = Decimal(0)
+            for i, (op, amount, cost) in enumerate(ops):
+                if op == "reserve":
+                    try:
+                        open_holds.append(await ledger.reserve("s", f"h{i}", amount, lease))
+                    except (BudgetExceededError, CircuitOpenError):
+                        pass
+                elif op in ("settle", "release") and open_holds:
+                    hold = open_holds.pop(0)
+                    charged = await ledger.settle(hold, cost) if op == "settle" else (await ledger.release(hold), 0)[1]
+                    assert charged is not None and charged <= hold.amount  # never more than was held
+                    charged_total += charged
+                    done.append(hold)
+                elif op == "settle_again" and done:
+                    assert await ledger.settle(done[-1], cost) is None  # a second settlement charges nothing
+                budget, spent, holds = await _state(kv, "s")
+                held = sum((Decimal(v) for v in holds.values()), Decimal(0))
+                assert spent + held <= budget
+                assert spent == charged_total
+                assert set(holds) == {h.hold_id for h in open_holds}
+
+    asyncio.run(run())
+
+
+async def test_concurrent_reservations_cannot_all_pass_the_check() -> None:
+    """The bug of proxies that check, forward, then record: 200 concurrent calls against room for 10."""
+    async with open_kv("memory://") as kv:
+        await _seed(kv, "s", "1.0")
+        ledger = ReservationLedger(kv)
+        lease = await kv.grant_lease(60)
+        results = await asyncio.gather(*(ledger.reserve("s", f"h{i}", Decimal("0.1"), lease) for i in range(200)),
+                                       return_exceptions=True)
+        held = [r for r in results if isinstance(r, Hold)]
+        assert len(held) == 10 and all(isinstance(r, BudgetExceededError) for r in results if r not in held)
+        refused = next(r for r in results if isinstance(r, BudgetExceededError))
+        assert refused.remaining == 0 and refused.needed == Decimal("0.1")
+
+
+async def test_the_breaker_trips_at_exhaustion_and_then_refuses() -> None:
+    async with open_kv("memory://") as kv:
+        await _seed(kv, "s", "0.3")
+        ledger = ReservationLedger(kv)
+        lease = await kv.grant_lease(60)
+        hold = await ledger.reserve("s", "a", Decimal("0.3"), lease)
+        assert await ledger.settle(hold, Decimal("0.3")) == Decimal("0.3")
+        with pytest.raises(CircuitOpenError):
+            await ledger.reserve("s", "b", Decimal("0.000001"), lease)
+
+
+@pytest.mark.parametrize("damage", [b"not json", b'{"budget": "1", "spent": "NaN"}', b'{"budget": "x"}', b"[]"])
+async def test_a_damaged_budget_record_admits_nothing(damage: bytes) -> None:
+    async with open_kv("memory://") as kv:
+        await kv.put("/governor/budgets/s", damage)
+        with pytest.raises(CircuitOpenError):
+            await ReservationLedger(kv).reserve("s", "a", Decimal("0.01"), await kv.grant_lease(60))
+
+
+async def test_a_hold_whose_replica_died_is_settled_at_its_amount_once() -> None:
+    async with open_kv("memory://") as kv:
+        await _seed(kv, "s", "1.0")
+        ledger = ReservationLedger(kv)
+        dying, living = await kv.grant_lease(60), await kv.grant_lease(60)
+        await ledger.reserve("s", "dead", Decimal("0.2"), dying)
+        await ledger.reserve("s", "alive", Decimal("0.3"), living)
+        assert await ledger.sweep() == 0
+        await kv.revoke_lease(dying)  # what a lease expiring does
+        assert await ledger.sweep() == 1 and await ledger.sweep() == 0
+        _, spent, holds = await _state(kv, "s")
+        assert spent == Decimal("0.2") and set(holds) == {"alive"}
+
+
+@given(prompt=st.text(max_size=300), out=st.integers(min_value=0, max_value=4096),
+       cached=st.integers(min_value=0, max_value=1000))
+def test_the_reservation_bounds_any_usage_within_its_limits(prompt: str, out: int, cached: int) -> None:
+    """Whatever the prompt, a usage of at most one token per prompt byte and at most the reserved output
+    costs no more than the reservation."""
+    rate = RateCard.from_dict(RATES).rate("m")
+    size = len(prompt.encode("utf-8", "surrogatepass"))
+    bound = rate.max_cost(size, rate.output_bound(out or None))
+    assert rate.cost(size, min(out, rate.output_bound(out or None)), min(cached, size)) <= bound
+
+
+@pytest.mark.parametrize("bad", [
+    {"version": "v", "models": {}},
+    {"version": "v", "models": {"m": {"input": "NaN", "output": 1, "max_output_tokens": 1, "provider": "p"}}},
+    {"version": "v", "models": {"m": {"input": -1, "output": 1, "max_output_tokens": 1, "provider": "p"}}},
+    {"version": "v", "models": {"m": {"input": 1, "output": 1, "max_output_tokens": 0, "provider": "p"}}},
+])
+def test_a_bad_rates_table_is_refused(bad: dict) -> None:
+    with pytest.raises(ValidationError):
+        RateCard.from_dict(bad)
+
+
+def test_provider_keys_never_come_from_the_file_and_must_exist() -> None:
+    base = {**RATES, "providers": {"p": {"kind": "openai", "base_url": "http://x/v1", "api_key_env": "K"}}}
+    assert GatewayConfig.from_dict(base, environ={"K": "secret"}).providers["p"].api_key == "secret"
+    assert "secret" not in repr(GatewayConfig.from_dict(base, environ={"K": "secret"}).providers["p"])
+    with pytest.raises(ValidationError, match="empty"):
+        GatewayConfig.from_dict(base, environ={})
+    inline = {**RATES, "providers": {"p": {"kind": "openai", "base_url": "http://x/v1", "api_key": "sk-1"}}}
+    with pytest.raises(ValidationError, match="api_key_env"):
+        GatewayConfig.from_dict(inline, environ={})
