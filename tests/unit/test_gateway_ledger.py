@@ -147,3 +147,22 @@ def test_provider_keys_never_come_from_the_file_and_must_exist() -> None:
     inline = {**RATES, "providers": {"p": {"kind": "openai", "base_url": "http://x/v1", "api_key": "sk-1"}}}
     with pytest.raises(ValidationError, match="api_key_env"):
         GatewayConfig.from_dict(inline, environ={})
+
+
+async def test_a_replicas_view_never_outlives_another_writer() -> None:
+    """Two ledgers (two replicas) and an operator writing the same records: every decision holds."""
+    async with open_kv("memory://") as kv:
+        await _seed(kv, "s", "1.0")
+        a, b = ReservationLedger(kv), ReservationLedger(kv)
+        lease = await kv.grant_lease(60)
+        await a.settle(await a.reserve("s", "a1", Decimal("0.5"), lease), Decimal("0.5"))  # a's view: spent 0.5
+        await b.settle(await b.reserve("s", "b1", Decimal("0.4"), lease), Decimal("0.4"))  # behind a's back
+        with pytest.raises(BudgetExceededError) as caught:  # a's view says 0.5 left; the store says 0.1
+            await a.reserve("s", "a2", Decimal("0.2"), lease)
+        assert caught.value.remaining == Decimal("0.1")
+        hold = await a.reserve("s", "a3", Decimal("0.1"), lease)
+        assert await a.settle(hold, Decimal("0.1")) == Decimal("0.1")  # exhausted: a's view has the breaker open
+        await kv.put("/governor/breakers/s", json.dumps({"state": "closed", "reason": None,
+                                                          "consecutive_failures": 0}))
+        await kv.put("/governor/budgets/s", json.dumps({"budget": "2.0", "spent": "1.0"}))  # an operator's reset
+        assert (await a.reserve("s", "a4", Decimal("0.5"), lease)).amount == Decimal("0.5")

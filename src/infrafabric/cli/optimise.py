@@ -126,3 +126,42 @@ def budget(
         table.add_row(s["budget"], s["period"], s["limit"], s["spent"], s["remaining"], f"[{colour}]{s['percent']}[/{colour}]",
                       " ".join(f"{a}%" for a in s["alerts"]) or "-", s["projected_exhaustion"] or "-")
     console.print(table)
+
+
+@app.command("rates")
+def rates(config: Path = typer.Option(..., help="Gateway TOML holding the rates table")) -> None:
+    """The rates table the gateway charges by: $ per million tokens, per model, with its version."""
+    from infrafabric.errors import InfraFabricError
+    from infrafabric.gateway.prices import RateCard
+
+    try:
+        card = RateCard.load(config)
+    except (InfraFabricError, OSError) as exc:
+        _fail(str(exc))
+    table = Table(title=f"rates {card.version} ($ per million tokens)")
+    for column in ("model", "input", "cached input", "output", "max output tokens", "provider"):
+        table.add_column(column)
+    for name, r in sorted(card.rates.items()):
+        table.add_row(name, str(r.input), str(r.cached_input), str(r.output), str(r.max_output_tokens), r.provider)
+    console.print(table)
+
+
+@app.command("estimate")
+def estimate(
+    config: Path = typer.Option(..., help="Gateway TOML holding the rates table"),
+    model: str = typer.Option(..., help="Model name as priced"),
+    input_tokens: int = typer.Option(..., min=0, help="Prompt tokens per operation"),
+    output_tokens: int = typer.Option(..., min=0, help="Completion tokens per operation"),
+    operations: int = typer.Option(1, min=1, help="How many operations"),
+) -> None:
+    """tokens × rate × operations, exact."""
+    from infrafabric.errors import InfraFabricError
+    from infrafabric.gateway.prices import RateCard
+
+    try:
+        card = RateCard.load(config)
+        cost = card.estimate(model, input_tokens, output_tokens, operations)
+    except (InfraFabricError, OSError) as exc:
+        _fail(str(exc))
+    console.print(f"{operations} × {model} ({input_tokens} in, {output_tokens} out) at rates {card.version}: "
+                  f"${cost}", highlight=False)

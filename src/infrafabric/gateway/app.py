@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from backends.errors import BackendError
 from backends.jsonsafe import loads_bounded
 from backends.kv import KeyValueStore, LeaseKeeper
 from infrafabric.coordinator.credentials import CredentialVerifier, Identity
@@ -156,8 +157,10 @@ class MeteringGateway:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        for task in list(self._background):
-            await asyncio.gather(task, return_exceptions=True)
+        if self._background:  # settlements still running get a while; then the sweeper has them
+            _, pending = await asyncio.wait(list(self._background), timeout=10)
+            for task in pending:
+                task.cancel()
         if self._keeper is not None:
             await self._keeper.stop()
             self._keeper = None
@@ -279,7 +282,9 @@ class MeteringGateway:
         if isinstance(answer, dict):
             usage = anthropic_usage(answer.get("usage")) if kind == "messages" else \
                 openai_usage(answer.get("usage"), embeddings=kind == "embeddings")
-        await self._settle(hold, usage, rate, details, "usage" if usage else "reservation")
+        # settled on its own task, after the answer is on its way: the swarm does not wait for the ledger (if
+        # this replica dies first, the sweeper charges the reservation: never less than the call cost)
+        self._in_background(self._settle(hold, usage, rate, details, "usage" if usage else "reservation"))
         return Response(response.content, status_code=response.status_code,
                         media_type=response.headers.get("content-type", "application/json"))
 
@@ -314,16 +319,33 @@ class MeteringGateway:
                 usage = meter.usage()
                 how = "usage" if usage else ("release" if not meter.any_output else "reservation")
                 # settled on its own task: a client that hangs up cancels this generator, never the charge
-                task = asyncio.get_running_loop().create_task(
+                self._in_background(
                     self._settle(hold, usage, rate, details, how, reason="stream_cut" if meter.cut else None))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
 
         return StreamingResponse(relay(), status_code=upstream.status_code,
                                  media_type=upstream.headers.get("content-type", "text/event-stream"))
 
+    def _in_background(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def _settle(self, hold: Hold, usage: Usage | None, rate: ModelRate, details: dict[str, Any], how: str,
                       reason: str | None = None) -> None:
+        """Settle, retrying while the ledger is unreachable (the hold stays on this replica's lease meanwhile;
+        if the replica stops first, the sweeper charges the reservation)."""
+        pause = 0.05
+        while True:
+            try:
+                await self._settle_once(hold, usage, rate, details, how, reason)
+                return
+            except BackendError as exc:
+                self.audit("settlement_retried", {"hold_id": hold.hold_id, "error": type(exc).__name__}, "WARN")
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    async def _settle_once(self, hold: Hold, usage: Usage | None, rate: ModelRate, details: dict[str, Any], how: str,
+                           reason: str | None = None) -> None:
         info = {**details, "settled_by": how, **({"reason": reason} if reason else {})}
         if how == "release":
             await self.ledger.release(hold, info)

@@ -7,6 +7,12 @@ governor's own records in the store (``/governor/budgets/<swarm>``, the breaker,
 ``/governor/holds/<swarm>``), so whatever the number of calls and gateway replicas, the budget minus what
 is spent minus what is held is never below zero, and a settled call is charged at most what was held.
 
+One round trip per operation when nothing else wrote: each replica keeps the last state it read or wrote
+per swarm and sends its compare-and-swap against those revisions; a transaction that loses returns the
+current records in the same round trip, and the operation is decided again on them. Operations of one
+swarm in one replica go one at a time (a lock per swarm), so a burst of concurrent calls does not turn
+into a storm of transactions that invalidate each other.
+
 Each hold also has a liveness key on its gateway replica's lease (``/governor/holds-live/<swarm>/<id>``).
 If the replica dies mid-call the key expires with the lease, and any replica's sweeper settles the hold
 at its full amount (the call may have run; the swarm pays at most what was reserved, never nothing and
@@ -15,7 +21,9 @@ never twice).
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -100,21 +108,42 @@ class _Ledger:
                 Compare.mod_revision(_holds_key(swarm_id), self.holds_kv.mod_revision if self.holds_kv else 0)]
 
 
+def _after(ledger: _Ledger, swarm_id: str, writes: list[Put | Delete], revision: int) -> _Ledger:
+    """The records as a successful transaction at ``revision`` left them (our view until someone else writes)."""
+    rows = {_budget_key(swarm_id): ledger.budget_kv, _breaker_key(swarm_id): ledger.breaker_kv,
+            _holds_key(swarm_id): ledger.holds_kv}
+    for op in writes:
+        if isinstance(op, Put) and op.key in rows:
+            old = rows[op.key]
+            rows[op.key] = KeyValue(op.key, op.value, old.create_revision if old else revision, revision,
+                                    (old.version if old else 0) + 1, op.lease)
+    budget_kv, breaker_kv, holds_kv = rows.values()
+    assert budget_kv is not None
+    return _Ledger(budget_kv, breaker_kv, holds_kv, loads_bounded(budget_kv.value),
+                   breaker_kv is not None and loads_bounded(breaker_kv.value).get("state") != "closed",
+                   dict(loads_bounded(holds_kv.value)["holds"]) if holds_kv is not None else {})
+
+
 class ReservationLedger:
     def __init__(self, kv: KeyValueStore, *, audit: AuditFn | None = None) -> None:
         self.kv = kv
         self._audit = audit
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._known: dict[str, _Ledger] = {}  # the last state read or written, per swarm
 
     def audit(self, operation: str, params: dict[str, Any], severity: str = "INFO") -> None:
         if self._audit is not None:
             self._audit(operation, params, severity)
 
-    async def _read(self, swarm_id: str) -> _Ledger:
-        res = await self.kv.txn([], [Get(_budget_key(swarm_id)), Get(_breaker_key(swarm_id)),
-                                     Get(_holds_key(swarm_id))])
-        rows = [r[0] if isinstance(r, list) and r else None for r in res.results]
+    @staticmethod
+    def _reads(swarm_id: str) -> list[Get]:
+        return [Get(_budget_key(swarm_id)), Get(_breaker_key(swarm_id)), Get(_holds_key(swarm_id))]
+
+    def _parse(self, swarm_id: str, results: list[Any]) -> _Ledger:
+        rows = [r[0] if isinstance(r, list) and r else None for r in results]
         budget_kv, breaker_kv, holds_kv = rows
         if budget_kv is None:
+            self._known.pop(swarm_id, None)
             raise UnknownSwarmError(f"swarm {swarm_id} has no budget in the ledger")
         try:
             budget = loads_bounded(budget_kv.value)
@@ -124,39 +153,68 @@ class ReservationLedger:
             for value in holds.values():
                 to_money(value, "hold")
         except Exception:  # noqa: BLE001 - a damaged record: nothing is spent against it (fail closed)
+            self._known.pop(swarm_id, None)
             raise CircuitOpenError(f"the ledger of {swarm_id} cannot be read; no call is admitted") from None
-        return _Ledger(budget_kv, breaker_kv, holds_kv, budget, breaker_open, holds)
+        ledger = _Ledger(budget_kv, breaker_kv, holds_kv, budget, breaker_open, holds)
+        self._known[swarm_id] = ledger
+        return ledger
+
+    async def _read(self, swarm_id: str) -> _Ledger:
+        return self._parse(swarm_id, (await self.kv.txn([], self._reads(swarm_id))).results)
+
+    async def _current(self, swarm_id: str) -> tuple[_Ledger, bool]:
+        """Our view of the swarm's records (False), or a fresh read when we have none (True)."""
+        known = self._known.get(swarm_id)
+        return (known, False) if known is not None else (await self._read(swarm_id), True)
+
+    async def _write(self, swarm_id: str, ledger: _Ledger, writes: list[Put | Delete]) -> bool:
+        """One guarded transaction; on a lost race the current records come back in the same round trip."""
+        res = await self.kv.txn(ledger.guard(swarm_id), writes, self._reads(swarm_id))
+        if not res.succeeded:
+            self._parse(swarm_id, res.results)
+            return False
+        self._known[swarm_id] = _after(ledger, swarm_id, writes, res.revision)
+        return True
 
     async def reserve(self, swarm_id: str, hold_id: str, amount: Decimal, lease: int,
                       details: dict[str, Any] | None = None) -> Hold:
         """Hold ``amount`` against the swarm's budget, or raise BudgetExceededError / CircuitOpenError."""
         amount = to_money(amount, "amount")
-        for _ in range(_ATTEMPTS):
-            ledger = await self._read(swarm_id)
-            if hold_id in ledger.holds:
-                return Hold(swarm_id, hold_id, Decimal(ledger.holds[hold_id]))  # a retried, applied reservation
-            remaining = ledger.limit - ledger.spent - ledger.reserved
-            if ledger.breaker_open:
-                self.audit("model_call_refused", {"swarm_id": swarm_id, "hold_id": hold_id, "reason": "breaker_open",
-                                                  **(details or {})}, "WARN")
-                raise CircuitOpenError(f"breaker of {swarm_id} is open")
-            if amount > remaining:
-                self.audit("model_call_refused", {"swarm_id": swarm_id, "hold_id": hold_id, "reason": "budget",
-                                                  "needed": str(amount), "remaining": str(remaining),
-                                                  **(details or {})}, "WARN")
-                raise BudgetExceededError(f"the call may cost {amount} but {swarm_id} has {remaining} left",
-                                          remaining=remaining, needed=amount)
-            holds = {**ledger.holds, hold_id: str(amount)}
-            writes = [Put(_holds_key(swarm_id), _encode({"holds": holds})),
-                      Put(_live_key(swarm_id, hold_id), b"1", lease)]
-            try:
-                done = (await self.kv.txn(ledger.guard(swarm_id), writes)).succeeded
-            except OutcomeUnknown:
-                done = hold_id in (await self._read(swarm_id)).holds
-            if done:
-                self.audit("model_call_reserved", {"swarm_id": swarm_id, "hold_id": hold_id, "amount": str(amount),
-                                                   "remaining": str(remaining - amount), **(details or {})})
-                return Hold(swarm_id, hold_id, amount)
+        async with self._locks[swarm_id]:
+            ledger, fresh = await self._current(swarm_id)
+            for _ in range(_ATTEMPTS):
+                if hold_id in ledger.holds:
+                    return Hold(swarm_id, hold_id, Decimal(ledger.holds[hold_id]))  # a retried, applied reservation
+                remaining = ledger.limit - ledger.spent - ledger.reserved
+                if (ledger.breaker_open or amount > remaining) and not fresh:
+                    ledger, fresh = await self._read(swarm_id), True  # refusals are decided on fresh records
+                    continue
+                if ledger.breaker_open:
+                    self.audit("model_call_refused", {"swarm_id": swarm_id, "hold_id": hold_id,
+                                                      "reason": "breaker_open", **(details or {})}, "WARN")
+                    raise CircuitOpenError(f"breaker of {swarm_id} is open")
+                if amount > remaining:
+                    self.audit("model_call_refused", {"swarm_id": swarm_id, "hold_id": hold_id, "reason": "budget",
+                                                      "needed": str(amount), "remaining": str(remaining),
+                                                      **(details or {})}, "WARN")
+                    raise BudgetExceededError(f"the call may cost {amount} but {swarm_id} has {remaining} left",
+                                              remaining=remaining, needed=amount)
+                holds = {**ledger.holds, hold_id: str(amount)}
+                writes: list[Put | Delete] = [Put(_holds_key(swarm_id), _encode({"holds": holds})),
+                                              Put(_live_key(swarm_id, hold_id), b"1", lease)]
+                try:
+                    done = await self._write(swarm_id, ledger, writes)
+                except OutcomeUnknown:
+                    self._known.pop(swarm_id, None)
+                    done = hold_id in (await self._read(swarm_id)).holds
+                if not done:  # lost to another writer: decide again on the records that came back
+                    ledger, fresh = (await self._current(swarm_id))[0], True
+                    continue
+                if done:
+                    self.audit("model_call_reserved", {"swarm_id": swarm_id, "hold_id": hold_id,
+                                                       "amount": str(amount), "remaining": str(remaining - amount),
+                                                       **(details or {})})
+                    return Hold(swarm_id, hold_id, amount)
         raise BackendUnavailable(f"reservation for {swarm_id} kept losing to other writers; try again")
 
     async def settle(self, hold: Hold, cost: Decimal, details: dict[str, Any] | None = None,
@@ -165,41 +223,55 @@ class ReservationLedger:
         was charged, or None if the hold was settled already (by this call or by a sweeper)."""
         cost = min(max(to_money(cost, "cost"), Decimal(0)), hold.amount)
         swarm_id = hold.swarm_id
-        for _ in range(_ATTEMPTS):
-            ledger = await self._read_for_settle(swarm_id)
-            if ledger is None or hold.hold_id not in ledger.holds:
-                return None
-            held = Decimal(ledger.holds[hold.hold_id])
-            charge = min(cost, held)
-            spent = ledger.spent + charge
-            holds = {k: v for k, v in ledger.holds.items() if k != hold.hold_id}
-            budget = {**ledger.budget, "spent": str(spent), "last_charge": hold.hold_id}
-            writes: list[Put | Delete] = [Put(_budget_key(swarm_id), _encode(budget)),
-                                          Put(_holds_key(swarm_id), _encode({"holds": holds})),
-                                          Delete(_live_key(swarm_id, hold.hold_id))]
-            trip = ledger.limit - spent <= 0 and not ledger.breaker_open
-            if trip:
-                writes.append(Put(_breaker_key(swarm_id), _encode({
-                    "state": "open", "reason": "budget_exhausted", "consecutive_failures": 0, "opened_at": None})))
+        async with self._locks[swarm_id]:
             try:
-                done = (await self.kv.txn(ledger.guard(swarm_id), writes)).succeeded
-            except OutcomeUnknown:
-                again = await self._read_for_settle(swarm_id)
-                done = again is not None and hold.hold_id not in again.holds
-            if done:
-                self.audit(operation, {"swarm_id": swarm_id, "hold_id": hold.hold_id, "held": str(held),
-                                       "charged": str(charge), "remaining": str(ledger.limit - spent),
-                                       **(details or {})})
+                ledger, fresh = await self._current(swarm_id)
+            except UnknownSwarmError:
+                return None
+            for _ in range(_ATTEMPTS):
+                if hold.hold_id not in ledger.holds:
+                    if not fresh:  # not in our view: make sure on fresh records
+                        try:
+                            ledger, fresh = await self._read(swarm_id), True
+                        except UnknownSwarmError:
+                            return None
+                        continue
+                    return None
+                held = Decimal(ledger.holds[hold.hold_id])
+                charge = min(cost, held)
+                spent = ledger.spent + charge
+                holds = {k: v for k, v in ledger.holds.items() if k != hold.hold_id}
+                budget = {**ledger.budget, "spent": str(spent), "last_charge": hold.hold_id}
+                writes: list[Put | Delete] = [Put(_budget_key(swarm_id), _encode(budget)),
+                                              Put(_holds_key(swarm_id), _encode({"holds": holds})),
+                                              Delete(_live_key(swarm_id, hold.hold_id))]
+                trip = ledger.limit - spent <= 0 and not ledger.breaker_open
                 if trip:
-                    self.audit("circuit_breaker_tripped", {"swarm_id": swarm_id, "reason": "budget_exhausted"}, "HIGH")
-                return charge
+                    writes.append(Put(_breaker_key(swarm_id), _encode({
+                        "state": "open", "reason": "budget_exhausted", "consecutive_failures": 0, "opened_at": None})))
+                try:
+                    done = await self._write(swarm_id, ledger, writes)
+                except OutcomeUnknown:
+                    self._known.pop(swarm_id, None)
+                    try:
+                        done = hold.hold_id not in (await self._read(swarm_id)).holds
+                    except UnknownSwarmError:
+                        return None
+                if not done:
+                    try:
+                        ledger, fresh = (await self._current(swarm_id))[0], True
+                    except UnknownSwarmError:
+                        return None
+                    continue
+                if done:
+                    self.audit(operation, {"swarm_id": swarm_id, "hold_id": hold.hold_id, "held": str(held),
+                                           "charged": str(charge), "remaining": str(ledger.limit - spent),
+                                           **(details or {})})
+                    if trip:
+                        self.audit("circuit_breaker_tripped", {"swarm_id": swarm_id, "reason": "budget_exhausted"},
+                                   "HIGH")
+                    return charge
         raise BackendUnavailable(f"settlement for {swarm_id} kept losing to other writers; try again")
-
-    async def _read_for_settle(self, swarm_id: str) -> _Ledger | None:
-        try:
-            return await self._read(swarm_id)
-        except UnknownSwarmError:
-            return None
 
     async def release(self, hold: Hold, details: dict[str, Any] | None = None) -> None:
         """Drop the hold, charging nothing (the upstream failed before producing anything)."""
