@@ -31,6 +31,7 @@ from infrafabric.governor import IFGovernor, SwarmProfile
 from infrafabric.optimise.tracker import CostTracker
 from infrafabric.witness import Witness
 from tests.fixtures.llm_upstream import ANTHROPIC_KEY, OPENAI_KEY, start_upstream, stop
+from tests.fixtures.processes import terminate_all
 from tests.integration.test_gateway import gateway_config
 
 pytestmark = [pytest.mark.etcd, pytest.mark.chaos]
@@ -78,14 +79,7 @@ class Replicas:
             self.urls.append(f"http://127.0.0.1:{port}")
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        terminate_all(self.procs, timeout=30)
 
 
 async def _register(kv_url: str, swarm: str, budget: float) -> None:

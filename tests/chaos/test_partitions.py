@@ -35,6 +35,7 @@ from backends.servers.etcd import EtcdCluster
 from backends.servers.netlab import NetLab, netlab_available
 from benchmarks.chaos_ledger import check_ledger, collect, read_ledger, seed_ledger, start_replicas
 from infrafabric.governor import IFGovernor, SwarmProfile
+from tests.fixtures.processes import terminate_all
 
 pytestmark = [pytest.mark.etcd, pytest.mark.skipif(not netlab_available(), reason="needs root for network namespaces")]
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,13 +168,7 @@ def test_a_replica_cut_from_nats_leaves_blockers_to_the_other_and_each_is_answer
             counts = asyncio.run(scenario())
             assert sorted(counts.values()) == [1] * 10, counts
         finally:
-            for serve in serves:
-                serve.terminate()
-            for serve in serves:
-                try:
-                    serve.wait(20)
-                except subprocess.TimeoutExpired:
-                    serve.kill()
+            terminate_all(serves)
             nats.stop()
             cluster.stop()
 

@@ -45,6 +45,7 @@ from infrafabric.coordinator.credentials import PUBLIC_FILE, CredentialAuthority
 from infrafabric.coordinator.remote import RemoteSwarmClient
 from infrafabric.errors import InfraFabricError, NotTaskOwnerError, StaleClaimError
 from infrafabric.governor import IFGovernor, SwarmProfile
+from tests.fixtures.processes import terminate_all
 
 pytestmark = [pytest.mark.etcd, pytest.mark.skipif(not netlab_available(), reason="needs root for network namespaces")]
 ROOT = Path(__file__).resolve().parents[2]
@@ -246,7 +247,6 @@ def test_service_replicas_under_faults_keep_claims_and_blockers(tmp_path: Path, 
             nemesis = Nemesis(lab, cluster, [n.name for n in replica_nodes])
 
             async def scenario() -> dict[str, str | None]:
-                nonlocal unknown_reports
                 observer = open_bus(nats.url)
                 await observer.connect()
 
@@ -343,12 +343,6 @@ def test_service_replicas_under_faults_keep_claims_and_blockers(tmp_path: Path, 
             for proc in charging:
                 if proc.poll() is None:
                     proc.kill()
-            for serve in serves:
-                serve.terminate()
-            for serve in serves:
-                try:
-                    serve.wait(20)
-                except subprocess.TimeoutExpired:
-                    serve.kill()
+            terminate_all(serves)
             nats.stop()
             cluster.stop()

@@ -109,6 +109,12 @@ def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
     return key
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
 def read_credential(path: str | os.PathLike[str]) -> str:
     """A credential file (what ``coordinator issue-credential`` wrote): refused if others can read it."""
     file = Path(path)

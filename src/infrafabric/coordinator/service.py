@@ -39,12 +39,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from backends.errors import BackendError, BackendUnavailable
-from backends.jsonsafe import loads_bounded
 from backends.kv import Compare, Put
-from infrafabric.coordinator import keys
 from infrafabric.coordinator.coordinator import IFCoordinator
 from infrafabric.coordinator.core import Claim
-from infrafabric.coordinator.credentials import CredentialVerifier, Identity
+from infrafabric.coordinator.credentials import CredentialVerifier, Identity, bearer_token
 from infrafabric.errors import (
     CredentialError,
     InfraFabricError,
@@ -54,6 +52,7 @@ from infrafabric.errors import (
     SwarmAlreadyConnectedError,
     ValidationError,
 )
+from infrafabric.httpjson import json_object
 from infrafabric.ids import validate_task_id, validate_task_ids
 
 MAX_BODY_BYTES = 1 << 20
@@ -94,10 +93,10 @@ class SwarmGateway:
 
     # ------------------------------------------------------------------ identity and sessions
     async def identify(self, authorization: str | None) -> Identity:
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        token = bearer_token(authorization)
+        if token is None:
             raise CredentialError("a swarm credential is required (Authorization: Bearer ...)")
-        return await self.verifier.verify(token.strip(), role="swarm")
+        return await self.verifier.verify(token, role="swarm")
 
     def session_of(self, identity: Identity, session_id: str | None) -> Session:
         session = self._sessions.get(identity.name)
@@ -234,16 +233,7 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise ValidationError(f"body over {MAX_BODY_BYTES} bytes")
-    try:
-        body = loads_bounded(raw or b"{}")
-    except ValueError as exc:
-        raise ValidationError(f"body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ValidationError("body must be a JSON object")
-    return body
+    return await json_object(request, MAX_BODY_BYTES)
 
 
 Handler = Callable[[SwarmGateway, Request, Identity], Awaitable[Any]]

@@ -23,7 +23,6 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -35,12 +34,13 @@ from starlette.routing import Route
 from backends.errors import BackendError
 from backends.jsonsafe import loads_bounded
 from backends.kv import KeyValueStore, LeaseKeeper
-from infrafabric.coordinator.credentials import CredentialVerifier, Identity
+from infrafabric.coordinator.credentials import CredentialVerifier, Identity, bearer_token
 from infrafabric.errors import CircuitOpenError, CredentialError, InfraFabricError, PermissionDeniedError, \
     UnknownSwarmError, ValidationError
 from infrafabric.gateway.config import GatewayConfig, Provider, SwarmPolicy
 from infrafabric.gateway.prices import ModelRate
 from infrafabric.gateway.reservations import BudgetExceededError, Hold, ReservationLedger
+from infrafabric.httpjson import json_object
 from lucid.rate_limit import TokenBuckets
 
 MAX_BODY_BYTES = 4 << 20
@@ -176,13 +176,11 @@ class MeteringGateway:
 
     # ------------------------------------------------------------------ admission
     async def identify(self, request: Request) -> Identity:
-        auth = request.headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            token = request.headers.get("x-api-key", "")  # Anthropic's SDK sends the key here
-        if not token.strip():
+        # Anthropic's SDK sends the key as x-api-key
+        token = bearer_token(request.headers.get("authorization")) or request.headers.get("x-api-key", "").strip()
+        if not token:
             raise CredentialError("a swarm credential is required (Authorization: Bearer, or x-api-key)")
-        return await self.verifier.verify(token.strip(), role="swarm")
+        return await self.verifier.verify(token, role="swarm")
 
     def choose_model(self, swarm: str, requested: Any) -> tuple[ModelRate, str | None]:
         policy: SwarmPolicy = self.config.policy(swarm)
@@ -212,15 +210,7 @@ class MeteringGateway:
     async def call(self, request: Request, kind: str) -> Response:
         identity = await self.identify(request)
         swarm = identity.name
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            raise ValidationError(f"request body over {MAX_BODY_BYTES} bytes")
-        try:
-            body = loads_bounded(raw or b"{}")
-        except ValueError as exc:
-            raise ValidationError(f"body is not JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise ValidationError("body must be a JSON object")
+        body = await json_object(request, MAX_BODY_BYTES)
         rate, routed = self.choose_model(swarm, body.get("model"))
         provider = self.config.providers[rate.provider]
         if kind == "messages" and provider.kind != "anthropic" or kind != "messages" and provider.kind != "openai":
@@ -264,16 +254,10 @@ class MeteringGateway:
                     kind: str, details: dict[str, Any]) -> Response:
         try:
             response = await self._http.post(url, content=payload, headers=headers)
-        except httpx.TimeoutException:
-            await self._settle(hold, None, rate, details, "release", reason="upstream_timeout")
-            raise GatewayError("the provider did not answer in time", error_code="IF_ERR_UPSTREAM_TIMEOUT") from None
         except httpx.HTTPError as exc:
-            await self._settle(hold, None, rate, details, "release", reason="upstream_unreachable")
-            raise GatewayError(f"the provider is unreachable: {type(exc).__name__}",
-                               error_code="IF_ERR_UPSTREAM") from None
+            raise await self._failed_upstream(hold, rate, details, exc) from None
         if response.status_code >= 400:
-            await self._settle(hold, None, rate, details, "release", reason=f"upstream_{response.status_code}")
-            raise GatewayError(f"the provider answered {response.status_code}", error_code="IF_ERR_UPSTREAM")
+            raise await self._failed_upstream(hold, rate, details, response.status_code)
         try:
             answer = loads_bounded(response.content)
         except ValueError:
@@ -293,17 +277,11 @@ class MeteringGateway:
         upstream_request = self._http.build_request("POST", url, content=payload, headers=headers)
         try:
             upstream = await self._http.send(upstream_request, stream=True)
-        except httpx.TimeoutException:
-            await self._settle(hold, None, rate, details, "release", reason="upstream_timeout")
-            raise GatewayError("the provider did not answer in time", error_code="IF_ERR_UPSTREAM_TIMEOUT") from None
         except httpx.HTTPError as exc:
-            await self._settle(hold, None, rate, details, "release", reason="upstream_unreachable")
-            raise GatewayError(f"the provider is unreachable: {type(exc).__name__}",
-                               error_code="IF_ERR_UPSTREAM") from None
+            raise await self._failed_upstream(hold, rate, details, exc) from None
         if upstream.status_code >= 400:
             await upstream.aclose()
-            await self._settle(hold, None, rate, details, "release", reason=f"upstream_{upstream.status_code}")
-            raise GatewayError(f"the provider answered {upstream.status_code}", error_code="IF_ERR_UPSTREAM")
+            raise await self._failed_upstream(hold, rate, details, upstream.status_code)
         meter = _StreamMeter(kind)
 
         async def relay() -> AsyncIterator[bytes]:
@@ -324,6 +302,21 @@ class MeteringGateway:
 
         return StreamingResponse(relay(), status_code=upstream.status_code,
                                  media_type=upstream.headers.get("content-type", "text/event-stream"))
+
+    async def _failed_upstream(self, hold: Hold, rate: ModelRate, details: dict[str, Any],
+                               failure: httpx.HTTPError | int) -> GatewayError:
+        """The provider failed before any output: the hold is released (nothing charged); the error to raise."""
+        if isinstance(failure, int):
+            reason, error = f"upstream_{failure}", GatewayError(f"the provider answered {failure}",
+                                                                error_code="IF_ERR_UPSTREAM")
+        elif isinstance(failure, httpx.TimeoutException):
+            reason, error = "upstream_timeout", GatewayError("the provider did not answer in time",
+                                                             error_code="IF_ERR_UPSTREAM_TIMEOUT")
+        else:
+            reason, error = "upstream_unreachable", GatewayError(
+                f"the provider is unreachable: {type(failure).__name__}", error_code="IF_ERR_UPSTREAM")
+        await self._settle(hold, None, rate, details, "release", reason=reason)
+        return error
 
     def _in_background(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)

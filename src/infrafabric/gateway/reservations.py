@@ -33,10 +33,13 @@ from backends.errors import BackendUnavailable, OutcomeUnknown
 from backends.jsonsafe import loads_bounded
 from backends.kv import Compare, Delete, Get, KeyValue, KeyValueStore, Put
 from infrafabric.errors import CircuitOpenError, InfraFabricError, UnknownSwarmError
+from infrafabric.governor.ledger_keys import HOLDS, LIVE
+from infrafabric.governor.ledger_keys import breaker_key as _breaker_key
+from infrafabric.governor.ledger_keys import budget_key as _budget_key
+from infrafabric.governor.ledger_keys import holds_key as _holds_key
+from infrafabric.governor.ledger_keys import live_key as _live_key
 from infrafabric.governor.money import to_money
 
-HOLDS = "/governor/holds/"
-LIVE = "/governor/holds-live/"
 _ATTEMPTS = 512
 
 AuditFn = Callable[[str, dict[str, Any], str], None]
@@ -57,22 +60,6 @@ class Hold:
     swarm_id: str
     hold_id: str
     amount: Decimal
-
-
-def _budget_key(swarm_id: str) -> str:
-    return f"/governor/budgets/{swarm_id}"
-
-
-def _breaker_key(swarm_id: str) -> str:
-    return f"/governor/breakers/{swarm_id}"
-
-
-def _holds_key(swarm_id: str) -> str:
-    return f"{HOLDS}{swarm_id}"
-
-
-def _live_key(swarm_id: str, hold_id: str) -> str:
-    return f"{LIVE}{swarm_id}/{hold_id}"
 
 
 def _encode(record: Any) -> bytes:

@@ -32,6 +32,8 @@ from infrafabric.errors import (
 )
 from infrafabric.governor.capability import Capability, parse_capabilities
 from infrafabric.governor.index import CapabilityIndex, base_score
+from infrafabric.governor.ledger_keys import breaker_key as _breaker_key
+from infrafabric.governor.ledger_keys import budget_key as _budget_key
 from infrafabric.governor.money import to_money
 from infrafabric.governor.persistence import StatePersister
 from infrafabric.governor.policy import ResourcePolicy
@@ -88,14 +90,6 @@ def _breaker_from(record: Any) -> "_Breaker":
     if breaker.state not in (OPEN, CLOSED):
         raise ValueError(f"breaker state {breaker.state!r}")
     return breaker
-
-
-def _budget_key(swarm_id: str) -> str:
-    return f"/governor/budgets/{swarm_id}"
-
-
-def _breaker_key(swarm_id: str) -> str:
-    return f"/governor/breakers/{swarm_id}"
 
 
 def track_cost_with_optimise(provider: str, operation: str, cost: Decimal, **metadata: Any) -> None:
