@@ -240,3 +240,29 @@ async def test_watch_replay_includes_bulk_creates(kv: KeyValueStore, ns: str) ->
     seen = [(e.type, e.key.removeprefix(ns), e.value) for e in got]
     assert sorted(seen[:2]) == [("put", "r1", b"1"), ("put", "r2", b"2")]
     assert seen[2] == ("delete", "r1", b"")
+
+
+async def test_read_only_txns_read_one_snapshot_and_decide_compares(kv: KeyValueStore, ns: str) -> None:
+    """Transactions that only read (done as ranges at one revision on etcd, where a cancelled read-only
+    Txn can crash a 3.5.1 member) answer exactly as a Txn: one revision, compares, both branches."""
+    from backends.kv import Compare, Get
+
+    first = await kv.put(f"{ns}/a", b"1")
+    await kv.put(f"{ns}/dir/x", b"x")
+    await kv.put(f"{ns}/dir/y", b"y")
+    res = await kv.txn([], [Get(f"{ns}/a"), Get(f"{ns}/dir/", prefix=True), Get(f"{ns}/missing")])
+    assert res.succeeded and res.revision >= first
+    a, listing, missing = res.results
+    assert [x.value for x in a] == [b"1"] and [x.key for x in listing] == [f"{ns}/dir/x", f"{ns}/dir/y"]
+    assert missing == []
+    yes = await kv.txn([Compare.value(f"{ns}/a", b"1"), Compare.missing(f"{ns}/missing"),
+                        Compare.mod_revision(f"{ns}/a", first)], [Get(f"{ns}/dir/x")], [Get(f"{ns}/dir/y")])
+    assert yes.succeeded and [x.value for x in yes.results[0]] == [b"x"]
+    no = await kv.txn([Compare.value(f"{ns}/missing", b"1")], [Get(f"{ns}/dir/x")],
+                      [Get(f"{ns}/dir/y"), Get(f"{ns}/a")])
+    assert not no.succeeded and [[x.value for x in r] for r in no.results] == [[b"y"], [b"1"]]
+    for op, operand, expected in (("<", first + 1, True), (">", first, False), ("!=", first, False)):
+        r = await kv.txn([Compare(f"{ns}/a", "mod", op, operand)], [Get(f"{ns}/a")], [])
+        assert r.succeeded is expected
+    empty = await kv.txn([Compare.version(f"{ns}/missing", 0, ">")], [], [])
+    assert not empty.succeeded and empty.results == []

