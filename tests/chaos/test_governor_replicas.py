@@ -179,3 +179,50 @@ async def test_a_hung_helper_is_passed_over_within_a_bounded_time(etcd_server, n
         proc.send_signal(signal.SIGCONT)
         proc.kill()
         proc.wait()
+
+
+async def test_a_blocker_whose_event_was_lost_is_still_answered_once(etcd_server, nats_server) -> None:
+    """The reporter's replica was cut from NATS: the blocker is in etcd but its event never went out.
+    The responders' sweep finds it and exactly one of them answers it."""
+    import json as _json
+    import time as _time
+    import uuid as _uuid
+
+    from infrafabric.coordinator import IFCoordinator, keys
+
+    tag = _uuid.uuid4().hex[:6]
+    cap, helper, blocked = f"rare:{tag}", f"helper-{tag}", f"blocked-{tag}"
+    coords = [IFCoordinator(kv_url=etcd_server.url, bus_url=nats_server.url, audit=None) for _ in range(3)]
+    for c in coords:
+        await c.__aenter__()
+    try:
+        platform = coords[0]
+        inbox = await platform.register_swarm(helper, [cap])
+        await platform.register_swarm(blocked, ["code:python"])
+        responders = []
+        for c in coords[1:]:
+            governor = IFGovernor(c, audit=None, cost_sink=None)
+            governor.register_swarm(SwarmProfile(helper, [cap], 1.0, 1.0, 100.0))
+            governor.register_swarm(SwarmProfile(blocked, ["code:python"], 1.0, 1.0, 100.0))
+            responders.append(await BlockerResponder(governor, sweep_interval=0.2, sweep_after=0.3).start())
+        answers: list[str] = []
+        await platform.bus.subscribe(keys.HELP_EVENTS, lambda m: answers.append(_json.loads(m.data)["blocker_id"]))
+        blocker_id = _uuid.uuid4().hex  # persisted as report_blocker does, but the event is never published
+        event = {"type": "blocker_detected", "blocker_id": blocker_id, "swarm_id": blocked,
+                 "blocker_info": {"required_capabilities": [cap]}, "timestamp": _time.time()}
+        lease = await platform.core.session_lease(blocked)
+        await platform.kv.put(keys.blocker_key(blocked, blocker_id), _json.dumps(event), lease=lease)
+        task = await asyncio.wait_for(inbox.get(), 10)
+        assert task["type"] == "help_request" and task["id"] == keys.help_task_id(blocker_id, helper)
+        deadline = asyncio.get_running_loop().time() + 2
+        while answers.count(blocker_id) < 1 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # three more sweep rounds of both responders: still one answer
+        assert answers.count(blocker_id) == 1 and inbox.empty()
+        assert sum(r.swept for r in responders) == 1
+        for r in responders:
+            await r.stop()
+            await r.governor.close()
+    finally:
+        for c in coords:
+            await c.__aexit__(None, None, None)

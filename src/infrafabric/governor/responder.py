@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from typing import Any
 
@@ -24,7 +25,7 @@ ANSWER_TTL = 3600
 
 
 class BlockerResponder:
-    def __init__(self, governor: IFGovernor) -> None:
+    def __init__(self, governor: IFGovernor, *, sweep_interval: float = 2.0, sweep_after: float = 1.0) -> None:
         if governor.coordinator is None:
             raise ValueError("the responder needs a governor attached to a coordinator")
         self.governor = governor
@@ -34,10 +35,44 @@ class BlockerResponder:
         self._tasks: set[asyncio.Task[None]] = set()
         self.replica_id = uuid.uuid4().hex
         self.events_handled = 0  # blocker events this responder has finished with (answered or left to another)
+        self.swept = 0  # pending blockers answered by the sweep (their event was lost, or its answer failed)
+        self.sweep_interval, self.sweep_after = sweep_interval, sweep_after
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> "BlockerResponder":
         self._sub = await self.bus.subscribe(keys.BLOCKER_EVENTS, self._on_blocker)
+        if self.governor.kv is not None and self.sweep_interval > 0:
+            self._sweeper = asyncio.create_task(self._sweep_forever())
         return self
+
+    async def _sweep_forever(self) -> None:
+        """Answer pending blockers nobody answered: an event published by a replica cut from NATS can be
+        lost (core NATS is at most once), and an answer can fail half way (the replica lost etcd). The
+        blocker itself is in etcd, so every replica looks for unanswered ones; the CAS on the answer key
+        still lets exactly one answer each."""
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            try:
+                await self.sweep()
+            except Exception:  # noqa: BLE001 - the store is away: the next sweep tries again
+                continue
+
+    async def sweep(self) -> int:
+        kv = self.governor.kv
+        assert kv is not None
+        answered = {row.key[len(ANSWERS):] for row in await kv.get_prefix(ANSWERS)}
+        now, count = time.time(), 0
+        for row in await kv.get_prefix(keys.BLOCKERS):
+            try:
+                event = loads_bounded(row.value)
+                blocker_id, stamp = event["blocker_id"], float(event["timestamp"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a damaged record: pending_blockers expires it
+            if blocker_id in answered or now - stamp < self.sweep_after:
+                continue
+            count += await self._respond(event)
+        self.swept += count
+        return count
 
     def _on_blocker(self, msg: Message) -> None:
         event = loads_bounded(msg.data)  # another process's bytes: bounded depth
@@ -59,17 +94,18 @@ class BlockerResponder:
             await kv.revoke_lease(lease)
         return won
 
-    async def _respond(self, event: dict[str, Any]) -> None:
+    async def _respond(self, event: dict[str, Any]) -> bool:
         try:
-            await self._answer(event)
+            return await self._answer(event)
         finally:
             self.events_handled += 1
 
-    async def _answer(self, event: dict[str, Any]) -> None:
+    async def _answer(self, event: dict[str, Any]) -> bool:
+        """Whether this responder answered it (False: another replica does, or it is not a blocker)."""
         if not isinstance(event, dict) or not isinstance(event.get("swarm_id"), str):
-            return
+            return False
         if not await self._claim(event):
-            return  # another replica answers it
+            return False  # another replica answers it
         info = event.get("blocker_info") or {}
         blocker_id = event.get("blocker_id")
         request_id = blocker_id if isinstance(blocker_id, str) and is_valid_id(blocker_id) else None
@@ -85,6 +121,7 @@ class BlockerResponder:
         }
         await self.bus.publish(keys.HELP_EVENTS, json.dumps(assignment).encode())
         self.assignments.put_nowait(assignment)
+        return True
 
     async def _record_team(self, swarm_id: str, blocker_id: str, team: list[str]) -> None:
         """The team whose completed help tasks resolve the blocker, on the blocker's own lease (it goes
@@ -100,6 +137,9 @@ class BlockerResponder:
                      [Put(keys.blocker_team_key(blocker_id), record, blocker.lease)])
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self._sub is not None:
             await self._sub.unsubscribe()
             self._sub = None
