@@ -21,6 +21,7 @@ import json
 import time
 import uuid
 from collections import defaultdict, deque
+from urllib.parse import urlsplit
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ from backends.errors import BackendError
 from backends.jsonsafe import loads_bounded
 from backends.kv import KeyValueStore, LeaseKeeper
 from infrafabric.coordinator.credentials import CredentialVerifier, Identity, bearer_token
+from infrafabric.coordinator.http1 import HTTPError, Http1Pool
 from infrafabric.errors import CircuitOpenError, CredentialError, InfraFabricError, PermissionDeniedError, \
     UnknownSwarmError, ValidationError
 from infrafabric.gateway.config import GatewayConfig, Provider, SwarmPolicy
@@ -129,7 +131,11 @@ class MeteringGateway:
         self._lease: int | None = None
         self._keeper: LeaseKeeper | None = None
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(upstream_timeout, connect=5.0), transport=transport,
-                                       follow_redirects=False)
+                                       follow_redirects=False)  # streams (and everything, given a transport)
+        # plain calls go through the small pooled HTTP/1.1 client: httpx's per-request machinery was most
+        # of the gateway's added latency (see http1.py and benchmarks/RESULTS.md)
+        self._pools: dict[str, Http1Pool] | None = {} if transport is None else None
+        self._upstream_timeout = upstream_timeout
         self._requests = TokenBuckets()
         self._minute = _Minute()
         self._background: set[asyncio.Task[Any]] = set()
@@ -165,6 +171,8 @@ class MeteringGateway:
             await self._keeper.stop()
             self._keeper = None
         await self._http.aclose()
+        for pool in (self._pools or {}).values():
+            await pool.aclose()
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -253,13 +261,13 @@ class MeteringGateway:
     async def _once(self, url: str, headers: dict[str, str], payload: bytes, hold: Hold, rate: ModelRate,
                     kind: str, details: dict[str, Any]) -> Response:
         try:
-            response = await self._http.post(url, content=payload, headers=headers)
-        except httpx.HTTPError as exc:
+            status, content, media_type = await self._post(url, headers, payload)
+        except (httpx.HTTPError, HTTPError) as exc:
             raise await self._failed_upstream(hold, rate, details, exc) from None
-        if response.status_code >= 400:
-            raise await self._failed_upstream(hold, rate, details, response.status_code)
+        if status >= 400:
+            raise await self._failed_upstream(hold, rate, details, status)
         try:
-            answer = loads_bounded(response.content)
+            answer = loads_bounded(content)
         except ValueError:
             answer = None
         usage = None
@@ -269,8 +277,20 @@ class MeteringGateway:
         # settled on its own task, after the answer is on its way: the swarm does not wait for the ledger (if
         # this replica dies first, the sweeper charges the reservation: never less than the call cost)
         self._in_background(self._settle(hold, usage, rate, details, "usage" if usage else "reservation"))
-        return Response(response.content, status_code=response.status_code,
-                        media_type=response.headers.get("content-type", "application/json"))
+        return Response(content, status_code=status, media_type=media_type)
+
+    async def _post(self, url: str, headers: dict[str, str], payload: bytes) -> tuple[int, bytes, str]:
+        if self._pools is None:
+            response = await self._http.post(url, content=payload, headers=headers)
+            return response.status_code, response.content, response.headers.get("content-type", "application/json")
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        pool = self._pools.get(origin)
+        if pool is None:
+            pool = self._pools[origin] = Http1Pool(origin, timeout=self._upstream_timeout, max_connections=256)
+        status, content = await pool.request("POST", parts.path, content=payload,
+                                             headers={k: v for k, v in headers.items() if k != "content-type"})
+        return status, content, "application/json"
 
     async def _stream(self, url: str, headers: dict[str, str], payload: bytes, hold: Hold, rate: ModelRate,
                       kind: str, details: dict[str, Any]) -> Response:
@@ -304,12 +324,12 @@ class MeteringGateway:
                                  media_type=upstream.headers.get("content-type", "text/event-stream"))
 
     async def _failed_upstream(self, hold: Hold, rate: ModelRate, details: dict[str, Any],
-                               failure: httpx.HTTPError | int) -> GatewayError:
+                               failure: httpx.HTTPError | HTTPError | int) -> GatewayError:
         """The provider failed before any output: the hold is released (nothing charged); the error to raise."""
         if isinstance(failure, int):
             reason, error = f"upstream_{failure}", GatewayError(f"the provider answered {failure}",
                                                                 error_code="IF_ERR_UPSTREAM")
-        elif isinstance(failure, httpx.TimeoutException):
+        elif isinstance(failure, httpx.TimeoutException) or "TimeoutError" in str(failure):
             reason, error = "upstream_timeout", GatewayError("the provider did not answer in time",
                                                              error_code="IF_ERR_UPSTREAM_TIMEOUT")
         else:
