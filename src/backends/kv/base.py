@@ -84,6 +84,29 @@ class Compare(NamedTuple):
         return cls(key, "version", "==", 0)
 
 
+def compare_holds(cmp: Compare, current: "KeyValue | None") -> bool:
+    """A compare evaluated as etcd evaluates it: a missing key has version, create and mod revision 0,
+    and a value compare on a missing key is false."""
+    if cmp.target == "value":
+        if current is None:
+            return False
+        actual: bytes | int = current.value
+    elif cmp.target == "version":
+        actual = current.version if current else 0
+    elif cmp.target == "create":
+        actual = current.create_revision if current else 0
+    else:
+        actual = current.mod_revision if current else 0
+    operand = cmp.operand
+    if cmp.op == "==":
+        return actual == operand
+    if cmp.op == "!=":
+        return actual != operand
+    if cmp.op == "<":
+        return actual < operand  # type: ignore[operator]
+    return actual > operand  # type: ignore[operator]
+
+
 class Put:
     """Write value at key (with an optional lease) inside a transaction."""
 

@@ -29,6 +29,7 @@ from backends.kv.base import (
     WATCH_ENDED,
     Bytesish,
     Compare,
+    compare_holds,
     Delete,
     Get,
     KeyValue,
@@ -42,22 +43,6 @@ from backends.kv.base import (
 )
 
 _CMP_RESULT = {"==": 0, ">": 1, "<": 2, "!=": 3}  # etcdserverpb.Compare.CompareResult
-
-
-def _holds(c: Compare, current: KeyValue | None) -> bool:
-    """A compare evaluated as etcd evaluates it (a missing key has version, create and mod revision 0)."""
-    if c.target == "value":
-        if current is None:
-            return False
-        left: Any = current.value
-    elif c.target == "version":
-        left = current.version if current else 0
-    elif c.target == "create":
-        left = current.create_revision if current else 0
-    else:
-        left = current.mod_revision if current else 0
-    right = c.operand
-    return {"==": left == right, "!=": left != right, "<": left < right, ">": left > right}[c.op]
 
 
 def _kv(pb: Any) -> KeyValue:
@@ -381,7 +366,7 @@ class EtcdKV(KeyValueStore):
             revision = int(first.header.revision)
             rest = await asyncio.gather(*(read(k, p, revision) for k, p in keys[1:]))
         rows = [[_kv(x) for x in r.kvs] for r in (first, *rest)]
-        succeeded = all(_holds(c, rows[i][0] if rows[i] else None) for i, c in enumerate(compare))
+        succeeded = all(compare_holds(c, rows[i][0] if rows[i] else None) for i, c in enumerate(compare))
         offset = len(compare) + (0 if succeeded else len(success))
         branch = success if succeeded else failure
         results: list[list[KeyValue] | int | None] = [

@@ -23,6 +23,7 @@ from backends.kv.base import (
     WATCH_ENDED,
     Bytesish,
     Compare,
+    compare_holds,
     Delete,
     Get,
     KeyValue,
@@ -213,25 +214,7 @@ class _MemoryCore:
         return True
 
     def _check(self, cmp: Compare) -> bool:
-        kv = self._data.get(cmp.key)
-        if cmp.target == "value":
-            if kv is None:
-                return False  # etcd: a value compare on a missing key is false
-            actual: bytes | int = kv.value
-        elif cmp.target == "version":
-            actual = kv.version if kv else 0
-        elif cmp.target == "create":
-            actual = kv.create_revision if kv else 0
-        else:
-            actual = kv.mod_revision if kv else 0
-        operand = cmp.operand
-        if cmp.op == "==":
-            return actual == operand
-        if cmp.op == "!=":
-            return actual != operand
-        if cmp.op == "<":
-            return actual < operand  # type: ignore[operator]
-        return actual > operand  # type: ignore[operator]
+        return compare_holds(cmp, self._data.get(cmp.key))
 
     def _mutate(self, fn):  # type: ignore[no-untyped-def]
         """Run fn(revision) under the lock inside one persisted transaction."""
