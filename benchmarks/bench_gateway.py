@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import engines, pct, row
+from benchmarks.common import engines, pct, row, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM = """
@@ -33,19 +33,6 @@ sys.path.insert(0, sys.argv[2])
 from tests.fixtures.llm_upstream import create_upstream
 uvicorn.run(create_upstream([]), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", lifespan="off")
 """
-
-
-def _wait_http(url: str, proc: subprocess.Popen[Any], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited")
-        try:
-            httpx.get(url, timeout=0.5)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not start")
 
 
 async def _latencies(direct: str, gateway: str, key: str, n: int, stream: bool) -> tuple[list[float], list[float]]:
@@ -174,7 +161,7 @@ def run() -> list[dict[str, Any]]:
         gateway = None
         try:
             direct = f"http://127.0.0.1:{up_port}"
-            _wait_http(direct, upstream)
+            wait_http(direct, upstream)
             (tmp / "gateway.toml").write_text(_toml(gateway_config(direct)))
             authority = CredentialAuthority.load_or_create(tmp / "authority")
             swarm = f"bench-{uuid.uuid4().hex[:8]}"
@@ -187,7 +174,7 @@ def run() -> list[dict[str, Any]]:
                      "INFRAFABRIC_WITNESS_URL": "memory://", "INFRAFABRIC_HOME": str(tmp)},
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             through = f"http://127.0.0.1:{gw_port}"
-            _wait_http(through, gateway)
+            wait_http(through, gateway)
             key = authority.issue("swarm", swarm, 3600)
             for stream in (False, True):
                 ours, raw = asyncio.run(_latencies(direct, through, key, 1000, stream))

@@ -37,6 +37,7 @@ from lucid.service_mesh.security.auth_provider import ServiceAuthProvider
 from lucid.service_mesh.security.cert_manager import CertificateManager
 from benchmarks.common import quantile as _p
 from benchmarks.common import row as _row
+from benchmarks.common import wait_http
 
 
 
@@ -89,17 +90,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait_http(url: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=0.5)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 _BASELINE_APP = """
@@ -158,8 +148,8 @@ def bench_http_api(total: int = 3000, concurrency: int = 16) -> list[dict[str, A
                             "--jwks", str(tmp / "jwks.json"), "--port", str(port)], env=env)
     plain = subprocess.Popen([sys.executable, "-c", _BASELINE_APP, str(base_port)], env=env)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/docs")
-        _wait_http(f"http://127.0.0.1:{base_port}/plain")
+        wait_http(f"http://127.0.0.1:{port}/docs")
+        wait_http(f"http://127.0.0.1:{base_port}/plain")
         token = issuer.generate_service_token("api-gateway", "gw-1", "api-gateway", "ops")
         auth = {"authorization": f"Bearer {token}"}
         r = httpx.post(f"http://127.0.0.1:{port}/service-discovery/services", headers=auth, json={

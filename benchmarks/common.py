@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,3 +48,19 @@ def engines(*names: str) -> Iterator[dict[str, Any]]:
     finally:
         for server in started.values():
             server.stop()
+
+
+def wait_http(url: str, proc: "subprocess.Popen[Any] | None" = None, timeout: float = 30.0) -> None:
+    """Until ``url`` answers anything over HTTP; RuntimeError if ``proc`` exits or ``timeout`` passes."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{url}: its process exited")
+        try:
+            httpx.get(url, timeout=0.5)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")

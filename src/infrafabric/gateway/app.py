@@ -37,8 +37,7 @@ from backends.jsonsafe import loads_bounded
 from backends.kv import KeyValueStore, LeaseKeeper
 from infrafabric.coordinator.credentials import CredentialVerifier, Identity, bearer_token
 from infrafabric.coordinator.http1 import HTTPError, Http1Pool
-from infrafabric.errors import CircuitOpenError, CredentialError, InfraFabricError, PermissionDeniedError, \
-    UnknownSwarmError, ValidationError
+from infrafabric.errors import CredentialError, InfraFabricError, PermissionDeniedError, ValidationError
 from infrafabric.gateway.config import GatewayConfig, Provider, SwarmPolicy
 from infrafabric.gateway.prices import ModelRate
 from infrafabric.gateway.reservations import BudgetExceededError, Hold, ReservationLedger
@@ -507,5 +506,4 @@ def create_app(gateway: MeteringGateway) -> Starlette:
     ], exception_handlers={404: not_found, 405: not_allowed})
 
 
-__all__ = ["CircuitOpenError", "GatewayError", "MeteringGateway", "RateLimitedError", "UnknownSwarmError",
-           "create_app"]
+__all__ = ["GatewayError", "MeteringGateway", "RateLimitedError", "create_app"]

@@ -197,11 +197,10 @@ class ReservationLedger:
                 if not done:  # lost to another writer: decide again on the records that came back
                     ledger, fresh = (await self._current(swarm_id))[0], True
                     continue
-                if done:
-                    self.audit("model_call_reserved", {"swarm_id": swarm_id, "hold_id": hold_id,
-                                                       "amount": str(amount), "remaining": str(remaining - amount),
-                                                       **(details or {})})
-                    return Hold(swarm_id, hold_id, amount)
+                self.audit("model_call_reserved", {"swarm_id": swarm_id, "hold_id": hold_id,
+                                                   "amount": str(amount), "remaining": str(remaining - amount),
+                                                   **(details or {})})
+                return Hold(swarm_id, hold_id, amount)
         raise BackendUnavailable(f"reservation for {swarm_id} kept losing to other writers; try again")
 
     async def settle(self, hold: Hold, cost: Decimal, details: dict[str, Any] | None = None,
@@ -250,14 +249,13 @@ class ReservationLedger:
                     except UnknownSwarmError:
                         return None
                     continue
-                if done:
-                    self.audit(operation, {"swarm_id": swarm_id, "hold_id": hold.hold_id, "held": str(held),
-                                           "charged": str(charge), "remaining": str(ledger.limit - spent),
-                                           **(details or {})})
-                    if trip:
-                        self.audit("circuit_breaker_tripped", {"swarm_id": swarm_id, "reason": "budget_exhausted"},
-                                   "HIGH")
-                    return charge
+                self.audit(operation, {"swarm_id": swarm_id, "hold_id": hold.hold_id, "held": str(held),
+                                       "charged": str(charge), "remaining": str(ledger.limit - spent),
+                                       **(details or {})})
+                if trip:
+                    self.audit("circuit_breaker_tripped", {"swarm_id": swarm_id, "reason": "budget_exhausted"},
+                               "HIGH")
+                return charge
         raise BackendUnavailable(f"settlement for {swarm_id} kept losing to other writers; try again")
 
     async def release(self, hold: Hold, details: dict[str, Any] | None = None) -> None:
