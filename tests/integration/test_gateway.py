@@ -17,6 +17,8 @@ import httpx
 import openai
 import pytest
 import uvicorn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from backends.kv import KeyValueStore, open_kv
 from backends.servers.ports import free_port
@@ -302,3 +304,47 @@ async def test_model_policy_default_allowed_cheaper_and_rate(stack: Stack) -> No
     with pytest.raises(openai.PermissionDeniedError):
         await client.chat.completions.create(model="claude-haiku", messages=[{"role": "user", "content": "hi"}])
 
+
+
+_json_leaf = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
+                       st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=40))
+_models = st.sampled_from(["gpt-4o-mini", "gpt-4o", "claude-haiku", "text-embedding-3-small"])
+_good_messages = st.lists(st.fixed_dictionaries({"role": st.just("user"), "content": st.text(max_size=60)}),
+                          min_size=1, max_size=3)
+_hostile_messages = st.one_of(_json_leaf, st.lists(st.one_of(_json_leaf, st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "system", "assistant"])},
+    optional={"content": st.one_of(_json_leaf, st.lists(st.dictionaries(st.sampled_from(["type", "text"]),
+                                                                        _json_leaf, max_size=2), max_size=3))})),
+    max_size=4))
+
+
+def _mostly(good: Any, hostile: Any) -> Any:
+    """Each field valid most of the time, so the hostile one reaches the bound, the ledger and the provider."""
+    return st.integers(0, 9).flatmap(lambda i: good if i < 7 else hostile)
+
+
+_hostile_body = st.fixed_dictionaries(
+    {"model": _mostly(_models, _json_leaf), "messages": _mostly(_good_messages, _hostile_messages)},
+    optional={"max_tokens": _mostly(st.integers(1, 2000), _json_leaf),
+              "max_completion_tokens": _mostly(st.integers(1, 2000), _json_leaf),
+              "n": _mostly(st.integers(1, 3), _json_leaf), "stream": _mostly(st.booleans(), _json_leaf),
+              "stream_options": st.one_of(_json_leaf, st.dictionaries(st.text(max_size=8), _json_leaf, max_size=2))})
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=_hostile_body)
+async def test_hostile_bodies_never_break_the_gateway_or_leak_a_hold(stack: Stack, body: dict[str, Any]) -> None:
+    """Any value in any field: a clear 4xx (or a normal answer), never a 5xx of ours, and no hold left held
+    or money charged beyond the budget."""
+    swarm, key = await stack.swarm(0.01)
+    async with httpx.AsyncClient(base_url=stack.url, timeout=20) as http:
+        r = await http.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+        if body.get("stream") and r.status_code == 200:
+            await r.aread()
+    assert r.status_code in (200, 400, 403, 429), (r.status_code, r.text[:300])
+    if r.status_code != 200:
+        assert r.json()["error"]["code"].startswith("IF_ERR_")
+    spent = await stack.settled(swarm)
+    assert Decimal(0) <= spent <= Decimal("0.01")
+    if r.status_code != 200:
+        assert spent == 0
