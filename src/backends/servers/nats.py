@@ -50,15 +50,19 @@ class NatsServer(ManagedProcess):
 
     def __init__(self, jetstream: bool = True, *, startup_timeout: float = 20.0,
                  users: Sequence[NatsUser] = (), tls: bool = False, host: str = "127.0.0.1",
-                 wrapper: Sequence[str] = ()) -> None:
-        super().__init__(startup_timeout=startup_timeout)
+                 wrapper: Sequence[str] = (), workdir: str | os.PathLike[str] | None = None,
+                 port: int | None = None, monitor_port: int | None = None) -> None:
+        super().__init__(startup_timeout=startup_timeout, workdir=workdir)
         self.jetstream = jetstream
         self.users = list(users)
         self.tls = tls
         self.tls_bundle: TlsBundle | None = None
         self.host = host  # the address it listens on (a network namespace's, in partition tests)
         self.wrapper = list(wrapper)  # argv prefix, e.g. ``ip netns exec NS``
-        self.port, self.monitor_port = free_ports(2)
+        self._fixed_ports = port is not None
+        if port is None or monitor_port is None:
+            port, monitor_port = free_ports(2)
+        self.port, self.monitor_port = port, monitor_port
 
     @property
     def url(self) -> str:
@@ -101,6 +105,8 @@ class NatsServer(ManagedProcess):
         return path
 
     def _reassign_ports(self) -> bool:
+        if self._fixed_ports:
+            return False
         self.port, self.monitor_port = free_ports(2)
         return True
 

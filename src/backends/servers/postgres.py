@@ -48,11 +48,13 @@ class PostgresServer(ManagedProcess):
     name = "postgres"
     stop_signal = signal.SIGINT  # "fast" shutdown; SIGTERM ("smart") waits for every client to leave
 
-    def __init__(self, *, startup_timeout: float = 30.0, secured: bool = False) -> None:
-        super().__init__(startup_timeout=startup_timeout)
+    def __init__(self, *, startup_timeout: float = 30.0, secured: bool = False,
+                 workdir: str | os.PathLike[str] | None = None, port: int | None = None) -> None:
+        super().__init__(startup_timeout=startup_timeout, workdir=workdir)
         self.secured = secured
         self.bindir = find_postgres_bindir()
-        self.port: int = free_port()
+        self._fixed_port = port is not None
+        self.port: int = port if port is not None else free_port()
         self._as_postgres = os.geteuid() == 0
 
     # ------------------------------------------------------------ addresses
@@ -105,6 +107,8 @@ class PostgresServer(ManagedProcess):
         ]
 
     def _reassign_ports(self) -> bool:
+        if self._fixed_port:
+            return False
         self.port = free_port()
         return True
 

@@ -44,9 +44,12 @@ class RabbitMQServer(ManagedProcess):
     name = "rabbitmq"
     poll_interval = 0.05
 
-    def __init__(self, *, startup_timeout: float = 60.0) -> None:
-        super().__init__(startup_timeout=startup_timeout)
-        self.port, self.dist_port, self.epmd_port = free_ports(3)
+    def __init__(self, *, startup_timeout: float = 60.0, workdir: str | os.PathLike[str] | None = None,
+                 ports: tuple[int, int, int] | None = None) -> None:
+        """``ports`` = (AMQP, Erlang distribution, epmd), fixed for a deployment that restarts on its state."""
+        super().__init__(startup_timeout=startup_timeout, workdir=workdir)
+        self._fixed_ports = ports is not None
+        self.port, self.dist_port, self.epmd_port = ports if ports is not None else free_ports(3)
         self._epmd: subprocess.Popen[bytes] | None = None
 
     @property
@@ -99,6 +102,8 @@ class RabbitMQServer(ManagedProcess):
         return [find_rabbitmq_server()]
 
     def _reassign_ports(self) -> bool:
+        if self._fixed_ports:
+            return False
         self.port, self.dist_port, self.epmd_port = free_ports(3)
         shutil.rmtree(self.workdir / "mnesia", ignore_errors=True)  # the node name contains the port
         return True

@@ -1,4 +1,4 @@
-"""``infrafabric chassis modules | run | check-url | attacks``: the WASM sandbox from the shell."""
+"""``infrafabric chassis modules | run | check-url | attacks | serve``: the WASM sandbox from the shell."""
 
 from __future__ import annotations
 
@@ -124,3 +124,54 @@ def attacks() -> None:
         table.add_row(row.scenario, row.swarm_id, f"[{colour}]{row.outcome}[/{colour}]", row.error_code or "",
                       row.detail[:90], f"{row.seconds:.3f}")
     console.print(table)
+
+
+@app.command("serve")
+def serve(
+    listen: str = typer.Option("127.0.0.1:8095", help="HOST:PORT for swarms' executions"),
+    authority_key: Path = typer.Option(..., help="The credential authority's public key: swarms' keys are checked"),
+    kv: Optional[str] = typer.Option(None, "--kv", help="Store holding credential revocations (etcd://, sqlite:///)"),
+    metrics_listen: Optional[str] = typer.Option(None, "--metrics-listen", help="HOST:PORT serving /metrics"),
+) -> None:
+    """Run the chassis pool: swarms in other processes run tasks in its sandboxes with their own credential."""
+    import signal
+
+    import uvicorn
+    from prometheus_client import CollectorRegistry
+
+    from backends.kv import open_kv
+    from backends.metrics import serve_metrics
+    from infrafabric.chassis.service import ChassisMetrics, ChassisPool, create_app
+    from infrafabric.cli.runloop import run_service
+    from infrafabric.cli.state import default_kv_url
+    from infrafabric.coordinator.credentials import CredentialVerifier, load_public_key
+
+    host, _, port = listen.rpartition(":")
+
+    async def run() -> None:
+        registry = CollectorRegistry()
+        async with open_kv(kv or default_kv_url()) as store:
+            chassis = IFChassis()
+            pool = ChassisPool(chassis, CredentialVerifier(load_public_key(authority_key), store),
+                               ChassisMetrics(registry))
+            server = uvicorn.Server(uvicorn.Config(create_app(pool), host=host or "127.0.0.1", port=int(port),
+                                                   log_level="warning", lifespan="off"))
+            task = asyncio.create_task(server.serve())
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+            endpoint = serve_metrics(registry, metrics_listen) if metrics_listen else None
+            console.print(f"chassis pool serving on http://{host or '127.0.0.1'}:{port}", highlight=False)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+            if endpoint is not None:
+                endpoint.close()
+            server.should_exit = True
+            await task
+            await loop.run_in_executor(None, chassis.close)
+
+    run_service(run())

@@ -24,6 +24,9 @@ KV = typer.Option(None, "--kv", help="Key-value URL (etcd://host:port, sqlite://
 BUS = typer.Option(None, "--bus", help="Bus URL (nats://host:port or memory://)")
 
 
+METRICS = typer.Option(None, "--metrics-listen", help="HOST:PORT serving /metrics for Prometheus")
+
+
 @app.command()
 def serve(
     kv: Optional[str] = KV,
@@ -36,51 +39,80 @@ def serve(
     tls_cert: Optional[Path] = typer.Option(None, help="Server certificate for the swarm API (HTTPS)"),
     tls_key: Optional[Path] = typer.Option(None, help="Its private key"),
     claim_ttl: int = typer.Option(10, help="Seconds a silent swarm's session and claims live"),
+    responder: bool = typer.Option(True, "--responder/--no-responder",
+                                   help="Answer blocker events here (off when a separate governor service does)"),
+    metrics_listen: Optional[str] = METRICS,
 ) -> None:
     """Run the coordinator service: the governor answers every blocker event with a team; with --listen,
     swarms in other processes work through it with their own credentials, never touching the engines."""
-    from infrafabric.coordinator import IFCoordinator
-    from infrafabric.governor import IFGovernor, ResourcePolicy
-    from infrafabric.governor.responder import BlockerResponder
-
     if listen is not None and authority_key is None:
         console.print("[red]error:[/red] --listen needs --authority-key (swarm credentials are checked with it)")
         raise typer.Exit(2)
+    run_service(serve_control_plane(kv=kv, bus=bus, policy=policy, duration=duration, listen=listen,
+                                    authority_key=authority_key, tls_cert=tls_cert, tls_key=tls_key,
+                                    claim_ttl=claim_ttl, responder=responder, metrics_listen=metrics_listen))
 
-    async def run() -> None:
-        coordinator = IFCoordinator(kv_url=kv or default_kv_url(), bus_url=bus or default_bus_url(),
-                                    claim_ttl=claim_ttl)
-        async with coordinator:
-            server = await _start_swarm_api(coordinator, listen, authority_key, tls_cert, tls_key) if listen else None
-            governor = IFGovernor(coordinator, ResourcePolicy.from_yaml(policy) if policy else ResourcePolicy())
-            loaded = await governor.load()
-            await governor.follow()  # current with other replicas and operators; only live swarms are chosen
-            responder = await BlockerResponder(governor).start()
-            console.print(f"[green]coordinator serving[/green] kv={coordinator.kv.url} bus={coordinator.bus.url} "
-                          f"swarm profiles={loaded}")
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
 
-            async def report() -> None:
-                while True:
-                    a = await responder.assignments.get()
-                    console.print(f"blocker {a['blocker_id']} of {a['swarm_id']}: team {a['team'] or 'escalated'}")
+async def serve_control_plane(*, kv: Optional[str], bus: Optional[str], policy: Optional[str] = None,
+                              duration: Optional[float] = None, listen: Optional[str] = None,
+                              authority_key: Optional[Path] = None, tls_cert: Optional[Path] = None,
+                              tls_key: Optional[Path] = None, claim_ttl: int = 10, responder: bool = True,
+                              metrics_listen: Optional[str] = None, name: str = "coordinator") -> None:
+    """The coordinator service (``listen``) and/or the governor's blocker responder, until SIGTERM.
 
-            reporter = asyncio.create_task(report())
-            try:
-                await asyncio.wait_for(stop.wait(), duration)
-            except asyncio.TimeoutError:
-                pass
+    The metrics endpoint starts last: once it answers, everything this process serves is up (the stack's
+    supervisor uses it as the health probe)."""
+    from prometheus_client import CollectorRegistry
+
+    from backends.metrics import serve_metrics
+    from infrafabric.coordinator import IFCoordinator
+    from infrafabric.coordinator.metrics import CoordinatorMetrics
+    from infrafabric.governor import IFGovernor, ResourcePolicy
+    from infrafabric.governor.metrics import GovernorMetrics
+    from infrafabric.governor.responder import BlockerResponder
+
+    registry = CollectorRegistry()
+    coordinator = IFCoordinator(kv_url=kv or default_kv_url(), bus_url=bus or default_bus_url(), claim_ttl=claim_ttl)
+    async with coordinator:
+        server = await _start_swarm_api(coordinator, listen, authority_key, tls_cert, tls_key,
+                                        CoordinatorMetrics(registry)) if listen else None
+        governor = IFGovernor(coordinator, ResourcePolicy.from_yaml(policy) if policy else ResourcePolicy())
+        loaded = await governor.load()
+        await governor.follow()  # current with other replicas and operators; only live swarms are chosen
+        answering = await BlockerResponder(governor).start() if responder else None
+        governor_metrics = GovernorMetrics(governor, registry) if answering else None
+        console.print(f"[green]{name} serving[/green] kv={coordinator.kv.url} "
+                      f"bus={coordinator.bus.url} swarm profiles={loaded} responder={'on' if answering else 'off'}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+        async def report() -> None:
+            assert answering is not None and governor_metrics is not None
+            while True:
+                a = await answering.assignments.get()
+                governor_metrics.observe_assignment(a)
+                console.print(f"blocker {a['blocker_id']} of {a['swarm_id']}: team {a['team'] or 'escalated'}")
+
+        reporter = asyncio.create_task(report()) if answering else None
+        endpoint = serve_metrics(registry, metrics_listen) if metrics_listen else None
+        if endpoint is not None:
+            console.print(f"metrics on {endpoint.url}")
+        try:
+            await asyncio.wait_for(stop.wait(), duration)
+        except asyncio.TimeoutError:
+            pass
+        if endpoint is not None:
+            endpoint.close()
+        if reporter is not None:
             reporter.cancel()
-            if server is not None:
-                await server.stop()
-            await responder.stop()
-            await governor.close()
-        console.print("coordinator stopped")
-
-    run_service(run())
+        if server is not None:
+            await server.stop()
+        if answering is not None:
+            await answering.stop()
+        await governor.close()
+    console.print("stopped")
 
 
 class _SwarmAPI:
@@ -96,7 +128,7 @@ class _SwarmAPI:
 
 
 async def _start_swarm_api(coordinator: object, listen: str, authority_key: Optional[Path],
-                           tls_cert: Optional[Path], tls_key: Optional[Path]) -> _SwarmAPI:
+                           tls_cert: Optional[Path], tls_key: Optional[Path], metrics: object = None) -> _SwarmAPI:
     import uvicorn
 
     from infrafabric.coordinator.credentials import CredentialVerifier, load_public_key
@@ -105,7 +137,8 @@ async def _start_swarm_api(coordinator: object, listen: str, authority_key: Opti
     host, _, port = listen.rpartition(":")
     assert authority_key is not None
     gateway = SwarmGateway(coordinator, CredentialVerifier(load_public_key(authority_key),  # type: ignore[arg-type]
-                                                           coordinator.kv))  # type: ignore[attr-defined]
+                                                           coordinator.kv),  # type: ignore[attr-defined]
+                           metrics=metrics)  # type: ignore[arg-type]
     config = uvicorn.Config(create_app(gateway), host=host or "127.0.0.1", port=int(port), log_level="warning",
                             lifespan="off", ssl_certfile=str(tls_cert) if tls_cert else None,
                             ssl_keyfile=str(tls_key) if tls_key else None)

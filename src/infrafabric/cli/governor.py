@@ -1,4 +1,4 @@
-"""`infrafabric governor register | find-help | budgets | reset-breaker | set-budget`."""
+"""`infrafabric governor serve | register | find-help | budgets | reset-breaker | set-budget`."""
 
 from __future__ import annotations
 
@@ -40,6 +40,22 @@ def _with_governor(kv: Optional[str], action: Callable[[Any], Awaitable[T]]) -> 
     except (InfraFabricError, ValueError, KeyError, OSError) as exc:
         console.print(f"[red]{getattr(exc, 'error_code', 'IF_ERR')}[/red]: {getattr(exc, 'message', exc)}")
         raise typer.Exit(2) from exc
+
+
+@app.command()
+def serve(
+    kv: Optional[str] = KV,
+    bus: Optional[str] = typer.Option(None, "--bus", help="Bus URL (nats://host:port or memory://)"),
+    policy: Optional[str] = typer.Option(None, help="ResourcePolicy YAML file"),
+    metrics_listen: Optional[str] = typer.Option(None, "--metrics-listen", help="HOST:PORT serving /metrics"),
+) -> None:
+    """Run the governor service: answer every blocker event with a team (one answer per blocker across
+    replicas) and export budgets, breakers and time-to-team."""
+    from infrafabric.cli.coordinator import serve_control_plane
+    from infrafabric.cli.runloop import run_service
+
+    run_service(serve_control_plane(kv=kv, bus=bus, policy=policy, responder=True, metrics_listen=metrics_listen,
+                                    name="governor"))
 
 
 def _caps(value: str) -> list[str]:

@@ -19,6 +19,8 @@ Routes (JSON; ``Authorization: Bearer <credential>``; after ``POST /v1/session``
 ``POST /v1/complete``      ``{"task_id", "result"}`` fenced by this swarm's claim, or
                            ``{"results": [{"task_id", "result"}, ...]}`` → one outcome per task
 ``POST /v1/blockers``      ``{"blocker_info": {...}}``: the event names the caller, never another swarm
+``POST /v1/tasks``         operator credential only: ``{"swarm_id", "tasks": [{...}, ...]}`` pushed
+                           into that swarm's inbox (an orchestrator in another process)
 =========================  =================================================================
 
 Errors answer ``{"error": {"code", "message"}}`` with the InfraFabric error code.
@@ -43,6 +45,7 @@ from backends.kv import Compare, Put
 from infrafabric.coordinator.coordinator import IFCoordinator
 from infrafabric.coordinator.core import Claim
 from infrafabric.coordinator.credentials import CredentialVerifier, Identity, bearer_token
+from infrafabric.coordinator.metrics import CoordinatorMetrics
 from infrafabric.errors import (
     CredentialError,
     InfraFabricError,
@@ -53,7 +56,7 @@ from infrafabric.errors import (
     ValidationError,
 )
 from infrafabric.httpjson import json_object
-from infrafabric.ids import validate_task_id, validate_task_ids
+from infrafabric.ids import validate_swarm_id, validate_task_id, validate_task_ids
 
 MAX_BODY_BYTES = 1 << 20
 MAX_WAIT_SECONDS = 30.0
@@ -83,20 +86,21 @@ class SwarmGateway:
     """Sessions of remote swarms over one ``IFCoordinator`` (which holds the engines)."""
 
     def __init__(self, coordinator: IFCoordinator, verifier: CredentialVerifier, *,
-                 session_ttl: float | None = None) -> None:
+                 session_ttl: float | None = None, metrics: CoordinatorMetrics | None = None) -> None:
         self.coordinator = coordinator
         self.verifier = verifier
+        self.metrics = metrics if metrics is not None else CoordinatorMetrics()
         self.session_ttl = session_ttl if session_ttl is not None else float(coordinator.core.claim_ttl)
         self._sessions: dict[str, Session] = {}
         self._open_lock = asyncio.Lock()
         self._reaper: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ identity and sessions
-    async def identify(self, authorization: str | None) -> Identity:
+    async def identify(self, authorization: str | None, role: str = "swarm") -> Identity:
         token = bearer_token(authorization)
         if token is None:
-            raise CredentialError("a swarm credential is required (Authorization: Bearer ...)")
-        return await self.verifier.verify(token, role="swarm")
+            raise CredentialError(f"a {role} credential is required (Authorization: Bearer ...)")
+        return await self.verifier.verify(token, role=role)
 
     def session_of(self, identity: Identity, session_id: str | None) -> Session:
         session = self._sessions.get(identity.name)
@@ -128,6 +132,7 @@ class SwarmGateway:
                 raise
             session = Session(swarm_id, session_id, inbox)
             self._sessions[swarm_id] = session
+            self.metrics.sessions.set(len(self._sessions))
         self.coordinator.core.audit("swarm_session_opened", {"swarm_id": swarm_id, "jti": identity.jti})
         if self._reaper is None:
             self._reaper = asyncio.create_task(self._reap())
@@ -137,6 +142,7 @@ class SwarmGateway:
         if self._sessions.get(session.swarm_id) is not session:
             return
         del self._sessions[session.swarm_id]
+        self.metrics.sessions.set(len(self._sessions))
         if release:
             await self.coordinator.deregister_swarm(session.swarm_id, release_claims=True)
         else:
@@ -155,6 +161,7 @@ class SwarmGateway:
                     self.coordinator.core.audit("swarm_session_expired", {"swarm_id": session.swarm_id}, "WARN")
                     if self._sessions.get(session.swarm_id) is session:
                         del self._sessions[session.swarm_id]
+                        self.metrics.sessions.set(len(self._sessions))
                         await self.coordinator.abandon_swarm(session.swarm_id)
 
     async def close(self) -> None:
@@ -186,12 +193,18 @@ class SwarmGateway:
 
     async def claim(self, session: Session, task_ids: list[str]) -> list[Claim | None]:
         core = self.coordinator.core
+        started = time.perf_counter()
         # one task: one transaction (the batch path gathers its transactions, which costs a single one more)
         claims = [await core.claim(session.swarm_id, task_ids[0])] if len(task_ids) == 1 else \
             await core.claim_many(session.swarm_id, task_ids)
+        self.metrics.claim_seconds.observe(time.perf_counter() - started)
+        won = 0
         for claim in claims:
             if claim is not None:
                 session.claims[claim.task_id] = claim
+                won += 1
+        self.metrics.claims.labels("won").inc(won)
+        self.metrics.claims.labels("lost").inc(len(claims) - won)
         return claims
 
     def _claim_for(self, session: Session, task_id: str) -> Claim:
@@ -207,6 +220,7 @@ class SwarmGateway:
         claim = self._claim_for(session, task_id)
         revision = await self.coordinator.core.complete(session.swarm_id, task_id, result, claim)
         session.claims.pop(task_id, None)
+        self.metrics.completed.inc()
         return revision
 
     async def progress(self, session: Session, task_id: str, progress: Any) -> int:
@@ -216,7 +230,18 @@ class SwarmGateway:
     async def report_blocker(self, session: Session, blocker_info: Any) -> dict[str, Any]:
         if not isinstance(blocker_info, dict):
             raise ValidationError("blocker_info must be an object")
-        return await self.coordinator.core.report_blocker(session.swarm_id, blocker_info)
+        event = await self.coordinator.core.report_blocker(session.swarm_id, blocker_info)
+        self.metrics.blockers.inc()
+        return event
+
+    async def push(self, operator: Identity, swarm_id: str, tasks: list[dict[str, Any]]) -> int:
+        """An operator's orchestrator pushes work into one swarm's inbox (audited with the operator's name)."""
+        validate_swarm_id(swarm_id)
+        pushed = await self.coordinator.push_tasks_to_swarm(swarm_id, tasks)
+        self.metrics.pushed.inc(pushed)
+        self.coordinator.core.audit("tasks_pushed_by_operator", {"operator": operator.name, "swarm_id": swarm_id,
+                                                                 "tasks": pushed})
+        return pushed
 
 
 # ---------------------------------------------------------------------- HTTP
@@ -239,14 +264,15 @@ async def _body(request: Request) -> dict[str, Any]:
 Handler = Callable[[SwarmGateway, Request, Identity], Awaitable[Any]]
 
 
-def _route(gateway: SwarmGateway, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+def _route(gateway: SwarmGateway, handler: Handler, role: str = "swarm") -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
-            identity = await gateway.identify(request.headers.get("authorization"))
+            identity = await gateway.identify(request.headers.get("authorization"), role)
             answer = await handler(gateway, request, identity)
             return answer if isinstance(answer, Response) else JSONResponse(answer)
         except InfraFabricError as exc:
             status = _STATUS.get(exc.error_code, 400 if isinstance(exc, ValueError) else 500)
+            gateway.metrics.refused.labels(exc.error_code).inc()
             if status in (401, 403):
                 gateway.coordinator.core.audit("swarm_call_refused", {
                     "path": request.url.path, "error_code": exc.error_code}, "WARN")
@@ -348,6 +374,17 @@ async def _blockers(gateway: SwarmGateway, request: Request, identity: Identity)
     return await gateway.report_blocker(session, (await _body(request)).get("blocker_info"))
 
 
+async def _push(gateway: SwarmGateway, request: Request, identity: Identity) -> Any:
+    body = await _body(request)
+    tasks = body.get("tasks")
+    if not isinstance(tasks, list) or not 1 <= len(tasks) <= MAX_BATCH or not all(isinstance(t, dict) for t in tasks):
+        raise ValidationError(f"tasks must be a list of 1 to {MAX_BATCH} objects")
+    swarm_id = body.get("swarm_id")
+    if not isinstance(swarm_id, str):
+        raise ValidationError("swarm_id must be a string")
+    return {"pushed": await gateway.push(identity, swarm_id, tasks)}
+
+
 def create_app(gateway: SwarmGateway) -> Starlette:
     def r(path: str, handler: Handler, methods: list[str]) -> Route:
         return Route(path, _route(gateway, handler), methods=methods)
@@ -363,6 +400,7 @@ def create_app(gateway: SwarmGateway) -> Starlette:
         r("/v1/inbox", _inbox, ["GET"]), r("/v1/heartbeat", _heartbeat, ["POST"]),
         r("/v1/claims", _claims, ["POST"]), r("/v1/complete", _complete, ["POST"]),
         r("/v1/progress", _progress, ["POST"]), r("/v1/blockers", _blockers, ["POST"]),
+        Route("/v1/tasks", _route(gateway, _push, role="operator"), methods=["POST"]),
     ], exception_handlers={404: not_found, 405: not_allowed})
 
 

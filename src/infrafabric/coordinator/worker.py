@@ -7,6 +7,8 @@ which only control-plane processes (that hold the engines' credentials anyway) s
 It registers, then for every pushed task claims it and (unless --hold) completes it with a result,
 printing one JSON line per event on stdout so a supervisor or a test can follow it. With --hold it
 keeps its claims without completing: kill it to see its lease expire and its tasks become claimable.
+With ``--chassis URL`` each task runs in the chassis pool's WASM sandbox (with this swarm's credential)
+and its result is the guest's answer: swarm code never runs in the worker's own process.
 """
 
 from __future__ import annotations
@@ -27,6 +29,32 @@ def emit(event: str, **fields: object) -> None:
     sys.stdout.flush()
 
 
+class ChassisRunner:
+    """Runs a task in the chassis pool service with this swarm's credential."""
+
+    def __init__(self, url: str, credential_file: str) -> None:
+        import httpx
+
+        from infrafabric.coordinator.credentials import read_credential
+
+        self._client = httpx.AsyncClient(base_url=url.rstrip("/"), timeout=30.0, headers={
+            "Authorization": f"Bearer {read_credential(credential_file)}"})
+
+    async def run(self, task: dict[str, object]) -> dict[str, object]:
+        payload = {"id": str(task.get("id", "task")), "action": task.get("action") or "echo",
+                   "text": str(task.get("text") or task.get("type") or "")}
+        reply = await self._client.post("/v1/executions", json={"task": payload})
+        body = reply.json()
+        if reply.status_code != 200:
+            error = body.get("error", {})
+            raise InfraFabricError(str(error.get("message", reply.status_code)),
+                                   error_code=str(error.get("code", "IF_ERR_CHASSIS")))
+        return body  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
 async def run(args: argparse.Namespace) -> None:
     caps = [c for c in args.capabilities.split(",") if c]
     client: SwarmClient | RemoteSwarmClient
@@ -40,6 +68,7 @@ async def run(args: argparse.Namespace) -> None:
         emit("error", code=exc.error_code, message=exc.message)
         raise SystemExit(3) from None
     emit("ready", swarm_id=client.swarm_id, pid=os.getpid())
+    chassis = ChassisRunner(args.chassis, args.credential) if args.chassis else None
     try:
         while True:
             task = await client.next_task()
@@ -57,12 +86,18 @@ async def run(args: argparse.Namespace) -> None:
                 continue
             emit("claimed", task_id=task_id, revision=claim.revision)
             if not args.hold:
-                await client.complete(claim.task_id, {"by": client.swarm_id}, claim)
+                result: object = {"by": client.swarm_id}
+                if chassis is not None:
+                    result = await chassis.run(task)
+                    emit("executed", task_id=task_id, status=result.get("result", {}).get("status"))
+                await client.complete(claim.task_id, result, claim)
                 emit("completed", task_id=task_id)
     except InfraFabricError as exc:
         emit("error", code=exc.error_code, message=exc.message)
         raise SystemExit(3) from None
     finally:
+        if chassis is not None:
+            await chassis.close()
         await client.stop(release=not args.hold)
         emit("stopped")
 
@@ -78,6 +113,7 @@ def main() -> None:
     parser.add_argument("--bus")
     parser.add_argument("--claim-ttl", type=int, default=10)
     parser.add_argument("--hold", action="store_true")
+    parser.add_argument("--chassis", help="chassis pool URL: run each task in its sandbox (with --service)")
     args = parser.parse_args()
     if args.service and not args.credential:
         parser.error("--service needs --credential")

@@ -19,7 +19,8 @@ from lucid.service_mesh.discovery.registry_core import AsyncServiceRegistry
 from lucid.service_mesh.security.auth_provider import ServiceAuthProvider
 
 
-async def main(kv_url: str, jwks_path: str, host: str, port: int, limits: MeshRateLimits) -> None:
+async def main(kv_url: str, jwks_path: str, host: str, port: int, limits: MeshRateLimits,
+               metrics_listen: str | None = None) -> None:
     kv = open_kv(kv_url)
     await kv.connect()
     registry = AsyncServiceRegistry(kv)
@@ -28,9 +29,21 @@ async def main(kv_url: str, jwks_path: str, host: str, port: int, limits: MeshRa
     verifier = ServiceAuthProvider.verifier_from_jwks(json.loads(Path(jwks_path).read_text()))
     app = create_app(registry, discovery, verifier, limits)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    endpoint = None
+    if metrics_listen:
+        from prometheus_client import CollectorRegistry
+
+        from backends.metrics import serve_metrics
+        from lucid.service_mesh.discovery.metrics import RegistryCollector
+
+        registry_metrics = CollectorRegistry()
+        registry_metrics.register(RegistryCollector(discovery.cache))
+        endpoint = serve_metrics(registry_metrics, metrics_listen)
     try:
         await server.serve()
     finally:
+        if endpoint is not None:
+            endpoint.close()
         await discovery.close()
         await kv.close()
 
@@ -45,9 +58,10 @@ if __name__ == "__main__":
                         help="requests a minute per service identity (429 beyond)")
     parser.add_argument("--auth-failures-per-ip", type=int, default=MeshRateLimits.auth_failures_per_ip,
                         help="failed authentications a minute per client address")
+    parser.add_argument("--metrics-listen", help="HOST:PORT serving /metrics (registry health by plane)")
     args = parser.parse_args()
     try:
         limits = MeshRateLimits(args.rate_per_service, args.auth_failures_per_ip)
     except ValueError as exc:
         parser.error(str(exc))
-    asyncio.run(main(args.kv, args.jwks, args.host, args.port, limits))
+    asyncio.run(main(args.kv, args.jwks, args.host, args.port, limits, args.metrics_listen))

@@ -37,7 +37,10 @@ class MeshService:
         policy: PlanePolicy | None = None,
         call_timeout: float = 5.0,
         audit: AuditSink | None = None,
+        verifier: ServiceAuthProvider | None = None,
     ) -> None:
+        """``auth`` signs this workload's tokens; ``verifier`` (default: ``auth``) checks callers' tokens,
+        e.g. one built from the mesh's JWK set when each service has a key of its own."""
         self.identity = ServiceIdentity(service_name, cluster, plane)
         self.service_id = service_id or str(uuid.uuid4())
         self.mtls = MTLSManager(cert_manager)
@@ -46,7 +49,7 @@ class MeshService:
         )
         self.server = MeshServer(
             self.mtls.server_context(self.cert_path, self.key_path),
-            MeshAuthorizer(self.identity, auth, policy),
+            MeshAuthorizer(self.identity, verifier or auth, policy),
             handler or _echo,
             audit=audit,
         )

@@ -1,10 +1,16 @@
 """A runnable mesh workload: registers itself, heartbeats, serves over mTLS + JWT, calls others with breakers.
 
 ``python -m lucid.service_mesh.policy.workload --kv URL --name api-gateway --cluster api-gateway --plane ops
---ca-dir DIR --jwt-key FILE [--ttl 2] [--breaker-threshold 3]`` prints ``READY <port> <service_id>`` once
-it is registered. Routes: ``GET /local`` (no dependency), ``GET /call/<service>`` (resolve and call that
-service's /local through the breaker), ``GET /breakers``. A dependency that fails is answered with 424
-(Failed Dependency), not 5xx, so callers' breakers for *this* service stay closed (no cascade).
+--ca-dir DIR --jwt-key FILE [--jwks FILE] [--app echo|api-gateway|tron-payment] [--metrics-listen H:P]``
+prints ``READY <port> <service_id>`` once it is registered. Routes of every app: ``GET /local`` (no
+dependency), ``GET /call/<service>`` (resolve and call that service's /local through the breaker),
+``GET /breakers``. A dependency that fails is answered with 424 (Failed Dependency), not 5xx, so callers'
+breakers for *this* service stay closed (no cascade).
+
+Apps: ``api-gateway`` also forwards ``/payments/*`` to tron-payment (the only way into the wallet plane);
+``tron-payment`` serves ``/payments/*`` with the TRON client it alone holds (``--ledger-url``, tag key
+``--tag-key-file``). With ``--metrics-listen`` the workload's metrics are served over mTLS (a client
+certificate from the mesh CA is required, as for every other call).
 """
 
 from __future__ import annotations
@@ -15,9 +21,13 @@ import logging
 import os
 import signal
 from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
 
 from backends.kv import open_kv
-
+from backends.metrics import MetricsTLS, serve_metrics
+from lucid.service_mesh.audit import AuditSink
 from lucid.service_mesh.discovery.discovery_core import AsyncServiceDiscoveryClient
 from lucid.service_mesh.discovery.health import TTLHeartbeat
 from lucid.service_mesh.discovery.keys import DEFAULT_PREFIX
@@ -37,10 +47,41 @@ from lucid.service_mesh.security.cert_manager import CertificateManager
 log = logging.getLogger("lucid.workload")
 
 
+class WorkloadMetrics:
+    """Requests served and refused, by the mesh's own audit events (handshake, JWT, policy)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter("lucid_mesh_requests_total", "Requests this workload answered, by status class",
+                                ["status"], registry=registry)
+        self.denials = Counter("lucid_mesh_denials_total", "Calls refused by the mesh (mTLS, JWT, plane policy)",
+                               ["operation", "code"], registry=registry)
+        self.payouts = Counter("lucid_mesh_payment_broadcasts_total", "Payment broadcasts by outcome",
+                               ["outcome"], registry=registry)
+
+
+class CountingAudit(AuditSink):
+    """The mesh's audit sink: counts each denial, then logs it (the refusal is on record in the log file)."""
+
+    def __init__(self, metrics: WorkloadMetrics) -> None:
+        self.metrics = metrics
+
+    def log(self, component: str, operation: str, params: dict[str, Any] | None = None,
+            severity: str = "INFO", trace_id: str | None = None) -> None:
+        self.metrics.denials.labels(operation, str((params or {}).get("error_code", ""))).inc()
+        log.warning("audit %s %s %s", component, operation, params)
+
+
 async def run(args: argparse.Namespace) -> None:
     ca = Path(args.ca_dir)
     certs = CertificateManager(str(ca / "ca.crt"), str(ca / "ca.key"), str(ca / "certs"))
     auth = ServiceAuthProvider(private_key_path=args.jwt_key)
+    verifier = None
+    if args.jwks:
+        import json
+
+        verifier = ServiceAuthProvider.verifier_from_jwks(json.loads(Path(args.jwks).read_text()))
+    registry_metrics = CollectorRegistry()
+    metrics = WorkloadMetrics(registry_metrics)
     kv = open_kv(args.kv)
     await kv.connect()
     registry = AsyncServiceRegistry(kv, prefix=args.prefix)
@@ -49,27 +90,54 @@ async def run(args: argparse.Namespace) -> None:
     breakers = BreakerRegistry(failure_threshold=args.breaker_threshold, recovery_timeout=args.recovery_timeout,
                                failure_exceptions=(UpstreamCallError,))
     holder: dict[str, MeshService] = {}
+    app_handler = None
+    tron = None
+    if args.app == "tron-payment":
+        from lucid.node.tron.local_ledger import LocalLedgerTronClient
+        from lucid.node.tron.mesh import payment_handler
+
+        tron = LocalLedgerTronClient(args.ledger_url)
+        await tron.initialize()
+        app_handler = payment_handler(tron, Path(args.tag_key_file).read_bytes(),
+                                      on_result=lambda outcome: metrics.payouts.labels(outcome).inc())
+
+    async def call_service(target: str, method: str, path: str, body: Any = None) -> MeshResponse:
+        me = holder["svc"]
+        try:
+            ep = await discovery.resolve_service(target)
+            reply = await me.call((target, ep["endpoint"]["host"], ep["endpoint"]["port"]), method, path, body)
+            return MeshResponse(reply.status_code, reply.json())
+        except (CircuitBreakerOpenError, ServiceNotFoundError) as exc:
+            return MeshResponse(424, error_envelope(exc))
+        except LucidMeshError as exc:  # a denial by the callee's policy is a failed dependency for our caller
+            return MeshResponse(424, error_envelope(exc))
 
     async def handler(req: MeshRequest) -> MeshResponse:
+        response = await dispatch(req)
+        metrics.requests.labels(f"{response.status // 100}xx").inc()
+        return response
+
+    async def dispatch(req: MeshRequest) -> MeshResponse:
         me = holder["svc"]
         if req.path == "/local":
             return MeshResponse(200, {"service": args.name, "pid": os.getpid(), "serviceId": me.service_id})
         if req.path == "/breakers":
             return MeshResponse(200, breakers.states())
         if req.path.startswith("/call/"):
-            target = req.path[len("/call/"):]
+            reply = await call_service(req.path[len("/call/"):], "GET", "/local")
+            return MeshResponse(200, {"via": args.name, "reply": reply.body}) if reply.status == 200 else reply
+        if args.app == "api-gateway" and req.path.startswith("/payments/"):
             try:
-                ep = await discovery.resolve_service(target)
-                reply = await me.call((target, ep["endpoint"]["host"], ep["endpoint"]["port"]), "GET", "/local")
-                return MeshResponse(200, {"via": args.name, "reply": reply.json()})
-            except (CircuitBreakerOpenError, ServiceNotFoundError) as exc:
-                return MeshResponse(424, error_envelope(exc))
-            except LucidMeshError as exc:
-                return MeshResponse(424, error_envelope(exc))
+                body = req.json() if req.body else None
+            except ValueError:
+                return MeshResponse(400, {"error": {"code": "LUCID_ERR_1001", "message": "body is not JSON"}})
+            return await call_service("tron-payment", req.method, req.path, body)
+        if app_handler is not None:
+            return await app_handler(req)
         return MeshResponse(404, {"error": {"code": "LUCID_ERR_1002", "message": "no such route"}})
 
     svc = MeshService(args.name, args.cluster, args.plane, certs, auth, handler, breakers=breakers,
-                      call_timeout=args.call_timeout)
+                      call_timeout=args.call_timeout, audit=CountingAudit(metrics), verifier=verifier)
     holder["svc"] = svc
     port = await svc.start(port=args.port)
     sid = await registry.register_service(
@@ -77,15 +145,23 @@ async def run(args: argparse.Namespace) -> None:
         service_id=svc.service_id, ttl=args.ttl, deregister_critical_after=args.deregister_after,
     )
     beat = TTLHeartbeat(registry, sid, interval=max(args.ttl / 4, 0.1)).start()
+    endpoint = None
+    if args.metrics_listen:
+        endpoint = serve_metrics(registry_metrics, args.metrics_listen,
+                                 MetricsTLS(Path(svc.cert_path), Path(svc.key_path), certs.ca_cert_path))
     print(f"READY {port} {sid}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if endpoint is not None:
+        endpoint.close()
     await beat.stop()
     await registry.deregister_service(sid)  # graceful exit leaves at once; a kill leaves by TTL
     await svc.close()
+    if tron is not None:
+        await tron.close()
     await discovery.close()
     await kv.close()
 
@@ -100,6 +176,11 @@ def main() -> None:
     p.add_argument("--version", default="1.0.0")
     p.add_argument("--ca-dir", required=True)
     p.add_argument("--jwt-key", required=True)
+    p.add_argument("--jwks", help="JWK set of every service's token key (callers' tokens are checked with it)")
+    p.add_argument("--app", choices=("echo", "api-gateway", "tron-payment"), default="echo")
+    p.add_argument("--ledger-url", help="tron-payment: the local TRON ledger's database URL")
+    p.add_argument("--tag-key-file", help="tron-payment: key binding prepared transfers (kept secret)")
+    p.add_argument("--metrics-listen", help="HOST:PORT serving /metrics over mTLS")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--ttl", type=float, default=2.0)
     p.add_argument("--deregister-after", type=float, default=2.0)
@@ -107,6 +188,8 @@ def main() -> None:
     p.add_argument("--recovery-timeout", type=float, default=30.0)
     p.add_argument("--call-timeout", type=float, default=2.0)
     args = p.parse_args()
+    if args.app == "tron-payment" and not args.tag_key_file:
+        p.error("--app tron-payment needs --tag-key-file")
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(run(args))
 

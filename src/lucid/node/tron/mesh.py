@@ -1,0 +1,249 @@
+"""Payouts through the mesh: the node API never holds the TRON client in the deployed form.
+
+``MeshTronClient`` is the node API's two-phase TRON client: every call goes to ``api-gateway`` (ops
+plane) over mTLS + JWT, which forwards ``/payments/*`` to ``tron-payment`` (wallet plane), the only
+process holding the TRON client and its key. The plane policy refuses node-management → tron-payment.
+
+A prepared transfer leaves tron-payment and comes back for its broadcast, so tron-payment binds it: the
+transaction id is recomputed from the raw transaction and an HMAC tag (a key only tron-payment holds)
+must match, so neither the gateway nor the node API can change the payee or the amount on the way (a
+real chain's signature does the same job for ``TronpyClient``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from lucid.service_mesh.policy.mesh_server import MeshRequest, MeshResponse
+
+from .base import PreparedTransfer, TransferResult, TwoPhaseTronClient
+
+__all__ = ["MeshGatewayCaller", "MeshTronClient", "PaymentError", "payment_handler"]
+
+MeshCall = Callable[[str, str, Any], Awaitable[tuple[int, Any]]]  # (method, path, body) -> (status, json)
+_TXID = re.compile(r"^[0-9a-f]{64}\Z")
+_ADDRESS = re.compile(r"^T[1-9A-HJ-NP-Za-km-z]{33}\Z")
+_REFERENCE = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
+MAX_BATCH = 500
+
+
+class PaymentError(Exception):
+    """A refused payment call; ``error_code`` is LUCID_ERR_* and ``status`` the HTTP status it answers."""
+
+    def __init__(self, message: str, error_code: str = "LUCID_ERR_1001", status: int = 400) -> None:
+        super().__init__(message)
+        self.message, self.error_code, self.status = message, error_code, status
+
+
+class MeshTronClient(TwoPhaseTronClient):
+    def __init__(self, call: MeshCall, *, final_at_broadcast: bool = True) -> None:
+        self._call = call
+        self.final_at_broadcast = final_at_broadcast
+
+    async def _json(self, method: str, path: str, body: Any = None) -> Any:
+        status, answer = await self._call(method, path, body)
+        if status != 200:
+            error = answer.get("error", {}) if isinstance(answer, dict) else {}
+            raise PaymentError(str(error.get("message", f"payment service answered {status}")),
+                               str(error.get("code", "LUCID_ERR_1005")), status)
+        return answer
+
+    async def prepare_usdt_transfer(self, to_address: str, amount: Decimal, reference: str) -> PreparedTransfer:
+        answer = await self._json("POST", "/payments/prepare", {"to_address": to_address, "amount": str(amount),
+                                                                 "reference": reference})
+        # tron-payment's tag rides inside raw, so it survives the processor's own storage of the payload
+        return PreparedTransfer.from_payload(answer["prepared"])
+
+    async def broadcast(self, prepared: PreparedTransfer) -> TransferResult:
+        return (await self.broadcast_many([prepared]))[0]
+
+    async def broadcast_many(self, prepared: list[PreparedTransfer]) -> list[TransferResult]:
+        if not prepared:
+            return []
+        answer = await self._json("POST", "/payments/broadcast", {"prepared": [p.to_payload() for p in prepared]})
+        return list(answer["results"])
+
+    async def get_transaction(self, txid: str) -> TransferResult | None:
+        answer = await self._json("GET", f"/payments/transactions/{txid}")
+        return answer.get("transaction")  # type: ignore[no-any-return]
+
+    async def get_balance(self, address: str) -> Decimal:
+        answer = await self._json("GET", f"/payments/balances/{address}")
+        return Decimal(str(answer["balance"]))
+
+    async def close(self) -> None:
+        close = getattr(self._call, "close", None)
+        if close is not None:
+            await close()
+
+
+def _tag(key: bytes, raw: dict[str, Any]) -> str:
+    canonical = json.dumps({k: v for k, v in raw.items() if k != "tag"}, sort_keys=True, separators=(",", ":"))
+    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
+
+
+def _amount(value: Any) -> Decimal:
+    try:
+        amount = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        raise PaymentError("amount must be a decimal number") from None
+    if not amount.is_finite() or amount <= 0 or amount > Decimal("1000000000") or amount.as_tuple().exponent < -6:
+        raise PaymentError("amount must be positive, at most 1e9 USDT, with at most 6 decimals")
+    return amount
+
+
+def _object(request: MeshRequest) -> dict[str, Any]:
+    try:
+        body = request.json()
+    except ValueError:
+        raise PaymentError("body is not JSON") from None
+    if not isinstance(body, dict):
+        raise PaymentError("body must be a JSON object")
+    return body
+
+
+def payment_handler(tron: TwoPhaseTronClient, tag_key: bytes,
+                    on_result: Callable[[str], None] | None = None) -> Callable[[MeshRequest], Awaitable[MeshResponse]]:
+    """tron-payment's routes. ``tag_key`` binds prepared transfers; ``on_result`` sees each broadcast's
+    outcome (``success``, ``failed``, ``duplicate``, ``refused``) for the metrics."""
+
+    def count(outcome: str) -> None:
+        if on_result is not None:
+            on_result(outcome)
+
+    async def prepare(request: MeshRequest) -> MeshResponse:
+        body = _object(request)
+        to, reference = body.get("to_address"), body.get("reference")
+        if not isinstance(to, str) or not _ADDRESS.match(to):
+            raise PaymentError("to_address must be a TRON base58 address")
+        if not isinstance(reference, str) or not _REFERENCE.match(reference):
+            raise PaymentError("reference must be 1-128 of [A-Za-z0-9._:-]")
+        prepared = await tron.prepare_usdt_transfer(to, _amount(body.get("amount")), reference)
+        payload = prepared.to_payload()
+        payload["raw"] = {**payload["raw"], "tag": _tag(tag_key, payload["raw"])}
+        return MeshResponse(200, {"prepared": payload})
+
+    def verified(item: Any) -> PreparedTransfer:
+        if not isinstance(item, dict) or not isinstance(item.get("raw"), dict):
+            raise PaymentError("each prepared transfer must be an object with its raw transaction")
+        raw = dict(item["raw"])
+        tag = raw.get("tag")
+        if not isinstance(tag, str) or not hmac.compare_digest(tag, _tag(tag_key, raw)):
+            count("refused")
+            raise PaymentError("prepared transfer was not issued by tron-payment or was changed", "LUCID_ERR_1203",
+                               403)
+        raw.pop("tag")
+        txid = hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        if item.get("txid") != txid or item.get("to_address") != raw.get("to"):
+            count("refused")
+            raise PaymentError("transaction id or payee does not match the raw transaction", "LUCID_ERR_1203", 403)
+        try:
+            return PreparedTransfer.from_payload({**item, "raw": raw})
+        except (KeyError, ValueError, TypeError, InvalidOperation):
+            raise PaymentError("prepared transfer is malformed") from None
+
+    async def broadcast(request: MeshRequest) -> MeshResponse:
+        items = _object(request).get("prepared")
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+            raise PaymentError(f"prepared must be a list of 1 to {MAX_BATCH} transfers")
+        transfers = [verified(item) for item in items]  # all verified before any is broadcast
+        results = await tron.broadcast_many(transfers)
+        for r in results:
+            count("duplicate" if r.get("duplicate") else "success" if r.get("success") else "failed")
+        return MeshResponse(200, {"results": results})
+
+    async def transaction(txid: str) -> MeshResponse:
+        if not _TXID.match(txid):
+            raise PaymentError("txid must be 64 hex digits")
+        return MeshResponse(200, {"transaction": await tron.get_transaction(txid)})
+
+    async def balance(address: str) -> MeshResponse:
+        if not _ADDRESS.match(address):
+            raise PaymentError("address must be a TRON base58 address")
+        return MeshResponse(200, {"address": address, "balance": str(await tron.get_balance(address))})
+
+    async def handle(request: MeshRequest) -> MeshResponse:
+        try:
+            if request.method == "POST" and request.path == "/payments/prepare":
+                return await prepare(request)
+            if request.method == "POST" and request.path == "/payments/broadcast":
+                return await broadcast(request)
+            if request.method == "GET" and request.path.startswith("/payments/transactions/"):
+                return await transaction(request.path.rsplit("/", 1)[1])
+            if request.method == "GET" and request.path.startswith("/payments/balances/"):
+                return await balance(request.path.rsplit("/", 1)[1])
+            return MeshResponse(404, {"error": {"code": "LUCID_ERR_1002", "message": "no such route"}})
+        except PaymentError as exc:
+            return MeshResponse(exc.status, {"error": {"code": exc.error_code, "message": exc.message}})
+
+    return handle
+
+
+class MeshGatewayCaller:
+    """node-management's side of the mesh: mTLS with its own certificate, its own JWT, the target resolved
+    in discovery on every call (a restarted gateway on a new port is found), through a circuit breaker."""
+
+    def __init__(self, kv_url: str, ca_dir: str, jwt_key: str, *, service_name: str = "node-management",
+                 cluster: str = "node-management", plane: str = "ops", target: str = "api-gateway",
+                 timeout: float = 10.0) -> None:
+        self.kv_url, self.ca_dir, self.jwt_key = kv_url, Path(ca_dir), jwt_key
+        self.service_name, self.cluster, self.plane, self.target = service_name, cluster, plane, target
+        self.timeout = timeout
+        self._client: Any = None
+        self._discovery: Any = None
+        self._kv: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _start(self) -> None:
+        from backends.kv import open_kv
+        from lucid.service_mesh.discovery.discovery_core import AsyncServiceDiscoveryClient
+        from lucid.service_mesh.errors import UpstreamCallError
+        from lucid.service_mesh.policy.mesh_client import MeshClient, TokenSource
+        from lucid.service_mesh.resilience.circuit_breaker import BreakerRegistry
+        from lucid.service_mesh.security.auth_provider import ServiceAuthProvider
+        from lucid.service_mesh.security.cert_manager import CertificateManager
+        from lucid.service_mesh.security.mtls_manager import MTLSManager
+
+        certs = CertificateManager(str(self.ca_dir / "ca.crt"), str(self.ca_dir / "ca.key"),
+                                   str(self.ca_dir / "certs"))
+        service_id = f"{self.service_name}-{uuid.uuid4().hex[:12]}"
+        cert, key = certs.generate_service_certificate(self.service_name, service_id, self.cluster, self.plane)
+        auth = ServiceAuthProvider(private_key_path=self.jwt_key)
+        self._kv = open_kv(self.kv_url)
+        await self._kv.connect()
+        self._discovery = AsyncServiceDiscoveryClient(self._kv)
+        await self._discovery.start()
+        self._client = MeshClient(MTLSManager(certs).client_context(cert, key),
+                                  TokenSource(auth, self.service_name, service_id, self.cluster, self.plane),
+                                  breakers=BreakerRegistry(failure_threshold=3, recovery_timeout=5.0,
+                                                           failure_exceptions=(UpstreamCallError,)),
+                                  timeout=self.timeout, own_certificate=cert)
+
+    async def __call__(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        from lucid.service_mesh.errors import LucidMeshError
+
+        async with self._lock:
+            if self._client is None:
+                await self._start()
+        try:
+            endpoint = (await self._discovery.resolve_service(self.target))["endpoint"]
+            reply = await self._client.call(self.target, endpoint["host"], endpoint["port"], method, path, json=body)
+        except LucidMeshError as exc:
+            return exc.http_status, {"error": {"code": exc.error_code, "message": exc.message}}
+        return reply.status_code, reply.json()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            await self._discovery.close()
+            await self._kv.close()
+            self._client = None

@@ -1,0 +1,153 @@
+"""What each service of the stack is: its command line, environment, ports, health probe and scrape job.
+
+Every service is an ordinary command of the project (``infrafabric coordinator serve``, ``lucid serve``,
+the mesh workload, the swarm worker), so what the supervisor runs is what an operator would run by hand.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stack.engines import Engines
+from stack.identity import StackIdentity, issue_swarm_credential
+from stack.state import StackState
+from stack.topology import Topology
+
+__all__ = ["Health", "Scrape", "ServiceSpec", "build_catalog"]
+
+PY = sys.executable
+
+
+@dataclass(frozen=True)
+class Health:
+    """``http``: GET ``url`` answers 200 (``tls`` = (ca, cert, key) for an mTLS endpoint); ``log``: the
+    service wrote ``marker`` to its log since its latest start (a worker has no port)."""
+
+    kind: str
+    url: str = ""
+    marker: str = ""
+    tls: tuple[Path, Path, Path] | None = None
+
+
+@dataclass(frozen=True)
+class Scrape:
+    target: str  # host:port
+    scheme: str = "http"
+    path: str = "/metrics"
+    tls: tuple[Path, Path, Path] | None = None  # (ca, client cert, client key)
+    server_name: str | None = None
+    bearer_file: Path | None = None
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    argv: list[str]
+    health: Health
+    env: dict[str, str] = field(default_factory=dict)
+    url: str = ""
+    ports: list[int] = field(default_factory=list)
+    scrape: Scrape | None = None
+    before_start: Callable[[], None] | None = None
+
+
+def _mesh_tls(identity: StackIdentity) -> tuple[Path, Path, Path]:
+    return Path(identity.certs.ca_cert_path), identity.scrape_cert, identity.scrape_key
+
+
+def build_catalog(topology: Topology, state: StackState, engines: Engines, identity: StackIdentity,
+                  only: list[str] | None = None) -> list[ServiceSpec]:
+    h = topology.host
+    specs: dict[str, ServiceSpec] = {}
+
+    def port(key: str) -> int:
+        conf = topology.services.get(key)
+        return state.port(f"service.{key}", conf.port if conf is not None else 0)
+
+    def metrics(key: str) -> int:
+        return state.port(f"service.{key}.metrics")
+
+    from infrafabric.coordinator.credentials import PUBLIC_FILE
+
+    authority_pub = state.authority / PUBLIC_FILE
+    mesh_args = ["--kv", engines.kv_url, "--ca-dir", str(state.mesh_ca), "--jwks", str(state.jwks)]
+
+    # -- mesh discovery API ----------------------------------------------------------------------------
+    p, m = port("discovery"), metrics("discovery")
+    specs["discovery"] = ServiceSpec(
+        "discovery", [PY, "-m", "lucid.service_mesh.api", "--kv", engines.kv_url, "--jwks", str(state.jwks),
+                      "--host", h, "--port", str(p), "--metrics-listen", f"{h}:{m}"],
+        Health("http", f"http://{h}:{m}/metrics"), url=f"http://{h}:{p}", ports=[p, m], scrape=Scrape(f"{h}:{m}"))
+
+    # -- IF.coordinator (swarm API) and IF.governor (blocker responder) -----------------------------------
+    p, m = port("coordinator"), metrics("coordinator")
+    specs["coordinator"] = ServiceSpec(
+        "coordinator", [PY, "-m", "infrafabric.cli.main", "coordinator", "serve", "--kv", engines.kv_url,
+                        "--bus", engines.bus_url, "--listen", f"{h}:{p}", "--authority-key", str(authority_pub),
+                        "--no-responder", "--metrics-listen", f"{h}:{m}"],
+        Health("http", f"http://{h}:{m}/metrics"), url=f"http://{h}:{p}", ports=[p, m], scrape=Scrape(f"{h}:{m}"))
+    m = metrics("governor")
+    specs["governor"] = ServiceSpec(
+        "governor", [PY, "-m", "infrafabric.cli.main", "governor", "serve", "--kv", engines.kv_url,
+                     "--bus", engines.bus_url, "--metrics-listen", f"{h}:{m}"],
+        Health("http", f"http://{h}:{m}/metrics"), ports=[m], scrape=Scrape(f"{h}:{m}"))
+
+    # -- IF.chassis pool ----------------------------------------------------------------------------------
+    p, m = port("chassis-pool"), metrics("chassis-pool")
+    specs["chassis-pool"] = ServiceSpec(
+        "chassis-pool", [PY, "-m", "infrafabric.cli.main", "chassis", "serve", "--listen", f"{h}:{p}",
+                         "--authority-key", str(authority_pub), "--kv", engines.kv_url,
+                         "--metrics-listen", f"{h}:{m}"],
+        Health("http", f"http://{h}:{m}/metrics"), url=f"http://{h}:{p}", ports=[p, m], scrape=Scrape(f"{h}:{m}"))
+
+    # -- the payment path: tron-payment (wallet plane) behind api-gateway (ops plane) -------------------------
+    tls = _mesh_tls(identity)
+    for name, plane, extra in (
+        ("tron-payment", "wallet", ["--app", "tron-payment", "--ledger-url",
+                                    f"sqlite+aiosqlite:///{state.root / 'data' / 'tron-ledger.db'}",
+                                    "--tag-key-file", str(state.secret_file("tron-payment-tag-key"))]),
+        ("api-gateway", "ops", ["--app", "api-gateway"]),
+    ):
+        p, m = port(name), metrics(name)
+        specs[name] = ServiceSpec(
+            name, [PY, "-m", "lucid.service_mesh.policy.workload", *mesh_args, "--name", name, "--cluster", name,
+                   "--plane", plane, "--jwt-key", str(state.jwt_key(name)), "--port", str(p), "--ttl", "2",
+                   "--deregister-after", "4", "--metrics-listen", f"{h}:{m}", *extra],
+            Health("https", f"https://{h}:{m}/metrics", tls=tls), url=f"mtls://{h}:{p}", ports=[p, m],
+            scrape=Scrape(f"{h}:{m}", "https", tls=tls, server_name=f"{name}.lucid.internal"),
+            before_start=(lambda: state.secret("tron-payment-tag-key")) if name == "tron-payment" else None)
+
+    # -- node management API (8083): payouts through the mesh -------------------------------------------
+    p = port("node-management")
+    specs["node-management"] = ServiceSpec(
+        "node-management", [PY, "-m", "lucid.cli", "serve", "--host", h, "--port", str(p),
+                            "--db-url", engines.node_db_url, "--log-level", "warning"],
+        Health("http", f"http://{h}:{p}/health"),
+        env={"LUCID_NODE_JWT_SECRET": identity.node_jwt_secret, "PGPASSWORD": engines.node_db_password,
+             "LUCID_TRON_CLIENT": "mesh", "LUCID_MESH_KV": engines.kv_url, "LUCID_MESH_CA_DIR": str(state.mesh_ca),
+             "LUCID_MESH_JWT_KEY": str(state.jwt_key("node-management"))},
+        url=f"http://{h}:{p}", ports=[p], scrape=Scrape(f"{h}:{p}", bearer_file=identity.node_metrics_token))
+
+    # -- the seven swarms of the phase-0 scenario ------------------------------------------------------------
+    coordinator_url, chassis_url = specs["coordinator"].url, specs["chassis-pool"].url
+    for swarm in topology.swarms.values():
+        name = f"swarm-{swarm.swarm_id}"
+        cred = state.credential(swarm.swarm_id)
+        specs[name] = ServiceSpec(
+            name, [PY, "-m", "infrafabric.coordinator.worker", "--service", coordinator_url, "--credential",
+                   str(cred), "--capabilities", ",".join(swarm.capabilities), "--chassis", chassis_url],
+            Health("log", marker='"event": "ready"'),
+            before_start=lambda s=swarm.swarm_id: issue_swarm_credential(state, s) and None)
+
+    wanted = topology.service_names()
+    if only:
+        unknown = sorted(set(only) - set(wanted))
+        if unknown:
+            from stack.topology import TopologyError
+
+            raise TopologyError(f"--only names unknown service(s) {unknown}; known: {', '.join(wanted)}")
+        wanted = [n for n in wanted if n in only]
+    return [specs[n] for n in wanted]

@@ -1,0 +1,115 @@
+"""Start the stack's engines with the project's own launchers, on the state directory (so ``up`` resumes).
+
+An engine the topology names by URL is used, not started. The deployed form is secured where the
+engine allows it cheaply: PostgreSQL needs a password for every TCP login and each service has a role of
+its own owning its database (``PostgresServer(secured=True)``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from backends.servers import EtcdCluster, EtcdServer, NatsServer, PostgresServer, RabbitMQServer
+from backends.servers.base import ManagedProcess
+from stack.state import StackState
+from stack.topology import Topology
+
+__all__ = ["Engines", "start_engines"]
+
+
+@dataclass
+class Engines:
+    kv_url: str = ""
+    bus_url: str = ""
+    amqp_url: str = ""
+    node_db_url: str = ""
+    node_db_password: str = ""
+    started: list[ManagedProcess] = field(default_factory=list)  # in start order
+
+    def rows(self) -> list[tuple[str, str, int | None]]:
+        return [(p.name, getattr(p, "url", "") or "", p.pid) for p in self.started]
+
+    def stop(self) -> None:
+        for proc in reversed(self.started):
+            proc.stop(timeout=20.0)
+        self.started.clear()
+
+
+def _etcd(topology: Topology, state: StackState, engines: Engines) -> None:
+    conf = topology.engines.get("etcd")
+    if conf is not None and conf.url:
+        engines.kv_url = conf.url
+        return
+    members = conf.members if conf is not None else 1
+    token = state.secret("etcd-cluster-token", 9)
+    names = [f"m{i}" for i in range(members)]
+    ports = [(state.port(f"etcd.{n}.client"), state.port(f"etcd.{n}.peer")) for n in names]
+    initial = ",".join(f"{n}=http://127.0.0.1:{ports[i][1]}" for i, n in enumerate(names))
+    servers = [EtcdServer(member_name=n, client_port=ports[i][0], peer_port=ports[i][1], initial_cluster=initial,
+                          cluster_token=token, fast_timers=False, unsafe_no_fsync=False,
+                          workdir=state.engine_dir(f"etcd-{n}"), startup_timeout=60.0)
+               for i, n in enumerate(names)]
+    deadline = time.monotonic() + 60.0
+    for server in servers:
+        server.launch()
+        engines.started.append(server)
+        if members > 1:
+            EtcdCluster.wait_peer_serving(server, deadline)  # the cluster's own start rule
+    for server in servers:
+        server.wait_ready(max(0.5, deadline - time.monotonic()))
+    engines.kv_url = "etcd://" + ",".join(s.endpoint for s in servers)
+
+
+def _nats(topology: Topology, state: StackState, engines: Engines) -> None:
+    conf = topology.engines.get("nats")
+    if conf is not None and conf.url:
+        engines.bus_url = conf.url
+        return
+    server = NatsServer(workdir=state.engine_dir("nats"), port=state.port("nats.client"),
+                        monitor_port=state.port("nats.monitor"))
+    engines.started.append(server.start())
+    engines.bus_url = server.url
+
+
+def _rabbitmq(topology: Topology, state: StackState, engines: Engines) -> None:
+    conf = topology.engines.get("rabbitmq")
+    if conf is not None and conf.url:
+        engines.amqp_url = conf.url
+        return
+    server = RabbitMQServer(workdir=state.engine_dir("rabbitmq"),
+                            ports=(state.port("rabbitmq.amqp"), state.port("rabbitmq.dist"),
+                                   state.port("rabbitmq.epmd")))
+    engines.started.append(server.start())
+    engines.amqp_url = server.amqp_url
+
+
+def _postgres(topology: Topology, state: StackState, engines: Engines) -> None:
+    conf = topology.engines.get("postgres")
+    password = state.secret("postgres-node-management")
+    engines.node_db_password = password
+    if conf is not None and conf.url:
+        engines.node_db_url = conf.url
+        return
+    server = PostgresServer(secured=True, workdir=state.engine_dir("postgres"), port=state.port("postgres"))
+    engines.started.append(server.start())
+    marker = state.engine_dir("postgres") / "node_management.created"
+    if not marker.exists():
+        server.create_service_database("node_management", password)
+        marker.write_text("created\n")
+    engines.node_db_url = f"postgresql+asyncpg://node_management@127.0.0.1:{server.port}/node_management"
+
+
+def start_engines(topology: Topology, state: StackState, log: Any = print) -> Engines:
+    """Start (or find) etcd, NATS, RabbitMQ and PostgreSQL; on a failure stop what this call started."""
+    engines = Engines()
+    try:
+        for name, start in (("etcd", _etcd), ("nats", _nats), ("postgres", _postgres), ("rabbitmq", _rabbitmq)):
+            t0 = time.monotonic()
+            start(topology, state, engines)
+            log(f"engine {name} ready in {time.monotonic() - t0:.1f} s")
+    except BaseException:
+        engines.stop()
+        raise
+    return engines

@@ -1,0 +1,70 @@
+"""Identities made once per stack: the mesh CA and each service's certificate and token key, the JWK set
+the discovery API and the workloads verify with, the swarm credential authority, and the secrets of the
+node API. Everything is written under ``state/pki`` and ``state/secrets`` with owner-only modes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from lucid.service_mesh.security.auth_provider import ServiceAuthProvider
+from lucid.service_mesh.security.cert_manager import CertificateManager
+from lucid.service_mesh.security.files import write_atomic
+from stack.state import StackState
+
+__all__ = ["MESH_SERVICES", "StackIdentity", "ensure_identity"]
+
+#: Mesh members with a token key: (service, cluster, plane).
+MESH_SERVICES = (("api-gateway", "api-gateway", "ops"), ("tron-payment", "tron-payment", "wallet"),
+                 ("node-management", "node-management", "ops"), ("operator", "admin-interface", "ops"))
+SWARM_CREDENTIAL_TTL = 24 * 3600
+
+
+@dataclass(frozen=True)
+class StackIdentity:
+    certs: CertificateManager
+    scrape_cert: Path
+    scrape_key: Path
+    node_jwt_secret: str
+    node_metrics_token: Path
+
+
+def mesh_certificates(state: StackState) -> CertificateManager:
+    ca = state.mesh_ca
+    ca.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return CertificateManager(str(ca / "ca.crt"), str(ca / "ca.key"), str(ca / "certs"))
+
+
+def write_jwks(state: StackState) -> Path:
+    """The JWK set of every mesh member's token key (public halves only)."""
+    keys: list[dict[str, object]] = []
+    for service, _, _ in MESH_SERVICES:
+        keys += ServiceAuthProvider(private_key_path=str(state.jwt_key(service))).jwks()["keys"]
+    write_atomic(state.jwks, json.dumps({"keys": keys}, indent=1).encode(), 0o644)
+    return state.jwks
+
+
+def ensure_identity(state: StackState) -> StackIdentity:
+    from infrafabric.coordinator.credentials import CredentialAuthority
+    from lucid.node.api.auth import mint_token
+
+    certs = mesh_certificates(state)
+    state.jwt_key("x").parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_jwks(state)
+    CredentialAuthority.load_or_create(state.authority)
+    scrape_cert, scrape_key = certs.generate_service_certificate("prometheus", "prometheus", "admin-interface", "ops")
+    node_secret = state.secret("node-jwt-secret")
+    token = mint_token(node_secret, role="admin", subject="prometheus", ttl_seconds=30 * 24 * 3600)
+    return StackIdentity(certs, Path(scrape_cert), Path(scrape_key), node_secret,
+                         state.write_secret("prometheus-node-token", token))
+
+
+def issue_swarm_credential(state: StackState, name: str, role: str = "swarm") -> Path:
+    """A fresh credential (each start of a swarm worker gets one: they are short-lived on purpose)."""
+    from infrafabric.coordinator.credentials import CredentialAuthority, write_credential
+
+    token = CredentialAuthority.load_or_create(state.authority).issue(role, name, SWARM_CREDENTIAL_TTL)  # type: ignore[arg-type]
+    path = state.credential(name)
+    write_credential(path, token)
+    return path
