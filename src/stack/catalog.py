@@ -100,7 +100,7 @@ def build_catalog(topology: Topology, state: StackState, engines: Engines, ident
     specs["chassis-pool"] = ServiceSpec(
         "chassis-pool", [PY, "-m", "infrafabric.cli.main", "chassis", "serve", "--listen", f"{h}:{p}",
                          "--authority-key", str(authority_pub), "--kv", engines.kv_url,
-                         "--metrics-listen", f"{h}:{m}"],
+                         "--metrics-listen", f"{h}:{m}", "--price", "0.05"],
         Health("http", f"http://{h}:{m}/metrics"), url=f"http://{h}:{p}", ports=[p, m], scrape=Scrape(f"{h}:{m}"))
 
     # -- the payment path: tron-payment (wallet plane) behind api-gateway (ops plane) -------------------------

@@ -131,5 +131,31 @@ def status(state: Path = STATE) -> None:
     _print(current)
 
 
+@app.command()
+def scenario(state: Path = STATE, tasks_per_swarm: int = typer.Option(3, min=1, max=100)) -> None:
+    """Run the seed's phase-0 scenario and one node's paid payout against the running stack."""
+    import asyncio
+
+    from stack.scenario import run_payout, run_phase0
+    from stack.state import StackState
+
+    if _supervisor_pid(state.resolve()) is None:
+        console.print("not running: ifstack up first")
+        raise typer.Exit(3)
+    st = StackState(state)
+    phase0 = asyncio.run(run_phase0(st, tasks_per_swarm=tasks_per_swarm))
+    console.print(f"phase 0: {len(phase0.completed)}/{len(phase0.tasks)} tasks completed by "
+                  f"{len(set(phase0.completed.values()))} swarms in {phase0.seconds:.2f} s; blocker "
+                  f"{phase0.blocker_id}: team {', '.join(phase0.team) or '-'} "
+                  f"({len(phase0.help_completed)}/{len(phase0.team)} help tasks done)")
+    payout = asyncio.run(run_payout(st))
+    paid = [p for p in payout.payouts if p["status"] == "completed"]
+    console.print(f"payout: node {payout.node_id} batch {payout.batch.get('status')}, "
+                  f"{len(paid)} paid (tx {paid[0]['transaction_hash'][:16] if paid else '-'}...)")
+    ok = len(phase0.completed) == len(phase0.tasks) and phase0.team and \
+        len(phase0.help_completed) == len(phase0.team) and paid
+    raise typer.Exit(0 if ok else 1)
+
+
 if __name__ == "__main__":
     app()

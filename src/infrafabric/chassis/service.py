@@ -5,10 +5,16 @@ runs the task in that swarm's sandbox (the reference module unless the operator 
 answers ``{"result": ..., "latency_ms": ..., "fuel_consumed": ...}``. The swarm id comes from the verified
 credential, never from the body, so one swarm cannot spend another's rate limit or sandbox. Refusals
 answer the chassis error code in the envelope ``{"error": {"code", "message"}}``.
+
+With a ``charge`` (a governor ``acharge`` callable and a price per execution), each execution is charged
+to the swarm's budget in the shared ledger *before* it runs: a swarm whose breaker is open (its budget
+spent) is refused with ``IF_ERR_CIRCUIT_OPEN`` and runs nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -29,7 +35,7 @@ __all__ = ["ChassisMetrics", "ChassisPool", "create_app"]
 MAX_BODY_BYTES = 1 << 20
 _SECONDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 _STATUS = {"IF_ERR_AUTH_INVALID": 401, "IF_ERR_AUTH_EXPIRED": 401, "IF_ERR_AUTH_REVOKED": 401,
-           "IF_ERR_FORBIDDEN": 403}
+           "IF_ERR_FORBIDDEN": 403, "IF_ERR_CIRCUIT_OPEN": 429, "IF_ERR_UNKNOWN_SWARM": 403}
 
 
 class ChassisMetrics:
@@ -46,8 +52,11 @@ class ChassisMetrics:
 
 class ChassisPool:
     def __init__(self, chassis: IFChassis, verifier: CredentialVerifier, metrics: ChassisMetrics | None = None,
-                 module: bytes | None = None) -> None:
+                 module: bytes | None = None,
+                 charge: Callable[[str, str, Decimal], Awaitable[Decimal]] | None = None,
+                 price: Decimal = Decimal("0")) -> None:
         self.chassis, self.verifier = chassis, verifier
+        self.charge, self.price = charge, price
         self.metrics = metrics if metrics is not None else ChassisMetrics()
         self.module = module if module is not None else reference_module()
 
@@ -61,6 +70,13 @@ class ChassisPool:
             raise ChassisError("task must be an object", swarm_id=swarm_id)
         if swarm_id not in self.chassis.swarm_runtimes:
             self.chassis.load_swarm(swarm_id, self.module)
+        if self.charge is not None and self.price > 0:
+            try:
+                await self.charge(swarm_id, "chassis-execution", self.price)
+            except InfraFabricError as exc:
+                self.metrics.executions.labels("refused").inc()
+                self.metrics.refusals.labels(exc.error_code).inc()
+                raise
         try:
             outcome = await self.chassis.execute_task_detailed(swarm_id, task)
         except ChassisError as exc:

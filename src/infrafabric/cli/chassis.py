@@ -132,6 +132,7 @@ def serve(
     authority_key: Path = typer.Option(..., help="The credential authority's public key: swarms' keys are checked"),
     kv: Optional[str] = typer.Option(None, "--kv", help="Store holding credential revocations (etcd://, sqlite:///)"),
     metrics_listen: Optional[str] = typer.Option(None, "--metrics-listen", help="HOST:PORT serving /metrics"),
+    price: str = typer.Option("0", help="Dollars charged to the swarm's budget per execution (0: no charge)"),
 ) -> None:
     """Run the chassis pool: swarms in other processes run tasks in its sandboxes with their own credential."""
     import signal
@@ -150,10 +151,17 @@ def serve(
 
     async def run() -> None:
         registry = CollectorRegistry()
+        from decimal import Decimal
+
+        from infrafabric.governor import IFGovernor
+
         async with open_kv(kv or default_kv_url()) as store:
-            chassis = IFChassis()
+            chassis = IFChassis(reputation_sink=None)
+            governor = IFGovernor(kv=store)
+            await governor.load()
+            await governor.follow()  # budgets set by operators and other charges are seen here
             pool = ChassisPool(chassis, CredentialVerifier(load_public_key(authority_key), store),
-                               ChassisMetrics(registry))
+                               ChassisMetrics(registry), charge=governor.acharge, price=Decimal(price))
             server = uvicorn.Server(uvicorn.Config(create_app(pool), host=host or "127.0.0.1", port=int(port),
                                                    log_level="warning", lifespan="off"))
             task = asyncio.create_task(server.serve())
@@ -173,5 +181,6 @@ def serve(
             server.should_exit = True
             await task
             await loop.run_in_executor(None, chassis.close)
+            await governor.close()
 
     run_service(run())

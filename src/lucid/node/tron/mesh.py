@@ -32,7 +32,7 @@ __all__ = ["MeshGatewayCaller", "MeshTronClient", "PaymentError", "payment_handl
 MeshCall = Callable[[str, str, Any], Awaitable[tuple[int, Any]]]  # (method, path, body) -> (status, json)
 _TXID = re.compile(r"^[0-9a-f]{64}\Z")
 _ADDRESS = re.compile(r"^T[1-9A-HJ-NP-Za-km-z]{33}\Z")
-_REFERENCE = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
+_REFERENCE = re.compile(r"^[\x21-\x7e]{1,256}\Z")  # printable ASCII (an idempotency key: "batch/3")
 MAX_BATCH = 500
 
 
@@ -126,7 +126,7 @@ def payment_handler(tron: TwoPhaseTronClient, tag_key: bytes,
         if not isinstance(to, str) or not _ADDRESS.match(to):
             raise PaymentError("to_address must be a TRON base58 address")
         if not isinstance(reference, str) or not _REFERENCE.match(reference):
-            raise PaymentError("reference must be 1-128 of [A-Za-z0-9._:-]")
+            raise PaymentError("reference must be 1-256 printable ASCII characters")
         prepared = await tron.prepare_usdt_transfer(to, _amount(body.get("amount")), reference)
         payload = prepared.to_payload()
         payload["raw"] = {**payload["raw"], "tag": _tag(tag_key, payload["raw"])}
