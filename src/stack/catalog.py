@@ -115,7 +115,8 @@ def build_catalog(topology: Topology, state: StackState, engines: Engines, ident
         specs[name] = ServiceSpec(
             name, [PY, "-m", "lucid.service_mesh.policy.workload", *mesh_args, "--name", name, "--cluster", name,
                    "--plane", plane, "--jwt-key", str(state.jwt_key(name)), "--port", str(p), "--ttl", "2",
-                   "--deregister-after", "4", "--metrics-listen", f"{h}:{m}", *extra],
+                   "--deregister-after", "4", "--recovery-timeout", "3", "--metrics-listen", f"{h}:{m}",
+                   "--witness", *extra],
             Health("https", f"https://{h}:{m}/metrics", tls=tls), url=f"mtls://{h}:{p}", ports=[p, m],
             scrape=Scrape(f"{h}:{m}", "https", tls=tls, server_name=f"{name}.lucid.internal"),
             before_start=(lambda: state.secret("tron-payment-tag-key")) if name == "tron-payment" else None)
@@ -126,8 +127,7 @@ def build_catalog(topology: Topology, state: StackState, engines: Engines, ident
         "node-management", [PY, "-m", "lucid.cli", "serve", "--host", h, "--port", str(p),
                             "--db-url", engines.node_db_url, "--log-level", "warning"],
         Health("http", f"http://{h}:{p}/health"),
-        env={"LUCID_NODE_JWT_SECRET": identity.node_jwt_secret, "PGPASSWORD": engines.node_db_password,
-             "LUCID_TRON_CLIENT": "mesh", "LUCID_MESH_KV": engines.kv_url, "LUCID_MESH_CA_DIR": str(state.mesh_ca),
+        env={"LUCID_NODE_JWT_SECRET": identity.node_jwt_secret, "LUCID_TRON_CLIENT": "mesh", "LUCID_MESH_KV": engines.kv_url, "LUCID_MESH_CA_DIR": str(state.mesh_ca),
              "LUCID_MESH_JWT_KEY": str(state.jwt_key("node-management"))},
         url=f"http://{h}:{p}", ports=[p], scrape=Scrape(f"{h}:{p}", bearer_file=identity.node_metrics_token))
 
@@ -141,6 +141,14 @@ def build_catalog(topology: Topology, state: StackState, engines: Engines, ident
                    str(cred), "--capabilities", ",".join(swarm.capabilities), "--chassis", chassis_url],
             Health("log", marker='"event": "ready"'),
             before_start=lambda s=swarm.swarm_id: issue_swarm_credential(state, s) and None)
+
+    # every service writes the one audit log (the witness on PostgreSQL: a row lock orders the writers of
+    # all processes) and signs checkpoints with the stack's witness key
+    common = {"PGPASSFILE": engines.pgpass, "INFRAFABRIC_WITNESS_URL": engines.witness_url,
+              "INFRAFABRIC_WITNESS_KEY_DIR": str(state.root / "pki" / "witness"),
+              "INFRAFABRIC_STATE_DIR": str(state.root / "data")}
+    for spec in specs.values():
+        spec.env = {**common, **spec.env}
 
     wanted = topology.service_names()
     if only:

@@ -25,7 +25,8 @@ class Engines:
     bus_url: str = ""
     amqp_url: str = ""
     node_db_url: str = ""
-    node_db_password: str = ""
+    witness_url: str = ""
+    pgpass: str = ""  # libpq password file (0600): each service role's password, never in a URL or argv
     started: list[ManagedProcess] = field(default_factory=list)  # in start order
 
     def rows(self) -> list[tuple[str, str, int | None]]:
@@ -85,20 +86,30 @@ def _rabbitmq(topology: Topology, state: StackState, engines: Engines) -> None:
     engines.amqp_url = server.amqp_url
 
 
+#: Database roles of the stack: each owns one database no other role may connect to.
+DATABASES = ("node_management", "witness")
+
+
 def _postgres(topology: Topology, state: StackState, engines: Engines) -> None:
     conf = topology.engines.get("postgres")
-    password = state.secret("postgres-node-management")
-    engines.node_db_password = password
+    passwords = {db: state.secret(f"postgres-{db.replace('_', '-')}") for db in DATABASES}
     if conf is not None and conf.url:
-        engines.node_db_url = conf.url
-        return
-    server = PostgresServer(secured=True, workdir=state.engine_dir("postgres"), port=state.port("postgres"))
-    engines.started.append(server.start())
-    marker = state.engine_dir("postgres") / "node_management.created"
-    if not marker.exists():
-        server.create_service_database("node_management", password)
-        marker.write_text("created\n")
-    engines.node_db_url = f"postgresql+asyncpg://node_management@127.0.0.1:{server.port}/node_management"
+        engines.node_db_url = conf.url  # the witness then lives in the same external server's "witness" db
+        host_port = conf.url.split("@", 1)[-1].split("/", 1)[0]
+    else:
+        server = PostgresServer(secured=True, workdir=state.engine_dir("postgres"), port=state.port("postgres"))
+        engines.started.append(server.start())
+        for db in DATABASES:
+            marker = state.engine_dir("postgres") / f"{db}.created"
+            if not marker.exists():
+                server.create_service_database(db, passwords[db])
+                marker.write_text("created\n")
+        host_port = f"127.0.0.1:{server.port}"
+        engines.node_db_url = f"postgresql+asyncpg://node_management@{host_port}/node_management"
+    engines.witness_url = f"postgresql://witness@{host_port}/witness"
+    host, _, port = host_port.partition(":")
+    lines = "".join(f"{host}:{port or 5432}:{db}:{db}:{passwords[db]}\n" for db in DATABASES)
+    engines.pgpass = str(state.write_secret("pgpass", lines))
 
 
 def start_engines(topology: Topology, state: StackState, log: Any = print) -> Engines:

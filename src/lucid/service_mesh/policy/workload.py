@@ -60,15 +60,16 @@ class WorkloadMetrics:
 
 
 class CountingAudit(AuditSink):
-    """The mesh's audit sink: counts each denial, then logs it (the refusal is on record in the log file)."""
+    """The mesh's audit sink: counts each denial, then hands it to the audit log (IF.witness)."""
 
-    def __init__(self, metrics: WorkloadMetrics) -> None:
-        self.metrics = metrics
+    def __init__(self, metrics: WorkloadMetrics, inner: AuditSink | None) -> None:
+        self.metrics, self.inner = metrics, inner
 
     def log(self, component: str, operation: str, params: dict[str, Any] | None = None,
             severity: str = "INFO", trace_id: str | None = None) -> None:
         self.metrics.denials.labels(operation, str((params or {}).get("error_code", ""))).inc()
-        log.warning("audit %s %s %s", component, operation, params)
+        if self.inner is not None:
+            self.inner.log(component, operation, params, severity, trace_id)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -82,6 +83,11 @@ async def run(args: argparse.Namespace) -> None:
         verifier = ServiceAuthProvider.verifier_from_jwks(json.loads(Path(args.jwks).read_text()))
     registry_metrics = CollectorRegistry()
     metrics = WorkloadMetrics(registry_metrics)
+    witness = None
+    if args.witness:
+        from infrafabric.witness.default import get_default_witness
+
+        witness = get_default_witness()  # configured by INFRAFABRIC_WITNESS_URL / _KEY_DIR
     kv = open_kv(args.kv)
     await kv.connect()
     registry = AsyncServiceRegistry(kv, prefix=args.prefix)
@@ -137,7 +143,7 @@ async def run(args: argparse.Namespace) -> None:
         return MeshResponse(404, {"error": {"code": "LUCID_ERR_1002", "message": "no such route"}})
 
     svc = MeshService(args.name, args.cluster, args.plane, certs, auth, handler, breakers=breakers,
-                      call_timeout=args.call_timeout, audit=CountingAudit(metrics), verifier=verifier)
+                      call_timeout=args.call_timeout, audit=CountingAudit(metrics, witness), verifier=verifier)
     holder["svc"] = svc
     port = await svc.start(port=args.port)
     sid = await registry.register_service(
@@ -162,6 +168,8 @@ async def run(args: argparse.Namespace) -> None:
     await svc.close()
     if tron is not None:
         await tron.close()
+    if witness is not None:
+        await witness.aclose()
     await discovery.close()
     await kv.close()
 
@@ -181,6 +189,7 @@ def main() -> None:
     p.add_argument("--ledger-url", help="tron-payment: the local TRON ledger's database URL")
     p.add_argument("--tag-key-file", help="tron-payment: key binding prepared transfers (kept secret)")
     p.add_argument("--metrics-listen", help="HOST:PORT serving /metrics over mTLS")
+    p.add_argument("--witness", action="store_true", help="audit denials to IF.witness (its environment config)")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--ttl", type=float, default=2.0)
     p.add_argument("--deregister-after", type=float, default=2.0)
