@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stack.engines import Engines
-from stack.identity import StackIdentity, issue_swarm_credential
+from stack.identity import StackIdentity, issue_service_certificate, issue_swarm_credential, trust_dir
 from stack.state import StackState
 from stack.topology import Topology
 
@@ -55,7 +55,7 @@ class ServiceSpec:
 
 
 def _mesh_tls(identity: StackIdentity) -> tuple[Path, Path, Path]:
-    return Path(identity.certs.ca_cert_path), identity.scrape_cert, identity.scrape_key
+    return identity.trust_root, identity.scrape_cert, identity.scrape_key
 
 
 def build_catalog(topology: Topology, state: StackState, engines: Engines, identity: StackIdentity,
@@ -73,7 +73,9 @@ def build_catalog(topology: Topology, state: StackState, engines: Engines, ident
     from infrafabric.coordinator.credentials import PUBLIC_FILE
 
     authority_pub = state.authority / PUBLIC_FILE
-    mesh_args = ["--kv", engines.kv_url, "--ca-dir", str(state.mesh_ca), "--jwks", str(state.jwks)]
+    trust = trust_dir(state)
+    service_pki = state.root / "pki" / "services"
+    mesh_args = ["--kv", engines.kv_url, "--trust-dir", str(trust), "--jwks", str(state.jwks)]
 
     # -- mesh discovery API ----------------------------------------------------------------------------
     p, m = port("discovery"), metrics("discovery")
@@ -105,6 +107,13 @@ def build_catalog(topology: Topology, state: StackState, engines: Engines, ident
 
     # -- the payment path: tron-payment (wallet plane) behind api-gateway (ops plane) -------------------------
     tls = _mesh_tls(identity)
+    def issue(name: str, plane: str) -> Callable[[], None]:
+        def before_start() -> None:
+            issue_service_certificate(state, name, name, plane)
+            if name == "tron-payment":
+                state.secret("tron-payment-tag-key")
+        return before_start
+
     for name, plane, extra in (
         ("tron-payment", "wallet", ["--app", "tron-payment", "--ledger-url",
                                     f"sqlite+aiosqlite:///{state.root / 'data' / 'tron-ledger.db'}",
@@ -114,12 +123,13 @@ def build_catalog(topology: Topology, state: StackState, engines: Engines, ident
         p, m = port(name), metrics(name)
         specs[name] = ServiceSpec(
             name, [PY, "-m", "lucid.service_mesh.policy.workload", *mesh_args, "--name", name, "--cluster", name,
+                   "--cert", str(service_pki / f"{name}.crt"), "--key", str(service_pki / f"{name}.key"),
                    "--plane", plane, "--jwt-key", str(state.jwt_key(name)), "--port", str(p), "--ttl", "2",
                    "--deregister-after", "4", "--recovery-timeout", "3", "--metrics-listen", f"{h}:{m}",
                    "--witness", *extra],
             Health("https", f"https://{h}:{m}/metrics", tls=tls), url=f"mtls://{h}:{p}", ports=[p, m],
             scrape=Scrape(f"{h}:{m}", "https", tls=tls, server_name=f"{name}.lucid.internal"),
-            before_start=(lambda: state.secret("tron-payment-tag-key")) if name == "tron-payment" else None)
+            before_start=issue(name, plane))
 
     # -- node management API (8083): payouts through the mesh -------------------------------------------
     p = port("node-management")
@@ -127,9 +137,13 @@ def build_catalog(topology: Topology, state: StackState, engines: Engines, ident
         "node-management", [PY, "-m", "lucid.cli", "serve", "--host", h, "--port", str(p),
                             "--db-url", engines.node_db_url, "--log-level", "warning"],
         Health("http", f"http://{h}:{p}/health"),
-        env={"LUCID_NODE_JWT_SECRET": identity.node_jwt_secret, "LUCID_TRON_CLIENT": "mesh", "LUCID_MESH_KV": engines.kv_url, "LUCID_MESH_CA_DIR": str(state.mesh_ca),
+        env={"LUCID_NODE_JWT_SECRET": identity.node_jwt_secret, "LUCID_TRON_CLIENT": "mesh",
+             "LUCID_MESH_KV": engines.kv_url, "LUCID_MESH_TRUST_DIR": str(trust),
+             "LUCID_MESH_CERT": str(service_pki / "node-management.crt"),
+             "LUCID_MESH_KEY": str(service_pki / "node-management.key"),
              "LUCID_MESH_JWT_KEY": str(state.jwt_key("node-management"))},
-        url=f"http://{h}:{p}", ports=[p], scrape=Scrape(f"{h}:{p}", bearer_file=identity.node_metrics_token))
+        url=f"http://{h}:{p}", ports=[p], scrape=Scrape(f"{h}:{p}", bearer_file=identity.node_metrics_token),
+        before_start=issue("node-management", "ops"))
 
     # -- the seven swarms of the phase-0 scenario ------------------------------------------------------------
     coordinator_url, chassis_url = specs["coordinator"].url, specs["chassis-pool"].url

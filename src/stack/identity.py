@@ -5,6 +5,7 @@ node API. Everything is written under ``state/pki`` and ``state/secrets`` with o
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ SWARM_CREDENTIAL_TTL = 24 * 3600
 @dataclass(frozen=True)
 class StackIdentity:
     certs: CertificateManager
+    trust_root: Path
     scrape_cert: Path
     scrape_key: Path
     node_jwt_secret: str
@@ -50,14 +52,31 @@ def ensure_identity(state: StackState) -> StackIdentity:
     from lucid.node.api.auth import mint_token
 
     certs = mesh_certificates(state)
+    trust_root = certs.export_trust(trust_dir(state))
     state.jwt_key("x").parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_jwks(state)
     CredentialAuthority.load_or_create(state.authority)
     scrape_cert, scrape_key = certs.generate_service_certificate("prometheus", "prometheus", "admin-interface", "ops")
     node_secret = state.secret("node-jwt-secret")
     token = mint_token(node_secret, role="admin", subject="prometheus", ttl_seconds=30 * 24 * 3600)
-    return StackIdentity(certs, Path(scrape_cert), Path(scrape_key), node_secret,
+    return StackIdentity(certs, trust_root, Path(scrape_cert), Path(scrape_key), node_secret,
                          state.write_secret("prometheus-node-token", token))
+
+
+def issue_service_certificate(state: StackState, service: str, cluster: str, plane: str) -> tuple[Path, Path]:
+    """A fresh certificate for one service (made at each of its starts: 90 days, so never stale), under
+    ``pki/services``; the service gets these two files and the public trust bundle, never the CA key."""
+    certs = mesh_certificates(state)
+    cert, key = certs.generate_service_certificate(service, service, cluster, plane)
+    out = state.root / "pki" / "services"
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.replace(cert, out / f"{service}.crt")
+    os.replace(key, out / f"{service}.key")
+    return out / f"{service}.crt", out / f"{service}.key"
+
+
+def trust_dir(state: StackState) -> Path:
+    return state.root / "pki" / "trust"
 
 
 def issue_swarm_credential(state: StackState, name: str, role: str = "swarm") -> Path:

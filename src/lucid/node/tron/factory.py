@@ -1,8 +1,8 @@
 """Pick the TRON client from configuration: ``LUCID_TRON_CLIENT`` = ``local`` (default), ``tronpy`` or ``mesh``.
 
 mesh (the deployed form: payouts leave only through api-gateway → tron-payment) reads ``LUCID_MESH_KV``
-(discovery store), ``LUCID_MESH_CA_DIR`` (the mesh CA that issues node-management's certificate) and
-``LUCID_MESH_JWT_KEY`` (node-management's token key).
+(discovery store), ``LUCID_MESH_TRUST_DIR`` (the mesh CA's public certificates), ``LUCID_MESH_CERT`` and
+``LUCID_MESH_KEY`` (node-management's certificate from the mesh CA) and ``LUCID_MESH_JWT_KEY`` (its token key).
 
 tronpy reads ``LUCID_TRON_PRIVATE_KEY`` (required), ``LUCID_TRON_NETWORK`` (default nile),
 ``LUCID_TRON_USDT_CONTRACT`` (required off mainnet) and ``LUCID_TRON_API_KEY`` (TronGrid, optional).
@@ -33,11 +33,17 @@ def create_tron_client(kind: str | None = None, *, ledger_url: str | None = None
                             usdt_contract=os.environ.get("LUCID_TRON_USDT_CONTRACT") or None,
                             api_key=os.environ.get("LUCID_TRON_API_KEY") or None)
     if kind == "mesh":
-        from .mesh import MeshGatewayCaller, MeshTronClient
+        from lucid.service_mesh.policy.caller import MeshCaller
 
-        missing = [v for v in ("LUCID_MESH_KV", "LUCID_MESH_CA_DIR", "LUCID_MESH_JWT_KEY") if not os.environ.get(v)]
+        from .mesh import MeshTronClient, gateway_call
+
+        names = ("LUCID_MESH_KV", "LUCID_MESH_TRUST_DIR", "LUCID_MESH_CERT", "LUCID_MESH_KEY", "LUCID_MESH_JWT_KEY")
+        missing = [v for v in names if not os.environ.get(v)]
         if missing:
             raise ValueError(f"the mesh TRON client needs {', '.join(missing)}")
-        return MeshTronClient(MeshGatewayCaller(os.environ["LUCID_MESH_KV"], os.environ["LUCID_MESH_CA_DIR"],
-                                                os.environ["LUCID_MESH_JWT_KEY"]))
+        env = os.environ
+        caller = MeshCaller(env["LUCID_MESH_KV"], trust_dir=env["LUCID_MESH_TRUST_DIR"], cert=env["LUCID_MESH_CERT"],
+                            key=env["LUCID_MESH_KEY"], jwt_key=env["LUCID_MESH_JWT_KEY"],
+                            service_name="node-management", cluster="node-management", plane="ops")
+        return MeshTronClient(gateway_call(caller))
     raise ValueError(f"unknown TRON client {kind!r} (local | tronpy | mesh)")

@@ -12,22 +12,20 @@ real chain's signature does the same job for ``TronpyClient``).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any
 
+from lucid.service_mesh.policy.caller import MeshCaller
 from lucid.service_mesh.policy.mesh_server import MeshRequest, MeshResponse
 
 from .base import PreparedTransfer, TransferResult, TwoPhaseTronClient
 
-__all__ = ["MeshGatewayCaller", "MeshTronClient", "PaymentError", "payment_handler"]
+__all__ = ["MeshTronClient", "PaymentError", "gateway_call", "payment_handler"]
 
 MeshCall = Callable[[str, str, Any], Awaitable[tuple[int, Any]]]  # (method, path, body) -> (status, json)
 _TXID = re.compile(r"^[0-9a-f]{64}\Z")
@@ -188,62 +186,11 @@ def payment_handler(tron: TwoPhaseTronClient, tag_key: bytes,
     return handle
 
 
-class MeshGatewayCaller:
-    """node-management's side of the mesh: mTLS with its own certificate, its own JWT, the target resolved
-    in discovery on every call (a restarted gateway on a new port is found), through a circuit breaker."""
+def gateway_call(caller: MeshCaller, target: str = "api-gateway") -> MeshCall:
+    """node-management's way to the payment service: every call to ``target`` (api-gateway)."""
 
-    def __init__(self, kv_url: str, ca_dir: str, jwt_key: str, *, service_name: str = "node-management",
-                 cluster: str = "node-management", plane: str = "ops", target: str = "api-gateway",
-                 timeout: float = 10.0) -> None:
-        self.kv_url, self.ca_dir, self.jwt_key = kv_url, Path(ca_dir), jwt_key
-        self.service_name, self.cluster, self.plane, self.target = service_name, cluster, plane, target
-        self.timeout = timeout
-        self._client: Any = None
-        self._discovery: Any = None
-        self._kv: Any = None
-        self._lock = asyncio.Lock()
+    async def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        return await caller.call(target, method, path, body)
 
-    async def _start(self) -> None:
-        from backends.kv import open_kv
-        from lucid.service_mesh.discovery.discovery_core import AsyncServiceDiscoveryClient
-        from lucid.service_mesh.errors import UpstreamCallError
-        from lucid.service_mesh.policy.mesh_client import MeshClient, TokenSource
-        from lucid.service_mesh.resilience.circuit_breaker import BreakerRegistry
-        from lucid.service_mesh.security.auth_provider import ServiceAuthProvider
-        from lucid.service_mesh.security.cert_manager import CertificateManager
-        from lucid.service_mesh.security.mtls_manager import MTLSManager
-
-        certs = CertificateManager(str(self.ca_dir / "ca.crt"), str(self.ca_dir / "ca.key"),
-                                   str(self.ca_dir / "certs"))
-        service_id = f"{self.service_name}-{uuid.uuid4().hex[:12]}"
-        cert, key = certs.generate_service_certificate(self.service_name, service_id, self.cluster, self.plane)
-        auth = ServiceAuthProvider(private_key_path=self.jwt_key)
-        self._kv = open_kv(self.kv_url)
-        await self._kv.connect()
-        self._discovery = AsyncServiceDiscoveryClient(self._kv)
-        await self._discovery.start()
-        self._client = MeshClient(MTLSManager(certs).client_context(cert, key),
-                                  TokenSource(auth, self.service_name, service_id, self.cluster, self.plane),
-                                  breakers=BreakerRegistry(failure_threshold=3, recovery_timeout=5.0,
-                                                           failure_exceptions=(UpstreamCallError,)),
-                                  timeout=self.timeout, own_certificate=cert)
-
-    async def __call__(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        from lucid.service_mesh.errors import LucidMeshError
-
-        async with self._lock:
-            if self._client is None:
-                await self._start()
-        try:
-            endpoint = (await self._discovery.resolve_service(self.target))["endpoint"]
-            reply = await self._client.call(self.target, endpoint["host"], endpoint["port"], method, path, json=body)
-        except LucidMeshError as exc:
-            return exc.http_status, {"error": {"code": exc.error_code, "message": exc.message}}
-        return reply.status_code, reply.json()
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            await self._discovery.close()
-            await self._kv.close()
-            self._client = None
+    call.close = caller.close  # type: ignore[attr-defined]
+    return call

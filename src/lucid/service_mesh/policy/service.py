@@ -38,13 +38,16 @@ class MeshService:
         call_timeout: float = 5.0,
         audit: AuditSink | None = None,
         verifier: ServiceAuthProvider | None = None,
+        certificate: tuple[str, str] | None = None,
     ) -> None:
         """``auth`` signs this workload's tokens; ``verifier`` (default: ``auth``) checks callers' tokens,
-        e.g. one built from the mesh's JWK set when each service has a key of its own."""
+        e.g. one built from the mesh's JWK set when each service has a key of its own. ``certificate``:
+        (cert, key) files the CA issued this workload (with a ``trust_only`` manager); without it the
+        manager issues one (it must hold the CA key)."""
         self.identity = ServiceIdentity(service_name, cluster, plane)
         self.service_id = service_id or str(uuid.uuid4())
         self.mtls = MTLSManager(cert_manager)
-        self.cert_path, self.key_path = cert_manager.generate_service_certificate(
+        self.cert_path, self.key_path = certificate or cert_manager.generate_service_certificate(
             service_name, self.service_id, cluster, plane
         )
         self.server = MeshServer(

@@ -1,7 +1,7 @@
 """A runnable mesh workload: registers itself, heartbeats, serves over mTLS + JWT, calls others with breakers.
 
 ``python -m lucid.service_mesh.policy.workload --kv URL --name api-gateway --cluster api-gateway --plane ops
---ca-dir DIR --jwt-key FILE [--jwks FILE] [--app echo|api-gateway|tron-payment] [--metrics-listen H:P]``
+(--cert FILE --key FILE --trust-dir DIR | --ca-dir DIR) --jwt-key FILE [--jwks FILE] [--app echo|api-gateway|tron-payment] [--metrics-listen H:P]``
 prints ``READY <port> <service_id>`` once it is registered. Routes of every app: ``GET /local`` (no
 dependency), ``GET /call/<service>`` (resolve and call that service's /local through the breaker),
 ``GET /breakers``. A dependency that fails is answered with 424 (Failed Dependency), not 5xx, so callers'
@@ -73,8 +73,13 @@ class CountingAudit(AuditSink):
 
 
 async def run(args: argparse.Namespace) -> None:
-    ca = Path(args.ca_dir)
-    certs = CertificateManager(str(ca / "ca.crt"), str(ca / "ca.key"), str(ca / "certs"))
+    certificate = None
+    if args.cert:  # issued by the operator's CA; this process holds no CA key
+        certs = CertificateManager.trust_only(Path(args.trust_dir) / "ca.crt")
+        certificate = (args.cert, args.key)
+    else:  # a development mesh: the workload issues its own certificate from the CA directory
+        ca = Path(args.ca_dir)
+        certs = CertificateManager(str(ca / "ca.crt"), str(ca / "ca.key"), str(ca / "certs"))
     auth = ServiceAuthProvider(private_key_path=args.jwt_key)
     verifier = None
     if args.jwks:
@@ -143,7 +148,8 @@ async def run(args: argparse.Namespace) -> None:
         return MeshResponse(404, {"error": {"code": "LUCID_ERR_1002", "message": "no such route"}})
 
     svc = MeshService(args.name, args.cluster, args.plane, certs, auth, handler, breakers=breakers,
-                      call_timeout=args.call_timeout, audit=CountingAudit(metrics, witness), verifier=verifier)
+                      call_timeout=args.call_timeout, audit=CountingAudit(metrics, witness), verifier=verifier,
+                      certificate=certificate)
     holder["svc"] = svc
     port = await svc.start(port=args.port)
     sid = await registry.register_service(
@@ -182,7 +188,10 @@ def main() -> None:
     p.add_argument("--cluster", required=True)
     p.add_argument("--plane", required=True)
     p.add_argument("--version", default="1.0.0")
-    p.add_argument("--ca-dir", required=True)
+    p.add_argument("--ca-dir", help="CA directory (with its key): the workload issues its own certificate")
+    p.add_argument("--cert", help="this workload's certificate, issued by the mesh CA (with --key, --trust-dir)")
+    p.add_argument("--key", help="its private key")
+    p.add_argument("--trust-dir", help="the mesh CA's public certificates (ca.crt, ca-intermediate.crt)")
     p.add_argument("--jwt-key", required=True)
     p.add_argument("--jwks", help="JWK set of every service's token key (callers' tokens are checked with it)")
     p.add_argument("--app", choices=("echo", "api-gateway", "tron-payment"), default="echo")
@@ -197,6 +206,8 @@ def main() -> None:
     p.add_argument("--recovery-timeout", type=float, default=30.0)
     p.add_argument("--call-timeout", type=float, default=2.0)
     args = p.parse_args()
+    if not args.ca_dir and not (args.cert and args.key and args.trust_dir):
+        p.error("give --cert, --key and --trust-dir (or --ca-dir for a development mesh)")
     if args.app == "tron-payment" and not args.tag_key_file:
         p.error("--app tron-payment needs --tag-key-file")
     logging.basicConfig(level=logging.WARNING)

@@ -76,6 +76,35 @@ class CertificateManager:
         self.cert_output_dir.mkdir(parents=True, exist_ok=True)
         self._ensure_ca(root_key_size, intermediate_key_size)
 
+    @classmethod
+    def trust_only(cls, ca_cert_path: str | os.PathLike[str]) -> "CertificateManager":
+        """A verifier that holds no CA key: the root at ``ca_cert_path`` and the intermediate beside it
+        (``<stem>-intermediate.crt``). What a workload gets: it checks peers, it cannot mint identities."""
+        self = cls.__new__(cls)
+        self.ca_cert_path = Path(ca_cert_path)
+        self.ca_key_path = self.ca_cert_path.with_suffix(".key-absent")
+        self.cert_output_dir = self.ca_cert_path.parent
+        self.intermediate_cert_path = self.ca_cert_path.with_name(f"{self.ca_cert_path.stem}-intermediate.crt")
+        self.intermediate_key_path = self.ca_cert_path.with_suffix(".key-absent")
+        self.leaf_key_size, self.renew_before_days = 2048, 30
+        self._lock = threading.Lock()
+        try:
+            self.root_cert = _load_certs(self.ca_cert_path)[0]
+            self.intermediate_cert = _load_certs(self.intermediate_cert_path)[0]
+        except (OSError, ValueError, IndexError) as exc:
+            raise CertificateError(f"cannot load the mesh trust bundle from {self.ca_cert_path}: {exc}") from exc
+        self._issuer_key = None
+        return self
+
+    def export_trust(self, directory: str | os.PathLike[str]) -> Path:
+        """Copy the public halves (root and intermediate certificates) to ``directory``; returns the root's
+        path there, for ``trust_only``."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "ca.crt", self.ca_cert_path.read_bytes(), 0o644)
+        write_atomic(out / "ca-intermediate.crt", self.intermediate_cert_path.read_bytes(), 0o644)
+        return out / "ca.crt"
+
     # ------------------------------------------------------------------ CA
     def _ensure_ca(self, root_bits: int, inter_bits: int) -> None:
         """Create the root and/or intermediate when missing; load them otherwise."""
@@ -171,6 +200,8 @@ class CertificateManager:
         return str(cert_path), str(key_path)
 
     def _issue(self, ident: ServiceIdentity, cert_path: Path, key_path: Path, validity_days: int) -> None:
+        if self._issuer_key is None:
+            raise CertificateError("this certificate manager holds no CA key (trust_only): it cannot issue")
         key = rsa.generate_private_key(public_exponent=65537, key_size=self.leaf_key_size)
         now = _now()
         not_after = now + dt.timedelta(days=validity_days)
