@@ -1,4 +1,4 @@
-"""``lucid`` command line: serve the node-management API, mint tokens, run the node demo."""
+"""``lucid`` command line: serve the node-management API, mint tokens, run the node demo; ``lucid mesh``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import sys
 import typer
 from rich.console import Console
 
-app = typer.Typer(help="Lucid: node management (REST API on port 8083).", no_args_is_help=True)
+from lucid.service_mesh.cli import app as mesh_app
+
+app = typer.Typer(help="Lucid: node management (REST API on port 8083) and the service mesh.", no_args_is_help=True)
+app.add_typer(mesh_app, name="mesh")
 console = Console()
 
 
