@@ -20,4 +20,5 @@ pytest_plugins = [
     "tests.fixtures.node_fixtures",
     "tests.fixtures.mesh_fixtures",
     "tests.fixtures.mq_fixtures",
+    "tests.fixtures.stack_fixtures",
 ]

@@ -7,14 +7,16 @@ its own owning its database (``PostgresServer(secured=True)``).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from backends.servers import EtcdCluster, EtcdServer, NatsServer, PostgresServer, RabbitMQServer
 from backends.servers.base import ManagedProcess
 from stack.state import StackState
-from stack.topology import Topology
+from stack.topology import Topology, TopologyError
 
 __all__ = ["Engines", "start_engines"]
 
@@ -97,6 +99,7 @@ def _postgres(topology: Topology, state: StackState, engines: Engines) -> None:
         engines.node_db_url = conf.url  # the witness then lives in the same external server's "witness" db
         host_port = conf.url.split("@", 1)[-1].split("/", 1)[0]
     else:
+        _check_reachable_by_postgres(state.engine_dir("postgres"))
         server = PostgresServer(secured=True, workdir=state.engine_dir("postgres"), port=state.port("postgres"))
         engines.started.append(server.start())
         for db in DATABASES:
@@ -110,6 +113,17 @@ def _postgres(topology: Topology, state: StackState, engines: Engines) -> None:
     host, _, port = host_port.partition(":")
     lines = "".join(f"{host}:{port or 5432}:{db}:{db}:{passwords[db]}\n" for db in DATABASES)
     engines.pgpass = str(state.write_secret("pgpass", lines))
+
+
+def _check_reachable_by_postgres(directory: Path) -> None:
+    """As root, PostgreSQL runs as the ``postgres`` user: every parent of its data must let others traverse."""
+    if os.geteuid() != 0:
+        return
+    for parent in directory.parents:  # the directory itself is handed to postgres by the launcher
+        if not parent.stat().st_mode & 0o001:
+            raise TopologyError(f"{parent} is not traversable by the postgres user (mode "
+                                f"{oct(parent.stat().st_mode & 0o777)}): use a state directory whose parents "
+                                "allow it (e.g. under /var/lib or /srv), or chmod o+x the parent")
 
 
 def start_engines(topology: Topology, state: StackState, log: Any = print) -> Engines:

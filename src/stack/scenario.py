@@ -25,7 +25,7 @@ import httpx
 from stack.identity import issue_swarm_credential
 from stack.state import StackState
 
-__all__ = ["Phase0Result", "PayoutResult", "run_payout", "run_phase0", "stack_status"]
+__all__ = ["Phase0Result", "PayoutResult", "TasksResult", "run_payout", "run_phase0", "run_tasks", "stack_status"]
 
 PHASE0_WALLET = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
 
@@ -123,6 +123,37 @@ async def run_phase0(state: StackState, *, tasks_per_swarm: int = 3, timeout: fl
         await asyncio.sleep(0.2)
     result.seconds = time.perf_counter() - started
     return result
+
+
+@dataclass
+class TasksResult:
+    pushed: int
+    done: int
+    seconds: float
+
+
+async def run_tasks(state: StackState, counts: dict[str, int], *, timeout: float = 120.0) -> TasksResult:
+    """Push ``counts[swarm]`` wordcount tasks to each swarm at once; time until every one is completed."""
+    status = stack_status(state)
+    credential = issue_swarm_credential(state, "phase0-orchestrator", role="operator")
+    run_id = uuid.uuid4().hex[:8]
+    ids: list[str] = []
+    started = time.perf_counter()
+    async with httpx.AsyncClient(base_url=_service(status, "coordinator")["url"], timeout=30.0,
+                                 headers={"Authorization": f"Bearer {credential.read_text().strip()}"}) as api:
+        for swarm, n in counts.items():
+            batch = [{"id": f"work-{run_id}-{swarm}-{i}", "action": "wordcount", "text": "lorem ipsum " * 50}
+                     for i in range(n)]
+            (await api.post("/v1/tasks", json={"swarm_id": swarm, "tasks": batch})).raise_for_status()
+            ids += [t["id"] for t in batch]
+    deadline = time.monotonic() + timeout
+    done: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        done = await _task_owners(status["engines"]["kv"], ids)
+        if len(done) == len(ids):
+            break
+        await asyncio.sleep(0.05)
+    return TasksResult(len(ids), len(done), time.perf_counter() - started)
 
 
 @dataclass

@@ -48,6 +48,10 @@ class ChassisMetrics:
                                 ["reason"], registry=r)
         self.seconds = Histogram("if_chassis_execution_seconds", "Wall time of one sandboxed task",
                                  buckets=_SECONDS, registry=r)
+        for outcome in ("success", "failure", "refused"):  # known series exist (at 0) from the start
+            self.executions.labels(outcome)
+        for reason in ("IF_ERR_AUTH_INVALID", "IF_ERR_AUTH_EXPIRED", "IF_ERR_AUTH_REVOKED", "IF_ERR_CIRCUIT_OPEN"):
+            self.refusals.labels(reason)
 
 
 class ChassisPool:

@@ -26,3 +26,8 @@ class CoordinatorMetrics:
         self.blockers = Counter("if_blockers_reported_total", "Blockers reported by swarms", registry=r)
         self.sessions = Gauge("if_swarm_sessions", "Live swarm sessions on this replica", registry=r)
         self.refused = Counter("if_swarm_calls_refused_total", "Calls refused, by error code", ["code"], registry=r)
+        for outcome in ("won", "lost"):  # known series exist (at 0) from the start
+            self.claims.labels(outcome)
+        for code in ("IF_ERR_AUTH_INVALID", "IF_ERR_AUTH_EXPIRED", "IF_ERR_AUTH_REVOKED", "IF_ERR_NOT_OWNER",
+                     "IF_ERR_NO_SESSION", "IF_ERR_SWARM_ALREADY_CONNECTED"):
+            self.refused.labels(code)

@@ -47,6 +47,8 @@ class GovernorMetrics:
                                       "From a blocker's report to its team being assigned", buckets=_TEAM_BUCKETS,
                                       registry=r)
         r.register(_LedgerCollector(governor))
+        for outcome in ("team", "escalated"):  # known series exist (at 0) from the start
+            self.answers.labels(outcome)
 
     def observe_assignment(self, assignment: dict[str, Any]) -> None:
         team = assignment.get("team")

@@ -53,6 +53,12 @@ class NodeMetrics:
                                registry=self.registry)
         self.rate_limited = Counter("lucid_node_rate_limited_total", "429 answers", ["tier"], registry=self.registry)
         self.background = Gauge("lucid_node_background_batches", "Payout batches running", registry=self.registry)
+        self.nodes = Gauge("lucid_node_nodes", "Registered nodes by state (read at scrape time)", ["state"],
+                           registry=self.registry)
+        for result in ("valid", "invalid", "rejected", "batch"):  # known series exist (at 0) from the start
+            self.poot.labels(result)
+        for status in ("completed", "failed"):
+            self.payouts.labels(status)
 
 
 class BodyTooLarge(StarletteHTTPException):

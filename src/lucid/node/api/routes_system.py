@@ -46,4 +46,10 @@ async def health(request: Request) -> JSONResponse:
 
 @router.get("/metrics")
 async def metrics(request: Request, _: Annotated[Principal, Depends(authorize("metrics:read"))]) -> Response:
-    return Response(generate_latest(container_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    from ..models.node_models import NodeStatus
+
+    c = container_of(request)
+    counts = await c.node_repo.count_by_status()
+    for state in NodeStatus:
+        c.metrics.nodes.labels(state.value).set(counts.get(state.value, 0))
+    return Response(generate_latest(c.metrics.registry), media_type=CONTENT_TYPE_LATEST)

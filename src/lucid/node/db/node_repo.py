@@ -244,6 +244,12 @@ class SqlNodeRepository:
         async with self.db.reader.connect() as conn:
             return int(await conn.scalar(stmt) or 0)
 
+    async def count_by_status(self) -> dict[str, int]:
+        """Nodes per status, in one GROUP BY (the metrics scrape)."""
+        stmt = select(nodes.c.status, func.count()).group_by(nodes.c.status)
+        async with self.db.reader.connect() as conn:
+            return {str(status): int(n) for status, n in (await conn.execute(stmt)).all()}
+
     async def assign_pool(self, node_id: str, pool_id: str, priority: int = 50) -> None:
         try:
             await self._assign_pool(node_id, pool_id, priority)

@@ -162,7 +162,9 @@ def payment_handler(tron: TwoPhaseTronClient, tag_key: bytes,
     async def transaction(txid: str) -> MeshResponse:
         if not _TXID.match(txid):
             raise PaymentError("txid must be 64 hex digits")
-        return MeshResponse(200, {"transaction": await tron.get_transaction(txid)})
+        found = await tron.get_transaction(txid)
+        return MeshResponse(200, {"transaction": None if found is None else
+                                  {k: str(v) if isinstance(v, Decimal) else v for k, v in found.items()}})
 
     async def balance(address: str) -> MeshResponse:
         if not _ADDRESS.match(address):

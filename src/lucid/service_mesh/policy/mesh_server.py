@@ -149,7 +149,13 @@ class MeshServer:
                 if request is None:
                     break
                 response = await self._dispatch(peer, request, body)
-                payload = json.dumps(response.body).encode() if response.body is not None else b""
+                try:
+                    payload = json.dumps(response.body).encode() if response.body is not None else b""
+                except (TypeError, ValueError):  # a handler's answer that is not JSON: a 500, not a cut connection
+                    log.exception("mesh handler answered a body that is not JSON")
+                    response = MeshResponse(500, error_envelope(LucidMeshError("internal error",
+                                                                               error_code="LUCID_ERR_1105")))
+                    payload = json.dumps(response.body).encode()
                 headers = [("content-type", "application/json"), ("content-length", str(len(payload)))]
                 headers += list(response.headers.items())
                 writer.write(conn.send(h11.Response(status_code=response.status, headers=headers)))

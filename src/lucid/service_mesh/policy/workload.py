@@ -57,6 +57,11 @@ class WorkloadMetrics:
                                ["operation", "code"], registry=registry)
         self.payouts = Counter("lucid_mesh_payment_broadcasts_total", "Payment broadcasts by outcome",
                                ["outcome"], registry=registry)
+        for operation, code in (("mesh.call_denied", "LUCID_ERR_1203"),
+                                ("mesh.handshake_refused", "LUCID_ERR_1204")):  # known series exist at 0
+            self.denials.labels(operation, code)
+        for outcome in ("success", "failed", "duplicate", "refused"):
+            self.payouts.labels(outcome)
 
 
 class CountingAudit(AuditSink):
