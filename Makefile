@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 PYTEST_ARGS ?=
 
-.PHONY: setup venv servers demo test bench bench-chaos serve clean
+.PHONY: setup venv servers demo test bench bench-chaos serve up down status clean
 
 setup: venv servers
 
@@ -36,6 +36,18 @@ demo: $(STAMP)
 
 serve: $(STAMP)
 	$(VENV)/bin/lucid serve --port 8083
+
+# The platform as services on real engines (topology: deploy/topology.toml; state: $(STACK_STATE)).
+STACK_STATE ?= /var/lib/infrafabric-stack
+TOPOLOGY ?= deploy/topology.toml
+up: setup
+	$(VENV)/bin/ifstack up --state $(STACK_STATE) --topology $(TOPOLOGY)
+
+down: $(STAMP)
+	$(VENV)/bin/ifstack down --state $(STACK_STATE)
+
+status: $(STAMP)
+	$(VENV)/bin/ifstack status --state $(STACK_STATE)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -131,3 +131,43 @@ async def test_idle_connection_closed_by_server_is_replaced(cert_manager, mesh_a
         assert (await gw.call(sm, "GET", "/two")).status_code == 200
         assert gw.client.breakers.get("session-management").stats()["consecutive_failures"] == 0
         assert sm.server.served == 2
+
+
+async def test_a_handler_answer_that_is_not_json_is_a_500_not_a_cut_connection(cert_manager, mesh_auth) -> None:
+    """A handler bug (a Decimal in its answer) must reach the caller as the 1105 envelope; the connection
+    stays usable for the next call (a cut connection looked like an unreachable service to the breaker)."""
+    from decimal import Decimal
+
+    from lucid.service_mesh.errors import UpstreamCallError
+    from lucid.service_mesh.policy.mesh_server import MeshResponse
+
+    async def handler(request):  # type: ignore[no-untyped-def]
+        return MeshResponse(200, {"amount": Decimal("1.5")} if request.path == "/bad" else {"ok": True})
+
+    server = MeshService("tron-payment", "tron-payment", "wallet", cert_manager, mesh_auth, handler)
+    async with services(cert_manager, mesh_auth, "api-gateway") as (gw,), server:
+        with pytest.raises(UpstreamCallError) as caught:  # a 5xx counts against the breaker, as it should
+            await gw.call(server, "GET", "/bad")
+        assert "500" in caught.value.message
+        assert (await gw.call(server, "GET", "/good")).json() == {"ok": True}
+
+
+async def test_a_trust_only_manager_verifies_peers_and_cannot_mint_identities(cert_manager, mesh_auth,
+                                                                              tmp_path) -> None:
+    """What a workload of the stack gets: its own certificate and the CA's public half, never the CA key."""
+    from lucid.service_mesh.errors import CertificateError
+
+    trust = CertificateManager.trust_only(cert_manager.export_trust(tmp_path / "trust"))
+    with pytest.raises(CertificateError):
+        trust.generate_service_certificate("api-gateway", "forged", "api-gateway", "ops")
+    cert, key = cert_manager.generate_service_certificate("tron-payment", "tp-1", "tron-payment", "wallet")
+    assert trust.verify_chain(trust.load_certificate(cert)).spiffe_id.endswith("/wallet/tron-payment/tron-payment")
+    server = MeshService("tron-payment", "tron-payment", "wallet", trust, mesh_auth, certificate=(cert, key))
+    gw_cert, gw_key = cert_manager.generate_service_certificate("api-gateway", "gw-1", "api-gateway", "ops")
+    gw = MeshService("api-gateway", "api-gateway", "ops", trust, mesh_auth, certificate=(gw_cert, gw_key))
+    async with server, gw:
+        assert (await gw.call(server, "POST", "/payments")).status_code == 200
+    other = CertificateManager(str(tmp_path / "o" / "ca.crt"), str(tmp_path / "o" / "ca.key"), str(tmp_path / "o"))
+    foreign_cert, _ = other.generate_service_certificate("api-gateway", "gw-2", "api-gateway", "ops")
+    with pytest.raises(MTLSVerificationError):
+        trust.verify_chain(trust.load_certificate(foreign_cert))

@@ -344,3 +344,31 @@ def test_the_swarm_api_over_https_is_trusted_only_with_the_platform_ca(tmp_path:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+async def test_only_an_operator_may_push_work_and_the_push_names_them(control_plane) -> None:
+    """``POST /v1/tasks`` is the orchestrator's door: a swarm credential (even the target's own) cannot
+    push work into any inbox; an operator's push is delivered and audited with the operator's name."""
+    victim = control_plane.swarm(_ids("victim"))
+    async with victim, httpx.AsyncClient(base_url=control_plane.url, timeout=10) as http:
+        assert victim.swarm_id is not None
+        forged = {"swarm_id": victim.swarm_id, "tasks": [{"id": _ids("forged"), "type": "stop"}]}
+        for token in (control_plane.credential(victim.swarm_id), control_plane.credential(_ids("mallory")),
+                      "x" * 40, None):
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            r = await http.post("/v1/tasks", json=forged, headers=headers)
+            assert r.status_code in (401, 403), r.text
+            assert r.json()["error"]["code"].startswith("IF_ERR_AUTH") or r.json()["error"]["code"] == "IF_ERR_FORBIDDEN"
+        operator = {"Authorization": f"Bearer {control_plane.credential('alice', role='operator')}"}
+        for bad in ({"swarm_id": victim.swarm_id, "tasks": []}, {"swarm_id": victim.swarm_id, "tasks": [1]},
+                    {"swarm_id": "../x", "tasks": [{"id": "t"}]}, {"tasks": [{"id": "t"}]},
+                    {"swarm_id": victim.swarm_id, "tasks": [{"id": "bad id with spaces"}]}):
+            r = await http.post("/v1/tasks", json=bad, headers=operator)
+            assert r.status_code == 400, (bad, r.text)
+        honest_id = _ids("honest")
+        r = await http.post("/v1/tasks", json={"swarm_id": victim.swarm_id, "tasks": [{"id": honest_id}]},
+                            headers=operator)
+        assert r.status_code == 200 and r.json() == {"pushed": 1}
+        task = await victim.next_task(5)
+        assert task["id"] == honest_id  # the only thing that reached the inbox
+    assert control_plane.audited("tasks_pushed_by_operator", {"operator": "alice", "swarm_id": victim.swarm_id})
