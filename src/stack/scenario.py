@@ -28,6 +28,9 @@ from stack.state import StackState
 __all__ = ["Phase0Result", "PayoutResult", "TasksResult", "run_payout", "run_phase0", "run_tasks", "stack_status"]
 
 PHASE0_WALLET = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
+NODE_SAMPLE = {"cpu_percent": 12.5, "memory_percent": 33.0, "memory_used_bytes": 2 << 30,
+               "memory_total_bytes": 6 << 30, "disk_percent": 20.0, "disk_used_bytes": 40 << 30,
+               "disk_total_bytes": 200 << 30, "network_bytes_sent": 1000, "network_bytes_recv": 2000}
 
 
 def stack_status(state: StackState) -> dict[str, Any]:
@@ -162,6 +165,7 @@ class PayoutResult:
     batch_id: str
     batch: dict[str, Any]
     payouts: list[dict[str, Any]]
+    resources: dict[str, Any] = field(default_factory=dict)  # the node's history after its heartbeat
 
 
 async def run_payout(state: StackState, *, timeout: float = 60.0) -> PayoutResult:
@@ -188,6 +192,9 @@ async def run_payout(state: StackState, *, timeout: float = 60.0) -> PayoutResul
         node_id = r.json()["node_id"]
         (await api.post(f"/api/v1/nodes/{node_id}/start", headers=admin)).raise_for_status()
         worker = {"Authorization": f"Bearer {mint_token(secret, role='worker', node_id=node_id)}"}
+        (await api.post(f"/api/v1/nodes/{node_id}/heartbeat", headers=worker, json={"resources": NODE_SAMPLE})
+         ).raise_for_status()  # the node's own figures, not the API host's
+        resources = (await api.get(f"/api/v1/nodes/{node_id}/resources", headers=admin)).json()
         ts = datetime.now(UTC)
         output = base64.b64encode(secrets.token_bytes(900)).decode()
         nonce = secrets.token_urlsafe(18)
@@ -210,4 +217,5 @@ async def run_payout(state: StackState, *, timeout: float = 60.0) -> PayoutResul
             await asyncio.sleep(0.2)
         history = (await api.get("/api/v1/nodes/payouts/history", headers=admin,
                                  params={"node_id": node_id})).json()
-    return PayoutResult(node_id, batch_id, batch, [p for p in history["payouts"] if p["node_id"] == node_id])
+    return PayoutResult(node_id, batch_id, batch, [p for p in history["payouts"] if p["node_id"] == node_id],
+                        resources)

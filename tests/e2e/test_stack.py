@@ -92,6 +92,9 @@ def test_budgets_are_charged_for_the_work_the_chassis_ran(running_stack: Running
 def test_a_payout_leaves_only_through_api_gateway_to_tron_payment(running_stack: RunningStack,
                                                                  payout: PayoutResult) -> None:
     assert payout.batch["status"] == "completed"
+    from stack.scenario import NODE_SAMPLE
+
+    assert payout.resources["current"] == {**NODE_SAMPLE, "timestamp": payout.resources["current"]["timestamp"]}
     [paid] = payout.payouts
     assert paid["status"] == "completed" and re.fullmatch(r"[0-9a-f]{64}", paid["transaction_hash"])
 

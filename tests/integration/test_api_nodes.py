@@ -254,12 +254,35 @@ async def test_pools_and_membership(seeded: httpx.AsyncClient, auth_headers: dic
     assert [p["pool_id"] for p in listed["pools"]] == ["pool_workers"]
 
 
-async def test_resources(seeded: httpx.AsyncClient, auth_headers: dict) -> None:
+SAMPLE = {"cpu_percent": 37.5, "memory_percent": 61.0, "memory_used_bytes": 5 << 30,
+          "memory_total_bytes": 8 << 30, "disk_percent": 40.0, "disk_used_bytes": 200 << 30,
+          "disk_total_bytes": 500 << 30, "network_bytes_sent": 12345, "network_bytes_recv": 67890}
+
+
+async def test_resources(seeded: httpx.AsyncClient, auth_headers: dict, mint: Any) -> None:
+    """A node's charts are its own figures, sent with its heartbeats, kept in the database: never the API
+    host's (every node used to report the host's psutil figures)."""
     await seeded.post("/api/v1/nodes/node_test_001/stop", headers=auth_headers)
     await seeded.post("/api/v1/nodes/node_test_001/start", headers=auth_headers)
     r = (await seeded.get("/api/v1/nodes/node_test_001/resources?time_range=1h", headers=auth_headers)).json()
-    assert r["monitoring"] is True and 0 <= r["current"]["cpu_percent"] <= 100
-    assert r["current"]["memory_total_bytes"] > 0
+    assert r["monitoring"] is True and r["current"] is None and r["samples"] == []  # nothing reported yet
+    worker = {"Authorization": f"Bearer {mint('worker', node_id='node_test_001')}"}
+    for cpu in (37.5, 42.0):
+        beat = await seeded.post("/api/v1/nodes/node_test_001/heartbeat", headers=worker,
+                                 json={"resources": {**SAMPLE, "cpu_percent": cpu}})
+        assert beat.status_code == 200 and beat.json()["resources_recorded"] is True, beat.text
+    r = (await seeded.get("/api/v1/nodes/node_test_001/resources?time_range=1h", headers=auth_headers)).json()
+    assert [s["cpu_percent"] for s in r["samples"]] == [37.5, 42.0]
+    assert r["current"]["memory_total_bytes"] == 8 << 30 and r["current"]["cpu_percent"] == 42.0
+    other = {"Authorization": f"Bearer {mint('worker', node_id='node_test_002')}"}  # not this node's agent
+    assert (await seeded.post("/api/v1/nodes/node_test_001/heartbeat", headers=other,
+                              json={"resources": SAMPLE})).status_code == 403
+    for bad in ({**SAMPLE, "cpu_percent": 101}, {**SAMPLE, "memory_used_bytes": -1}, {"cpu_percent": 1},
+                {**SAMPLE, "extra": 1}, {**SAMPLE, "disk_percent": "NaN"}, {**SAMPLE, "network_bytes_sent": 2**70}):
+        refused = await seeded.post("/api/v1/nodes/node_test_001/heartbeat", headers=worker, json={"resources": bad})
+        assert refused.status_code == 400 and refused.json()["error"]["code"].startswith("LUCID_ERR_"), bad
+    r = (await seeded.get("/api/v1/nodes/node_test_001/resources?time_range=1h", headers=auth_headers)).json()
+    assert len(r["samples"]) == 2  # the refused heartbeats recorded nothing
     assert (await seeded.get("/api/v1/nodes/node_test_001/resources?time_range=2y",
                              headers=auth_headers)).status_code == 400
     ok = await seeded.post("/api/v1/nodes/node_test_001/resources/allocate", json={"cpu_percent": 50},

@@ -4,6 +4,7 @@ pool service), mocks only where a collaborator is isolated."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from unittest.mock import AsyncMock
 
 import pytest
@@ -166,14 +167,25 @@ class TestValidators:
 
 
 class TestResourceMonitor:
-    async def test_sampling_and_allocation(self) -> None:
-        mon = ResourceMonitor()
+    async def test_sampling_and_allocation(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        from lucid.node.db import NodeDatabase
+        from lucid.node.db.resource_repo import SAMPLE_FIELDS, SqlResourceSampleRepository
+
+        db = NodeDatabase(f"sqlite+aiosqlite:///{tmp_path / 'nodes.db'}")
+        await db.create_all()
+        mon = ResourceMonitor(SqlResourceSampleRepository(db))
         node = Node(**{"name": "res", "hardware_info": sample_hardware_info(),
                        "configuration": {"resource_limits": {"cpu_percent": 80}}})
         await mon.initialize_node(node)
         await mon.start_monitoring(node.node_id)
+        assert (await mon.get_node_resources(node.node_id, "1h"))["current"] is None
+        await mon.record(node.node_id, {k: 7 for k in SAMPLE_FIELDS})
         res = await mon.get_node_resources(node.node_id, "1h")
-        assert res["monitoring"] and res["current"]["memory_total_bytes"] > 0
+        assert res["monitoring"] and res["current"]["memory_total_bytes"] == 7
+        later = datetime.now(UTC) + timedelta(seconds=1)
+        assert await mon.samples.prune(later) == 1  # retention: older samples go
+        assert (await mon.get_node_resources(node.node_id, "1h"))["current"] is None
+        await mon.record(node.node_id, {k: 7 for k in SAMPLE_FIELDS})
         assert await mon.allocate(node.node_id, {"cpu_percent": 50}) == {"cpu_percent": 50}
         with pytest.raises(ResourceLimitError):
             await mon.allocate(node.node_id, {"cpu_percent": 31})

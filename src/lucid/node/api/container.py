@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from ..db import NodeDatabase, SqlNodeRepository, SqlPayoutRepository, SqlPoolRepository, SqlPoOTRepository
+from ..db.resource_repo import SqlResourceSampleRepository
 from ..payouts import PayoutProcessor, WitnessAuditLogger
 from ..poot import PoOTValidator
 from ..services import NodeService, PoolService, ResourceMonitor
@@ -32,7 +33,7 @@ class NodeContainer:
         self.pool_repo = SqlPoolRepository(self.db)
         self.poot_repo = SqlPoOTRepository(self.db)
         self.payout_repo = SqlPayoutRepository(self.db)
-        self.monitor = ResourceMonitor(interval=settings.monitor_interval)
+        self.monitor = ResourceMonitor(SqlResourceSampleRepository(self.db), interval=settings.monitor_interval)
         self.nodes = NodeService(self.node_repo, self.monitor, NodeValidator())
         self.pools = PoolService(self.pool_repo, self.node_repo)
         self.poot = PoOTValidator(self.poot_repo, min_valid_score=settings.min_valid_score)

@@ -28,6 +28,29 @@ class Thresholds(BaseModel):
     disk_percent: float | None = Field(default=None, ge=0, le=100)
 
 
+_BYTES = Field(ge=0, le=2**62)
+
+
+class ResourceSample(BaseModel):
+    """A node's own figures, sent with its heartbeat (what the monitor charts)."""
+
+    model_config = ConfigDict(extra="forbid")
+    cpu_percent: float = Field(ge=0, le=100, allow_inf_nan=False)
+    memory_percent: float = Field(ge=0, le=100, allow_inf_nan=False)
+    memory_used_bytes: int = _BYTES
+    memory_total_bytes: int = _BYTES
+    disk_percent: float = Field(ge=0, le=100, allow_inf_nan=False)
+    disk_used_bytes: int = _BYTES
+    disk_total_bytes: int = _BYTES
+    network_bytes_sent: int = _BYTES
+    network_bytes_recv: int = _BYTES
+
+
+class Heartbeat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    resources: ResourceSample | None = None
+
+
 class Allocation(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cpu_percent: float | None = Field(default=None, ge=0, le=100)
@@ -131,6 +154,13 @@ async def allocate(request: Request, node_id: NodeIdPath, body: Annotated[Alloca
 
 @router.post("/{node_id}/heartbeat")
 async def heartbeat(request: Request, node_id: NodeIdPath,
-                    principal: Annotated[Principal, Depends(authorize("poot:validate"))]) -> dict[str, Any]:
+                    principal: Annotated[Principal, Depends(authorize("poot:validate"))],
+                    body: Annotated[Heartbeat | None, Body()] = None) -> dict[str, Any]:
+    """A node says it is alive, optionally with its own resource figures (kept as its history)."""
     principal.require_node(node_id)
-    return await container_of(request).nodes.heartbeat(node_id)
+    c = container_of(request)
+    answer = await c.nodes.heartbeat(node_id)
+    if body is not None and body.resources is not None:
+        await c.monitor.record(node_id, body.resources.model_dump())
+        answer["resources_recorded"] = True
+    return answer

@@ -67,6 +67,24 @@ nodes = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+#: Each node's own resource figures, as its heartbeats report them (history for charts; pruned by age).
+node_resource_samples = Table(
+    "node_resource_samples", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("node_id", String(64), nullable=False),
+    Column("sampled_at", UTCDateTime, nullable=False),
+    Column("cpu_percent", Float, nullable=False),
+    Column("memory_percent", Float, nullable=False),
+    Column("memory_used_bytes", BigInteger, nullable=False),
+    Column("memory_total_bytes", BigInteger, nullable=False),
+    Column("disk_percent", Float, nullable=False),
+    Column("disk_used_bytes", BigInteger, nullable=False),
+    Column("disk_total_bytes", BigInteger, nullable=False),
+    Column("network_bytes_sent", BigInteger, nullable=False),
+    Column("network_bytes_recv", BigInteger, nullable=False),
+    Index("ix_node_resource_samples_node_time", "node_id", "sampled_at"),
+)
+
 poot_validations = Table(
     "poot_validations", metadata,
     Column("validation_id", String(36), primary_key=True),

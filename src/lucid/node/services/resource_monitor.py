@@ -1,17 +1,21 @@
-"""ResourceMonitor: samples host resources with psutil for the nodes it monitors (this process is the
-node agent of the nodes it runs), keeps a bounded history per node, checks thresholds and allocations."""
+"""ResourceMonitor: each node's own resource figures, as its heartbeats report them, kept in the database
+(history for charts, pruned by age); thresholds and allocations against the node's limits.
+
+Why heartbeats: the API runs on one host and the nodes on others; sampling the API host with psutil
+reported every node with the same (wrong) figures. ``sample_host`` remains for the API's own health.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections import deque
 from datetime import timedelta
 from typing import Any
 
 import psutil
 
+from ..db.resource_repo import SAMPLE_FIELDS, SqlResourceSampleRepository
 from ..errors import InvalidAllocationError, NodeNotFoundError, ResourceLimitError
 from ..models.node_models import Node, utcnow
 
@@ -33,10 +37,12 @@ def sample_host(disk_path: str = "/") -> dict[str, Any]:
 
 
 class ResourceMonitor:
-    def __init__(self, *, interval: float = 5.0, history: int = 720) -> None:
+    def __init__(self, samples: SqlResourceSampleRepository, *, interval: float = 3600.0,
+                 retention: timedelta = TIME_RANGES["7d"]) -> None:
+        """``interval``: how often samples older than ``retention`` are pruned."""
+        self.samples = samples
         self.interval = interval
-        self._history = history
-        self._samples: dict[str, deque[dict[str, Any]]] = {}
+        self.retention = retention
         self._limits: dict[str, dict[str, Any]] = {}
         self._thresholds: dict[str, dict[str, float]] = {}
         self._allocations: dict[str, dict[str, float]] = {}
@@ -45,7 +51,6 @@ class ResourceMonitor:
 
     # ---------------------------------------------------------- lifecycle hooks used by NodeService
     async def initialize_node(self, node: Node) -> None:
-        self._samples.setdefault(node.node_id, deque(maxlen=self._history))
         limits = node.configuration.resource_limits if node.configuration else None
         hw = node.hardware_info
         self._limits[node.node_id] = {
@@ -57,9 +62,14 @@ class ResourceMonitor:
         }
 
     async def start_monitoring(self, node_id: str) -> None:
-        self._samples.setdefault(node_id, deque(maxlen=self._history))
         self._monitored.add(node_id)
-        self._samples[node_id].append(await asyncio.to_thread(sample_host))
+
+    async def record(self, node_id: str, sample: dict[str, Any]) -> None:
+        """One heartbeat's figures (validated at the API boundary) into the node's history."""
+        missing = [k for k in SAMPLE_FIELDS if k not in sample]
+        if missing:
+            raise ValueError(f"resource sample lacks {missing}")
+        await self.samples.add(node_id, utcnow(), sample)
 
     async def stop_monitoring(self, node_id: str) -> None:
         self._monitored.discard(node_id)
@@ -71,18 +81,16 @@ class ResourceMonitor:
         return node_id in self._monitored
 
     def forget(self, node_id: str) -> None:
-        for d in (self._samples, self._limits, self._thresholds, self._allocations):
+        for d in (self._limits, self._thresholds, self._allocations):
             d.pop(node_id, None)
         self._monitored.discard(node_id)
 
-    # ---------------------------------------------------------- sampling loop
+    # ---------------------------------------------------------- retention loop
     async def run(self) -> None:
         while True:
-            if self._monitored:
-                sample = await asyncio.to_thread(sample_host)
-                for node_id in list(self._monitored):
-                    self._samples.setdefault(node_id, deque(maxlen=self._history)).append(sample)
             await asyncio.sleep(self.interval)
+            with contextlib.suppress(Exception):  # the database is away: the next pass prunes
+                await self.samples.prune(utcnow() - self.retention)
 
     def start(self) -> None:
         if self._task is None:
@@ -97,8 +105,7 @@ class ResourceMonitor:
 
     # ---------------------------------------------------------- queries
     async def get_node_resources(self, node_id: str, time_range: str = "1h") -> dict[str, Any]:
-        since = (utcnow() - TIME_RANGES[time_range]).isoformat()
-        samples = [s for s in self._samples.get(node_id, ()) if s["timestamp"] >= since]
+        samples = await self.samples.since(node_id, utcnow() - TIME_RANGES[time_range])
         current = samples[-1] if samples else None
         return {"node_id": node_id, "time_range": time_range, "monitoring": node_id in self._monitored,
                 "current": current, "samples": samples, "alerts": self._alerts(node_id, current),
