@@ -21,7 +21,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-MODULES = ["bench_coordinator", "bench_witness", "bench_chassis", "bench_mesh", "bench_node", "bench_gateway"]
+MODULES = ["bench_coordinator", "bench_witness", "bench_chassis", "bench_mesh", "bench_node", "bench_gateway",
+           "bench_stack"]
 console = Console(width=200)
 
 
