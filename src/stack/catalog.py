@@ -124,6 +124,7 @@ def build_catalog(topology: Topology, state: StackState, engines: Engines, ident
         specs[name] = ServiceSpec(
             name, [PY, "-m", "lucid.service_mesh.policy.workload", *mesh_args, "--name", name, "--cluster", name,
                    "--cert", str(service_pki / f"{name}.crt"), "--key", str(service_pki / f"{name}.key"),
+                   "--host", h,
                    "--plane", plane, "--jwt-key", str(state.jwt_key(name)), "--port", str(p), "--ttl", "2",
                    "--deregister-after", "4", "--recovery-timeout", "3", "--metrics-listen", f"{h}:{m}",
                    "--witness", *extra],

@@ -167,6 +167,9 @@ def test_prometheus_scrapes_every_service_and_the_counters_moved(running_stack: 
     assert running_stack.wait_value("if_blockers_reported_total", lambda v: v >= 1) >= 1
     assert running_stack.wait_value('lucid_node_payouts_total{status="completed"}', lambda v: v >= 1) >= 1
     assert running_stack.value('lucid_mesh_service_instances{plane="wallet",status="healthy"}') == 1
+    assert running_stack.wait_value('if_witness_appends_total{job="coordinator"}', lambda v: v >= n) >= n
+    age = running_stack.wait_value('if_witness_checkpoint_age_seconds{job="coordinator"}', lambda v: v < 120)
+    assert 0 <= age < 120  # the log keeps publishing its checkpoint outside the database
 
 
 def test_every_dashboard_query_names_a_metric_the_stack_exports(running_stack: RunningStack,
@@ -256,6 +259,67 @@ def test_seven_swarms_in_parallel_against_the_same_work_sequentially(running_sta
     record_property("seven_swarm_speedup", round(speedup, 2))
     print(f"7 swarms: {parallel.seconds:.2f} s; 1 swarm: {sequential.seconds:.2f} s; speed-up {speedup:.2f}x "
           f"on {os.cpu_count()} cores")
+
+
+def test_a_second_host_uses_the_engines_by_url_and_runs_only_what_it_is_told(running_stack: RunningStack,
+                                                                            tmp_path: Path) -> None:
+    """Two machines, simulated as two state directories: host B's topology names host A's engines by URL
+    (used, not started) and ``up --only coordinator`` runs a second coordinator replica there. A swarm of
+    B gets work an operator pushes through A, over the shared NATS."""
+    import shutil
+    import subprocess
+    import sys
+
+    from infrafabric.coordinator.remote import RemoteSwarmClient
+    from stack.identity import issue_swarm_credential
+
+    a = running_stack.status()
+    os.chmod(tmp_path, 0o711)
+    b_root = tmp_path / "host-b"
+    b_root.mkdir()
+    for shared in ("pki", "secrets"):  # the operator copies the identities made on the first host
+        shutil.copytree(running_stack.root / shared, b_root / shared)
+    engines = a["engines"]
+    topology = tmp_path / "host-b.toml"
+    topology.write_text(running_stack.topology.read_text().replace(
+        "[engines.etcd]\nmembers = 1", f'[engines.etcd]\nurl = "{engines["kv"]}"').replace(
+        "[engines.nats]", f'[engines.nats]\nurl = "{engines["bus"]}"').replace(
+        "[engines.rabbitmq]", f'[engines.rabbitmq]\nurl = "{engines["amqp"]}"').replace(
+        "[engines.postgres]", f'[engines.postgres]\nurl = "{engines["node_db"]}"').replace(
+        "[engines.prometheus]\nport = 0", f'[engines.prometheus]\nurl = "{a["prometheus"]}"'))
+    cli = [sys.executable, "-m", "stack.cli"]
+    up = subprocess.run([*cli, "up", "--state", str(b_root), "--topology", str(topology), "--only", "coordinator"],
+                        capture_output=True, text=True, timeout=300, check=False)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr + (b_root / "supervisor.log").read_text()[-3000:]
+        b = json.loads((b_root / "status.json").read_text())
+        assert [s["name"] for s in b["services"]] == ["coordinator"]
+        assert b["engines"]["processes"] == [] and b["prometheus"] is None  # nothing started, all used
+        assert b["engines"]["kv"] == engines["kv"]
+        b_url = b["services"][0]["url"]
+        a_url = running_stack.service("coordinator")["url"]
+        assert b_url != a_url
+        swarm_id = "host-b-swarm"
+        token = issue_swarm_credential(running_stack.state, swarm_id).read_text().strip()  # A's authority
+        operator = issue_swarm_credential(running_stack.state, "ops-a", role="operator").read_text().strip()
+
+        async def cross() -> dict[str, Any]:
+            import httpx
+
+            async with RemoteSwarmClient(b_url, ["code:python"], credential=token) as swarm, \
+                    httpx.AsyncClient(base_url=a_url, headers={"Authorization": f"Bearer {operator}"}) as api:
+                r = await api.post("/v1/tasks", json={"swarm_id": swarm_id, "tasks": [{"id": "cross-host-1"}]})
+                assert r.status_code == 200, r.text
+                task = await swarm.next_task(10)
+                assert await swarm.claim("cross-host-1") is not None
+                return task
+
+        assert asyncio.run(cross())["id"] == "cross-host-1"
+    finally:
+        down = subprocess.run([*cli, "down", "--state", str(b_root)], capture_output=True, text=True, timeout=120,
+                              check=False)
+    assert down.returncode == 0, down.stdout
+    assert all(pid_exists(p["pid"]) for p in a["engines"]["processes"])  # host B stopped only its own
 
 
 def test_down_stops_everything_and_up_resumes_the_state(running_stack: RunningStack,

@@ -209,3 +209,26 @@ def test_backlog_is_bounded_while_the_store_cannot_keep_up() -> None:
         assert info.value.error_code == "WITNESS_BACKLOG_FULL" and accepted >= 5
     finally:
         w.close()
+
+
+def test_the_witness_metrics_count_durable_entries_and_the_published_checkpoint_age(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import math
+
+    from prometheus_client import CollectorRegistry
+
+    from infrafabric.witness import Witness
+    from infrafabric.witness.metrics import WitnessCollector
+
+    registry = CollectorRegistry()
+    holder: dict[str, Witness | None] = {"w": None}
+    registry.register(WitnessCollector(lambda: holder["w"]))
+    assert registry.get_sample_value("if_witness_appends_total") == 0  # no log opened yet: zeros, no error
+    assert math.isnan(registry.get_sample_value("if_witness_checkpoint_age_seconds") or 0.0)
+    with Witness(f"sqlite:///{tmp_path / 'log.db'}", tmp_path / "keys", writer="thread") as w:
+        holder["w"] = w
+        for i in range(5):
+            w.log("test", "op", {"i": i})
+        w.flush()
+        assert registry.get_sample_value("if_witness_appends_total") == 5
+        assert registry.get_sample_value("if_witness_pending_entries") == 0
+        assert 0 <= (registry.get_sample_value("if_witness_checkpoint_age_seconds") or -1) < 60

@@ -150,7 +150,11 @@ def serve(
     host, _, port = listen.rpartition(":")
 
     async def run() -> None:
+        from infrafabric.witness.default import current_default_witness
+        from infrafabric.witness.metrics import WitnessCollector
+
         registry = CollectorRegistry()
+        registry.register(WitnessCollector(current_default_witness))
         from decimal import Decimal
 
         from infrafabric.governor import IFGovernor

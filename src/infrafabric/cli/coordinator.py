@@ -71,7 +71,11 @@ async def serve_control_plane(*, kv: Optional[str], bus: Optional[str], policy: 
     from infrafabric.governor.metrics import GovernorMetrics
     from infrafabric.governor.responder import BlockerResponder
 
+    from infrafabric.witness.default import current_default_witness
+    from infrafabric.witness.metrics import WitnessCollector
+
     registry = CollectorRegistry()
+    registry.register(WitnessCollector(current_default_witness))
     coordinator = IFCoordinator(kv_url=kv or default_kv_url(), bus_url=bus or default_bus_url(), claim_ttl=claim_ttl)
     async with coordinator:
         server = await _start_swarm_api(coordinator, listen, authority_key, tls_cert, tls_key,

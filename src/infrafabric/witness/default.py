@@ -63,6 +63,12 @@ def get_default_witness() -> Witness:
         return _default
 
 
+def current_default_witness() -> Witness | None:
+    """The default witness if this process has opened it, without opening one (for metrics)."""
+    witness = _default
+    return witness if witness is not None and not witness.closed else None
+
+
 def configure(url: str | None = None, key_dir: str | os.PathLike[str] | None = None, **options: Any) -> Witness:
     """Replace the default witness (the old one is flushed and closed)."""
     global _default

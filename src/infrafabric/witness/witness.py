@@ -204,6 +204,11 @@ class Witness:
         """Entries accepted by ``log`` and not yet durable."""
         return self._appended - self._committed
 
+    @property
+    def committed(self) -> int:
+        """Entries this witness has made durable since it was opened (the metrics' appends)."""
+        return self._committed
+
     # ------------------------------------------------------------------ hot path
     def log(
         self,

@@ -64,8 +64,8 @@ class MeshService:
             own_certificate=self.cert_path,
         )
 
-    async def start(self, port: int = 0) -> int:
-        return await self.server.start(port=port)
+    async def start(self, port: int = 0, host: str = "127.0.0.1") -> int:
+        return await self.server.start(host=host, port=port)
 
     @property
     def port(self) -> int:

@@ -97,7 +97,10 @@ async def run(args: argparse.Namespace) -> None:
     if args.witness:
         from infrafabric.witness.default import get_default_witness
 
+        from infrafabric.witness.metrics import WitnessCollector
+
         witness = get_default_witness()  # configured by INFRAFABRIC_WITNESS_URL / _KEY_DIR
+        registry_metrics.register(WitnessCollector(lambda: witness))
     kv = open_kv(args.kv)
     await kv.connect()
     registry = AsyncServiceRegistry(kv, prefix=args.prefix)
@@ -156,9 +159,9 @@ async def run(args: argparse.Namespace) -> None:
                       call_timeout=args.call_timeout, audit=CountingAudit(metrics, witness), verifier=verifier,
                       certificate=certificate)
     holder["svc"] = svc
-    port = await svc.start(port=args.port)
+    port = await svc.start(port=args.port, host=args.host)
     sid = await registry.register_service(
-        args.name, args.cluster, args.plane, "127.0.0.1", port, args.version, None,
+        args.name, args.cluster, args.plane, args.advertise or args.host, port, args.version, None,
         service_id=svc.service_id, ttl=args.ttl, deregister_critical_after=args.deregister_after,
     )
     beat = TTLHeartbeat(registry, sid, interval=max(args.ttl / 4, 0.1)).start()
@@ -204,6 +207,8 @@ def main() -> None:
     p.add_argument("--tag-key-file", help="tron-payment: key binding prepared transfers (kept secret)")
     p.add_argument("--metrics-listen", help="HOST:PORT serving /metrics over mTLS")
     p.add_argument("--witness", action="store_true", help="audit denials to IF.witness (its environment config)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--advertise", help="address registered in discovery (default: --host)")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--ttl", type=float, default=2.0)
     p.add_argument("--deregister-after", type=float, default=2.0)
