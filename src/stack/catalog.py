@@ -114,11 +114,19 @@ def build_catalog(topology: Topology, state: StackState, engines: Engines, ident
                 state.secret("tron-payment-tag-key")
         return before_start
 
+    def mq(service: str) -> list[str]:
+        host = engines.amqp_url.split("://", 1)[1]
+        return ["--mq-url", f"amqp://{service}@{host}", "--mq-password-file",
+                str(state.secret_file(f"rabbitmq-{service}"))]
+
     for name, plane, extra in (
+        ("blockchain-core", "chain", ["--app", "blockchain-core", "--anchors-db",
+                                      str(state.root / "data" / "anchors.db"), *mq("blockchain-core")]),
         ("tron-payment", "wallet", ["--app", "tron-payment", "--ledger-url",
                                     f"sqlite+aiosqlite:///{state.root / 'data' / 'tron-ledger.db'}",
                                     "--tag-key-file", str(state.secret_file("tron-payment-tag-key"))]),
-        ("api-gateway", "ops", ["--app", "api-gateway"]),
+        ("api-gateway", "ops", ["--app", "api-gateway", *mq("api-gateway"), "--mq-outbox",
+                                str(state.root / "data" / "api-gateway-outbox.db")]),
     ):
         p, m = port(name), metrics(name)
         specs[name] = ServiceSpec(

@@ -25,7 +25,7 @@ __all__ = ["Engines", "start_engines"]
 class Engines:
     kv_url: str = ""
     bus_url: str = ""
-    amqp_url: str = ""
+    amqp_url: str = ""  # the broker's address for a service account: amqp://<service>@host:port/
     node_db_url: str = ""
     witness_url: str = ""
     pgpass: str = ""  # libpq password file (0600): each service role's password, never in a URL or argv
@@ -76,6 +76,10 @@ def _nats(topology: Topology, state: StackState, engines: Engines) -> None:
     engines.bus_url = server.url
 
 
+#: Services with a message-queue account (the payout anchors: api-gateway -> blockchain-core).
+MQ_ACCOUNTS = ("api-gateway", "blockchain-core")
+
+
 def _rabbitmq(topology: Topology, state: StackState, engines: Engines) -> None:
     conf = topology.engines.get("rabbitmq")
     if conf is not None and conf.url:
@@ -85,7 +89,12 @@ def _rabbitmq(topology: Topology, state: StackState, engines: Engines) -> None:
                             ports=(state.port("rabbitmq.amqp"), state.port("rabbitmq.dist"),
                                    state.port("rabbitmq.epmd")))
     engines.started.append(server.start())
-    engines.amqp_url = server.amqp_url
+    for service in MQ_ACCOUNTS:  # one broker account per service: it reads only its own queue
+        marker = state.engine_dir("rabbitmq") / f"{service}.created"
+        if not marker.exists():
+            server.add_service_user(service, state.secret(f"rabbitmq-{service}"))
+            marker.write_text("created\n")
+    engines.amqp_url = f"amqp://127.0.0.1:{server.port}/"
 
 
 #: Database roles of the stack: each owns one database no other role may connect to.

@@ -19,8 +19,8 @@ __all__ = ["ENGINES", "SERVICES", "EngineConf", "ServiceConf", "SwarmConf", "Top
 
 ENGINES = ("etcd", "nats", "rabbitmq", "postgres", "prometheus")
 #: Every service the stack knows, in start order (each one's dependencies come before it).
-SERVICES = ("discovery", "coordinator", "governor", "chassis-pool", "tron-payment", "api-gateway",
-            "node-management")
+SERVICES = ("discovery", "coordinator", "governor", "chassis-pool", "blockchain-core", "tron-payment",
+            "api-gateway", "node-management")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "deploy" / "topology.toml"
 

@@ -395,3 +395,32 @@ async def test_batches_keep_order_validate_first_and_settle_each(mq_clients, ser
             await receiver.ack_many(batch)
     assert [m.payload["n"] for m in got] == list(range(200)) and [m.message_id for m in got] == ids
     assert await receiver.receive_many(service, 10, timeout=0.3) == []
+
+
+async def test_depth_counts_waiting_messages_and_the_counters_follow(mq_clients, service: str) -> None:
+    """What the metrics read: queue depth (ready messages, not those handed out) and per-destination
+    counts of sent, confirmed, received and redelivered messages, the same on both engines."""
+    sender, receiver = await mq_clients(), await mq_clients()
+    assert await receiver.depth(service) == 0
+    for i in range(3):
+        await sender.send_message("api-gateway", service, {"i": i})
+    assert await receiver.depth(service) == 3
+    got = await receiver.receive(service, timeout=10)
+    assert got is not None
+    # handed out: no longer waiting (RabbitMQ's receiver gives back its prefetch window within 50 ms)
+    assert await _eventually(lambda: receiver.depth(service), 2)
+    await receiver.close()  # unsettled: back to the queue, then delivered again
+    again = await mq_clients()
+    back = await again.receive(service, timeout=10)
+    assert back is not None and back.redelivered
+    await back.ack()
+    assert (sender.sent[service], sender.confirmed[service]) == (3, 3)
+    assert (again.received[service], again.redelivered[service]) == (1, 1)
+    assert await _eventually(lambda: again.depth(service), 2)
+
+
+async def _eventually(read, want: int, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while (got := await read()) != want and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return got == want

@@ -55,8 +55,8 @@ def payout(running_stack: RunningStack) -> PayoutResult:
 def test_up_runs_every_service_as_its_own_healthy_process(running_stack: RunningStack) -> None:
     status = running_stack.status()
     names = [s["name"] for s in status["services"]]
-    assert {"discovery", "coordinator", "governor", "chassis-pool", "tron-payment", "api-gateway",
-            "node-management"} <= set(names)
+    assert {"discovery", "coordinator", "governor", "chassis-pool", "blockchain-core", "tron-payment",
+            "api-gateway", "node-management"} <= set(names)
     assert len([n for n in names if n.startswith("swarm-")]) == 7
     pids = [s["pid"] for s in status["services"]] + [e["pid"] for e in status["engines"]["processes"]]
     assert len(set(pids)) == len(pids) and all(pid_exists(p) for p in pids)
@@ -110,6 +110,29 @@ def test_a_payout_leaves_only_through_api_gateway_to_tron_payment(running_stack:
     assert running_stack.wait_value('lucid_mesh_payment_broadcasts_total{job="tron-payment",outcome="success"}',
                                     lambda v: v >= 1) >= 1
 
+    async def anchored() -> tuple[tuple[int, Any], tuple[int, Any]]:
+        caller = operator_caller(running_stack)
+        try:  # api-gateway queued the transfer's anchor over RabbitMQ; blockchain-core stored it
+            deadline = time.monotonic() + 20
+            while True:
+                found = await caller.call("blockchain-core", "GET", f"/anchors/{paid['transaction_hash']}")
+                if found[0] == 200 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            return found, await caller.call("blockchain-core", "POST", "/anchors", {"forged": True})
+        finally:
+            await caller.close()
+
+    (status, body), (post_status, post_body) = asyncio.run(anchored())
+    assert status == 200 and body["anchor"]["txid"] == paid["transaction_hash"], body
+    assert Decimal(body["anchor"]["amount"]) == Decimal(str(paid["amount"]))
+    assert post_status == 403 and post_body["error"]["code"] == "LUCID_ERR_1203"  # ops -> chain: read-only
+    sent = 'lucid_mq_messages_confirmed_total{job="api-gateway",destination="blockchain-core"}'
+    assert running_stack.wait_value(sent, lambda v: v >= 1) >= 1
+    got = 'lucid_mq_messages_received_total{job="blockchain-core",destination="blockchain-core"}'
+    assert running_stack.wait_value(got, lambda v: v >= 1) >= 1
+    assert running_stack.wait_value('lucid_mq_queue_depth{job="blockchain-core"}', lambda v: v == 0) == 0
+
 
 def test_node_management_cannot_call_tron_payment_directly(running_stack: RunningStack) -> None:
     from lucid.service_mesh.policy.caller import MeshCaller
@@ -156,8 +179,8 @@ def test_prometheus_scrapes_every_service_and_the_counters_moved(running_stack: 
                                                                  phase0: Phase0Result, payout: PayoutResult) -> None:
     up = running_stack.query("up")
     jobs = {r["metric"]["job"]: r["value"][1] for r in up}
-    assert set(jobs) == {"discovery", "coordinator", "governor", "chassis-pool", "tron-payment", "api-gateway",
-                         "node-management"}
+    assert set(jobs) == {"discovery", "coordinator", "governor", "chassis-pool", "blockchain-core", "tron-payment",
+                         "api-gateway", "node-management"}
     assert set(jobs.values()) == {"1"}
     n = len(phase0.tasks) + len(phase0.help_completed)
     assert running_stack.wait_value("if_tasks_completed_total", lambda v: v >= n) >= n
@@ -176,18 +199,26 @@ def test_every_dashboard_query_names_a_metric_the_stack_exports(running_stack: R
                                                                phase0: Phase0Result, payout: PayoutResult) -> None:
     import urllib.request
 
-    with urllib.request.urlopen(f"{running_stack.status()['prometheus']}/api/v1/label/__name__/values",
-                                timeout=5) as resp:  # noqa: S310 - loopback
-        exported = set(json.loads(resp.read())["data"])
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     assert len(exprs) >= 10
+    wanted: dict[str, str] = {}
     for expr in exprs:
         names = set(re.findall(r"\b((?:if|lucid)_[a-z0-9_]+|up)\b", expr))
         assert names, expr
-        for name in names:
-            base = re.sub(r"_(bucket|sum|count)$", "", name)
-            assert name in exported or base in exported or f"{base}_bucket" in exported, (name, expr)
+        wanted.update({name: expr for name in names})
+
+    def missing() -> list[tuple[str, str]]:
+        url = f"{running_stack.status()['prometheus']}/api/v1/label/__name__/values"
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback
+            exported = set(json.loads(resp.read())["data"])
+        return [(name, expr) for name, expr in wanted.items()
+                if not {name, re.sub(r"_(bucket|sum|count)$", "", name), f"{name}_bucket"} & exported]
+
+    deadline = time.monotonic() + 30  # Prometheus's name index lags its first scrapes by a few seconds
+    while (absent := missing()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert absent == []
 
 
 def test_a_killed_service_leaves_discovery_opens_breakers_and_is_restarted(running_stack: RunningStack) -> None:

@@ -72,6 +72,10 @@ class MessageBroker(abc.ABC):
     async def get(self, destination: str, *, timeout: float = 5.0) -> Delivery | None:
         """The next message for ``destination`` (highest priority first), or None after ``timeout``."""
 
+    @abc.abstractmethod
+    async def depth(self, destination: str) -> int:
+        """Messages waiting in ``destination``'s queue (ready, not handed out; for metrics)."""
+
     async def publish_many(self, messages: list[QueueMessage], *, timeout: float = 5.0) -> None:
         """Queue several messages, in order; returns once the broker confirmed all of them. On an error
         any prefix may have been queued (the error says which kind, as ``publish`` does)."""

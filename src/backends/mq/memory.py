@@ -149,6 +149,10 @@ class MemoryBroker(MessageBroker):
         if not self._connected:
             raise QueueUnavailable("message queue client is not connected")
 
+    async def depth(self, destination: str) -> int:
+        self._check()
+        return self._core.depth(destination)
+
     async def publish(self, message: QueueMessage, *, timeout: float = 5.0) -> None:
         self._check()
         self._core.put(message, time.monotonic() + message.ttl)

@@ -170,6 +170,16 @@ class RabbitMQBroker(MessageBroker):
     def _unavailable(self, exc: BaseException) -> QueueUnavailable:
         return QueueUnavailable(f"RabbitMQ at {_redact(self.url)} is unavailable: {exc}")
 
+    async def depth(self, destination: str) -> int:
+        await self._ensure_connected()
+        assert self._connection is not None
+        try:  # a channel of its own: a declare that fails closes its channel, never the publisher's
+            async with self._connection.channel() as channel:
+                queue = await self._declare(channel, destination)
+                return int(queue.declaration_result.message_count or 0)
+        except (aio_pika.exceptions.AMQPError, ConnectionError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
     async def publish(self, message: QueueMessage, *, timeout: float = 5.0) -> None:
         await self._ensure_connected()
         assert self._publisher is not None and self._exchange is not None

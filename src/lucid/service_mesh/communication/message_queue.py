@@ -17,6 +17,7 @@ an AMQP URL. ``LUCID_MQ_URL`` sets the default. The password is never logged or 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -236,9 +237,20 @@ class AsyncMessageQueueClient:
         self._outbox_waiting = 0  # messages in the outbox not yet confirmed by the broker
         self._outbox_wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        # plain counters by destination (a dict increment, not a metric object, on the send path); a
+        # Prometheus collector reads them at scrape time (``communication/metrics.py``)
+        self.sent: collections.Counter[str] = collections.Counter()
+        self.confirmed: collections.Counter[str] = collections.Counter()
+        self.received: collections.Counter[str] = collections.Counter()
+        self.redelivered: collections.Counter[str] = collections.Counter()
 
     def __repr__(self) -> str:
         return f"AsyncMessageQueueClient(backend={self.backend!r})"
+
+    async def depth(self, destination: str) -> int:
+        """Messages waiting for ``destination`` (ready, not yet handed to a consumer)."""
+        _service("destination", destination)
+        return int(await _translated(self._broker.depth(destination)))
 
     async def connect(self) -> None:
         if self._outbox is None:
@@ -300,6 +312,7 @@ class AsyncMessageQueueClient:
                             await self._outbox.refuse(seq, exc.message)
                         else:
                             await self._outbox.remove(seq)
+                            self.confirmed[message.destination] += 1
                         self._outbox_waiting = max(self._outbox_waiting - 1, 0)
                     pause = 0.05
                 except (QueueUnavailable, ConfirmTimeout):
@@ -345,14 +358,17 @@ class AsyncMessageQueueClient:
                                           details={"source": source, "destination": destination})
 
     async def _send(self, message: QueueMessage, via_outbox: bool | None) -> str:
+        self.sent[message.destination] += 1
         if self._outbox is None or via_outbox is False:
             await _translated(self._broker.publish(message, timeout=self.confirm_timeout))
+            self.confirmed[message.destination] += 1
             return message.message_id
         if self._flusher is None:
             raise MessageQueueUnavailableError("message queue client is not connected")
         if not self._outbox_waiting:
             try:
                 await self._broker.publish(message, timeout=self.confirm_timeout)
+                self.confirmed[message.destination] += 1
                 return message.message_id
             except (QueueUnavailable, ConfirmTimeout):
                 pass  # nothing sent, or the outcome unknown: the outbox keeps it (a resend keeps its id)
@@ -379,7 +395,9 @@ class AsyncMessageQueueClient:
         prefix = uuid.uuid4().hex
         messages = [QueueMessage(f"{prefix}-{i}", source, destination, _body(p), level, seconds, now)
                     for i, p in enumerate(payloads)]
+        self.sent[destination] += len(messages)
         await _translated(self._broker.publish_many(messages, timeout=self.confirm_timeout))
+        self.confirmed[destination] += len(messages)
         return [m.message_id for m in messages]
 
     async def receive_many(self, destination: str, max_messages: int, timeout: float = 5.0) -> list[ReceivedMessage]:
@@ -417,6 +435,9 @@ class AsyncMessageQueueClient:
 
     async def _received(self, destination: str, delivery: Delivery) -> ReceivedMessage:
         m = delivery.message
+        self.received[destination] += 1
+        if delivery.redelivered:
+            self.redelivered[destination] += 1
         if self.backend == "rabbitmq" and m.sender_account is None and not self.accept_unsigned:
             await _translated(delivery.reject(requeue=False))
             raise MessageDeliveryError(f"message {m.message_id} on {destination} carries no broker-checked sender "

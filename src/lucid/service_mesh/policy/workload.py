@@ -7,9 +7,10 @@ dependency), ``GET /call/<service>`` (resolve and call that service's /local thr
 ``GET /breakers``. A dependency that fails is answered with 424 (Failed Dependency), not 5xx, so callers'
 breakers for *this* service stay closed (no cascade).
 
-Apps: ``api-gateway`` also forwards ``/payments/*`` to tron-payment (the only way into the wallet plane);
-``tron-payment`` serves ``/payments/*`` with the TRON client it alone holds (``--ledger-url``, tag key
-``--tag-key-file``). With ``--metrics-listen`` the workload's metrics are served over mTLS (a client
+Apps: ``api-gateway`` also forwards ``/payments/*`` to tron-payment (the only way into the wallet plane)
+and queues an anchor of each new transfer for blockchain-core (``--mq-url``); ``tron-payment`` serves
+``/payments/*`` with the TRON client it alone holds (``--ledger-url``, tag key ``--tag-key-file``);
+``blockchain-core`` (chain plane) consumes the anchors and serves ``GET /anchors[/<txid>]``. With ``--metrics-listen`` the workload's metrics are served over mTLS (a client
 certificate from the mesh CA is required, as for every other call).
 """
 
@@ -62,6 +63,8 @@ class WorkloadMetrics:
             self.denials.labels(operation, code)
         for outcome in ("success", "failed", "duplicate", "refused"):
             self.payouts.labels(outcome)
+        self.anchor_failures = Counter("lucid_mesh_anchor_failures_total", "Anchors api-gateway could not queue",
+                                       registry=registry)
 
 
 class CountingAudit(AuditSink):
@@ -111,6 +114,28 @@ async def run(args: argparse.Namespace) -> None:
     holder: dict[str, MeshService] = {}
     app_handler = None
     tron = None
+    mq = None
+    anchor_store = None
+    background: list[asyncio.Task[None]] = []
+    if args.mq_url:
+        from lucid.service_mesh.communication import AsyncMessageQueueClient
+        from lucid.service_mesh.communication.metrics import MQCollector
+
+        password = Path(args.mq_password_file).read_text().strip() if args.mq_password_file else None
+        mq = AsyncMessageQueueClient(_with_password(args.mq_url, password), audit=witness,
+                                     outbox=args.mq_outbox)
+        await mq.connect()
+        mq_metrics = MQCollector(mq)
+        registry_metrics.register(mq_metrics)
+    if args.app == "blockchain-core":
+        from lucid.node.anchors import AnchorStore, anchors_handler, consume_anchors
+
+        anchor_store = AnchorStore(args.anchors_db)
+        await anchor_store.open()
+        app_handler = anchors_handler(anchor_store)
+        if mq is None:
+            raise SystemExit("--app blockchain-core needs --mq-url")
+        background.append(asyncio.create_task(consume_anchors(mq, anchor_store, on_depth=mq_metrics.refresh_depth)))
     if args.app == "tron-payment":
         from lucid.node.tron.local_ledger import LocalLedgerTronClient
         from lucid.node.tron.mesh import payment_handler
@@ -131,6 +156,19 @@ async def run(args: argparse.Namespace) -> None:
         except LucidMeshError as exc:  # a denial by the callee's policy is a failed dependency for our caller
             return MeshResponse(424, error_envelope(exc))
 
+    async def anchor(request_body: Any, reply_body: Any) -> None:
+        """Queue an anchor per new transfer for blockchain-core (through the outbox: never lost, and the
+        payout never waits for the chain). A failure is counted and logged, the payout stands."""
+        from lucid.node.anchors import DESTINATION, anchor_payloads
+
+        try:
+            payloads = anchor_payloads(request_body.get("prepared", []), reply_body.get("results", []))
+            for payload in payloads:
+                await mq.send_message(args.name, DESTINATION, payload, priority="high")  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - the transfer happened; its anchor is bookkeeping
+            metrics.anchor_failures.inc()
+            log.exception("could not queue anchors")
+
     async def handler(req: MeshRequest) -> MeshResponse:
         response = await dispatch(req)
         metrics.requests.labels(f"{response.status // 100}xx").inc()
@@ -150,7 +188,10 @@ async def run(args: argparse.Namespace) -> None:
                 body = req.json() if req.body else None
             except ValueError:
                 return MeshResponse(400, {"error": {"code": "LUCID_ERR_1001", "message": "body is not JSON"}})
-            return await call_service("tron-payment", req.method, req.path, body)
+            reply = await call_service("tron-payment", req.method, req.path, body)
+            if mq is not None and req.path == "/payments/broadcast" and reply.status == 200:
+                await anchor(body, reply.body)
+            return reply
         if app_handler is not None:
             return await app_handler(req)
         return MeshResponse(404, {"error": {"code": "LUCID_ERR_1002", "message": "no such route"}})
@@ -180,12 +221,29 @@ async def run(args: argparse.Namespace) -> None:
     await beat.stop()
     await registry.deregister_service(sid)  # graceful exit leaves at once; a kill leaves by TTL
     await svc.close()
+    for task in background:
+        task.cancel()
     if tron is not None:
         await tron.close()
+    if mq is not None:
+        await mq.close()
+    if anchor_store is not None:
+        await anchor_store.close()
     if witness is not None:
         await witness.aclose()
     await discovery.close()
     await kv.close()
+
+
+def _with_password(url: str, password: str | None) -> str:
+    """The queue URL with the password read from its file (built in process: never in argv or a log)."""
+    if password is None or "@" not in url:
+        return url
+    from urllib.parse import quote
+
+    scheme, rest = url.split("://", 1)
+    user, host = rest.split("@", 1)
+    return f"{scheme}://{user.split(':', 1)[0]}:{quote(password, safe='')}@{host}"
 
 
 def main() -> None:
@@ -202,7 +260,11 @@ def main() -> None:
     p.add_argument("--trust-dir", help="the mesh CA's public certificates (ca.crt, ca-intermediate.crt)")
     p.add_argument("--jwt-key", required=True)
     p.add_argument("--jwks", help="JWK set of every service's token key (callers' tokens are checked with it)")
-    p.add_argument("--app", choices=("echo", "api-gateway", "tron-payment"), default="echo")
+    p.add_argument("--app", choices=("echo", "api-gateway", "tron-payment", "blockchain-core"), default="echo")
+    p.add_argument("--mq-url", help="message queue URL without a password (amqp://account@host:port/)")
+    p.add_argument("--mq-password-file", help="the queue account's password (never in argv)")
+    p.add_argument("--mq-outbox", help="outbox file: messages wait there while the broker is away")
+    p.add_argument("--anchors-db", help="blockchain-core: the anchors' SQLite file")
     p.add_argument("--ledger-url", help="tron-payment: the local TRON ledger's database URL")
     p.add_argument("--tag-key-file", help="tron-payment: key binding prepared transfers (kept secret)")
     p.add_argument("--metrics-listen", help="HOST:PORT serving /metrics over mTLS")
