@@ -134,6 +134,38 @@ def test_a_payout_leaves_only_through_api_gateway_to_tron_payment(running_stack:
     assert running_stack.wait_value('lucid_mq_queue_depth{job="blockchain-core"}', lambda v: v == 0) == 0
 
 
+def test_a_swarms_model_call_through_the_stacks_gateway_is_charged_to_its_budget(running_stack: RunningStack,
+                                                                                  phase0: Phase0Result) -> None:
+    """The model gateway runs as a stack service: a swarm points the official OpenAI SDK at it with its own
+    credential as the API key; the call is reserved and settled in the governor's ledger, the governor's
+    gauge shows the charge, and the provider key stays with the gateway."""
+    import openai
+
+    from stack.identity import issue_swarm_credential
+    from tests.fixtures.llm_upstream import OPENAI_KEY
+
+    swarm = "session-7-bus"
+    before = running_stack.wait_value(f'if_budget_remaining_dollars{{swarm="{swarm}"}}', lambda v: v > 0)
+    credential = issue_swarm_credential(running_stack.state, swarm).read_text().strip()
+    client = openai.OpenAI(base_url=running_stack.service("model-gateway")["url"] + "/v1", api_key=credential,
+                           max_retries=0)
+    reply = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", max_tokens=50, messages=[{"role": "user", "content": "hello from the stack"}])
+    completion = reply.parse()
+    assert completion.choices[0].message.content and completion.usage is not None
+    assert OPENAI_KEY not in reply.http_response.text and OPENAI_KEY not in str(reply.headers)
+    charged = (Decimal(completion.usage.prompt_tokens) * Decimal("0.15")
+               + Decimal(completion.usage.completion_tokens) * Decimal("0.60")) / Decimal(1_000_000)
+    after = running_stack.wait_value(f'if_budget_remaining_dollars{{swarm="{swarm}"}}',
+                                     lambda v: abs(v - (before - float(charged))) < 1e-9)
+    assert after == pytest.approx(before - float(charged), abs=1e-9)
+    assert running_stack.wait_value('if_gateway_events_total{operation="model_call_settled"}',
+                                    lambda v: v >= 1) >= 1
+    assert running_stack.wait_value("if_gateway_charged_dollars_total", lambda v: v > 0) == \
+        pytest.approx(float(charged))
+    assert any(r["headers"].get("authorization") == f"Bearer {OPENAI_KEY}" for r in running_stack.upstream.seen)
+
+
 def test_node_management_cannot_call_tron_payment_directly(running_stack: RunningStack) -> None:
     from lucid.service_mesh.policy.caller import MeshCaller
 
@@ -180,7 +212,7 @@ def test_prometheus_scrapes_every_service_and_the_counters_moved(running_stack: 
     up = running_stack.query("up")
     jobs = {r["metric"]["job"]: r["value"][1] for r in up}
     assert set(jobs) == {"discovery", "coordinator", "governor", "chassis-pool", "blockchain-core", "tron-payment",
-                         "api-gateway", "node-management"}
+                         "api-gateway", "node-management", "model-gateway"}
     assert set(jobs.values()) == {"1"}
     n = len(phase0.tasks) + len(phase0.help_completed)
     assert running_stack.wait_value("if_tasks_completed_total", lambda v: v >= n) >= n

@@ -195,6 +195,7 @@ class TestResourceMonitor:
         assert (await mon.get_node_resources(node.node_id))["alerts"]  # any usage is above 0 %
         await mon.stop_monitoring(node.node_id)
         assert not mon.is_monitoring(node.node_id)
+        await db.dispose()
 
 
 class TestPoolService:
