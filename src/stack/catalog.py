@@ -105,6 +105,16 @@ def build_catalog(topology: Topology, state: StackState, engines: Engines, ident
                          "--metrics-listen", f"{h}:{m}", "--price", "0.05"],
         Health("http", f"http://{h}:{m}/metrics"), url=f"http://{h}:{p}", ports=[p, m], scrape=Scrape(f"{h}:{m}"))
 
+    # -- the metered model gateway (when the topology gives it a configuration) ---------------------------
+    conf = topology.services.get("model-gateway")
+    if conf is not None and conf.enabled and conf.config is not None:
+        p, m = port("model-gateway"), metrics("model-gateway")
+        specs["model-gateway"] = ServiceSpec(
+            "model-gateway", [PY, "-m", "infrafabric.cli.main", "gateway", "serve", "--config", str(conf.config),
+                              "--authority-key", str(authority_pub), "--kv", engines.kv_url, "--listen", f"{h}:{p}",
+                              "--metrics-listen", f"{h}:{m}"],
+            Health("http", f"http://{h}:{m}/metrics"), url=f"http://{h}:{p}", ports=[p, m], scrape=Scrape(f"{h}:{m}"))
+
     # -- the payment path: tron-payment (wallet plane) behind api-gateway (ops plane) -------------------------
     tls = _mesh_tls(identity)
     def issue(name: str, plane: str) -> Callable[[], None]:

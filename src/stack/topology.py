@@ -19,8 +19,8 @@ __all__ = ["ENGINES", "SERVICES", "EngineConf", "ServiceConf", "SwarmConf", "Top
 
 ENGINES = ("etcd", "nats", "rabbitmq", "postgres", "prometheus")
 #: Every service the stack knows, in start order (each one's dependencies come before it).
-SERVICES = ("discovery", "coordinator", "governor", "chassis-pool", "blockchain-core", "tron-payment",
-            "api-gateway", "node-management")
+SERVICES = ("discovery", "coordinator", "governor", "chassis-pool", "model-gateway", "blockchain-core",
+            "tron-payment", "api-gateway", "node-management")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "deploy" / "topology.toml"
 
@@ -42,6 +42,7 @@ class ServiceConf:
     name: str
     port: int = 0
     enabled: bool = True
+    config: Path | None = None  # a service's own configuration file (the model gateway's TOML)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +72,7 @@ def _port(where: str, value: Any) -> int:
     return value
 
 
-def _parse(data: dict[str, Any]) -> Topology:
+def _parse(data: dict[str, Any], base: Path | None = None) -> Topology:
     unknown = set(data) - {"stack", "engines", "services", "swarms"}
     if unknown:
         raise TopologyError(f"unknown section(s) {sorted(unknown)}")
@@ -93,8 +94,17 @@ def _parse(data: dict[str, Any]) -> Topology:
     for name, conf in data.get("services", {}).items():
         if name not in SERVICES:
             raise TopologyError(f"services.{name}: unknown service (known: {', '.join(SERVICES)})")
-        services[name] = ServiceConf(name, _port(f"services.{name}", conf.get("port", 0)),
-                                     bool(conf.get("enabled", True)))
+        config = conf.get("config")
+        if config is not None and not isinstance(config, str):
+            raise TopologyError(f"services.{name}.config must be a path")
+        path = None if config is None else (Path(config) if Path(config).is_absolute() or base is None
+                                            else base / config)
+        enabled = conf.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise TopologyError(f"services.{name}.enabled must be true or false")
+        if name == "model-gateway" and enabled and path is None:
+            raise TopologyError("services.model-gateway needs config = \"gateway.toml\" (prices, providers)")
+        services[name] = ServiceConf(name, _port(f"services.{name}", conf.get("port", 0)), enabled, path)
     swarms: dict[str, SwarmConf] = {}
     for swarm_id, conf in data.get("swarms", {}).items():
         if not _NAME.match(swarm_id):
@@ -119,7 +129,7 @@ def load_topology(path: str | Path | None = None) -> Topology:
         data = tomllib.loads(source.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise TopologyError(f"cannot read topology {source}: {exc}") from exc
-    return _parse(data)
+    return _parse(data, source.resolve().parent)
 
 
 def parse_topology(text: str) -> Topology:

@@ -25,6 +25,7 @@ from stack.topology import DEFAULT_TOPOLOGY, SERVICES, TopologyError, load_topol
 def test_the_default_topology_is_the_phase0_platform_on_one_machine() -> None:
     topo = load_topology()
     assert set(topo.services) == set(SERVICES) and topo.services["node-management"].port == 8083
+    assert "model-gateway" not in topo.service_names()  # disabled by default
     assert list(topo.swarms) == [f"session-{i}-{n}" for i, n in enumerate(
         ["ndi", "webrtc", "h323", "sip", "cli", "talent", "bus"], start=1)]
     assert topo.service_names()[-7:] == [f"swarm-{s}" for s in topo.swarms]
@@ -44,6 +45,9 @@ def test_the_default_topology_is_the_phase0_platform_on_one_machine() -> None:
     ("[stack]\nhost = \"a b\"\n", "stack.host"),
     ("[unknown]\n", "unknown"),
     ("not toml = = \n", "TOML"),
+    ("[services.model-gateway]\nenabled = true\n", "model-gateway needs config"),
+    ("[services.model-gateway]\nconfig = 3\n", "config must be a path"),
+    ("[services.coordinator]\nenabled = \"yes\"\n", "enabled must be"),
 ])
 def test_a_wrong_topology_names_what_is_wrong(text: str, where: str) -> None:
     with pytest.raises(TopologyError) as caught:
@@ -67,6 +71,12 @@ def test_any_value_in_any_field_is_accepted_or_a_topology_error(section: str, ke
         parse_topology(text)
     except TopologyError:
         pass  # the one refusal the loader may give; any other exception fails this test
+
+
+def test_a_service_config_path_is_relative_to_the_topology_file(tmp_path: Path) -> None:
+    (tmp_path / "topo.toml").write_text('[services.model-gateway]\nconfig = "gw/gateway.toml"\n')
+    assert load_topology(tmp_path / "topo.toml").services["model-gateway"].config == tmp_path / "gw" / "gateway.toml"
+    assert load_topology().services["model-gateway"].enabled is False  # off until an operator gives it providers
 
 
 def test_prometheus_scrapes_mesh_services_over_mtls_and_the_node_api_with_a_token_file(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ def serve(
     lease_ttl: int = typer.Option(10, help="Seconds this replica's holds outlive it if it dies"),
     tls_cert: Optional[Path] = typer.Option(None, help="Server certificate (HTTPS)"),
     tls_key: Optional[Path] = typer.Option(None, help="Its private key"),
+    metrics_listen: Optional[str] = typer.Option(None, "--metrics-listen", help="HOST:PORT serving /metrics"),
 ) -> None:
     """Serve /v1/chat/completions, /v1/embeddings, /v1/models and /v1/messages, metered."""
     import uvicorn
@@ -48,9 +49,19 @@ def serve(
     host, _, port = listen.rpartition(":")
 
     async def run() -> None:
+        from prometheus_client import CollectorRegistry
+
+        from backends.metrics import serve_metrics
+        from infrafabric.gateway.metrics import GatewayMetrics
+        from infrafabric.witness.default import current_default_witness
+        from infrafabric.witness.metrics import WitnessCollector
+
+        registry = CollectorRegistry()
+        registry.register(WitnessCollector(current_default_witness))
+        metrics = GatewayMetrics(registry)
         async with open_kv(kv or default_kv_url()) as store:
             gateway = await MeteringGateway(settings, store, CredentialVerifier(load_public_key(authority_key), store),
-                                            audit=log_operation, cost_sink=track_cost_with_optimise,
+                                            audit=metrics.wrap(log_operation), cost_sink=track_cost_with_optimise,
                                             upstream_timeout=upstream_timeout, lease_ttl=lease_ttl).start()
             server = uvicorn.Server(uvicorn.Config(
                 create_app(gateway), host=host or "127.0.0.1", port=int(port), log_level="warning", lifespan="off",
@@ -62,11 +73,14 @@ def serve(
                 await asyncio.sleep(0.01)
             console.print(f"gateway serving on {'https' if tls_cert else 'http'}://{host or '127.0.0.1'}:{port} "
                           f"(rates {settings.rates.version}, replica {gateway.replica_id})", highlight=False)
+            endpoint = serve_metrics(registry, metrics_listen) if metrics_listen else None
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             await stop.wait()
+            if endpoint is not None:
+                endpoint.close()
             server.should_exit = True
             await task
             await gateway.close()
