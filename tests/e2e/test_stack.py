@@ -66,6 +66,18 @@ def test_up_runs_every_service_as_its_own_healthy_process(running_stack: Running
     listing = running_stack.cli("status")
     assert listing.returncode == 0 and "coordinator" in listing.stdout and "unhealthy" not in listing.stdout
 
+    async def registered() -> dict[str, tuple[str, str]]:
+        from backends.kv import open_kv
+        from lucid.service_mesh.discovery.discovery_core import AsyncServiceDiscoveryClient
+
+        async with open_kv(running_stack.kv()) as kv, AsyncServiceDiscoveryClient(kv) as discovery:
+            return {s["serviceName"]: (s["plane"], s["status"]) for s in await discovery.discover_services()}
+
+    # the Lucid services register themselves with a TTL check (the node API too, over plain HTTP)
+    assert asyncio.run(registered()) == {"api-gateway": ("ops", "healthy"), "node-management": ("ops", "healthy"),
+                                         "tron-payment": ("wallet", "healthy"),
+                                         "blockchain-core": ("chain", "healthy")}
+
 
 def test_phase0_runs_across_processes(running_stack: RunningStack, phase0: Phase0Result) -> None:
     assert len(phase0.tasks) == 7 * TASKS_PER_SWARM

@@ -49,9 +49,16 @@ class NodeContainer:
         self.metrics = NodeMetrics()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._running_batches: set[str] = set()
+        self._registration: Any = None
 
     async def start(self) -> None:
         await self.db.create_all()
+        if self.settings.mesh_kv and self.settings.mesh_advertise:
+            from lucid.service_mesh.discovery.health import SelfRegistration
+
+            host, _, port = self.settings.mesh_advertise.rpartition(":")
+            self._registration = await SelfRegistration(self.settings.mesh_kv, "node-management", "node-management",
+                                                        "ops", host, int(port)).start()
         initialize = getattr(self.tron, "initialize", None)
         if initialize is not None:
             await initialize()
@@ -63,6 +70,8 @@ class NodeContainer:
             self.spawn(self._reconciler(), "payout-reconciler")
 
     async def stop(self) -> None:
+        if self._registration is not None:
+            await self._registration.stop()  # leaves discovery at once on a clean stop
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):

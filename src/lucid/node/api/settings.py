@@ -44,6 +44,9 @@ class NodeAPISettings:
         payout=_env_int("LUCID_NODE_RATE_PAYOUT", 50)))
     min_valid_score: float = 40.0
     payout_chunk_size: int = field(default_factory=lambda: _env_int("PAYOUT_BATCH_SIZE", 100))
+    # the mesh registry this API registers itself in (LUCID_MESH_KV), at LUCID_MESH_ADVERTISE (host:port)
+    mesh_kv: str | None = field(default_factory=lambda: os.environ.get("LUCID_MESH_KV") or None)
+    mesh_advertise: str | None = field(default_factory=lambda: os.environ.get("LUCID_MESH_ADVERTISE") or None)
     monitor_interval: float = 3600.0  # seconds between prunes of resource samples past their retention
     scheduler_interval: float = 1.0
     max_body_bytes: int = 4 * 1024 * 1024

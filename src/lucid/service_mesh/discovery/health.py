@@ -10,6 +10,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -126,3 +127,41 @@ class HTTPHealthChecker:
             self._task = None
         if self._owns_client:
             await self._client.aclose()
+
+
+class SelfRegistration:
+    """A service's own entry in discovery: registered at start with a TTL check, kept passing by a
+    heartbeat, removed at a clean stop (a crash leaves by TTL). What a plain-HTTP service (the node API)
+    uses to be found the way the mesh workloads are."""
+
+    def __init__(self, kv_url: str, service_name: str, cluster: str, plane: str, host: str, port: int, *,
+                 protocol: str = "http", ttl: float = 5.0) -> None:
+        self.kv_url, self.service_name, self.cluster, self.plane = kv_url, service_name, cluster, plane
+        self.host, self.port, self.protocol, self.ttl = host, port, protocol, ttl
+        self.service_id: str | None = None
+        self._kv: Any = None
+        self._registry: AsyncServiceRegistry | None = None
+        self._beat: TTLHeartbeat | None = None
+
+    async def start(self) -> "SelfRegistration":
+        from backends.kv import open_kv
+
+        self._kv = open_kv(self.kv_url)
+        await self._kv.connect()
+        self._registry = AsyncServiceRegistry(self._kv)
+        self.service_id = await self._registry.register_service(
+            self.service_name, self.cluster, self.plane, self.host, self.port, "1.0.0", None, ttl=self.ttl,
+            deregister_critical_after=2 * self.ttl, protocol=self.protocol)
+        self._beat = TTLHeartbeat(self._registry, self.service_id, interval=max(self.ttl / 4, 0.1)).start()
+        return self
+
+    async def stop(self) -> None:
+        if self._beat is not None:
+            await self._beat.stop()
+        if self._registry is not None and self.service_id is not None:
+            try:
+                await self._registry.deregister_service(self.service_id)
+            except LucidMeshError:
+                pass  # already gone (expired): nothing to remove
+        if self._kv is not None:
+            await self._kv.close()
