@@ -68,6 +68,11 @@ def up(state: Path = STATE,
             _print(status)
         console.print(f"already up (supervisor pid {_supervisor_pid(state)})")
         return
+    from stack.reaper import reap
+
+    left = reap(state)  # a previous supervisor killed outright: its services still hold the ports
+    if left:
+        console.print(f"stopped {len(left)} process(es) a dead supervisor left behind")
     (state / "status.json").unlink(missing_ok=True)
     argv = [sys.executable, "-m", "stack.supervisor", "--state", str(state)]
     if topology is not None:
@@ -100,10 +105,13 @@ def up(state: Path = STATE,
 @app.command()
 def down(state: Path = STATE, timeout: float = typer.Option(120.0)) -> None:
     """Stop every service and engine this state directory's supervisor started; check no port stays bound."""
+    from stack.reaper import reap
+
     state = state.resolve()
     pid = _supervisor_pid(state)
     if pid is None:
-        console.print("not running")
+        left = reap(state)  # a supervisor killed outright leaves its services and engines running
+        console.print(f"no supervisor; stopped {len(left)} process(es) it left behind" if left else "not running")
     else:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -113,6 +121,7 @@ def down(state: Path = STATE, timeout: float = typer.Option(120.0)) -> None:
                 os.killpg(pid, signal.SIGKILL)
                 break
             time.sleep(0.1)
+        reap(state)  # anything it could not stop
     ports = json.loads((state / "ports.json").read_text()) if (state / "ports.json").exists() else {}
     busy = sorted(f"{k}={p}" for k, p in ports.items() if not port_is_free(p))
     if busy:

@@ -429,3 +429,21 @@ def test_down_stops_everything_and_up_resumes_the_state(running_stack: RunningSt
 
     assert [p["transaction_hash"] for p in asyncio.run(history()) if p["node_id"] == node["node_id"]] == \
         [node["transaction_hash"]]
+
+    # a careless operator: the supervisor is killed outright; its services and engines keep running in their
+    # own sessions, and `down` must still stop every one of them and free every port
+    from stack.reaper import processes_in
+
+    resumed = running_stack.status()
+    os.kill(resumed["supervisor_pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_exists(resumed["supervisor_pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_exists(resumed["supervisor_pid"])
+    orphans = [p.pid for p in processes_in(running_stack.root)]
+    assert len(orphans) >= len(resumed["services"]) + len(resumed["engines"]["processes"])
+    down = running_stack.cli("down")
+    assert down.returncode == 0 and "left behind" in down.stdout, down.stdout
+    assert not any(pid_exists(p) for p in orphans)
+    ports = json.loads((running_stack.root / "ports.json").read_text())
+    assert all(port_is_free(p) for p in ports.values())
