@@ -135,14 +135,12 @@ def serve(
     price: str = typer.Option("0", help="Dollars charged to the swarm's budget per execution (0: no charge)"),
 ) -> None:
     """Run the chassis pool: swarms in other processes run tasks in its sandboxes with their own credential."""
-    import signal
-
-    import uvicorn
     from prometheus_client import CollectorRegistry
 
     from backends.kv import open_kv
     from backends.metrics import serve_metrics
     from infrafabric.chassis.service import ChassisMetrics, ChassisPool, create_app
+    from backends.serving import AsgiServer, until_signalled
     from infrafabric.cli.runloop import run_service
     from infrafabric.cli.state import default_kv_url
     from infrafabric.coordinator.credentials import CredentialVerifier, load_public_key
@@ -166,24 +164,14 @@ def serve(
             await governor.follow()  # budgets set by operators and other charges are seen here
             pool = ChassisPool(chassis, CredentialVerifier(load_public_key(authority_key), store),
                                ChassisMetrics(registry), charge=governor.acharge, price=Decimal(price))
-            server = uvicorn.Server(uvicorn.Config(create_app(pool), host=host or "127.0.0.1", port=int(port),
-                                                   log_level="warning", lifespan="off"))
-            task = asyncio.create_task(server.serve())
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
+            server = await AsgiServer(create_app(pool), host or "127.0.0.1", int(port)).start()
             endpoint = serve_metrics(registry, metrics_listen) if metrics_listen else None
             console.print(f"chassis pool serving on http://{host or '127.0.0.1'}:{port}", highlight=False)
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await stop.wait()
+            await until_signalled()
             if endpoint is not None:
                 endpoint.close()
-            server.should_exit = True
-            await task
+            await server.stop()
+            loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, chassis.close)
             await governor.close()
 

@@ -120,21 +120,19 @@ async def serve_control_plane(*, kv: Optional[str], bus: Optional[str], policy: 
 
 
 class _SwarmAPI:
-    """The swarm API (``coordinator.service``) served by uvicorn inside the coordinator's event loop."""
+    """The swarm API (``coordinator.service``) served inside the coordinator's event loop."""
 
-    def __init__(self, gateway: object, server: object, task: "asyncio.Task[None]") -> None:
-        self.gateway, self.server, self.task = gateway, server, task
+    def __init__(self, gateway: object, server: object) -> None:
+        self.gateway, self.server = gateway, server
 
     async def stop(self) -> None:
-        self.server.should_exit = True  # type: ignore[attr-defined]
-        await self.task
+        await self.server.stop()  # type: ignore[attr-defined]
         await self.gateway.close()  # type: ignore[attr-defined]
 
 
 async def _start_swarm_api(coordinator: object, listen: str, authority_key: Optional[Path],
                            tls_cert: Optional[Path], tls_key: Optional[Path], metrics: object = None) -> _SwarmAPI:
-    import uvicorn
-
+    from backends.serving import AsgiServer
     from infrafabric.coordinator.credentials import CredentialVerifier, load_public_key
     from infrafabric.coordinator.service import SwarmGateway, create_app
 
@@ -143,17 +141,11 @@ async def _start_swarm_api(coordinator: object, listen: str, authority_key: Opti
     gateway = SwarmGateway(coordinator, CredentialVerifier(load_public_key(authority_key),  # type: ignore[arg-type]
                                                            coordinator.kv),  # type: ignore[attr-defined]
                            metrics=metrics)  # type: ignore[arg-type]
-    config = uvicorn.Config(create_app(gateway), host=host or "127.0.0.1", port=int(port), log_level="warning",
-                            lifespan="off", ssl_certfile=str(tls_cert) if tls_cert else None,
-                            ssl_keyfile=str(tls_key) if tls_key else None)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()  # raises why it could not start (port taken, bad certificate)
-        await asyncio.sleep(0.01)
+    server = await AsgiServer(create_app(gateway), host or "127.0.0.1", int(port),
+                              ssl_certfile=str(tls_cert) if tls_cert else None,
+                              ssl_keyfile=str(tls_key) if tls_key else None).start()
     console.print(f"swarm API on {'https' if tls_cert else 'http'}://{host or '127.0.0.1'}:{port}")
-    return _SwarmAPI(gateway, server, task)
+    return _SwarmAPI(gateway, server)
 
 
 @app.command("issue-credential")

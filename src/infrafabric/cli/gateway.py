@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 
+from backends.serving import AsgiServer, until_signalled
 from infrafabric.cli.runloop import run_service
 from infrafabric.cli.state import default_kv_url
 
@@ -31,8 +30,6 @@ def serve(
     metrics_listen: Optional[str] = typer.Option(None, "--metrics-listen", help="HOST:PORT serving /metrics"),
 ) -> None:
     """Serve /v1/chat/completions, /v1/embeddings, /v1/models and /v1/messages, metered."""
-    import uvicorn
-
     from backends.kv import open_kv
     from infrafabric.audit import log_operation
     from infrafabric.coordinator.credentials import CredentialVerifier, load_public_key
@@ -63,26 +60,16 @@ def serve(
             gateway = await MeteringGateway(settings, store, CredentialVerifier(load_public_key(authority_key), store),
                                             audit=metrics.wrap(log_operation), cost_sink=track_cost_with_optimise,
                                             upstream_timeout=upstream_timeout, lease_ttl=lease_ttl).start()
-            server = uvicorn.Server(uvicorn.Config(
-                create_app(gateway), host=host or "127.0.0.1", port=int(port), log_level="warning", lifespan="off",
-                ssl_certfile=str(tls_cert) if tls_cert else None, ssl_keyfile=str(tls_key) if tls_key else None))
-            task = asyncio.create_task(server.serve())
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
+            server = await AsgiServer(create_app(gateway), host or "127.0.0.1", int(port),
+                                      ssl_certfile=str(tls_cert) if tls_cert else None,
+                                      ssl_keyfile=str(tls_key) if tls_key else None).start()
             console.print(f"gateway serving on {'https' if tls_cert else 'http'}://{host or '127.0.0.1'}:{port} "
                           f"(rates {settings.rates.version}, replica {gateway.replica_id})", highlight=False)
             endpoint = serve_metrics(registry, metrics_listen) if metrics_listen else None
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await stop.wait()
+            await until_signalled()
             if endpoint is not None:
                 endpoint.close()
-            server.should_exit = True
-            await task
+            await server.stop()
             await gateway.close()
 
     run_service(run())

@@ -19,3 +19,4 @@ T = TypeVar("T")
 def run_service(main: Coroutine[Any, Any, T]) -> T:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
+

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from backends.kv import open_kv
 from backends.metrics import MetricsTLS, serve_metrics
+from backends.serving import until_signalled
 from lucid.service_mesh.audit import AuditSink
 from lucid.service_mesh.discovery.discovery_core import AsyncServiceDiscoveryClient
 from lucid.service_mesh.discovery.health import TTLHeartbeat
@@ -211,11 +211,7 @@ async def run(args: argparse.Namespace) -> None:
         endpoint = serve_metrics(registry_metrics, args.metrics_listen,
                                  MetricsTLS(Path(svc.cert_path), Path(svc.key_path), certs.ca_cert_path))
     print(f"READY {port} {sid}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_signalled()
     if endpoint is not None:
         endpoint.close()
     await beat.stop()
