@@ -159,3 +159,27 @@ def test_the_mesh_client_round_trip_pays_and_reads_back(ledger: Any) -> None:
         assert await client.get_balance(PAYEE) == Decimal("2.5")
 
     run(go())
+
+
+def test_a_batch_prepare_validates_every_transfer_first_and_pays_through_the_client(ledger: Any) -> None:
+    handler = payment_handler(ledger, KEY)
+
+    async def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        reply = await handler(request(method, path, body))
+        return reply.status, json.loads(json.dumps(reply.body))
+
+    async def go() -> None:
+        bad = await handler(request("POST", "/payments/prepare", {"transfers": [
+            {"to_address": PAYEE, "amount": "1", "reference": "a"}, {"to_address": "nope", "amount": "1",
+                                                                     "reference": "b"}]}))
+        assert bad.status == 400
+        for body in ({"transfers": []}, {"transfers": "x"}, {"transfers": [{}] * 501}):
+            assert (await handler(request("POST", "/payments/prepare", body))).status == 400
+        client = MeshTronClient(call)
+        made = await client.prepare_many([(PAYEE, Decimal("1.5"), f"batch/{i}") for i in range(3)])
+        assert [m.reference for m in made] == ["batch/0", "batch/1", "batch/2"]
+        results = await client.broadcast_many(made)
+        assert all(r["success"] for r in results)
+        assert await ledger.get_balance(PAYEE) == Decimal("4.5")
+
+    run(go())

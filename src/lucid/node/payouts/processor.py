@@ -247,10 +247,9 @@ class PayoutProcessor:
                 await self._reconcile_or_defer(p)
         if not pending:
             return
-        prepared: dict[str, PreparedTransfer] = {}
-        for p in pending:
-            prepared[p.payout_id] = await self.tron_client.prepare_usdt_transfer(
-                p.wallet_address, p.amount, reference=p.idempotency_key)
+        made = await self.tron_client.prepare_many([(p.wallet_address, p.amount, p.idempotency_key)
+                                                     for p in pending])
+        prepared: dict[str, PreparedTransfer] = {p.payout_id: t for p, t in zip(pending, made, strict=True)}
         won = await self.repository.claim([Claim(pid, t.txid, t.to_payload()) for pid, t in prepared.items()])
         sending = [p for p in pending if p.payout_id in won]
         try:

@@ -54,6 +54,11 @@ class TwoPhaseTronClient(abc.ABC):
     @abc.abstractmethod
     async def prepare_usdt_transfer(self, to_address: str, amount: Decimal, reference: str) -> PreparedTransfer: ...
 
+    async def prepare_many(self, transfers: list[tuple[str, Decimal, str]]) -> list[PreparedTransfer]:
+        """Prepare several ``(to_address, amount, reference)`` transfers, in order (one round trip where
+        the client is remote)."""
+        return [await self.prepare_usdt_transfer(to, amount, ref) for to, amount, ref in transfers]
+
     @abc.abstractmethod
     async def broadcast(self, prepared: PreparedTransfer) -> TransferResult: ...
 

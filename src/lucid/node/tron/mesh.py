@@ -61,6 +61,13 @@ class MeshTronClient(TwoPhaseTronClient):
         # tron-payment's tag rides inside raw, so it survives the processor's own storage of the payload
         return PreparedTransfer.from_payload(answer["prepared"])
 
+    async def prepare_many(self, transfers: list[tuple[str, Decimal, str]]) -> list[PreparedTransfer]:
+        if not transfers:
+            return []
+        answer = await self._json("POST", "/payments/prepare", {"transfers": [
+            {"to_address": to, "amount": str(amount), "reference": ref} for to, amount, ref in transfers]})
+        return [PreparedTransfer.from_payload(p) for p in answer["prepared"]]
+
     async def broadcast(self, prepared: PreparedTransfer) -> TransferResult:
         return (await self.broadcast_many([prepared]))[0]
 
@@ -118,17 +125,32 @@ def payment_handler(tron: TwoPhaseTronClient, tag_key: bytes,
         if on_result is not None:
             on_result(outcome)
 
-    async def prepare(request: MeshRequest) -> MeshResponse:
-        body = _object(request)
+    def transfer(body: Any) -> tuple[str, Decimal, str]:
+        if not isinstance(body, dict):
+            raise PaymentError("each transfer must be an object")
         to, reference = body.get("to_address"), body.get("reference")
         if not isinstance(to, str) or not _ADDRESS.match(to):
             raise PaymentError("to_address must be a TRON base58 address")
         if not isinstance(reference, str) or not _REFERENCE.match(reference):
             raise PaymentError("reference must be 1-256 printable ASCII characters")
-        prepared = await tron.prepare_usdt_transfer(to, _amount(body.get("amount")), reference)
+        return to, _amount(body.get("amount")), reference
+
+    def tagged(prepared: PreparedTransfer) -> dict[str, Any]:
         payload = prepared.to_payload()
         payload["raw"] = {**payload["raw"], "tag": _tag(tag_key, payload["raw"])}
-        return MeshResponse(200, {"prepared": payload})
+        return payload
+
+    async def prepare(request: MeshRequest) -> MeshResponse:
+        """One transfer (``{to_address, amount, reference}``) or several (``{"transfers": [...]}``, all
+        validated before any is prepared)."""
+        body = _object(request)
+        if "transfers" not in body:
+            return MeshResponse(200, {"prepared": tagged(await tron.prepare_usdt_transfer(*transfer(body)))})
+        items = body["transfers"]
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+            raise PaymentError(f"transfers must be a list of 1 to {MAX_BATCH}")
+        made = await tron.prepare_many([transfer(item) for item in items])
+        return MeshResponse(200, {"prepared": [tagged(p) for p in made]})
 
     def verified(item: Any) -> PreparedTransfer:
         if not isinstance(item, dict) or not isinstance(item.get("raw"), dict):
