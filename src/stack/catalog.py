@@ -75,12 +75,12 @@ def build_catalog(topology: Topology, state: StackState, engines: Engines, ident
     authority_pub = state.authority / PUBLIC_FILE
     trust = trust_dir(state)
     service_pki = state.root / "pki" / "services"
-    mesh_args = ["--kv", engines.kv_url, "--trust-dir", str(trust), "--jwks", str(state.jwks)]
+    mesh_args = ["--kv", engines.mesh_kv_url, "--trust-dir", str(trust), "--jwks", str(state.jwks)]
 
     # -- mesh discovery API ----------------------------------------------------------------------------
     p, m = port("discovery"), metrics("discovery")
     specs["discovery"] = ServiceSpec(
-        "discovery", [PY, "-m", "lucid.service_mesh.api", "--kv", engines.kv_url, "--jwks", str(state.jwks),
+        "discovery", [PY, "-m", "lucid.service_mesh.api", "--kv", engines.mesh_kv_url, "--jwks", str(state.jwks),
                       "--host", h, "--port", str(p), "--metrics-listen", f"{h}:{m}"],
         Health("http", f"http://{h}:{m}/metrics"), url=f"http://{h}:{p}", ports=[p, m], scrape=Scrape(f"{h}:{m}"))
 
@@ -157,7 +157,7 @@ def build_catalog(topology: Topology, state: StackState, engines: Engines, ident
                             "--db-url", engines.node_db_url, "--log-level", "warning"],
         Health("http", f"http://{h}:{p}/health"),
         env={"LUCID_NODE_JWT_SECRET": identity.node_jwt_secret, "LUCID_TRON_CLIENT": "mesh",
-             "LUCID_MESH_KV": engines.kv_url, "LUCID_MESH_ADVERTISE": f"{h}:{p}",
+             "LUCID_MESH_KV": engines.mesh_kv_url, "LUCID_MESH_ADVERTISE": f"{h}:{p}",
              "LUCID_MESH_TRUST_DIR": str(trust),
              "LUCID_MESH_CERT": str(service_pki / "node-management.crt"),
              "LUCID_MESH_KEY": str(service_pki / "node-management.key"),

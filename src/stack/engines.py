@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from backends.servers import EtcdCluster, EtcdServer, NatsServer, PostgresServer, RabbitMQServer
+from backends.servers.etcd import EtcdUser
+from backends.servers.nats import NatsUser
 from backends.servers.base import ManagedProcess
 from stack.state import StackState
 from stack.topology import Topology, TopologyError
@@ -23,7 +25,8 @@ __all__ = ["Engines", "start_engines"]
 
 @dataclass
 class Engines:
-    kv_url: str = ""
+    kv_url: str = ""  # the control plane's account (every key)
+    mesh_kv_url: str = ""  # the mesh's account (its registry prefix only)
     bus_url: str = ""
     amqp_url: str = ""  # the broker's address for a service account: amqp://<service>@host:port/
     node_db_url: str = ""
@@ -43,7 +46,7 @@ class Engines:
 def _etcd(topology: Topology, state: StackState, engines: Engines) -> None:
     conf = topology.engines.get("etcd")
     if conf is not None and conf.url:
-        engines.kv_url = conf.url
+        engines.kv_url = engines.mesh_kv_url = conf.url
         return
     members = conf.members if conf is not None else 1
     token = state.secret("etcd-cluster-token", 9)
@@ -62,7 +65,15 @@ def _etcd(topology: Topology, state: StackState, engines: Engines) -> None:
             EtcdCluster.wait_peer_serving(server, deadline)  # the cluster's own start rule
     for server in servers:
         server.wait_ready(max(0.5, deadline - time.monotonic()))
-    engines.kv_url = "etcd://" + ",".join(s.endpoint for s in servers)
+    marker = state.engine_dir(f"etcd-{names[0]}") / "auth.enabled"
+    if not marker.exists():  # once per cluster: users and roles live in its data from then on
+        for name, prefixes in ETCD_ACCOUNTS.items():
+            servers[0].add_user(EtcdUser(name, state.secret(f"etcd-{name}"), readwrite=prefixes))
+        servers[0].enable_auth(state.secret("etcd-root"))
+        marker.write_text("enabled\n")
+    endpoints = "etcd://" + ",".join(s.endpoint for s in servers)
+    engines.kv_url = f"{endpoints}?username=control-plane&password_file={state.secret_file('etcd-control-plane')}"
+    engines.mesh_kv_url = f"{endpoints}?username=mesh&password_file={state.secret_file('etcd-mesh')}"
 
 
 def _nats(topology: Topology, state: StackState, engines: Engines) -> None:
@@ -70,10 +81,11 @@ def _nats(topology: Topology, state: StackState, engines: Engines) -> None:
     if conf is not None and conf.url:
         engines.bus_url = conf.url
         return
+    users = [NatsUser("control-plane", state.secret("nats-control-plane"), (">",), (">",))]
     server = NatsServer(workdir=state.engine_dir("nats"), port=state.port("nats.client"),
-                        monitor_port=state.port("nats.monitor"))
+                        monitor_port=state.port("nats.monitor"), users=users)
     engines.started.append(server.start())
-    engines.bus_url = server.url
+    engines.bus_url = f"{server.url}?user=control-plane&password_file={state.secret_file('nats-control-plane')}"
 
 
 #: Services with a message-queue account (the payout anchors: api-gateway -> blockchain-core).
@@ -96,6 +108,11 @@ def _rabbitmq(topology: Topology, state: StackState, engines: Engines) -> None:
             marker.write_text("created\n")
     engines.amqp_url = f"amqp://127.0.0.1:{server.port}/"
 
+
+#: etcd accounts of the stack and the key prefixes each may read and write: the control plane (coordinator,
+#: governor, chassis pool, model gateway, operators' tools) everything; the mesh (discovery, workloads, the
+#: node API's registration) only the registry. Swarms get none: they reach the control plane over HTTP.
+ETCD_ACCOUNTS = {"control-plane": ("/",), "mesh": ("/lucid/mesh/",)}
 
 #: Database roles of the stack: each owns one database no other role may connect to.
 DATABASES = ("node_management", "witness")

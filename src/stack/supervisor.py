@@ -84,7 +84,8 @@ class Supervisor:
     def write_status(self) -> None:
         status = {
             "supervisor_pid": os.getpid(), "phase": self.phase, "error": self.error, "updated": time.time(),
-            "engines": {"kv": self.engines.kv_url, "bus": self.engines.bus_url, "amqp": self.engines.amqp_url,
+            "engines": {"kv": self.engines.kv_url, "mesh_kv": self.engines.mesh_kv_url, "bus": self.engines.bus_url,
+                        "amqp": self.engines.amqp_url,
                         "node_db": self.engines.node_db_url,
                         "processes": [{"name": n, "url": u, "pid": p} for n, u, p in self.engines.rows()]},
             "prometheus": self.prometheus.url if self.prometheus is not None else None,

@@ -79,6 +79,52 @@ def test_up_runs_every_service_as_its_own_healthy_process(running_stack: Running
                                          "blockchain-core": ("chain", "healthy")}
 
 
+def test_the_engines_answer_only_their_accounts(running_stack: RunningStack) -> None:
+    """A process on the machine with only the engines' addresses (what a swarm could learn) gets nothing:
+    etcd and NATS refuse it; the mesh's etcd account reads the registry and nothing of the control plane."""
+    from backends.bus import open_bus
+    from backends.errors import AuthenticationError, BackendError
+    from backends.kv import open_kv
+
+    engines = running_stack.status()["engines"]
+    bare_kv = engines["kv"].split("?", 1)[0]
+    bare_bus = engines["bus"].split("?", 1)[0]
+
+    async def attempts() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, url in (("anonymous", bare_kv), ("guessed", bare_kv + "?username=root&password=root")):
+            try:
+                async with open_kv(url) as kv:
+                    out[name] = len(await kv.get_prefix("/tasks/"))
+            except BackendError as exc:
+                out[name] = exc.error_code
+        async with open_kv(engines["mesh_kv"]) as mesh:
+            out["mesh-registry"] = len(await mesh.get_prefix("/lucid/mesh/"))
+            try:
+                out["mesh-tasks"] = len(await mesh.get_prefix("/tasks/"))
+            except BackendError as exc:
+                out["mesh-tasks"] = exc.error_code
+            try:
+                await mesh.put("/governor/budgets/session-1-ndi", b'{"budget": "1000000"}')
+                out["mesh-budget-write"] = "written"
+            except BackendError as exc:
+                out["mesh-budget-write"] = exc.error_code
+        try:
+            bus = open_bus(bare_bus)
+            await bus.connect()
+            out["bus"] = "connected"
+            await bus.close()
+        except AuthenticationError as exc:
+            out["bus"] = exc.error_code
+        return out
+
+    seen = asyncio.run(attempts())
+    assert isinstance(seen["anonymous"], str) and isinstance(seen["guessed"], str), seen
+    assert seen["mesh-registry"] > 0, seen
+    assert isinstance(seen["mesh-tasks"], str) and isinstance(seen["mesh-budget-write"], str), seen
+    assert seen["bus"] == "BACKEND_AUTH_FAILED", seen
+
+
 def test_phase0_runs_across_processes(running_stack: RunningStack, phase0: Phase0Result) -> None:
     assert len(phase0.tasks) == 7 * TASKS_PER_SWARM
     assert sorted(phase0.completed) == sorted(phase0.tasks)  # every task done, and recorded once

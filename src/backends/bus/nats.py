@@ -47,21 +47,22 @@ class _NatsSubscription(Subscription):
 
 
 def nats_options(query: dict[str, str], *, tls: bool) -> dict[str, Any]:
-    """Connection options from the URL's query (``ca``, ``cert``, ``key``: file paths) and the environment
-    (credentials: INFRAFABRIC_NATS_USER + INFRAFABRIC_NATS_PASSWORD or INFRAFABRIC_NATS_PASSWORD_FILE, or
-    INFRAFABRIC_NATS_CREDS, a NATS .creds file). Credentials are never read from the URL."""
-    unknown = sorted(set(query) - {"ca", "cert", "key"})
+    """Connection options from the URL's query (``ca``, ``cert``, ``key``, ``password_file``: file paths;
+    ``user``: a name) and the environment (INFRAFABRIC_NATS_USER + INFRAFABRIC_NATS_PASSWORD or
+    INFRAFABRIC_NATS_PASSWORD_FILE, or INFRAFABRIC_NATS_CREDS, a NATS .creds file). A password itself is
+    never read from the URL (it would show wherever the URL does): only the path of a file holding it."""
+    unknown = sorted(set(query) - {"ca", "cert", "key", "user", "password_file"})
     if unknown:
-        raise InvalidBackendURL(f"unknown NATS URL options {unknown} (ca, cert, key)")
+        raise InvalidBackendURL(f"unknown NATS URL options {unknown} (ca, cert, key, user, password_file)")
     options: dict[str, Any] = {}
     if tls or "ca" in query:
         context = ssl.create_default_context(cafile=query.get("ca"))
         if "cert" in query:
             context.load_cert_chain(query["cert"], query.get("key"))
         options["tls"] = context
-    user = os.environ.get("INFRAFABRIC_NATS_USER")
-    password = os.environ.get("INFRAFABRIC_NATS_PASSWORD")
-    password_file = os.environ.get("INFRAFABRIC_NATS_PASSWORD_FILE")
+    user = query.get("user") or os.environ.get("INFRAFABRIC_NATS_USER")
+    password = None if "user" in query else os.environ.get("INFRAFABRIC_NATS_PASSWORD")
+    password_file = query.get("password_file") or os.environ.get("INFRAFABRIC_NATS_PASSWORD_FILE")
     if password is None and password_file:
         password = Path(password_file).read_text().strip()
     if user:

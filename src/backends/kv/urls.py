@@ -3,8 +3,9 @@
 - `memory://` a private in-process store; `memory://NAME` one shared by every handle of that name
 - `sqlite:///relative.db`, `sqlite:////abs/path.db` the embedded store persisted to SQLite
   (slashes as in SQLAlchemy URLs)
-- `etcd://host:port[,host:port...]` etcd; `etcds://...` with TLS. Query: `username`, `password`
-  (or env INFRAFABRIC_ETCD_PASSWORD), `ca`, `cert`, `key` (file paths), `timeout` (seconds).
+- `etcd://host:port[,host:port...]` etcd; `etcds://...` with TLS. Query: `username`, `password_file` (a file
+  holding the password; or env INFRAFABRIC_ETCD_PASSWORD), `ca`, `cert`, `key` (file paths), `timeout`
+  (seconds). A `password` in the URL works but shows wherever the URL does: prefer the file.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def open_kv(url: str = "memory://") -> KeyValueStore:
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         username = unquote(parts.username) if parts.username else query.get("username")
         password = unquote(parts.password) if parts.password else query.get("password")
+        if username and password is None and query.get("password_file"):
+            try:
+                password = Path(query["password_file"]).read_text().strip()
+            except OSError as exc:
+                raise InvalidBackendURL(f"cannot read the etcd password file: {exc}") from exc
         if username and password is None:
             password = os.environ.get("INFRAFABRIC_ETCD_PASSWORD")
         tls = scheme == "etcds"

@@ -220,6 +220,14 @@ class EtcdServer(ManagedProcess):
                 self._add_user(user)
             self._enable_auth(self.root_password)
 
+    def add_user(self, user: "EtcdUser") -> None:
+        """A user with a role limited to its prefixes (before auth is on, or as root)."""
+        self._add_user(user)
+
+    def enable_auth(self, root_password: str) -> None:
+        """Turn authentication on with this root password (kept with the data: once per cluster)."""
+        self._enable_auth(root_password)
+
     def _add_user(self, user: "EtcdUser") -> None:
         role = f"role-{user.name}"
         self.etcdctl("role", "add", role)
