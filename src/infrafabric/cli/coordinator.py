@@ -80,11 +80,13 @@ async def serve_control_plane(*, kv: Optional[str], bus: Optional[str], policy: 
     async with coordinator:
         server = await _start_swarm_api(coordinator, listen, authority_key, tls_cert, tls_key,
                                         CoordinatorMetrics(registry)) if listen else None
-        governor = IFGovernor(coordinator, ResourcePolicy.from_yaml(policy) if policy else ResourcePolicy())
-        loaded = await governor.load()
-        await governor.follow()  # current with other replicas and operators; only live swarms are chosen
-        answering = await BlockerResponder(governor).start() if responder else None
-        governor_metrics = GovernorMetrics(governor, registry) if answering else None
+        governor, loaded, answering = None, 0, None
+        if responder:  # the governor's view is only needed to answer blockers
+            governor = IFGovernor(coordinator, ResourcePolicy.from_yaml(policy) if policy else ResourcePolicy())
+            loaded = await governor.load()
+            await governor.follow()  # current with other replicas and operators; only live swarms are chosen
+            answering = await BlockerResponder(governor).start()
+        governor_metrics = GovernorMetrics(governor, registry) if governor is not None else None
         console.print(f"[green]{name} serving[/green] kv={coordinator.kv.url} "
                       f"bus={coordinator.bus.url} swarm profiles={loaded} responder={'on' if answering else 'off'}")
         stop = asyncio.Event()
@@ -115,7 +117,8 @@ async def serve_control_plane(*, kv: Optional[str], bus: Optional[str], policy: 
             await server.stop()
         if answering is not None:
             await answering.stop()
-        await governor.close()
+        if governor is not None:
+            await governor.close()
     console.print("stopped")
 
 
