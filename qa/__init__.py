@@ -1,0 +1,1 @@
+"""Quality gates the seeds ask for: the security audit report (``make security-report``)."""
