@@ -55,10 +55,10 @@ test: setup
 # Line coverage per package over the whole suite, the processes it starts included (slower than `make test`).
 coverage: setup
 	rm -f .coverage .coverage.*
-	COVERAGE_FILE=$(CURDIR)/.coverage $(PY) -m coverage run -m pytest $(PYTEST_ARGS)
-	COVERAGE_FILE=$(CURDIR)/.coverage $(PY) -m coverage combine -q
-	COVERAGE_FILE=$(CURDIR)/.coverage $(PY) -m coverage json -q -o coverage.json
-	$(PY) -m qa.coverage_by_package coverage.json
+	COVERAGE_FILE=$(CURDIR)/.coverage $(PY) -m coverage run -m pytest $(PYTEST_ARGS); status=$$?; \
+	COVERAGE_FILE=$(CURDIR)/.coverage $(PY) -m coverage combine -q && \
+	COVERAGE_FILE=$(CURDIR)/.coverage $(PY) -m coverage json -q -o coverage.json && \
+	$(PY) -m qa.coverage_by_package coverage.json; exit $$status
 
 # Seed 002's security checklist and seed 003's security suite, each item decided by its tests (HTML).
 security-report: setup
