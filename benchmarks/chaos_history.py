@@ -71,13 +71,16 @@ def check_claims(history: list[Op], stored_owner: dict[str, str | None]) -> list
     return violations
 
 
-def check_blockers(reported: dict[str, str], unknown_reports: int, answers: Counter[str]) -> list[str]:
+def check_blockers(reported: dict[str, str], unknown_reports: int, answers: Counter[str],
+                   ended_with_reporter: frozenset[str] | set[str] = frozenset()) -> list[str]:
     """``reported``: blocker id → outcome of its report (``ok``); ``unknown_reports``: reports whose
     outcome is unknown (their ids never reached the swarm, but they may have been raised and answered);
-    ``answers``: blocker id → answers seen (help assigned or escalated)."""
+    ``answers``: blocker id → answers seen (help assigned or escalated); ``ended_with_reporter``: blockers
+    whose reporter's session ended after the report (a blocker lives on its reporter's session lease, so
+    one whose reporter died unanswered is gone by design, not lost)."""
     violations = [f"blocker {b} answered {n} times" for b, n in sorted(answers.items()) if n > 1]
     violations += [f"blocker {b} was never answered" for b, outcome in sorted(reported.items())
-                   if outcome == "ok" and answers.get(b, 0) == 0]
+                   if outcome == "ok" and answers.get(b, 0) == 0 and b not in ended_with_reporter]
     unreported = sorted(b for b in answers if b not in reported)
     if len(unreported) > unknown_reports:
         violations += [f"blocker {b} answered but never reported" for b in unreported]

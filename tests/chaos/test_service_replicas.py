@@ -69,6 +69,8 @@ def test_the_claims_checker_finds_what_it_should() -> None:
     assert "never answered" in check_blockers({"b1": "ok"}, 0, Counter())[0]
     assert "never reported" in check_blockers({}, 0, Counter({"b9": 1}))[0]
     assert check_blockers({}, 1, Counter({"b9": 1})) == []  # a report whose answer was lost may still be answered
+    assert check_blockers({"b1": "ok"}, 0, Counter(), {"b1"}) == []  # its reporter's session ended: gone
+    assert "never answered" in check_blockers({"b1": "ok", "b2": "ok"}, 0, Counter(), {"b2"})[0]
 
 
 class Nemesis(threading.Thread):
@@ -154,6 +156,7 @@ class Swarm:
 
     def __init__(self, name: str, url: str, credential: str, history: list[Op], ended: list[str]) -> None:
         self.name, self.url, self.credential, self.history, self.ended = name, url, credential, history, ended
+        self.session_ends: list[float] = []  # when a session of this swarm was found ended
         self.client = RemoteSwarmClient(url, ["code:python"], timeout=5, credential=credential)
 
     async def start(self) -> "Swarm":
@@ -169,6 +172,7 @@ class Swarm:
 
     async def reopen(self, why: InfraFabricError) -> None:
         self.ended.append(f"{self.name}: {why}")
+        self.session_ends.append(time.time())
         self.client._session = None  # nothing left to close on the service's side
         await self.client.stop()
         self.client = RemoteSwarmClient(self.url, ["code:python"], timeout=5, credential=self.credential)
@@ -239,6 +243,7 @@ def test_service_replicas_under_faults_keep_claims_and_blockers(tmp_path: Path, 
 
             history: list[Op] = []
             reported: dict[str, str] = {}
+            reporter: dict[str, tuple[Swarm, float]] = {}  # blocker id -> who reported it, when
             unknown_reports = 0
             answers: Counter[str] = Counter()
             helped: Counter[str] = Counter()
@@ -282,6 +287,7 @@ def test_service_replicas_under_faults_keep_claims_and_blockers(tmp_path: Path, 
                                 try:
                                     event = await swarm.client.report_blocker({"required_capabilities": [cap]})
                                     reported[event["blocker_id"]] = "ok"
+                                    reporter[event["blocker_id"]] = (swarm, time.time())
                                 except InfraFabricError:
                                     unknown_reports += 1
                         await asyncio.sleep(0)  # one round of the others between batches (fairness)
@@ -304,11 +310,16 @@ def test_service_replicas_under_faults_keep_claims_and_blockers(tmp_path: Path, 
                 while time.time() < deadline and any(answers.get(b, 0) == 0 for b in reported):
                     await asyncio.sleep(0.1)
                 drainer.cancel()
-                for client in [s.client for s in swarms] + [helper_client]:
+                for s in swarms:
                     try:
-                        await client.stop()
+                        await s.client.stop()
                     except InfraFabricError as exc:  # a session the faults ended is not a violation; say so
-                        ended.append(f"{client.swarm_id} at stop: {exc}")
+                        ended.append(f"{s.client.swarm_id} at stop: {exc}")
+                        s.session_ends.append(time.time())
+                try:
+                    await helper_client.stop()
+                except InfraFabricError as exc:
+                    ended.append(f"{helper_client.swarm_id} at stop: {exc}")
                 await observer.close()
                 async with open_kv(cluster.url) as kv:
                     stored = {}
@@ -321,7 +332,8 @@ def test_service_replicas_under_faults_keep_claims_and_blockers(tmp_path: Path, 
             assert nemesis.error is None, nemesis.error
             charges = collect(charging, timeout=240)
             spent, breaker_open = read_ledger(cluster.url, payer)
-            violations = check_claims(history, stored) + check_blockers(reported, unknown_reports, answers) + \
+            gone = {b for b, (who, at) in reporter.items() if any(end >= at for end in who.session_ends)}
+            violations = check_claims(history, stored) + check_blockers(reported, unknown_reports, answers, gone) + \
                 check_ledger(charges, budget, cost, spent, breaker_open)
             completed = sum(1 for v in stored.values() if v and v.startswith("completed:"))
             (tmp_path / "history.json").write_text(json.dumps({

@@ -29,7 +29,6 @@ __all__ = ["MeshTronClient", "PaymentError", "gateway_call", "payment_handler"]
 
 MeshCall = Callable[[str, str, Any], Awaitable[tuple[int, Any]]]  # (method, path, body) -> (status, json)
 _TXID = re.compile(r"^[0-9a-f]{64}\Z")
-_ADDRESS = re.compile(r"^T[1-9A-HJ-NP-Za-km-z]{33}\Z")
 _REFERENCE = re.compile(r"^[\x21-\x7e]{1,256}\Z")  # printable ASCII (an idempotency key: "batch/3")
 MAX_BATCH = 500
 
@@ -106,6 +105,16 @@ def _amount(value: Any) -> Decimal:
     return amount
 
 
+def _address(value: Any, field: str) -> str:
+    """A genuine TRON address (Base58Check, version 0x41): a typo or a forged string never gets a transfer."""
+    from lucid.node.validators import validate_tron_address
+
+    try:
+        return validate_tron_address(value)
+    except ValueError:
+        raise PaymentError(f"{field} must be a TRON Base58Check address") from None
+
+
 def _object(request: MeshRequest) -> dict[str, Any]:
     try:
         body = request.json()
@@ -128,9 +137,7 @@ def payment_handler(tron: TwoPhaseTronClient, tag_key: bytes,
     def transfer(body: Any) -> tuple[str, Decimal, str]:
         if not isinstance(body, dict):
             raise PaymentError("each transfer must be an object")
-        to, reference = body.get("to_address"), body.get("reference")
-        if not isinstance(to, str) or not _ADDRESS.match(to):
-            raise PaymentError("to_address must be a TRON base58 address")
+        to, reference = _address(body.get("to_address"), "to_address"), body.get("reference")
         if not isinstance(reference, str) or not _REFERENCE.match(reference):
             raise PaymentError("reference must be 1-256 printable ASCII characters")
         return to, _amount(body.get("amount")), reference
@@ -189,8 +196,7 @@ def payment_handler(tron: TwoPhaseTronClient, tag_key: bytes,
                                   {k: str(v) if isinstance(v, Decimal) else v for k, v in found.items()}})
 
     async def balance(address: str) -> MeshResponse:
-        if not _ADDRESS.match(address):
-            raise PaymentError("address must be a TRON base58 address")
+        _address(address, "address")
         return MeshResponse(200, {"address": address, "balance": str(await tron.get_balance(address))})
 
     async def handle(request: MeshRequest) -> MeshResponse:
