@@ -165,6 +165,11 @@ def build_catalog(topology: Topology, state: StackState, engines: Engines, ident
         url=f"http://{h}:{p}", ports=[p], scrape=Scrape(f"{h}:{p}", bearer_file=identity.node_metrics_token),
         before_start=issue("node-management", "ops"))
 
+    def fresh_credential(swarm_id: str) -> Callable[[], None]:
+        def before_start() -> None:
+            issue_swarm_credential(state, swarm_id)  # short-lived: a new one at each start of the worker
+        return before_start
+
     # -- the seven swarms of the phase-0 scenario ------------------------------------------------------------
     coordinator_url, chassis_url = specs["coordinator"].url, specs["chassis-pool"].url
     for swarm in topology.swarms.values():
@@ -174,7 +179,7 @@ def build_catalog(topology: Topology, state: StackState, engines: Engines, ident
             name, [PY, "-m", "infrafabric.coordinator.worker", "--service", coordinator_url, "--credential",
                    str(cred), "--capabilities", ",".join(swarm.capabilities), "--chassis", chassis_url],
             Health("log", marker='"event": "ready"'),
-            before_start=lambda s=swarm.swarm_id: issue_swarm_credential(state, s) and None)
+            before_start=fresh_credential(swarm.swarm_id))
 
     # every service writes the one audit log (the witness on PostgreSQL: a row lock orders the writers of
     # all processes) and signs checkpoints with the stack's witness key

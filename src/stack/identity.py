@@ -53,7 +53,7 @@ def ensure_identity(state: StackState) -> StackIdentity:
 
     certs = mesh_certificates(state)
     trust_root = certs.export_trust(trust_dir(state))
-    state.jwt_key("x").parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (state.root / "pki" / "jwt").mkdir(parents=True, exist_ok=True, mode=0o700)
     write_jwks(state)
     CredentialAuthority.load_or_create(state.authority)
     scrape_cert, scrape_key = certs.generate_service_certificate("prometheus", "prometheus", "admin-interface", "ops")

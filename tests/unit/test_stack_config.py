@@ -68,9 +68,18 @@ def test_any_value_in_any_field_is_accepted_or_a_topology_error(section: str, ke
     head = section if "." not in section else '{}."{}"'.format(*section.split(".", 1))
     text = f"[{head}]\n{key} = {json.dumps(value)}\n"
     try:
-        parse_topology(text)
-    except TopologyError:
-        pass  # the one refusal the loader may give; any other exception fails this test
+        topo = parse_topology(text)
+    except TopologyError as exc:  # the one refusal the loader may give; any other exception fails this test
+        assert exc.error_code == "STACK_ERR_TOPOLOGY" and exc.message
+        return
+    # accepted: every value let through has the type and range the supervisor relies on
+    assert isinstance(topo.host, str) and topo.host
+    for engine in topo.engines.values():
+        assert engine.members in (1, 3) and (engine.url is None or isinstance(engine.url, str))
+    for service in topo.services.values():
+        assert type(service.port) is int and 0 <= service.port <= 65535 and type(service.enabled) is bool
+    for swarm in topo.swarms.values():
+        assert all(isinstance(c, str) for c in swarm.capabilities) and 0 < swarm.cost and 0 <= swarm.budget
 
 
 def test_a_service_config_path_is_relative_to_the_topology_file(tmp_path: Path) -> None:

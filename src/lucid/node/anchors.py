@@ -92,7 +92,9 @@ def _valid(payload: dict[str, Any]) -> bool:
 async def consume_anchors(mq: AsyncMessageQueueClient, store: AnchorStore, *, on_depth: Any = None,
                           batch: int = 100) -> None:
     """Forever: take anchor messages, store them, then acknowledge (at least once, stored once). Only
-    api-gateway may anchor: a message from any other broker account is rejected to the dead end."""
+    api-gateway may anchor: a message from any other broker account is rejected to the dead end. The queue
+    depth (a broker round trip on a channel of its own) is measured at most once a second, not per batch."""
+    depth_at = 0.0
     while True:
         try:
             messages = await mq.receive_many(DESTINATION, batch, timeout=1.0)
@@ -105,7 +107,8 @@ async def consume_anchors(mq: AsyncMessageQueueClient, store: AnchorStore, *, on
                     await m.ack()
                 else:
                     await m.reject(requeue=False)
-            if on_depth is not None:
+            if on_depth is not None and time.monotonic() - depth_at >= 1.0:
+                depth_at = time.monotonic()
                 await on_depth(DESTINATION)
         except asyncio.CancelledError:
             raise
