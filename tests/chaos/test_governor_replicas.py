@@ -18,6 +18,7 @@ import textwrap
 import uuid
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -224,5 +225,71 @@ async def test_a_blocker_whose_event_was_lost_is_still_answered_once(etcd_server
             await r.stop()
             await r.governor.close()
     finally:
+        for c in coords:
+            await c.__aexit__(None, None, None)
+
+
+@pytest.mark.parametrize("failure", ["raises", "outlives its claim"])
+async def test_a_replica_failing_half_way_through_an_answer_leaves_it_to_another(etcd_server, nats_server,
+                                                                                 failure: str) -> None:
+    """Replica A wins the blocker's answer key, then loses etcd while assembling the team ("raises"), or
+    takes longer than its claim lasts ("outlives its claim"). Its claim lapses, replica B's sweep answers
+    the blocker, and exactly one answer is announced: A, late, sees the claim is no longer its own."""
+    tag = uuid.uuid4().hex[:6]
+    cap, helper, blocked = f"rare:{tag}", f"helper-{tag}", f"blocked-{tag}"
+    coords = [IFCoordinator(kv_url=etcd_server.url, bus_url=nats_server.url, audit=None) for _ in range(3)]
+    for c in coords:
+        await c.__aenter__()
+    responders: list[BlockerResponder] = []
+    release = asyncio.Event()
+    try:
+        platform = coords[0]
+        inbox = await platform.register_swarm(helper, [cap])
+        await platform.register_swarm(blocked, ["code:python"])
+        for i, c in enumerate(coords[1:]):
+            governor = IFGovernor(c, audit=None, cost_sink=None)
+            governor.register_swarm(SwarmProfile(helper, [cap], 1.0, 1.0, 100.0))
+            governor.register_swarm(SwarmProfile(blocked, ["code:python"], 1.0, 1.0, 100.0))
+            # A hears the event at once and does not sweep; B only sweeps, after A's claim could lapse
+            responder = BlockerResponder(governor, sweep_interval=0 if i == 0 else 0.3, sweep_after=0.3,
+                                         answering_ttl=2)
+            responders.append(await responder.start())
+        a, b = responders
+        await b._sub.unsubscribe()  # type: ignore[union-attr] - B answers only what it finds pending
+        b._sub = None
+        real_request = a.governor.request_help_for_blocker
+
+        async def failing(*args: Any, **kwargs: Any) -> list[str]:
+            if failure == "raises":
+                raise ConnectionError("etcd unreachable")
+            await release.wait()  # held past its claim's lease
+            return await real_request(*args, **kwargs)
+
+        a.governor.request_help_for_blocker = failing  # type: ignore[method-assign]
+        answers: list[str] = []
+        await platform.bus.subscribe(keys.HELP_EVENTS, lambda m: answers.append(json.loads(m.data)["blocker_id"]))
+        event = await platform.detect_blocker(blocked, {"required_capabilities": [cap]})
+        blocker_id = event["blocker_id"]
+        task = await asyncio.wait_for(inbox.get(), 15)  # B's sweep, after A's claim lapsed
+        assert task["type"] == "help_request" and task["id"] == keys.help_task_id(blocker_id, helper)
+        deadline = asyncio.get_running_loop().time() + 5
+        while answers.count(blocker_id) < 1 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        assert answers.count(blocker_id) == 1 and b.swept >= 1  # (the etcd is shared: others' blockers too)
+        release.set()  # A finishes its late answer now: it must not announce a second one
+        deadline = asyncio.get_running_loop().time() + 10
+        while a.events_handled < 1 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        assert a.events_handled == 1 and a.assignments.empty()
+        await a.bus.flush()  # whatever A published has reached the server, and then the subscriber
+        await platform.bus.flush()
+        assert answers.count(blocker_id) == 1
+        record = await platform.kv.get(f"/governor/answers/{blocker_id}")
+        assert record is not None and record.value.startswith(b"answered:answering:" + b.replica_id.encode())
+    finally:
+        release.set()
+        for r in responders:
+            await r.stop()
+            await r.governor.close()
         for c in coords:
             await c.__aexit__(None, None, None)

@@ -20,12 +20,14 @@ from infrafabric.coordinator import keys
 from infrafabric.governor.governor import IFGovernor
 from infrafabric.ids import is_valid_id
 
-ANSWERS = "/governor/answers/"  # blocker id -> the replica that answers it (a CAS: one answer per blocker)
+ANSWERS = "/governor/answers/"  # blocker id -> the replica answering it, then "answered" (a CAS: one answer each)
 ANSWER_TTL = 3600
+ANSWERING_TTL = 10  # how long a replica may take to answer before its claim lapses and the sweep answers instead
 
 
 class BlockerResponder:
-    def __init__(self, governor: IFGovernor, *, sweep_interval: float = 2.0, sweep_after: float = 1.0) -> None:
+    def __init__(self, governor: IFGovernor, *, sweep_interval: float = 2.0, sweep_after: float = 1.0,
+                 answering_ttl: int = ANSWERING_TTL) -> None:
         if governor.coordinator is None:
             raise ValueError("the responder needs a governor attached to a coordinator")
         self.governor = governor
@@ -37,6 +39,7 @@ class BlockerResponder:
         self.events_handled = 0  # blocker events this responder has finished with (answered or left to another)
         self.swept = 0  # pending blockers answered by the sweep (their event was lost, or its answer failed)
         self.sweep_interval, self.sweep_after = sweep_interval, sweep_after
+        self.answering_ttl = answering_ttl
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> "BlockerResponder":
@@ -80,19 +83,47 @@ class BlockerResponder:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _claim(self, event: dict[str, Any]) -> bool:
-        """Whether this responder answers the blocker: every governor replica hears the event, and the one
-        whose compare-and-swap on the blocker's answer key wins answers it (once, one team or one escalation)."""
+    async def _claim(self, event: dict[str, Any]) -> str | None:
+        """This responder's claim on answering the blocker, or None when another replica has it.
+
+        Every governor replica hears the event; the one whose compare-and-swap on the blocker's answer key
+        wins answers it. The claim is on a short lease: a replica that loses etcd or dies half way through
+        an answer lets it lapse, and the sweep (on any replica) answers the blocker instead."""
         kv = self.governor.kv
         blocker_id = event.get("blocker_id")
         if kv is None or not isinstance(blocker_id, str):
-            return True
+            return ""  # in process: nothing to share the answer with
         key = f"{ANSWERS}{blocker_id}"
-        lease = await kv.grant_lease(ANSWER_TTL)
-        won = (await kv.txn([Compare.missing(key)], [Put(key, self.replica_id, lease)])).succeeded
+        claim = f"answering:{self.replica_id}:{uuid.uuid4().hex}"
+        lease = await kv.grant_lease(self.answering_ttl)
+        won = (await kv.txn([Compare.missing(key)], [Put(key, claim, lease)])).succeeded
         if not won:
             await kv.revoke_lease(lease)
-        return won
+            return None
+        return claim
+
+    async def _commit(self, blocker_id: str, claim: str) -> bool:
+        """Turn the claim into the lasting "answered" record, only while the claim is still ours: a claim
+        that lapsed may be answered by another replica now, and then this one must not announce a second
+        answer. An etcd that is away leaves the outcome unknown, so the record is read back until it is
+        known (it names the claim), within the claim's lease."""
+        kv = self.governor.kv
+        if kv is None or not claim:
+            return True
+        key, done = f"{ANSWERS}{blocker_id}", f"answered:{claim}"
+        deadline = time.monotonic() + self.answering_ttl
+        while True:
+            try:
+                lease = await kv.grant_lease(ANSWER_TTL)
+                if (await kv.txn([Compare.value(key, claim)], [Put(key, done, lease)])).succeeded:
+                    return True
+                await kv.revoke_lease(lease)
+                current = await kv.get(key)
+                return current is not None and current.value == done.encode()
+            except Exception:  # noqa: BLE001 - the store is away; try again until the claim would lapse
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
 
     async def _respond(self, event: dict[str, Any]) -> bool:
         try:
@@ -104,7 +135,8 @@ class BlockerResponder:
         """Whether this responder answered it (False: another replica does, or it is not a blocker)."""
         if not isinstance(event, dict) or not isinstance(event.get("swarm_id"), str):
             return False
-        if not await self._claim(event):
+        claim = await self._claim(event)
+        if claim is None:
             return False  # another replica answers it
         info = event.get("blocker_info") or {}
         blocker_id = event.get("blocker_id")
@@ -112,6 +144,8 @@ class BlockerResponder:
         team = await self.governor.request_help_for_blocker(event["swarm_id"], info, request_id=request_id)
         if team and request_id is not None:
             await self._record_team(event["swarm_id"], request_id, team)
+        if isinstance(blocker_id, str) and not await self._commit(blocker_id, claim):
+            return False  # the claim lapsed while answering; the replica holding it now announces the answer
         assignment = {
             "type": "help_assigned",
             "blocker_id": event.get("blocker_id"),
