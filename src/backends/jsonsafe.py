@@ -11,13 +11,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from backends.errors import PlatformError
+
 __all__ = ["DEFAULT_MAX_DEPTH", "JSONTooDeepError", "json_depth_exceeds", "loads_bounded"]
 
 DEFAULT_MAX_DEPTH = 64
 
 
-class JSONTooDeepError(ValueError):
+class JSONTooDeepError(PlatformError, ValueError):
     """A document nested deeper than allowed (a ValueError, as json's own decode errors are)."""
+
+    error_code = "INVALID_JSON_TOO_DEEP"
+    http_status = 400
 
 
 def json_depth_exceeds(value: Any, limit: int = DEFAULT_MAX_DEPTH) -> bool:

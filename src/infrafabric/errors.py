@@ -5,7 +5,7 @@ Validation errors also subclass ValueError, as the seed's tests expect (`pytest.
 
 from __future__ import annotations
 
-from backends.errors import AuthenticationError, BackendError, BackendUnavailable, OutcomeUnknown
+from backends.errors import AuthenticationError, BackendError, BackendUnavailable, OutcomeUnknown, PlatformError
 
 __all__ = [
     "AuthenticationError",
@@ -30,23 +30,17 @@ __all__ = [
 ]
 
 
-class InfraFabricError(Exception):
+class InfraFabricError(PlatformError):
     """Base of every InfraFabric error (a subclass, or a call, may set a more specific error_code)."""
 
     error_code = "IF_ERR_INTERNAL"
-
-    def __init__(self, message: str, *, error_code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if error_code is not None:
-            self.error_code = error_code
-
-    def __str__(self) -> str:
-        return f"{self.error_code}: {self.message}"
+    status_of_code = {"IF_ERR_AUTH_KEY_UNSAFE": 500, "IF_ERR_MODEL_NOT_ALLOWED": 403, "IF_ERR_UNAVAILABLE": 503,
+                      "IF_ERR_UPSTREAM": 502, "IF_ERR_UPSTREAM_TIMEOUT": 504}
 
 
 class ValidationError(InfraFabricError, ValueError):
     error_code = "IF_ERR_VALIDATION"
+    http_status = 400
 
 
 class InvalidIdentifierError(ValidationError):
@@ -69,35 +63,38 @@ class InvalidPolicyError(ValidationError):
 
 class UnknownSwarmError(InfraFabricError, KeyError):
     error_code = "IF_ERR_UNKNOWN_SWARM"
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return f"{self.error_code}: {self.message}"
+    http_status = 403
 
 
 class SwarmQueueFullError(InfraFabricError):
     """The swarm's inbox is full: the push is refused rather than dropped."""
 
     error_code = "IF_ERR_QUEUE_FULL"
+    http_status = 429
 
 
 class StaleClaimError(InfraFabricError):
     """A write fenced by a claim revision that is no longer current (lease expired, task re-claimed)."""
 
     error_code = "IF_ERR_STALE_CLAIM"
+    http_status = 409
 
 
 class NotTaskOwnerError(InfraFabricError):
     error_code = "IF_ERR_NOT_OWNER"
+    http_status = 403
 
 
 class BudgetManipulationError(InfraFabricError, AttributeError):
     """Budgets and reputation live in the governor; a profile cannot set them."""
 
     error_code = "IF_ERR_BUDGET_READ_ONLY"
+    http_status = 403
 
 
 class CircuitOpenError(InfraFabricError):
     error_code = "IF_ERR_CIRCUIT_OPEN"
+    http_status = 429
 
 
 class CredentialError(InfraFabricError, PermissionError):
@@ -105,15 +102,18 @@ class CredentialError(InfraFabricError, PermissionError):
     expired or revoked (engine authentication failures are ``AuthenticationError``, from the backends)."""
 
     error_code = "IF_ERR_AUTH_INVALID"
+    http_status = 401
 
 
 class PermissionDeniedError(InfraFabricError, PermissionError):
     """An authenticated identity asked for something its role does not allow."""
 
     error_code = "IF_ERR_FORBIDDEN"
+    http_status = 403
 
 
 class SwarmAlreadyConnectedError(InfraFabricError):
     """A second live session for a swarm id: the first one must end (or expire) before another opens."""
 
     error_code = "IF_ERR_SWARM_ALREADY_CONNECTED"
+    http_status = 409

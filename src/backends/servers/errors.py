@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
+from backends.errors import PlatformError
+
 __all__ = ["ServerError", "ServerStartError", "BinaryNotFoundError"]
 
 
-class ServerError(Exception):
+class ServerError(PlatformError):
     """Base class for launcher errors."""
 
-    error_code: str = "SERVER_ERROR"
-
-    def __init__(self, message: str, *, error_code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if error_code is not None:
-            self.error_code = error_code
-
-    def __str__(self) -> str:
-        return f"[{self.error_code}] {self.message}"
+    error_code = "SERVER_ERROR"
 
 
 class ServerStartError(ServerError):

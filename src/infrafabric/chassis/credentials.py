@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
+from backends.errors import PlatformError
+
 from .contracts import validate_swarm_id
 from .errors import InvalidContractError
 
@@ -34,8 +36,11 @@ class CanonicalURL(NamedTuple):
     path: str
 
 
-class URLRejected(ValueError):
+class URLRejected(PlatformError, ValueError):
     """Why a URL is not in canonical form (kept internal: callers see a bool or a PermissionError)."""
+
+    error_code = "IF_ERR_CHASSIS_URL_REJECTED"
+    http_status = 400
 
 
 def canonicalize(url: str) -> CanonicalURL:

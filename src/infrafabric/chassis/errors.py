@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from backends.errors import RateLimited
 from infrafabric.errors import InfraFabricError
 
 
@@ -16,12 +17,10 @@ class ChassisError(InfraFabricError):
     """Base of every IF.chassis error (an InfraFabricError: ``error_code`` + ``message``)."""
 
     error_code: str = "IF_ERR_CHASSIS"
+    http_status = 400
 
     def __init__(self, message: str, *, error_code: str | None = None, **details: Any) -> None:
-        super().__init__(message)
-        if error_code is not None:
-            self.error_code = error_code
-        self.details: dict[str, Any] = details
+        super().__init__(message, error_code, details)
 
 
 class InvalidContractError(ChassisError, ValueError):
@@ -46,9 +45,6 @@ class SwarmNotLoadedError(ChassisError, KeyError):
     """execute_task for a swarm that was never loaded (strict chassis only)."""
 
     error_code = "IF_ERR_CHASSIS_SWARM_NOT_LOADED"
-
-    def __str__(self) -> str:  # KeyError would otherwise quote the message
-        return f"{self.error_code}: {self.message}"
 
 
 class SandboxPermissionError(ChassisError, PermissionError):
@@ -99,10 +95,11 @@ class CpuLimitExceededError(TaskTimeoutError):
     error_code = "IF_ERR_CHASSIS_CPU_LIMIT"
 
 
-class RateLimitExceeded(ChassisError):
+class RateLimitExceeded(ChassisError, RateLimited):
     """The swarm is over its call rate; ``retry_after`` says when the next call may go."""
 
     error_code = "IF_ERR_CHASSIS_RATE_LIMITED"
+    http_status = 429
 
     def __init__(self, message: str, *, retry_after: float = 0.0, **details: Any) -> None:
         super().__init__(message, **details)

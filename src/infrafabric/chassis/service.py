@@ -34,8 +34,6 @@ __all__ = ["ChassisMetrics", "ChassisPool", "create_app"]
 
 MAX_BODY_BYTES = 1 << 20
 _SECONDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
-_STATUS = {"IF_ERR_AUTH_INVALID": 401, "IF_ERR_AUTH_EXPIRED": 401, "IF_ERR_AUTH_REVOKED": 401,
-           "IF_ERR_FORBIDDEN": 403, "IF_ERR_CIRCUIT_OPEN": 429, "IF_ERR_UNKNOWN_SWARM": 403}
 
 
 class ChassisMetrics:
@@ -99,7 +97,7 @@ def create_app(pool: ChassisPool) -> Starlette:
             body = await json_object(request, MAX_BODY_BYTES)
             return JSONResponse(await pool.execute(request.headers.get("authorization"), body))
         except InfraFabricError as exc:
-            status = _STATUS.get(exc.error_code, 400 if isinstance(exc, (ChassisError, ValueError)) else 500)
+            status = exc.http_status
             if status == 401:
                 pool.metrics.refusals.labels(exc.error_code).inc()
             return JSONResponse({"error": {"code": exc.error_code, "message": exc.message}}, status_code=status)

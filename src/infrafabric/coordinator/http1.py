@@ -20,6 +20,8 @@ from urllib.parse import urlencode, urlsplit
 
 import httptools
 
+from backends.errors import PlatformError
+
 _MAX_BODY = 64 << 20
 # Idle connections are dropped before servers drop them (uvicorn closes idle keep-alive connections after 5 s):
 # a request written on a connection the server is closing gets no answer.
@@ -27,8 +29,11 @@ IDLE_SECONDS = 4.0
 _FORBIDDEN = frozenset("\r\n\0")
 
 
-class HTTPError(ConnectionError):
+class HTTPError(PlatformError, ConnectionError):
     """The request could not be sent or its answer not read (connection refused, reset, timed out)."""
+
+    error_code = "HTTP_CLIENT_UNREACHABLE"
+    http_status = 502
 
 
 class _ProtocolError(Exception):

@@ -71,6 +71,7 @@ class SessionError(InfraFabricError):
     """The call names no live session of this swarm (closed, expired, or opened by someone else)."""
 
     error_code = "IF_ERR_NO_SESSION"
+    http_status = 409
 
 
 @dataclass
@@ -245,11 +246,6 @@ class SwarmGateway:
 
 
 # ---------------------------------------------------------------------- HTTP
-_STATUS = {
-    "IF_ERR_AUTH_INVALID": 401, "IF_ERR_AUTH_EXPIRED": 401, "IF_ERR_AUTH_REVOKED": 401,
-    "IF_ERR_FORBIDDEN": 403, "IF_ERR_NOT_OWNER": 403, "IF_ERR_NO_SESSION": 409,
-    "IF_ERR_SWARM_ALREADY_CONNECTED": 409, "IF_ERR_STALE_CLAIM": 409, "IF_ERR_QUEUE_FULL": 429,
-}
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -271,7 +267,7 @@ def _route(gateway: SwarmGateway, handler: Handler, role: str = "swarm") -> Call
             answer = await handler(gateway, request, identity)
             return answer if isinstance(answer, Response) else JSONResponse(answer)
         except InfraFabricError as exc:
-            status = _STATUS.get(exc.error_code, 400 if isinstance(exc, ValueError) else 500)
+            status = exc.http_status
             gateway.metrics.refused.labels(exc.error_code).inc()
             if status in (401, 403):
                 gateway.coordinator.core.audit("swarm_call_refused", {

@@ -32,9 +32,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from backends.errors import BackendError
+from backends.errors import BackendError, RateLimited
 from backends.jsonsafe import loads_bounded
 from backends.kv import KeyValueStore, LeaseKeeper
+from backends.ratelimit import KeyedLimiter
 from infrafabric.coordinator.credentials import CredentialVerifier, Identity, bearer_token
 from infrafabric.coordinator.http1 import HTTPError, Http1Pool
 from infrafabric.errors import CredentialError, InfraFabricError, PermissionDeniedError, ValidationError
@@ -42,7 +43,6 @@ from infrafabric.gateway.config import GatewayConfig, Provider, SwarmPolicy
 from infrafabric.gateway.prices import ModelRate
 from infrafabric.gateway.reservations import BudgetExceededError, Hold, ReservationLedger
 from infrafabric.httpjson import json_object
-from lucid.rate_limit import TokenBuckets
 
 MAX_BODY_BYTES = 4 << 20
 COMPONENT = "IF.gateway"
@@ -56,14 +56,11 @@ class GatewayError(InfraFabricError):
     error_code = "IF_ERR_GATEWAY"
 
 
-class RateLimitedError(InfraFabricError):
+class RateLimitedError(InfraFabricError, RateLimited):
     error_code = "IF_ERR_RATE_LIMITED"
+    http_status = 429
 
 
-_STATUS = {"IF_ERR_AUTH_INVALID": 401, "IF_ERR_AUTH_EXPIRED": 401, "IF_ERR_AUTH_REVOKED": 401,
-           "IF_ERR_FORBIDDEN": 403, "IF_ERR_MODEL_NOT_ALLOWED": 403, "IF_ERR_BUDGET_EXCEEDED": 429,
-           "IF_ERR_CIRCUIT_OPEN": 429, "IF_ERR_RATE_LIMITED": 429, "IF_ERR_UNKNOWN_SWARM": 403,
-           "IF_ERR_UPSTREAM": 502, "IF_ERR_UPSTREAM_TIMEOUT": 504}
 
 
 @dataclass
@@ -135,7 +132,7 @@ class MeteringGateway:
         # of the gateway's added latency (see http1.py and benchmarks/RESULTS.md)
         self._pools: dict[str, Http1Pool] | None = {} if transport is None else None
         self._upstream_timeout = upstream_timeout
-        self._requests = TokenBuckets()
+        self._requests = KeyedLimiter()
         self._minute = _Minute()
         self._background: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -207,8 +204,8 @@ class MeteringGateway:
     def check_rates(self, swarm: str) -> None:
         policy = self.config.policy(swarm)
         if policy.requests_per_minute is not None and \
-                self._requests.take("rpm", swarm, policy.requests_per_minute) is not None:
-            raise RateLimitedError(f"{swarm} is over {policy.requests_per_minute} requests a minute")
+                (wait := self._requests.take("rpm", swarm, policy.requests_per_minute)) is not None:
+            raise RateLimitedError(f"{swarm} is over {policy.requests_per_minute} requests a minute", retry_after=wait)
         if policy.tokens_per_minute is not None and \
                 self._minute.used(swarm, time.monotonic()) >= policy.tokens_per_minute:
             raise RateLimitedError(f"{swarm} is over {policy.tokens_per_minute} tokens a minute")
@@ -485,7 +482,7 @@ def create_app(gateway: MeteringGateway) -> Starlette:
             except BudgetExceededError as exc:
                 return _error(429, exc.error_code, exc.message, remaining=str(exc.remaining), needed=str(exc.needed))
             except InfraFabricError as exc:
-                status = _STATUS.get(exc.error_code, 400 if isinstance(exc, ValueError) else 500)
+                status = exc.http_status
                 if status in (401, 403):
                     gateway.audit("model_call_refused", {"path": request.url.path, "error_code": exc.error_code},
                                   "WARN")

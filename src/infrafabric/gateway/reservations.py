@@ -49,6 +49,7 @@ class BudgetExceededError(InfraFabricError):
     """The call's maximum cost does not fit in what the swarm has left: refused before it is sent."""
 
     error_code = "IF_ERR_BUDGET_EXCEEDED"
+    http_status = 429
 
     def __init__(self, message: str, *, remaining: Decimal, needed: Decimal) -> None:
         super().__init__(message)

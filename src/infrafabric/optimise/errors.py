@@ -13,3 +13,4 @@ class OptimiseInputError(OptimiseError, ValueError):
     """A cost, budget limit, period or grouping is invalid."""
 
     error_code = "OPTIMISE_INVALID_INPUT"
+    http_status = 400

@@ -15,6 +15,7 @@ class WitnessInputError(WitnessError, ValueError):
     """A log call was given a bad component, operation, severity, trace id or params."""
 
     error_code = "WITNESS_INVALID_INPUT"
+    http_status = 400
 
 
 class WitnessKeyError(WitnessError):
@@ -45,12 +46,14 @@ class WitnessFormatError(WitnessError, ValueError):
     """An exported log or checkpoint file cannot be parsed."""
 
     error_code = "WITNESS_BAD_FORMAT"
+    http_status = 400
 
 
 class WitnessProofError(WitnessError, ValueError):
     """A proof was requested for positions outside the log."""
 
     error_code = "WITNESS_BAD_PROOF_REQUEST"
+    http_status = 400
 
 
 class WitnessHeadUnprovenError(WitnessStorageError):

@@ -6,7 +6,7 @@ status the REST API answers with, so the mapping lives beside the error and not 
 
 from __future__ import annotations
 
-from typing import Any
+from backends.errors import PlatformError, RateLimited
 
 __all__ = [
     "NodeManagementError", "ValidationError", "NodeNotFoundError", "PoolNotFoundError",
@@ -19,17 +19,12 @@ __all__ = [
 ]
 
 
-class NodeManagementError(Exception):
+class NodeManagementError(PlatformError):
     """Base of every node-management error (LUCID_ERR_5000, generic)."""
 
-    error_code: str = "LUCID_ERR_5000"
-    http_status: int = 400
-    default_message: str = "Node management error"
-
-    def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None) -> None:
-        self.message = message or self.default_message
-        self.details = details or {}
-        super().__init__(self.message)
+    error_code = "LUCID_ERR_5000"
+    http_status = 400
+    default_message = "Node management error"
 
 
 class ValidationError(NodeManagementError, ValueError):
@@ -140,14 +135,13 @@ class GroupCommitError(InternalNodeError):
     default_message = "Storing a group of concurrent writes failed; none of them was stored"
 
 
-class RateLimitExceededError(NodeManagementError):
+class RateLimitExceededError(NodeManagementError, RateLimited):
     error_code = "LUCID_ERR_4291"
     http_status = 429
     default_message = "Rate limit exceeded"
 
     def __init__(self, retry_after: int, message: str | None = None) -> None:
-        super().__init__(message, details={"retry_after": retry_after})
-        self.retry_after = retry_after
+        super().__init__(message, details={"retry_after": retry_after}, retry_after=retry_after)
 
 
 class AuthenticationError(NodeManagementError):

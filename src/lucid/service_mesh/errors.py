@@ -6,82 +6,77 @@ the HTTP API can map failures without parsing strings.
 
 from __future__ import annotations
 
-from typing import Any
+from backends.errors import PlatformError, RateLimited
 
 
-class LucidMeshError(Exception):
-    """Base class: ``error_code`` and ``message``; ``str()`` is ``[CODE] message``."""
+class LucidMeshError(PlatformError):
+    """Base class of the mesh's errors (the project's one contract: ``error_code``, ``message``, ``details``,
+    ``http_status``; ``str()`` is ``CODE: message``)."""
 
-    default_code: str = "LUCID_ERR_1105"
-    http_status: int = 500
-
-    def __init__(self, message: str, error_code: str | None = None, details: dict[str, Any] | None = None):
-        self.error_code: str = error_code or self.default_code
-        self.message: str = message
-        self.details: dict[str, Any] = details or {}
-        super().__init__(f"[{self.error_code}] {message}")
+    error_code = "LUCID_ERR_1105"
+    http_status = 500
 
 
 class ServiceRegistrationError(LucidMeshError):
     """Registration failed (the backend refused or was unreachable)."""
 
-    default_code = "LUCID_ERR_1001"
+    error_code = "LUCID_ERR_1001"
     http_status = 503
 
 
 class ServiceDiscoveryError(LucidMeshError):
     """Discovery failed; the default code is the discovery-timeout code."""
 
-    default_code = "LUCID_ERR_1005"
+    error_code = "LUCID_ERR_1005"
     http_status = 503
 
 
 class ServiceNotFoundError(ServiceDiscoveryError):
     """No (healthy, matching) instance of the service, or an unknown service id."""
 
-    default_code = "LUCID_ERR_1002"
+    error_code = "LUCID_ERR_1002"
     http_status = 404
 
 
 class ServiceAlreadyRegisteredError(LucidMeshError):
     """The same service id is registered already."""
 
-    default_code = "LUCID_ERR_1003"
+    error_code = "LUCID_ERR_1003"
     http_status = 409
 
 
 class InvalidServiceConfigError(LucidMeshError, ValueError):
     """A registration or query argument failed validation."""
 
-    default_code = "LUCID_ERR_1004"
+    error_code = "LUCID_ERR_1004"
     http_status = 400
 
 
 class PolicyValidationError(LucidMeshError, ValueError):
     """A policy definition is malformed."""
 
-    default_code = "LUCID_ERR_1102"
+    error_code = "LUCID_ERR_1102"
     http_status = 400
 
 
 class CircuitBreakerConfigError(LucidMeshError, ValueError):
     """Circuit breaker settings out of the documented ranges."""
 
-    default_code = "LUCID_ERR_1202"
+    error_code = "LUCID_ERR_1202"
     http_status = 400
 
 
 class CircuitBreakerOpenError(LucidMeshError):
     """Raised without calling the protected function while the breaker is open (fail fast)."""
 
-    default_code = "LUCID_ERR_1104"
+    error_code = "LUCID_ERR_1104"
     http_status = 503
 
 
 class SecurityPolicyViolation(LucidMeshError):
     """A plane/cluster rule or an authentication check refused the caller."""
 
-    default_code = "LUCID_ERR_1203"
+    error_code = "LUCID_ERR_1203"
     http_status = 403
 
 
@@ -101,7 +96,7 @@ class AuthenticationError(SecurityPolicyViolation):
 class MTLSVerificationError(LucidMeshError):
     """Certificate refused: 1204 when bad/expired/untrusted, 1203 when the plane/cluster is not allowed."""
 
-    default_code = "LUCID_ERR_1204"
+    error_code = "LUCID_ERR_1204"
     http_status = 403
 
 
@@ -130,7 +125,7 @@ __all__ = [
 class UpstreamCallError(LucidMeshError):
     """A mesh call reached no healthy answer (connection failure or a 5xx from the destination)."""
 
-    default_code = "LUCID_ERR_1301"
+    error_code = "LUCID_ERR_1301"
     http_status = 502
 
 
@@ -140,40 +135,39 @@ __all__.append("UpstreamCallError")
 class MessageDeliveryError(LucidMeshError):
     """The broker refused a message: it was not queued."""
 
-    default_code = "LUCID_ERR_1301"
+    error_code = "LUCID_ERR_1301"
     http_status = 502
 
 
 class SubscriptionError(LucidMeshError):
     """Consuming a destination's queue failed."""
 
-    default_code = "LUCID_ERR_1302"
+    error_code = "LUCID_ERR_1302"
     http_status = 503
 
 
 class MessageQueueUnavailableError(LucidMeshError):
     """The broker cannot be reached, or the client is not connected: nothing was sent."""
 
-    default_code = "LUCID_ERR_1303"
+    error_code = "LUCID_ERR_1303"
     http_status = 503
 
 
 class MessageTimeoutError(LucidMeshError):
     """The broker's confirm did not arrive in time: the message may or may not be queued."""
 
-    default_code = "LUCID_ERR_1305"
+    error_code = "LUCID_ERR_1305"
     http_status = 504
 
 
-class RateLimitedError(LucidMeshError):
+class RateLimitedError(LucidMeshError, RateLimited):
     """A caller is over its rate (SPEC: 4291); ``retry_after`` is the whole seconds until it may retry."""
 
-    default_code = "LUCID_ERR_4291"
+    error_code = "LUCID_ERR_4291"
     http_status = 429
 
     def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message, details={"retry_after": retry_after})
-        self.retry_after = retry_after
+        super().__init__(message, details={"retry_after": retry_after}, retry_after=retry_after)
 
 
 __all__.append("RateLimitedError")

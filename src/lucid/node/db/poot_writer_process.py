@@ -26,18 +26,24 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from lucid.node.errors import InternalNodeError
+
 __all__ = ["PoOTWriterProcess", "WriterProcessLost", "WriterProcessError"]
 
 _HEADER = struct.Struct("<I")
 _SRC = str(Path(__file__).resolve().parents[3])  # the directory holding the ``lucid`` package
 
 
-class WriterProcessLost(RuntimeError):
+class WriterProcessLost(InternalNodeError, RuntimeError):
     """The process ended with groups in flight: whether each was committed is for the database to say."""
 
+    default_message = "the PoOT writer process ended with writes in flight"
 
-class WriterProcessError(RuntimeError):
+
+class WriterProcessError(InternalNodeError, RuntimeError):
     """The process rolled the group back (the message names the SQLite error)."""
+
+    default_message = "the PoOT writer process rolled a group back"
 
 
 def _fail(in_flight: deque[asyncio.Future[dict[int, str]]], exc: BaseException) -> None:

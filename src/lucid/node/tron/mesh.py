@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from backends.errors import PlatformError
 from lucid.service_mesh.policy.caller import MeshCaller
 from lucid.service_mesh.policy.mesh_server import MeshRequest, MeshResponse
 
@@ -33,12 +34,16 @@ _REFERENCE = re.compile(r"^[\x21-\x7e]{1,256}\Z")  # printable ASCII (an idempot
 MAX_BATCH = 500
 
 
-class PaymentError(Exception):
-    """A refused payment call; ``error_code`` is LUCID_ERR_* and ``status`` the HTTP status it answers."""
+class PaymentError(PlatformError):
+    """A refused payment call; ``error_code`` is LUCID_ERR_* and ``http_status`` the status it answers."""
 
-    def __init__(self, message: str, error_code: str = "LUCID_ERR_1001", status: int = 400) -> None:
-        super().__init__(message)
-        self.message, self.error_code, self.status = message, error_code, status
+    error_code = "LUCID_ERR_1001"
+    http_status = 400
+
+    def __init__(self, message: str, error_code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, error_code)
+        if status is not None:
+            self.http_status = status
 
 
 class MeshTronClient(TwoPhaseTronClient):
@@ -211,7 +216,7 @@ def payment_handler(tron: TwoPhaseTronClient, tag_key: bytes,
                 return await balance(request.path.rsplit("/", 1)[1])
             return MeshResponse(404, {"error": {"code": "LUCID_ERR_1002", "message": "no such route"}})
         except PaymentError as exc:
-            return MeshResponse(exc.status, {"error": {"code": exc.error_code, "message": exc.message}})
+            return MeshResponse(exc.http_status, {"error": {"code": exc.error_code, "message": exc.message}})
 
     return handle
 

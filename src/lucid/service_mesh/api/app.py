@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lucid.service_mesh.discovery.discovery_core import AsyncServiceDiscoveryClient
 from lucid.service_mesh.discovery.registry_core import AsyncServiceRegistry
-from lucid.rate_limit import TokenBuckets
+from backends.ratelimit import KeyedLimiter
 from lucid.service_mesh.errors import (
     AuthenticationError,
     InvalidServiceConfigError,
@@ -97,7 +97,7 @@ def create_app(
 ) -> FastAPI:
     app = FastAPI(title="Lucid service discovery", version="1.0.0")
     limits = rate_limits or MeshRateLimits()
-    buckets = TokenBuckets()
+    buckets = KeyedLimiter()
 
     @app.exception_handler(LucidMeshError)
     async def _mesh_error(_: Request, exc: LucidMeshError) -> JSONResponse:

@@ -353,7 +353,7 @@ class AsyncMessageQueueClient:
             if self.audit is not None:
                 self.audit.log(AUDIT_COMPONENT, "message_refused", {
                     "source": source, "destination": destination, "account": self._broker.account,
-                    "reason": decision.reason, "error_code": SecurityPolicyViolation.default_code}, severity="WARN")
+                    "reason": decision.reason, "error_code": SecurityPolicyViolation.error_code}, severity="WARN")
             raise SecurityPolicyViolation(f"message {source} -> {destination} refused: {decision.reason}",
                                           details={"source": source, "destination": destination})
 
