@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from backends.kv import open_kv
+from backends.periodic import Periodic
 from lucid.service_mesh.discovery import AsyncServiceDiscoveryClient, AsyncServiceRegistry
 from lucid.service_mesh.discovery.health import HTTPHealthChecker, TTLHeartbeat, classify_http
 
@@ -97,5 +98,5 @@ async def test_heartbeat_keeps_an_instance_passing_and_its_absence_does_not(mesh
         await beat.stop()
     await discovery.wait_for(lambda d: not d.cache.instances("rdp-services"), timeout=10)
     beat2 = TTLHeartbeat(registry, sid, interval=0.3)
-    await beat2._run()  # returns at once: the registration expired, the owner must register again
+    assert await beat2.beat() is Periodic.DONE  # the registration expired: the owner must register again
     assert beat2.lost

@@ -35,6 +35,7 @@ from starlette.routing import Route
 from backends.errors import BackendError, RateLimited
 from backends.jsonsafe import loads_bounded
 from backends.kv import KeyValueStore, LeaseKeeper
+from backends.periodic import Periodic
 from backends.ratelimit import KeyedLimiter
 from infrafabric.coordinator.credentials import CredentialVerifier, Identity, bearer_token
 from infrafabric.coordinator.http1 import HTTPError, Http1Pool
@@ -135,7 +136,7 @@ class MeteringGateway:
         self._requests = KeyedLimiter()
         self._minute = _Minute()
         self._background: set[asyncio.Task[Any]] = set()
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper = Periodic(self._sweep, lambda: self.sweep_interval, name="gateway-hold-sweep")
 
     def audit(self, operation: str, params: dict[str, Any], severity: str = "INFO") -> None:
         if self._audit is not None:
@@ -143,7 +144,7 @@ class MeteringGateway:
 
     async def start(self) -> "MeteringGateway":
         await self._current_lease()
-        self._sweeper = asyncio.create_task(self._sweep_forever())
+        self._sweeper.start()
         return self
 
     async def _current_lease(self) -> int:
@@ -156,9 +157,7 @@ class MeteringGateway:
         return self._lease
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        await self._sweeper.stop()
         if self._background:  # settlements still running get a while; then the sweeper has them
             _, pending = await asyncio.wait(list(self._background), timeout=10)
             for task in pending:
@@ -170,13 +169,13 @@ class MeteringGateway:
         for pool in (self._pools or {}).values():
             await pool.aclose()
 
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.sweep_interval)
-            try:
-                await self.ledger.sweep()
-            except Exception as exc:  # noqa: BLE001 - the next sweep tries again
-                self.audit("hold_sweep_failed", {"error": type(exc).__name__}, "WARN")
+    async def _sweep(self) -> None:
+        """Release holds whose replica died (the next sweep tries again when the store is away)."""
+        try:
+            await self.ledger.sweep()
+        except Exception as exc:
+            self.audit("hold_sweep_failed", {"error": type(exc).__name__}, "WARN")
+            raise
 
     # ------------------------------------------------------------------ admission
     async def identify(self, request: Request) -> Identity:

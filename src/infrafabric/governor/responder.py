@@ -16,6 +16,7 @@ from typing import Any
 from backends.jsonsafe import loads_bounded
 from backends.bus import Message, Subscription
 from backends.kv import Compare, Put
+from backends.periodic import Periodic
 from infrafabric.coordinator import keys
 from infrafabric.governor.governor import IFGovernor
 from infrafabric.ids import is_valid_id
@@ -40,27 +41,19 @@ class BlockerResponder:
         self.swept = 0  # pending blockers answered by the sweep (their event was lost, or its answer failed)
         self.sweep_interval, self.sweep_after = sweep_interval, sweep_after
         self.answering_ttl = answering_ttl
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper = Periodic(self.sweep, lambda: self.sweep_interval, name="blocker-sweep")
 
     async def start(self) -> "BlockerResponder":
         self._sub = await self.bus.subscribe(keys.BLOCKER_EVENTS, self._on_blocker)
         if self.governor.kv is not None and self.sweep_interval > 0:
-            self._sweeper = asyncio.create_task(self._sweep_forever())
+            self._sweeper.start()
         return self
 
-    async def _sweep_forever(self) -> None:
+    async def sweep(self) -> int:
         """Answer pending blockers nobody answered: an event published by a replica cut from NATS can be
         lost (core NATS is at most once), and an answer can fail half way (the replica lost etcd). The
-        blocker itself is in etcd, so every replica looks for unanswered ones; the CAS on the answer key
-        still lets exactly one answer each."""
-        while True:
-            await asyncio.sleep(self.sweep_interval)
-            try:
-                await self.sweep()
-            except Exception:  # noqa: BLE001 - the store is away: the next sweep tries again
-                continue
-
-    async def sweep(self) -> int:
+        blocker itself is in etcd, so every replica looks for unanswered ones (every ``sweep_interval``
+        once started); the CAS on the answer key still lets exactly one answer each."""
         kv = self.governor.kv
         assert kv is not None
         answered = {row.key[len(ANSWERS):] for row in await kv.get_prefix(ANSWERS)}
@@ -171,9 +164,7 @@ class BlockerResponder:
                      [Put(keys.blocker_team_key(blocker_id), record, blocker.lease)])
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        await self._sweeper.stop()
         if self._sub is not None:
             await self._sub.unsubscribe()
             self._sub = None

@@ -7,6 +7,8 @@ import contextlib
 import logging
 from typing import Any
 
+from backends.periodic import Periodic
+
 from ..db import NodeDatabase, SqlNodeRepository, SqlPayoutRepository, SqlPoolRepository, SqlPoOTRepository
 from ..db.resource_repo import SqlResourceSampleRepository
 from ..payouts import PayoutProcessor, WitnessAuditLogger
@@ -50,6 +52,12 @@ class NodeContainer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._running_batches: set[str] = set()
         self._registration: Any = None
+        # batches scheduled for later start when due; the reconciler settles what a batch could not finish
+        # (receipts still to come, a chain that did not answer)
+        self._scheduler = Periodic(self._run_due_batches, settings.scheduler_interval, name="payout-scheduler",
+                                   first_delay=0, logger=_log)
+        self._reconciler = Periodic(self._recover, settings.reconcile_interval or 1.0, name="payout-reconciler",
+                                    logger=_log)
 
     async def start(self) -> None:
         await self.db.create_all()
@@ -65,13 +73,15 @@ class NodeContainer:
         self.monitor.start()
         if self.settings.recover_on_startup:
             self.spawn(self._recover(), "payout-recovery")
-        self.spawn(self._scheduler(), "payout-scheduler")
+        self._scheduler.start()
         if self.settings.reconcile_interval > 0:
-            self.spawn(self._reconciler(), "payout-reconciler")
+            self._reconciler.start()
 
     async def stop(self) -> None:
         if self._registration is not None:
             await self._registration.stop()  # leaves discovery at once on a clean stop
+        await self._scheduler.stop()
+        await self._reconciler.stop()
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):
@@ -124,17 +134,6 @@ class NodeContainer:
         except Exception:
             _log.exception("payout recovery failed")
 
-    async def _reconciler(self) -> None:
-        """Settle what a batch could not finish (receipts still to come, a chain that did not answer)."""
-        while True:
-            await asyncio.sleep(self.settings.reconcile_interval)
-            await self._recover()
-
-    async def _scheduler(self) -> None:
-        while True:
-            try:
-                for batch_id in await self.payout_repo.due_scheduled_batches():
-                    self.run_batch_soon(batch_id)
-            except Exception:
-                _log.exception("payout scheduler pass failed")
-            await asyncio.sleep(self.settings.scheduler_interval)
+    async def _run_due_batches(self) -> None:
+        for batch_id in await self.payout_repo.due_scheduled_batches():
+            self.run_batch_soon(batch_id)

@@ -7,13 +7,13 @@ reported every node with the same (wrong) figures. ``sample_host`` remains for t
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from datetime import timedelta
 from typing import Any
 
 import psutil
+
+from backends.periodic import Periodic
 
 from ..db.resource_repo import SAMPLE_FIELDS, SqlResourceSampleRepository
 from ..errors import InvalidAllocationError, NodeNotFoundError, ResourceLimitError
@@ -47,7 +47,7 @@ class ResourceMonitor:
         self._thresholds: dict[str, dict[str, float]] = {}
         self._allocations: dict[str, dict[str, float]] = {}
         self._monitored: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._retention = Periodic(self.prune, lambda: self.interval, name="lucid-resource-monitor")
 
     # ---------------------------------------------------------- lifecycle hooks used by NodeService
     async def initialize_node(self, node: Node) -> None:
@@ -86,22 +86,15 @@ class ResourceMonitor:
         self._monitored.discard(node_id)
 
     # ---------------------------------------------------------- retention loop
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            with contextlib.suppress(Exception):  # the database is away: the next pass prunes
-                await self.samples.prune(utcnow() - self.retention)
+    async def prune(self) -> None:
+        """Drop samples older than the retention (a database that is away: the next pass prunes)."""
+        await self.samples.prune(utcnow() - self.retention)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self.run(), name="lucid-resource-monitor")
+        self._retention.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._retention.stop()
 
     # ---------------------------------------------------------- queries
     async def get_node_resources(self, node_id: str, time_range: str = "1h") -> dict[str, Any]:

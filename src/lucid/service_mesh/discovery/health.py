@@ -6,7 +6,6 @@ HTTP results map as in Consul: 2xx passing, 429 warning, anything else (or no an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from backends.periodic import Periodic
 from lucid.service_mesh.discovery.model import Registration
 from lucid.service_mesh.discovery.registry_core import AsyncServiceRegistry
 from lucid.service_mesh.errors import LucidMeshError, ServiceNotFoundError
@@ -31,31 +31,26 @@ class TTLHeartbeat:
         self.interval = interval
         self.status_fn = status_fn or (lambda: ("passing", "heartbeat"))
         self.lost = False
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(self.beat, lambda: self.interval, name=f"heartbeat-{service_id}", first_delay=0,
+                              logger=log)
 
     def start(self) -> "TTLHeartbeat":
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"heartbeat-{self.service_id}")
+        self._loop.start()
         return self
 
-    async def _run(self) -> None:
-        while True:
-            status, output = self.status_fn()
-            try:
-                await self.registry.update_health_status(self.service_id, status, output)
-            except ServiceNotFoundError:
-                self.lost = True  # registration expired: the owner must register again
-                log.warning("heartbeat: %s no longer registered", self.service_id)
-                return
-            except LucidMeshError as exc:
-                log.warning("heartbeat for %s failed: %s", self.service_id, exc.message)
-            await asyncio.sleep(self.interval)
+    async def beat(self) -> object:
+        """One heartbeat; ends the loop when the registration is gone (the owner must register again)."""
+        status, output = self.status_fn()
+        try:
+            await self.registry.update_health_status(self.service_id, status, output)
+        except ServiceNotFoundError:
+            self.lost = True
+            log.warning("heartbeat: %s no longer registered", self.service_id)
+            return Periodic.DONE
+        return None
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
 
 def classify_http(status_code: int) -> str:
@@ -77,7 +72,7 @@ class HTTPHealthChecker:
         self._client = client or httpx.AsyncClient()
         self._owns_client = client is None
         self._next_due: dict[str, float] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(self.run_due, lambda: self.tick, name="mesh-http-checker", first_delay=0, logger=log)
         self.checks_run = 0
 
     async def check_once(self, reg: Registration) -> tuple[str, str]:
@@ -106,25 +101,11 @@ class HTTPHealthChecker:
         return len(due)
 
     def start(self) -> "HTTPHealthChecker":
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="mesh-http-checker")
+        self._loop.start()
         return self
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_due()
-            except LucidMeshError as exc:
-                log.warning("health checker pass failed: %s", exc.message)
-            except Exception:
-                log.exception("health checker pass failed")
-            await asyncio.sleep(self.tick)
-
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
         if self._owns_client:
             await self._client.aclose()
 

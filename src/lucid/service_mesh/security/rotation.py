@@ -7,11 +7,11 @@ new certificate, established connections keep theirs. So a workload renews witho
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from collections.abc import Sequence
 
+from backends.periodic import Periodic
 from lucid.service_mesh.security.cert_manager import CertificateManager
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,8 @@ class CertificateRenewer:
         self.validity_days = validity_days
         self.check_interval = check_interval
         self.renewals = 0
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(self._check, lambda: self.check_interval, name="cert-renewer", first_delay=0,
+                              logger=log)
 
     def check_once(self) -> bool:
         """Renew and reload when due; returns whether it renewed."""
@@ -42,21 +43,11 @@ class CertificateRenewer:
         return True
 
     def start(self) -> "CertificateRenewer":
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="cert-renewer")
+        self._loop.start()
         return self
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                # key generation is CPU work: keep it off the event loop
-                await asyncio.to_thread(self.check_once)
-            except Exception:
-                log.exception("certificate renewal of %s failed; will retry", self.cert_path)
-            await asyncio.sleep(self.check_interval)
+    async def _check(self) -> None:
+        await asyncio.to_thread(self.check_once)  # key generation is CPU work: keep it off the event loop
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
