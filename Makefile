@@ -49,16 +49,17 @@ down: $(STAMP)
 status: $(STAMP)
 	$(VENV)/bin/ifstack status --state $(STACK_STATE)
 
+# The whole suite under line coverage (the processes it starts included), then the coverage gate: the
+# seed's > 90 % for coordinator, governor and chassis, and a floor for the total (qa/coverage_by_package.py).
+# With PYTEST_ARGS (a subset) the figures are printed but not gated.
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
-
-# Line coverage per package over the whole suite, the processes it starts included (slower than `make test`).
-coverage: setup
 	rm -f .coverage .coverage.*
 	COVERAGE_FILE=$(CURDIR)/.coverage $(PY) -m coverage run -m pytest $(PYTEST_ARGS); status=$$?; \
 	COVERAGE_FILE=$(CURDIR)/.coverage $(PY) -m coverage combine -q && \
 	COVERAGE_FILE=$(CURDIR)/.coverage $(PY) -m coverage json -q -o coverage.json && \
-	$(PY) -m qa.coverage_by_package coverage.json; exit $$status
+	$(PY) -m qa.coverage_by_package coverage.json $(if $(PYTEST_ARGS),,--gate) || status=1; exit $$status
+
+coverage: test
 
 # Seed 002's security checklist and seed 003's security suite, each item decided by its tests (HTML).
 security-report: setup
