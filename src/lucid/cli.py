@@ -27,6 +27,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Bind address"),
     import uvicorn
 
     from lucid.node.api import NodeAPISettings, create_app
+    from lucid.node.api.gc_tuning import tuned_collector
 
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
@@ -35,7 +36,9 @@ def serve(host: str = typer.Option("127.0.0.1", help="Bind address"),
     if not settings.jwt_secret and not settings.jwt_public_key:
         console.print("[yellow]LUCID_NODE_JWT_SECRET is not set: a random key is used, so no token will be "
                       "accepted. Set it and mint tokens with `lucid token`.[/yellow]")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    app_ = create_app(settings)
+    with tuned_collector():  # this process serves the API and nothing else (see gc_tuning)
+        uvicorn.run(app_, host=host, port=port, log_level=log_level)
 
 
 @app.command()

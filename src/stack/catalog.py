@@ -140,7 +140,7 @@ def build_catalog(topology: Topology, state: StackState, engines: Engines, ident
     ):
         p, m = port(name), metrics(name)
         specs[name] = ServiceSpec(
-            name, [PY, "-m", "lucid.service_mesh.policy.workload", *mesh_args, "--name", name, "--cluster", name,
+            name, [PY, "-m", "lucid.workload", *mesh_args, "--name", name, "--cluster", name,
                    "--cert", str(service_pki / f"{name}.crt"), "--key", str(service_pki / f"{name}.key"),
                    "--host", h,
                    "--plane", plane, "--jwt-key", str(state.jwt_key(name)), "--port", str(p), "--ttl", "2",

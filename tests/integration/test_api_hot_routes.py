@@ -229,20 +229,24 @@ async def test_a_chunked_body_past_the_limit_is_refused_on_both_paths(
     assert listed.json()["nodes"] == []
 
 
-async def test_the_app_raises_the_young_gc_threshold_while_it_runs_and_restores_it(
+async def test_the_app_leaves_the_collector_alone_and_the_entry_point_tunes_and_restores_it(
         tmp_path: Path, node_jwt_secret: str) -> None:
+    """An app built inside a longer-lived process must not change that process's collector; ``lucid
+    serve`` (which owns its process) tunes it around the server and restores it afterwards."""
     import gc
 
     from lucid.node.api import create_app
-    from lucid.node.api.app import GC_THRESHOLDS
+    from lucid.node.api.gc_tuning import GC_THRESHOLDS, tuned_collector
     from tests.fixtures.node_fixtures import node_api_settings
 
     before = gc.get_threshold()
     assert before != GC_THRESHOLDS
     app = create_app(node_api_settings(tmp_path, node_jwt_secret))
     async with app.router.lifespan_context(app):
-        assert gc.get_threshold() == GC_THRESHOLDS
-    assert gc.get_threshold() == before
+        assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    with tuned_collector():
+        assert gc.get_threshold() == GC_THRESHOLDS and gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
 
 
 async def test_a_repeated_header_is_read_as_fastapi_reads_it(pair: list[tuple[Any, httpx.AsyncClient]],

@@ -6,8 +6,8 @@ import pytest
 
 from backends.mq.memory import MemoryBroker
 from backends.mq.rabbitmq import RabbitMQBroker
+from backends.seed_urls import amqp_url
 from lucid.service_mesh.communication import AsyncMessageQueueClient, MessageQueueClient
-from lucid.service_mesh.communication.message_queue import amqp_url
 from lucid.service_mesh.errors import InvalidServiceConfigError, MessageQueueUnavailableError
 
 

@@ -13,8 +13,8 @@ SWARM_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 MIB = 1024 * 1024
 WASM_PAGE = 65536
 
-# Fuel (≈ wasm instructions) a core burns per CPU-second; measured on this machine class
-# (10M fuel ≈ 6 ms). Used only to turn a CPU-seconds budget into a fuel budget.
+# Fuel (≈ wasm instructions) a core burns per CPU-second on this machine class (benchmarks/RESULTS.md, "Figures behind the code").
+# Used only to turn a CPU-seconds budget into a fuel budget.
 FUEL_PER_CPU_SECOND = 1_500_000_000
 
 

@@ -17,7 +17,7 @@ from infrafabric import audit as audit_log
 from infrafabric.coordinator import keys
 from infrafabric.coordinator.core import Claim, CoordinationCore
 from infrafabric.coordinator.coordinator import deliver_to_inbox
-from infrafabric.governor.capability import parse_capabilities
+from infrafabric.capability import parse_capabilities
 from infrafabric.ids import validate_swarm_id
 
 

@@ -8,7 +8,6 @@ silently dropped, and a push to a swarm nobody serves fails at once.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from typing import Any
@@ -17,7 +16,9 @@ from backends.jsonsafe import loads_bounded
 from backends.bus import Message, MessageBus, Subscription, open_bus
 from backends.errors import NoResponders, RemoteError
 from backends.kv import Compare, Delete, KeyValueStore, SyncKV, open_kv
+from backends.seed_urls import etcd_url
 from infrafabric import audit as audit_log
+from infrafabric.capability import Capability
 from infrafabric.coordinator import keys
 from infrafabric.coordinator.core import AuditFn, Claim, CoordinationCore, encode
 from infrafabric.errors import SwarmQueueFullError, UnknownSwarmError
@@ -25,22 +26,6 @@ from infrafabric.ids import validate_swarm_id, validate_task_id, validate_task_i
 
 DEFAULT_QUEUE_SIZE = 100_000
 BLOCKER_MAX_AGE = 3600.0  # seconds a blocker stays pending at most (resolved, or its reporter gone, before)
-
-
-def _etcd_url(
-    host: str, port: int, username: str | None, password: str | None, ca: str | None, cert: str | None, key: str | None
-) -> str:
-    from urllib.parse import quote, urlencode
-
-    query: dict[str, str] = {}
-    if username is not None:
-        query["username"] = username
-    if password is not None:
-        query["password"] = password
-    if ca:
-        query.update({"ca": ca, **({"cert": cert, "key": key} if cert and key else {})})
-    scheme = "etcds" if ca else "etcd"
-    return f"{scheme}://{quote(host)}:{int(port)}" + (f"?{urlencode(query)}" if query else "")
 
 
 def check_task(task: object) -> None:
@@ -85,7 +70,7 @@ class IFCoordinator:
         self.blocker_max_age = blocker_max_age
         if kv is None:
             if kv_url is None and etcd_host is not None:
-                kv_url = _etcd_url(
+                kv_url = etcd_url(
                     etcd_host, etcd_port, etcd_username, etcd_password, etcd_ca_cert, etcd_client_cert, etcd_client_key
                 )
             kv = open_kv(kv_url or os.environ.get("INFRAFABRIC_KV_URL", "memory://"))
@@ -113,8 +98,6 @@ class IFCoordinator:
     async def register_swarm(self, swarm_id: str, capabilities: list[str]) -> asyncio.Queue[dict[str, Any]]:
         """Record the swarm's capabilities and open its inbox; returns the queue its tasks arrive on."""
         validate_swarm_id(swarm_id)
-        from infrafabric.governor.capability import Capability
-
         caps = [Capability(c) for c in capabilities]  # malformed capability: ValueError, nothing written
         existing = self.swarm_connections.get(swarm_id)
         if existing is not None:

@@ -1,8 +1,7 @@
 """A small pooled HTTP/1.1 client for the swarm side of the coordinator service (asyncio streams).
 
-Why our own: measured against the service on this machine, httpx spent 450 µs of client CPU per request
-with one request in flight and 1,200 µs with 64 (its pool's locking and per-request machinery), against
-77 µs for the whole request on the service's side, and more than the etcd transaction a claim is. This
+Why our own: httpx's pool locking and per-request machinery cost the swarm more client CPU per request
+than the whole request costs the service, and more than the etcd transaction a claim is (benchmarks/RESULTS.md, "Figures behind the code"). This
 client does only what the swarm client needs: keep-alive connections to one origin (TLS optional), JSON
 bodies, a timeout per request, and a connection discarded on any error. Answers are parsed by httptools
 (llhttp, the parser uvicorn serves with): h11's pure-Python state machine was most of this client's CPU.

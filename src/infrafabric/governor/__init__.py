@@ -1,6 +1,6 @@
 """IF.governor: capability-aware, budget-bounded allocation of swarms (S2 bug #2)."""
 
-from infrafabric.governor.capability import NAMED_CAPABILITIES, Capability
+from infrafabric.capability import NAMED_CAPABILITIES, Capability
 from infrafabric.governor.governor import IFGovernor, update_reputation
 from infrafabric.governor.policy import ResourcePolicy
 from infrafabric.governor.profile import SwarmProfile

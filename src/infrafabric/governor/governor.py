@@ -30,7 +30,7 @@ from infrafabric.errors import (
     UnknownSwarmError,
     ValidationError,
 )
-from infrafabric.governor.capability import Capability, parse_capabilities
+from infrafabric.capability import Capability, parse_capabilities
 from infrafabric.governor.index import CapabilityIndex, base_score
 from infrafabric.governor.ledger_keys import breaker_key as _breaker_key
 from infrafabric.governor.ledger_keys import budget_key as _budget_key
@@ -171,7 +171,7 @@ class IFGovernor:
         self._reputation[swarm_id] = profile.reputation_score
         self._accounts[swarm_id] = _Account(profile.budget_remaining_exact)
         self._breakers.setdefault(swarm_id, _Breaker())
-        profile._governor = self
+        profile.attach(self)
         self.swarm_registry[swarm_id] = profile
         self._reindex(swarm_id)
         self._persist_profile(swarm_id)
@@ -187,7 +187,7 @@ class IFGovernor:
         self._profile(swarm_id)
         self._index.remove(swarm_id)
         profile = self.swarm_registry.pop(swarm_id)
-        profile._governor = None
+        profile.attach(None)
         self._log("swarm_deregistered", {"swarm_id": swarm_id})
 
     # -- reading the ledger -------------------------------------------------------------------------
@@ -267,13 +267,13 @@ class IFGovernor:
                 if value is None:
                     if swarm_id in self.swarm_registry:
                         self._index.remove(swarm_id)
-                        self.swarm_registry.pop(swarm_id)._governor = None
+                        self.swarm_registry.pop(swarm_id).attach(None)
                     return
                 profile = SwarmProfile.from_record(_decode(value))
                 if profile.swarm_id != swarm_id:
                     raise ValueError("the record names another swarm")
                 self._reputation[swarm_id] = profile.reputation_score  # read before the governor owns it
-                profile._governor = self
+                profile.attach(self)
                 self.swarm_registry[swarm_id] = profile
                 self._accounts.setdefault(swarm_id, _Account(profile.initial_budget))
                 self._breakers.setdefault(swarm_id, _Breaker())
@@ -631,7 +631,7 @@ class IFGovernor:
             self._accounts[swarm_id] = account
             self._breakers[swarm_id] = state
             self._reputation[swarm_id] = profile.reputation_score
-            profile._governor = self
+            profile.attach(self)
             self.swarm_registry[swarm_id] = profile
             self._reindex(swarm_id)
             count += 1

@@ -12,7 +12,7 @@ import heapq
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 
-from infrafabric.governor.capability import Capability
+from infrafabric.capability import Capability
 
 _ZERO_COST = Decimal("1e-9")  # a free swarm ranks as extremely cheap instead of dividing by zero
 

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from infrafabric.errors import BudgetManipulationError, ValidationError
-from infrafabric.governor.capability import Capability, parse_capabilities
+from infrafabric.capability import Capability, parse_capabilities
 from infrafabric.governor.money import to_money
 from infrafabric.ids import validate_swarm_id
 
-if TYPE_CHECKING:
-    from infrafabric.governor.governor import IFGovernor
+
+class Ledger(Protocol):
+    """Where a registered profile reads its live budget and reputation (the governor, in practice)."""
+
+    def budget_remaining(self, swarm_id: str) -> Decimal: ...
+
+    def reputation(self, swarm_id: str) -> float: ...
 
 
 def check_reputation(value: object) -> float:
@@ -29,7 +34,7 @@ def check_reputation(value: object) -> float:
 
 
 class SwarmProfile:
-    __slots__ = ("swarm_id", "capabilities", "_cost", "_reputation", "_budget", "model", "_governor")
+    __slots__ = ("swarm_id", "capabilities", "_cost", "_reputation", "_budget", "model", "_ledger")
 
     def __init__(
         self,
@@ -46,7 +51,12 @@ class SwarmProfile:
         self._reputation = check_reputation(reputation_score)
         self._budget = to_money(current_budget_remaining, "current_budget_remaining")
         self.model = model
-        self._governor: IFGovernor | None = None
+        self._ledger: Ledger | None = None
+
+    def attach(self, ledger: Ledger | None) -> None:
+        """Read budget and reputation from ``ledger`` from now on (None: back to the starting values).
+        Called by the governor that registers the profile and by nothing else."""
+        self._ledger = ledger
 
     @property
     def cost_per_hour(self) -> float:
@@ -68,8 +78,8 @@ class SwarmProfile:
 
     @property
     def budget_remaining_exact(self) -> Decimal:
-        if self._governor is not None:
-            return self._governor.budget_remaining(self.swarm_id)
+        if self._ledger is not None:
+            return self._ledger.budget_remaining(self.swarm_id)
         return self._budget
 
     @property
@@ -78,8 +88,8 @@ class SwarmProfile:
 
     @property
     def reputation_score(self) -> float:
-        if self._governor is not None:
-            return self._governor.reputation(self.swarm_id)
+        if self._ledger is not None:
+            return self._ledger.reputation(self.swarm_id)
         return self._reputation
 
     @reputation_score.setter

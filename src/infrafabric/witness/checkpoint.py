@@ -12,10 +12,33 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from backends.jsonsafe import loads_bounded
+
 from .errors import WitnessFormatError
 from .keys import CHECKPOINT_DOMAIN, WitnessKeys, key_id_of, verify_signature
 
 _FIELDS = frozenset(("type", "size", "root", "timestamp", "key_id", "signature"))
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        raise WitnessFormatError(f"duplicate keys {dup}")
+    return dict(pairs)
+
+
+def strict_object(text: str | bytes, what: str) -> dict[str, Any]:
+    """A JSON object with no duplicate key at any depth (two values for one key: which one is signed?)."""
+    try:
+        data = loads_bounded(text, object_pairs_hook=_no_duplicates)
+    except WitnessFormatError as exc:
+        raise WitnessFormatError(f"{what}: {exc.message}") from None
+    except ValueError as exc:
+        raise WitnessFormatError(f"{what} is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise WitnessFormatError(f"{what} must be a JSON object")
+    return data
 
 
 @dataclass(frozen=True)
@@ -73,6 +96,4 @@ class Checkpoint:
 
     @classmethod
     def from_json(cls, text: str) -> "Checkpoint":
-        from .publish import strict_object  # duplicate keys refused at any depth
-
-        return cls.from_dict(strict_object(text, "checkpoint"))
+        return cls.from_dict(strict_object(text, "checkpoint"))  # duplicate keys refused at any depth

@@ -21,9 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from backends.jsonsafe import loads_bounded
-
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, strict_object
 from .errors import WitnessFormatError
 
 PUBLISHED_DIR = "published"
@@ -53,27 +51,6 @@ class PublishedCheckpoint:
             raise WitnessFormatError("published checkpoint needs head_hash and frontier strings")
         signed = {k: v for k, v in data.items() if k not in ("head_hash", "frontier")}
         return cls(Checkpoint.from_dict(signed), head_hash, frontier)
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        dup = sorted({k for k in keys if keys.count(k) > 1})
-        raise WitnessFormatError(f"duplicate keys {dup}")
-    return dict(pairs)
-
-
-def strict_object(text: str | bytes, what: str) -> dict[str, Any]:
-    """A JSON object with no duplicate key at any depth (two values for one key: which one is signed?)."""
-    try:
-        data = loads_bounded(text, object_pairs_hook=_no_duplicates)
-    except WitnessFormatError as exc:
-        raise WitnessFormatError(f"{what}: {exc.message}") from None
-    except ValueError as exc:
-        raise WitnessFormatError(f"{what} is not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise WitnessFormatError(f"{what} must be a JSON object")
-    return data
 
 
 class CheckpointPublisher(Protocol):

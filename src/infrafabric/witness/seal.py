@@ -4,7 +4,7 @@ One function for both writers: the witness's seal thread (``memory://``, Postgre
 ``writer="thread"``) and the SQLite writer process (``writer_child``). Entries are signed in groups
 of up to ``entries_per_signature`` consecutive entries of one batch: the group's signature covers the
 content hash of its last entry, which commits to every entry of the group through the hash chain, so
-every acknowledged entry is signed while one Ed25519 signature (36 µs here) is paid per group.
+every acknowledged entry is signed while one Ed25519 signature is paid per group.
 """
 
 from __future__ import annotations

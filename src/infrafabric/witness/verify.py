@@ -50,7 +50,7 @@ class RawRecord(NamedTuple):
 def _without_cycle_collection() -> Iterator[None]:
     """Parsing and verifying keep several small objects per entry alive until the report is made, and
     none of them form reference cycles: the cyclic collector only re-scanned them, again and again as
-    they aged (a fifth to a third of verification time, measured). Reference counting still frees
+    they aged (benchmarks/RESULTS.md, "Figures behind the code"). Reference counting still frees
     everything; the collector is switched back on, if it was on, when the block ends."""
     was_enabled = gc.isenabled()
     gc.disable()

@@ -45,7 +45,6 @@ from .errors import (
     WitnessHeadRewrittenError,
     WitnessHeadUnprovenError,
     WitnessInputError,
-    WitnessProofError,
     WitnessStorageError,
     WitnessTimeoutError,
 )

@@ -164,7 +164,7 @@ class _Writer:
 def main() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL)
     # Batches make thousands of lists and tuples and no reference cycles: automatic collections would
-    # only rescan them (~2 µs an entry of the sealing thread); one full collection every
+    # only rescan them (a measurable share of the sealing thread); one full collection every
     # GC_EVERY_BATCHES batches frees whatever cycle a rare error leaves behind.
     gc.disable()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer

@@ -42,7 +42,7 @@ from ..canonical import GENESIS_HASH
 from ..checkpoint import Checkpoint
 from ..errors import WitnessInputError, WitnessKeyError, WitnessStorageError
 from ..keys import WitnessKeys
-from ..merkle import CompactRange, leaf_hash
+from ..merkle import CompactRange
 from .base import ROW_CONTENT_HASH, stored_leaf, PendingEntry, Query, Sealed, Sealer, StoredEntry, WitnessStore, is_milestone
 from ..errors import WitnessHeadRewrittenError
 from ..trust import SignedHead, frontier_of
@@ -69,7 +69,7 @@ entries_table = Table(
     Column("sig_seq", BigInteger, nullable=False),
     Index("ix_witness_component_seq", "component", "seq"),
     Index("ix_witness_operation_seq", "operation", "seq"),
-    # partial: most entries carry no trace id, and indexing their NULLs cost ~3 µs per append
+    # partial: most entries carry no trace id, and indexing their NULLs slowed every append
     Index("ix_witness_trace_seq", "trace_id", "seq", sqlite_where=text("trace_id IS NOT NULL"),
           postgresql_where=text("trace_id IS NOT NULL")),
     Index("ix_witness_timestamp", "timestamp"),

@@ -27,7 +27,6 @@ from itertools import chain
 
 from ..checkpoint import Checkpoint
 from ..errors import WitnessFormatError, WitnessHeadRewrittenError, WitnessStorageError
-from ..merkle import CompactRange
 from ..trust import SignedHead, frontier_of
 from .base import ROW_CONTENT_HASH, PendingEntry, Sealed, Sealer, is_milestone
 
@@ -70,7 +69,7 @@ def _sqlite_chunks(n: int) -> list[int]:
 
     One statement per chunk of rows, not one per row: the sqlite3 module releases the GIL around every
     statement step, and with executemany a busy logging thread made the writer wait for the GIL once
-    per row (115 rows/s measured against a spinning thread, 20 k with multi-row statements).
+    per row (benchmarks/RESULTS.md, "Figures behind the code").
     """
     sizes = [_SQLITE_CHUNK] * (n // _SQLITE_CHUNK)
     rest, bit = n % _SQLITE_CHUNK, _SQLITE_CHUNK >> 1
@@ -132,8 +131,7 @@ class _Checkpointer:
     """Copies the WAL back into the database on a thread of its own, beside the appends.
 
     SQLite's automatic checkpoint runs inside the COMMIT that crosses 1,000 WAL pages: with a batch of
-    4,096 entries that was nearly every commit, and it doubled the time a commit took (measured: 6 µs
-    an entry with it, 3 without). Here a second connection runs a PASSIVE checkpoint (it never blocks
+    4,096 entries that was nearly every commit, and it doubled the time a commit took (benchmarks/RESULTS.md, "Figures behind the code"). Here a second connection runs a PASSIVE checkpoint (it never blocks
     the writer) every ``CHECKPOINT_EVERY_ENTRIES`` appended entries. A checkpoint that runs while the
     writer appends never catches up with it, and SQLite restarts the WAL from its beginning only after
     a complete one, so once a pass is done the appender finishes it between two batches (only the

@@ -3,7 +3,6 @@ before ``/nodes/{node_id}`` so "pools" is never taken for a node id; the hot rou
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,9 +17,7 @@ from .openapi import install_openapi
 from .observability import RequestContextMiddleware, install_log_record_factory
 from .settings import NodeAPISettings
 
-__all__ = ["create_app", "GC_THRESHOLDS"]
-
-GC_THRESHOLDS = (20_000, 20, 20)  # the cyclic collector's while the app runs (see lifespan)
+__all__ = ["create_app"]
 
 
 def create_app(settings: NodeAPISettings | None = None, *, tron_client: TwoPhaseTronClient | None = None) -> FastAPI:
@@ -31,28 +28,13 @@ def create_app(settings: NodeAPISettings | None = None, *, tron_client: TwoPhase
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await container.start()
-        # The app's long-lived objects (routes, pydantic schemas, SQLAlchemy metadata, modules) go to the
-        # permanent generation: a full collection re-scanned them all, a ~0.1 s stall measured under
-        # load; now it scans what requests allocate. They stay reference-counted, and go back to the
-        # collector when the app stops (an app started in a longer-lived process, as in tests).
-        gc.collect()
-        gc.freeze()
-        # A request allocates a few hundred container objects and 100 concurrent ones keep theirs alive
-        # across CPython's default 700-allocation young collections, which then promote and rescan them:
-        # ~30 us of collector time per node creation. Young collections every 20,000 allocations cut the
-        # CPU per creation by ~13% in an interleaved A/B (8 runs); cycles are still collected. Restored
-        # when the app stops.
-        thresholds = gc.get_threshold()
-        gc.set_threshold(*GC_THRESHOLDS)
         try:
             yield
         finally:
-            gc.set_threshold(*thresholds)
-            gc.unfreeze()
             await container.stop()
 
     # FastAPI's native OpenTelemetry hooks asked on every request whether a provider is configured
-    # (a profile put it near 30 µs); this app reports through its own Prometheus metrics and request-id logs.
+    # (a measurable cost per request); this app reports through its own Prometheus metrics and request-id logs.
     app = FastAPI(title="Lucid node management", version="1.0.0", lifespan=lifespan,
                   telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False})
     app.state.container = container

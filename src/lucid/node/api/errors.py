@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import AuthenticationError, NodeManagementError, RateLimitExceededError
 from ..models.node_models import utcnow
-from .observability import request_id_var
+from .request_context import request_id_var
 
 __all__ = ["envelope_response", "domain_error_response", "install_error_handlers"]
 

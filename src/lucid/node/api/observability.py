@@ -3,7 +3,6 @@ BaseHTTPMiddleware on the hot path). The request id is put in a contextvar so ev
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import re
 import time
@@ -13,9 +12,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .errors import envelope_response
+from .request_context import request_id_var
+
 __all__ = ["request_id_var", "RequestContextMiddleware", "BodyTooLarge", "NodeMetrics", "install_log_record_factory"]
 
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("lucid_request_id", default="-")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}\Z")
 _access = logging.getLogger("lucid.node.access")
 _installed = False
@@ -124,23 +125,17 @@ class RequestContextMiddleware:
             receive = self._limited(receive)
         try:
             if length > self.max_body_bytes:
-                from .errors import envelope_response
-
                 resp = envelope_response(413, "LUCID_ERR_5000", "Request body too large", rid)
                 await resp(scope, receive, send_wrapper)
                 return
             await self.app(scope, receive, send_wrapper)
         except BodyTooLarge:  # raised by _limited's receive while the hot path read the body
             if not started_response[0]:
-                from .errors import envelope_response
-
                 await envelope_response(413, "LUCID_ERR_5000", "Request body too large", rid)(
                     scope, receive, send_wrapper)
         except Exception:  # noqa: BLE001 - answer 500 with the envelope and the request id, then log
             logging.getLogger("lucid.node.api").exception("unhandled error")
             if not started_response[0]:
-                from .errors import envelope_response
-
                 await envelope_response(500, "LUCID_ERR_5999", "Internal error", rid)(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - started

@@ -17,6 +17,7 @@ from ..errors import GroupCommitError, InvalidPoOTError, NonceReplayError
 from ..models.node_models import Node, NodeStatus, utcnow
 from ..models.poot_models import PoOTValidationResult
 from ..poot.score_window import ScoreWindow
+from .. import poot_rules
 from . import poot_sqlite
 from .engine import NodeDatabase
 from .node_repo import node_from_row
@@ -33,9 +34,9 @@ STALE_SERVE = 30.0  # seconds past expiry a history window may still be scored w
 
 
 def _rejection(code: str) -> InvalidPoOTError:
-    if code == poot_sqlite.REPLAY:
+    if code == poot_rules.REPLAY:
         return NonceReplayError("Nonce already used")
-    if code == poot_sqlite.INACTIVE:
+    if code == poot_rules.INACTIVE:
         return InvalidPoOTError("Node not found or inactive")
     return InvalidPoOTError("Invalid or missing signature")
 
@@ -368,11 +369,9 @@ class SqlPoOTRepository:
         for i, (v, *_) in enumerate(batch):
             errors = stored.get(v.validation_id)
             if errors is None:
-                status, _key = states.get(v.node_id, (None, None))
-                rejected[i] = _rejection(poot_sqlite.INACTIVE if status != NodeStatus.ACTIVE.value
-                                         else poot_sqlite.BAD_KEY)
-            elif errors == poot_sqlite.REPLAY_ERRORS and v.errors != poot_sqlite.REPLAY_ERRORS:
-                rejected[i] = NonceReplayError("Nonce already used")
+                rejected[i] = _rejection(poot_rules.refusal_of_unstored(states.get(v.node_id), NodeStatus.ACTIVE.value))
+            elif poot_rules.is_replay_record(errors, v.errors):
+                rejected[i] = _rejection(poot_rules.REPLAY)
         self._after_commit(batch, rejected)
         self._resolve(batch, rejected=rejected)
 
@@ -414,7 +413,7 @@ class SqlPoOTRepository:
                 cached = node_cache.get(v.node_id)
                 if cached is not None:
                     # the committed score (already validated, 0-100) into the shared snapshot; Node
-                    # validates assignments, which cost ~15 µs a proof for a value that is known good
+                    # validates assignments, a cost per proof for a value that is known good
                     cached.__dict__["poot_score"] = v.score
 
     async def _write(self, batch: list[_Queued]) -> dict[int, Exception]:
@@ -434,53 +433,21 @@ class SqlPoOTRepository:
             finally:
                 cur.close()
             return {i: _rejection(code) for i, code in codes.items()}
-        claims: dict[tuple[str, str], int] = {}
-        rejected: dict[int, Exception] = {}
-        for i, (v, claim, _, _) in enumerate(batch):
-            if claim:
-                if (v.node_id, v.nonce) in claims:  # the same nonce twice in one group: the later one is a replay
-                    rejected[i] = NonceReplayError("Nonce already used")
-                else:
-                    claims[(v.node_id, v.nonce)] = i
-        checked = {(v.node_id, against[0]) for i, (v, claim, against, _) in enumerate(batch)
-                   if claim and against is not None and i not in rejected}
-        if checked:
-            state = {r.node_id: (r.status, r.public_key or None)
-                     for r in conn.execute(_NODE_STATE, {"b_nodes": list({n for n, _ in checked})}).all()}
-            for i, (v, claim, against, _) in enumerate(batch):
-                if not claim or against is None or i in rejected:
-                    continue
-                status, key = state.get(v.node_id, (None, None))
-                if status != NodeStatus.ACTIVE.value:
-                    rejected[i] = InvalidPoOTError("Node not found or inactive")
-                elif key != against[0]:
-                    rejected[i] = InvalidPoOTError("Invalid or missing signature")
-                if i in rejected:
-                    claims.pop((v.node_id, v.nonce), None)
-        if claims:
-            won = self._claim_core(conn, list(claims), now)
-            for k, i in claims.items():
-                if k not in won:
-                    rejected[i] = NonceReplayError("Nonce already used")
-        stored: list[PoOTValidationResult] = []
-        scores: dict[str, float] = {}
-        for i, (v, *_) in enumerate(batch):
-            if i in rejected:
-                if isinstance(rejected[i], NonceReplayError):  # the replay is on record, as a failed attempt
-                    stored.append(_replay_attempt(v))
-                continue
-            stored.append(v)
-            if v.is_valid:
-                scores[v.node_id] = v.score
-        if stored:
-            rows = [_to_row(v) for v in stored]
+        codes = poot_rules.decide_group(
+            [(v.node_id, v.nonce, claim, against) for v, claim, against, _ in batch],
+            states=lambda node_ids: {r.node_id: (r.status, r.public_key or None)
+                                     for r in conn.execute(_NODE_STATE, {"b_nodes": node_ids}).all()},
+            claim=lambda keys: self._claim_core(conn, keys, now), active=NodeStatus.ACTIVE.value)
+        written, scores = poot_rules.stored_rows(((v.node_id, v.is_valid, v.score) for v, *_ in batch), codes)
+        if written:
+            rows = [_to_row(_replay_attempt(batch[i][0]) if as_replay else batch[i][0]) for i, as_replay in written]
             if not self.store_output:
                 for row in rows:
                     row["output_data"] = None
             conn.execute(_INSERT_VALIDATION, rows)
         if scores:
             conn.execute(_SET_SCORE, [{"b_node": k, "b_score": v} for k, v in scores.items()])
-        return rejected
+        return {i: _rejection(code) for i, code in codes.items()}
 
     def _claim_core(self, conn: Connection, keys: list[tuple[str, str]], now: datetime) -> set[tuple[str, str]]:
         """An upsert that wins if the nonce is new or its last use is older than the window; RETURNING

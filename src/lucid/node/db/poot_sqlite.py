@@ -1,6 +1,6 @@
 """The PoOT group commit on SQLite, as SQL text on a plain sqlite3 cursor (standard library only).
 
-One function, ``group_transaction``, decides and writes a whole group. Two callers run it: the writer
+One function, ``group_transaction``, decides (by ``lucid.node.poot_rules``) and writes a whole group. Two callers run it: the writer
 thread of NodeDatabase (``SqlPoOTRepository`` in ``thread`` mode) and the PoOT writer process
 (poot_writer_child), which imports this module without SQLAlchemy or pydantic. A group travels as
 plain tuples (``ITEM_FIELDS``), which is also what crosses the pipe to the process.
@@ -26,6 +26,7 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
+from .. import poot_rules as rules
 from .sqlite_text import chunks, flat, sqlite_datetime, values_clause
 
 __all__ = ["sqlite_datetime", "validation_values", "item_of", "group_transaction", "COLUMNS", "ITEM_FIELDS",
@@ -48,9 +49,8 @@ _I_NODE, _I_NONCE, _I_VALID, _I_SCORE = 1, 6, 7, 8
 _I_CLAIM, _I_AGAINST = len(COLUMNS), len(COLUMNS) + 1
 _fields_of = itemgetter(*COLUMNS)
 
-# rejection codes of group_transaction, turned into exceptions by the repository
-REPLAY, INACTIVE, BAD_KEY = "replay", "inactive", "bad_key"
-REPLAY_ERRORS = ["Nonce already used"]
+# rejection codes of group_transaction (the rules' own), turned into exceptions by the repository
+REPLAY, INACTIVE, BAD_KEY, REPLAY_ERRORS = rules.REPLAY, rules.INACTIVE, rules.BAD_KEY, rules.REPLAY_ERRORS
 
 
 def item_of(v: Any, claim: bool, checked_against: tuple[str | None] | None) -> tuple[Any, ...]:
@@ -123,50 +123,15 @@ def _claim_nonces(cur: sqlite3.Cursor, keys: list[tuple[str, str]], used_at: str
 def group_transaction(cur: sqlite3.Cursor, items: list[tuple[Any, ...]], now: datetime, cutoff: datetime,
                       store_output: bool, active: str = "active") -> dict[int, str]:
     """Decide and write one group inside the caller's transaction; returns {index: rejection code}.
-
-    - The same nonce twice in the group: the later one is a replay.
-    - A checked proof whose node is no longer ``active`` (INACTIVE) or no longer has the key it was
-      checked against (BAD_KEY) is refused and nothing of it is written.
-    - A lost nonce claim (used since ``cutoff``) is a REPLAY, written as a failed attempt.
-    - Every other proof is written; a valid one sets its node's score."""
-    claims: dict[tuple[str, str], int] = {}
-    rejected: dict[int, str] = {}
-    for i, item in enumerate(items):
-        if item[_I_CLAIM]:
-            key = (item[_I_NODE], item[_I_NONCE])
-            if key in claims:
-                rejected[i] = REPLAY
-            else:
-                claims[key] = i
-    checked = {(item[_I_NODE], item[_I_AGAINST][0]) for i, item in enumerate(items)
-               if item[_I_CLAIM] and item[_I_AGAINST] is not None and i not in rejected}
-    if checked and not _nodes_as_checked(cur, checked, active):
-        state = _node_states(cur, list({node for node, _ in checked}))
-        for i, item in enumerate(items):
-            if not item[_I_CLAIM] or item[_I_AGAINST] is None or i in rejected:
-                continue
-            status, key = state.get(item[_I_NODE], (None, None))
-            if status != active:
-                rejected[i] = INACTIVE
-            elif key != item[_I_AGAINST][0]:
-                rejected[i] = BAD_KEY
-            if i in rejected:
-                claims.pop((item[_I_NODE], item[_I_NONCE]), None)
-    if claims:
-        won = _claim_nonces(cur, list(claims), sqlite_datetime(now) or "", sqlite_datetime(cutoff) or "")
-        for k, i in claims.items():
-            if k not in won:
-                rejected[i] = REPLAY
-    rows: list[tuple[Any, ...]] = []
-    scores: dict[str, float] = {}
-    for i, item in enumerate(items):
-        code = rejected.get(i)
-        if code is None:
-            rows.append(_row(item, store_output))
-            if item[_I_VALID]:
-                scores[item[_I_NODE]] = item[_I_SCORE]
-        elif code == REPLAY:
-            rows.append(_replay_row(item, store_output))
+    The decisions are ``lucid.node.poot_rules``'; this function is their I/O on SQLite."""
+    rejected = rules.decide_group(
+        [(item[_I_NODE], item[_I_NONCE], item[_I_CLAIM], item[_I_AGAINST]) for item in items],
+        states=lambda node_ids: _node_states(cur, node_ids),
+        claim=lambda keys: _claim_nonces(cur, keys, sqlite_datetime(now) or "", sqlite_datetime(cutoff) or ""),
+        all_as_checked=lambda pairs: _nodes_as_checked(cur, pairs, active), active=active)
+    written, scores = rules.stored_rows(((item[_I_NODE], item[_I_VALID], item[_I_SCORE]) for item in items), rejected)
+    rows = [_replay_row(items[i], store_output) if as_replay else _row(items[i], store_output)
+            for i, as_replay in written]
     for chunk in chunks(rows, len(COLUMNS)):
         cur.execute(f"INSERT INTO poot_validations ({', '.join(COLUMNS)}) "
                     f"VALUES {values_clause(len(chunk), len(COLUMNS))}", flat(chunk))

@@ -27,11 +27,11 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from backends.jsonsafe import loads_bounded
 from backends.errors import AlreadySettled, ConfirmTimeout, DeliveryFailed, QueueUnavailable
 from backends.loop_thread import LoopThread
+from backends.seed_urls import amqp_url
 from backends.mq import (
     DEFAULT_TTL_SECONDS,
     MAX_TTL_SECONDS,
@@ -157,13 +157,6 @@ def _message_id(value: object) -> str:
         raise InvalidServiceConfigError("message_id must be 1-128 of letters, digits, '.', '_', ':', '-'",
                                         details={"field": "message_id"})
     return value
-
-
-def amqp_url(host: str, port: int = 5672, user: str = "guest", password: str | None = None, vhost: str = "/",
-             ssl: bool = False) -> str:
-    scheme = "amqps" if ssl else "amqp"
-    creds = quote(user, safe="") + (":" + quote(password, safe="") if password is not None else "")
-    return f"{scheme}://{creds}@{host}:{int(port)}/{quote(vhost, safe='')}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 from backends.jsonsafe import json_depth_exceeds
 from lucid.service_mesh.errors import InvalidServiceConfigError
-from lucid.service_mesh.policy.planes import PLANES
+from lucid.service_mesh.planes import PLANES
 
 NAME_RE = re.compile(r"^[a-z0-9-]{3,50}\Z")
 CLUSTER_RE = re.compile(r"^[a-z0-9-]{1,63}\Z")

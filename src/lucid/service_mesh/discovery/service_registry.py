@@ -12,6 +12,7 @@ from typing import Any
 
 from backends.kv import KeyValueStore, open_kv
 from backends.loop_thread import LoopThread
+from backends.seed_urls import consul_kv_url
 
 from lucid.service_mesh.discovery.keys import DEFAULT_PREFIX
 from lucid.service_mesh.discovery.model import Registration
@@ -32,10 +33,8 @@ class ServiceRegistry:
     def __init__(self, kv_url: str | None = None, *, kv: KeyValueStore | None = None,
                  consul_host: str | None = None, consul_port: int | None = None,
                  prefix: str = DEFAULT_PREFIX, call_timeout: float = 30.0) -> None:
-        # The seed's consul_host/consul_port name the registry's server. Consul cannot run here; the
-        # registry keeps Consul's semantics on etcd, so they name the etcd endpoint that holds it.
         if kv_url is None:
-            kv_url = f"etcd://{consul_host}:{consul_port or 2379}" if consul_host else DEFAULT_KV_URL
+            kv_url = consul_kv_url(consul_host, consul_port) if consul_host else DEFAULT_KV_URL
         self.kv_url = kv.url if kv is not None else kv_url
         self._template = kv if kv is not None else open_kv(kv_url)
         self._thread = LoopThread("mesh-registry")

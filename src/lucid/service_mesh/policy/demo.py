@@ -18,7 +18,7 @@ from rich.table import Table
 
 from lucid.service_mesh.discovery import AsyncServiceDiscoveryClient, AsyncServiceRegistry
 from lucid.service_mesh.errors import CircuitBreakerOpenError, LucidMeshError, UpstreamCallError
-from lucid.service_mesh.policy.planes import CLUSTER_PLANE
+from lucid.service_mesh.planes import CLUSTER_PLANE
 from lucid.service_mesh.policy.service import MeshService
 from lucid.service_mesh.resilience.circuit_breaker import BreakerRegistry
 from lucid.service_mesh.security.auth_provider import ServiceAuthProvider

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lucid.service_mesh.errors import MethodNotAllowedError, SecurityPolicyViolation
-from lucid.service_mesh.policy.planes import CLUSTER_PLANE
+from lucid.service_mesh.planes import CLUSTER_PLANE
 from lucid.service_mesh.security.identity import ServiceIdentity
 
 # HTTP methods are case-sensitive (RFC 9110 9.1): "GeT" is not GET. The policy decides on exactly these

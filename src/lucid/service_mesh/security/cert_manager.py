@@ -21,7 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from lucid.service_mesh.errors import CertificateError, InvalidServiceConfigError, MTLSVerificationError
-from lucid.service_mesh.policy.planes import PLANES
+from lucid.service_mesh.planes import PLANES
 from lucid.service_mesh.security.files import write_atomic
 from lucid.service_mesh.security.identity import ServiceIdentity, identity_from_certificate, validate_segment
 

@@ -1,6 +1,7 @@
-"""A runnable mesh workload: registers itself, heartbeats, serves over mTLS + JWT, calls others with breakers.
+"""A runnable mesh workload (the wiring of mesh and node parts into one service process, so it lives above
+both): registers itself, heartbeats, serves over mTLS + JWT, calls others with breakers.
 
-``python -m lucid.service_mesh.policy.workload --kv URL --name api-gateway --cluster api-gateway --plane ops
+``python -m lucid.workload --kv URL --name api-gateway --cluster api-gateway --plane ops
 (--cert FILE --key FILE --trust-dir DIR | --ca-dir DIR) --jwt-key FILE [--jwks FILE] [--app echo|api-gateway|tron-payment] [--metrics-listen H:P]``
 prints ``READY <port> <service_id>`` once it is registered. Routes of every app: ``GET /local`` (no
 dependency), ``GET /call/<service>`` (resolve and call that service's /local through the breaker),
