@@ -85,10 +85,16 @@ class StackState:
     # -- ports ------------------------------------------------------------------------------------
     def port(self, key: str, wanted: int = 0) -> int:
         """The port for ``key``: the topology's when it fixes one, else the one chosen on the first ``up``."""
+        taken = {port for other, port in self._ports.items() if other != key}
         if wanted:
             self._ports[key] = wanted
-        elif key not in self._ports or not port_is_free(self._ports[key]):
-            self._ports[key] = free_port()  # first up, or another program took the kept port meanwhile
+        elif key not in self._ports or self._ports[key] in taken or not port_is_free(self._ports[key]):
+            # first up, or another program took the kept port meanwhile. A port chosen for a service that
+            # has not started yet is still free to the OS, which may offer it again: never hand it out twice.
+            port = free_port()
+            while port in taken:
+                port = free_port()
+            self._ports[key] = port
         self._save_ports()
         return self._ports[key]
 

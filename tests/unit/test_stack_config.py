@@ -131,6 +131,22 @@ def test_ports_are_kept_across_ups_unless_taken(tmp_path: Path) -> None:
     assert StackState(tmp_path / "st").port("service.fixed", 8083) == 8083
 
 
+def test_a_port_is_never_handed_to_two_services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OS offers a port that was chosen but not yet bound again (CI once gave the chassis pool's and the
+    coordinator's metrics one port, and the second service could never start)."""
+    import stack.state as state_module
+
+    offers = iter([41000, 41000, 41000, 41001, 41001, 41002])
+    monkeypatch.setattr(state_module, "free_port", lambda: next(offers))
+    monkeypatch.setattr(state_module, "port_is_free", lambda port: True)
+    state = StackState(tmp_path / "st")
+    assert [state.port(k) for k in ("a.metrics", "b.metrics", "c.metrics")] == [41000, 41001, 41002]
+    (tmp_path / "st" / "ports.json").write_text(json.dumps({"a": 41000, "b": 41000}))  # a duplicate kept on disk
+    offers = iter([41000, 41005])
+    again = StackState(tmp_path / "st")
+    assert sorted([again.port("a"), again.port("b")]) == [41000, 41005]  # one of them moves
+
+
 @pytest.mark.parametrize("listen", ["nope", "h:", "h:99999", ":-1", "1.2.3.4:x"])
 def test_a_metrics_listen_address_is_validated(listen: str) -> None:
     with pytest.raises(ValueError):

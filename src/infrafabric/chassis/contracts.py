@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
-from .errors import InvalidContractError
+from infrafabric.ids import is_valid_id
 
-SWARM_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
+from .errors import InvalidContractError
 
 MIB = 1024 * 1024
 WASM_PAGE = 65536
 
-# Fuel (≈ wasm instructions) a core burns per CPU-second on this machine class (benchmarks/RESULTS.md, "Figures behind the code").
-# Used only to turn a CPU-seconds budget into a fuel budget.
+# Fuel (≈ wasm instructions) a core burns per CPU-second on this machine class
+# (benchmarks/RESULTS.md, "Figures behind the code"). Used only to turn a CPU-seconds budget into fuel.
 FUEL_PER_CPU_SECOND = 1_500_000_000
 
 
 def validate_swarm_id(swarm_id: object) -> str:
-    """Swarm ids are keys everywhere (rate buckets, metrics, witness): keep them plain."""
-    if not isinstance(swarm_id, str) or not SWARM_ID_PATTERN.fullmatch(swarm_id) or swarm_id in (".", ".."):
+    """Swarm ids are keys everywhere (rate buckets, metrics, witness): the platform's one id rule
+    (``infrafabric.ids``), refused with the chassis's own contract error."""
+    if not is_valid_id(swarm_id):
         raise InvalidContractError(
             f"invalid swarm id {swarm_id!r}: expected 1-128 chars of [A-Za-z0-9._:-]",
             swarm_id=repr(swarm_id),

@@ -44,8 +44,8 @@ def test_an_item_passes_only_when_all_its_tests_ran_and_passed(tmp_path: Path) -
 
 def test_the_page_escapes_what_it_shows(tmp_path: Path) -> None:
     item = Item("002", "<b>sec</b>", "<script>alert(1)</script>", "x & y",
-                ["tests/unit/test_security_report.py::test_the_page_escapes_what_it_shows"])
-    decide([item], _junit(tmp_path, '<testcase classname="tests.unit.test_security_report" '
+                ["tests/unit/qa/test_security_report.py::test_the_page_escapes_what_it_shows"])
+    decide([item], _junit(tmp_path, '<testcase classname="tests.unit.qa.test_security_report" '
                                     'name="test_the_page_escapes_what_it_shows" time="0"/>'))
     page = render([item], tmp_path / "r.html")
     assert "<script>" not in page and "&lt;script&gt;" in page and "x &amp; y" in page
