@@ -87,7 +87,8 @@ def log_operation(
     severity: str = "INFO",
     trace_id: str | None = None,
 ) -> str:
-    """Append one entry to the default witness; returns the entry id. Non-blocking (the entry is queued for the writer)."""
+    """Append one entry to the default witness; returns the entry id. Non-blocking: the entry is queued
+    for the writer."""
     try:
         return _default().log(component, operation, params, severity, trace_id)
     except WitnessClosedError:  # the default was replaced (configure/reset) while we called it
