@@ -1,11 +1,12 @@
 """A small pooled HTTP/1.1 client for the swarm side of the coordinator service (asyncio streams).
 
 Why our own: httpx's pool locking and per-request machinery cost the swarm more client CPU per request
-than the whole request costs the service, and more than the etcd transaction a claim is (benchmarks/RESULTS.md, "Figures behind the code"). This
-client does only what the swarm client needs: keep-alive connections to one origin (TLS optional), JSON
-bodies, a timeout per request, and a connection discarded on any error. Answers are parsed by httptools
-(llhttp, the parser uvicorn serves with): h11's pure-Python state machine was most of this client's CPU.
-Requests are written by hand from headers this module validates (no CR, LF or NUL anywhere).
+than the whole request costs the service, and more than the etcd transaction a claim is
+(benchmarks/RESULTS.md, "Figures behind the code"). This client does only what the swarm client needs:
+keep-alive connections to one origin (TLS optional), JSON bodies, a timeout per request, and a
+connection discarded on any error. Answers are parsed by httptools (llhttp, the parser uvicorn serves
+with): h11's pure-Python state machine was most of this client's CPU. Requests are written by hand from
+headers this module validates (no CR, LF or NUL anywhere).
 """
 
 from __future__ import annotations

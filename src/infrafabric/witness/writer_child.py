@@ -21,17 +21,16 @@ received, then exit.
 from __future__ import annotations
 
 import gc
-import io
 import os
-import pickle
 import queue
-import struct
 import sys
 import threading
 from itertools import chain
 from typing import Any, BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from backends.frames import read_frame, write_frame
 
 from .keys import WitnessKeys
 from .merkle import CompactRange
@@ -41,39 +40,10 @@ from .store.base import ROW_CONTENT_HASH, Sealed
 from .trust import TrustedHead, prove_head
 from .store.sqlite_append import SqliteAppender
 
-HEADER = struct.Struct("<I")
 SWITCH_INTERVAL = 0.0005
 GC_EVERY_BATCHES = 64
 # Fault injection for tests: exit right after the n-th commit, before its answer is sent.
 EXIT_AFTER_COMMIT_ENV = "INFRAFABRIC_WITNESS_WRITER_EXIT_AFTER_COMMIT"
-
-
-def read_frame(stream: BinaryIO) -> Any:
-    header = stream.read(HEADER.size)
-    if len(header) < HEADER.size:
-        return None
-    (length,) = HEADER.unpack(header)
-    data = stream.read(length)
-    if len(data) < length:
-        return None
-    return pickle.loads(data)
-
-
-def encode_frame(message: Any) -> bytes:
-    """One frame: the length, then the pickle (both ends of the pipe use it)."""
-    buffer = io.BytesIO()
-    buffer.write(bytes(HEADER.size))
-    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
-    pickler.fast = True  # no memo (tuples of str and int, no cycles): half the time of dumps() for a batch
-    pickler.dump(message)
-    data = buffer.getbuffer()
-    HEADER.pack_into(data, 0, len(data) - HEADER.size)
-    return bytes(data)
-
-
-def write_frame(stream: BinaryIO, message: Any) -> None:
-    stream.write(encode_frame(message))
-    stream.flush()
 
 
 class _Writer:

@@ -19,8 +19,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
+from backends.frames import encode_frame, read_frame
+
 from .keys import WitnessKeys
-from .writer_child import encode_frame, read_frame
 
 
 class WriterProcess:

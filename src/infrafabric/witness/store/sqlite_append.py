@@ -21,9 +21,10 @@ import contextlib
 import functools
 import os
 import sqlite3
-import threading
 from collections.abc import Sequence
 from itertools import chain
+
+from backends.sqlite_checkpoint import BackgroundCheckpointer
 
 from ..checkpoint import Checkpoint
 from ..errors import WitnessFormatError, WitnessHeadRewrittenError, WitnessStorageError
@@ -127,53 +128,11 @@ def open_raw_sqlite(database: str) -> sqlite3.Connection:
 CHECKPOINT_EVERY_ENTRIES = 16384
 
 
-class _Checkpointer:
-    """Copies the WAL back into the database on a thread of its own, beside the appends.
-
-    SQLite's automatic checkpoint runs inside the COMMIT that crosses 1,000 WAL pages: with a batch of
-    4,096 entries that was nearly every commit, and it doubled the time a commit took (benchmarks/RESULTS.md, "Figures behind the code"). Here a second connection runs a PASSIVE checkpoint (it never blocks
-    the writer) every ``CHECKPOINT_EVERY_ENTRIES`` appended entries. A checkpoint that runs while the
-    writer appends never catches up with it, and SQLite restarts the WAL from its beginning only after
-    a complete one, so once a pass is done the appender finishes it between two batches (only the
-    frames appended meanwhile are left to copy) and its next transaction restarts the WAL instead of
-    growing it without end. The same scheme as the PoOT writer process (lucid.node.db).
-    """
-
-    def __init__(self, database: str) -> None:
-        self._database = database
-        self.due = threading.Event()
-        self.copied = threading.Event()
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="witness-checkpoint", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        con = open_raw_sqlite(self._database)
-        try:
-            while True:
-                self.due.wait()
-                self.due.clear()
-                if self._stop:
-                    return
-                try:
-                    con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error:
-                    continue  # busy or locked: the next pass copies what this one could not
-                self.copied.set()
-        finally:
-            con.close()
-
-    def close(self) -> None:
-        self._stop = True
-        self.due.set()
-        self._thread.join(30)
-
-
 class SqliteAppender:
     """One raw connection that appends sealed batches to one SQLite log (used from one thread at a time).
 
-    ``background_checkpoints`` moves WAL checkpoints off the commit path (see ``_Checkpointer``); the
-    writer process turns it on.
+    ``background_checkpoints`` moves WAL checkpoints off the commit path (``backends.sqlite_checkpoint``);
+    the writer process turns it on.
     """
 
     def __init__(self, database: str, *, background_checkpoints: bool = False) -> None:
@@ -181,30 +140,19 @@ class SqliteAppender:
         self._con: sqlite3.Connection | None = None
         self._known_head: tuple[int, str, str] | None = None  # (size, hash, frontier) as this appender left it
         self._background = background_checkpoints
-        self._checkpointer: _Checkpointer | None = None
-        self._since_checkpoint = 0
+        self._checkpointer: BackgroundCheckpointer | None = None
 
     def _connect(self) -> sqlite3.Connection:
         con = open_raw_sqlite(self.database)
         if self._background:
             con.execute("PRAGMA wal_autocheckpoint=0")
-            self._checkpointer = _Checkpointer(self.database)
+            self._checkpointer = BackgroundCheckpointer(functools.partial(open_raw_sqlite, self.database),
+                                                        CHECKPOINT_EVERY_ENTRIES, name="witness-checkpoint")
         return con
 
     def _after_commit(self, con: sqlite3.Connection, entries: int) -> None:
-        checkpointer = self._checkpointer
-        if checkpointer is None:
-            return
-        if checkpointer.copied.is_set():  # finish the thread's pass: the WAL can then restart
-            checkpointer.copied.clear()
-            try:
-                con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except sqlite3.Error:
-                pass
-        self._since_checkpoint += entries
-        if self._since_checkpoint >= CHECKPOINT_EVERY_ENTRIES:
-            self._since_checkpoint = 0
-            checkpointer.due.set()
+        if self._checkpointer is not None:
+            self._checkpointer.after_commit(con, entries)
 
     def append(self, batch: Sequence[PendingEntry], seal: Sealer, presealed: Sealed | None) -> Sealed:
         """Commit ``batch`` after the current head: ``presealed`` if it still fits, else sealed under the lock."""

@@ -1,8 +1,8 @@
 """The PoOT group commit on SQLite, as SQL text on a plain sqlite3 cursor (standard library only).
 
-One function, ``group_transaction``, decides (by ``lucid.node.poot_rules``) and writes a whole group. Two callers run it: the writer
-thread of NodeDatabase (``SqlPoOTRepository`` in ``thread`` mode) and the PoOT writer process
-(poot_writer_child), which imports this module without SQLAlchemy or pydantic. A group travels as
+One function, ``group_transaction``, decides (by ``lucid.node.poot_rules``) and writes a whole group.
+Two callers run it: the writer thread of NodeDatabase (``SqlPoOTRepository`` in ``thread`` mode) and the
+PoOT writer process (poot_writer_child), which imports this module without SQLAlchemy or pydantic. A group travels as
 plain tuples (``ITEM_FIELDS``), which is also what crosses the pipe to the process.
 
 Why not SQLAlchemy Core here: the group commit runs beside the event loop thread that validates the

@@ -18,19 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import pickle
-import struct
 import sys
 from collections import deque
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from backends.frames import encode_frame, read_frame_async
 from lucid.node.errors import InternalNodeError
 
 __all__ = ["PoOTWriterProcess", "WriterProcessLost", "WriterProcessError"]
 
-_HEADER = struct.Struct("<I")
 _SRC = str(Path(__file__).resolve().parents[3])  # the directory holding the ``lucid`` package
 
 
@@ -113,9 +111,8 @@ class PoOTWriterProcess:
         if not self.running:
             raise WriterProcessLost("the PoOT writer process is not running")
         assert self._proc is not None and self._proc.stdin is not None
-        frame = pickle.dumps((now, cutoff, store_output, items), protocol=pickle.HIGHEST_PROTOCOL)
         fut: asyncio.Future[dict[int, str]] = asyncio.get_running_loop().create_future()
-        self._proc.stdin.write(_HEADER.pack(len(frame)) + frame)
+        self._proc.stdin.write(encode_frame((now, cutoff, store_output, items)))
         self._in_flight.append(fut)
         return fut
 
@@ -124,8 +121,7 @@ class PoOTWriterProcess:
         assert proc.stdout is not None
         try:
             while True:
-                (size,) = _HEADER.unpack(await proc.stdout.readexactly(_HEADER.size))
-                status, value = pickle.loads(await proc.stdout.readexactly(size))
+                status, value = await read_frame_async(proc.stdout)
                 fut = in_flight.popleft()
                 if fut.done():
                     continue

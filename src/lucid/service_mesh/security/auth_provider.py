@@ -37,8 +37,9 @@ REQUIRED_CLAIMS = ["iss", "aud", "sub", "iat", "exp", "nbf", "jti", "service_nam
 
 
 def _unverified_header(token: str) -> dict[str, Any]:
-    """Read the JOSE header to pick the key. Own parser because PyJWT's segment check is slow
-    per call (benchmarks/RESULTS.md, "Figures behind the code"); the full token is still decoded and verified by PyJWT afterwards."""
+    """Read the JOSE header to pick the key. Own parser because PyJWT's segment check is slow per call
+    (benchmarks/RESULTS.md, "Figures behind the code"); the full token is still decoded and verified by
+    PyJWT afterwards."""
     head, dot, _ = token.partition(".")
     if not dot or token.count(".") != 2:
         raise AuthenticationError("invalid token: not a JWS compact serialisation")
