@@ -18,12 +18,17 @@ __all__ = ["HEADER", "encode_frame", "read_frame", "read_frame_async", "write_fr
 HEADER = struct.Struct("<I")
 
 
-def encode_frame(message: Any) -> bytes:
-    """One frame: the length, then the pickle."""
+def encode_frame(message: Any, *, fast: bool = False) -> bytes:
+    """One frame: the length, then the pickle. ``fast`` pickles without a memo: about half the time of
+    ``pickle.dumps`` for batches of flat tuples of strings and numbers (the witness's entries), slower for
+    nested values with repeated objects (a PoOT group); the reader is the same either way."""
+    if not fast:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        return HEADER.pack(len(data)) + data
     buffer = io.BytesIO()
     buffer.write(bytes(HEADER.size))
     pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
-    pickler.fast = True  # no memo (tuples of plain values, no cycles): half the time of dumps() for a batch
+    pickler.fast = True  # no memo: the message must hold no cycles
     pickler.dump(message)
     data = buffer.getbuffer()
     HEADER.pack_into(data, 0, len(data) - HEADER.size)
@@ -42,8 +47,8 @@ def read_frame(stream: BinaryIO) -> Any:
     return pickle.loads(data)
 
 
-def write_frame(stream: BinaryIO, message: Any) -> None:
-    stream.write(encode_frame(message))
+def write_frame(stream: BinaryIO, message: Any, *, fast: bool = False) -> None:
+    stream.write(encode_frame(message, fast=fast))
     stream.flush()
 
 

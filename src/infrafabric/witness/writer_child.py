@@ -68,7 +68,7 @@ class _Writer:
     def answer(self, message: tuple[Any, ...]) -> None:
         try:
             with self.out_lock:
-                write_frame(self.out, message)
+                write_frame(self.out, message, fast=True)
         except OSError:  # the parent is gone: nobody is waiting for this answer, and nothing else is to do
             os._exit(0)
 

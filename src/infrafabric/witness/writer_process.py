@@ -77,7 +77,7 @@ class WriterProcess:
 
     def send(self, number: int, batch: list[Any]) -> None:
         """Queue one batch for the child (written by the sender thread, answered in order)."""
-        self._frames.put(encode_frame((number, batch)))
+        self._frames.put(encode_frame((number, batch), fast=True))
 
     async def finish(self, timeout: float = 30.0) -> int | None:
         """End the child's input once every batch is written, and wait for it to exit; its exit code."""

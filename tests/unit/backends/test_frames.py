@@ -19,11 +19,11 @@ values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floa
                                               st.dictionaries(st.text(max_size=5), inner, max_size=4)), max_leaves=20)
 
 
-@given(messages=st.lists(values, max_size=5))
-def test_messages_round_trip_in_order(messages: list[object]) -> None:
+@given(messages=st.lists(values, max_size=5), fast=st.booleans())
+def test_messages_round_trip_in_order(messages: list[object], fast: bool) -> None:
     stream = io.BytesIO()
     for message in messages:
-        write_frame(stream, message)
+        write_frame(stream, message, fast=fast)
     stream.seek(0)
     assert [read_frame(stream) for _ in messages] == messages
     assert read_frame(stream) is None  # the end
