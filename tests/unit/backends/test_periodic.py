@@ -76,3 +76,4 @@ async def test_the_interval_is_read_each_time() -> None:
     loop = Periodic(step, lambda: interval[0], name="tunable", first_delay=0).start()
     await _until(lambda: len(calls) >= 3)  # a fixed 10 s interval would allow one call only
     await loop.stop()
+    assert len(calls) >= 3 and loop.runs == len(calls)
