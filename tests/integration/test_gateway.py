@@ -285,6 +285,25 @@ async def test_n_choices_and_max_tokens_are_in_the_bound(stack: Stack) -> None:
     assert Decimal(reserved["amount"]) == price("0.15", "0.6", payload, 3 * 1000)
 
 
+async def test_both_output_limits_are_checked_and_held_to_the_reservation(stack: Stack) -> None:
+    """A call giving max_completion_tokens (small: a small hold) and max_tokens (large, or not a number) must
+    not have the provider honour the unchecked one: each limit given is checked, and both are sent as the
+    reserved bound (hypothesis found max_tokens=":" reaching the provider beside a valid max_completion_tokens)."""
+    swarm, key = await stack.swarm(1.0)
+    async with httpx.AsyncClient(base_url=stack.url) as http:
+        bad = await http.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                              json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
+                                    "max_completion_tokens": 1, "max_tokens": ":"})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "IF_ERR_VALIDATION"
+        assert await stack.settled(swarm) == 0
+        ok = await http.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                             json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
+                                   "max_completion_tokens": 2, "max_tokens": 5000})
+        assert ok.status_code == 200, ok.text
+    body = stack.upstream.seen[-1]["body"]
+    assert body["max_completion_tokens"] == body["max_tokens"] == 1000  # one bound, the reserved one
+
+
 async def test_model_policy_default_allowed_cheaper_and_rate(stack: Stack) -> None:
     bound_key = stack.authority.issue("swarm", "policy-bound", 600)
     governor = IFGovernor(kv=stack.kv, audit=None, cost_sink=None)

@@ -62,8 +62,6 @@ class RateLimitedError(InfraFabricError, RateLimited):
     http_status = 429
 
 
-
-
 @dataclass
 class Usage:
     input_tokens: int
@@ -245,12 +243,17 @@ class MeteringGateway:
         n = body.get("n", 1)
         if type(n) is not int or not 1 <= n <= 16:
             raise ValidationError("n must be 1 to 16")
-        key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-        asked = body.get(key)
-        if asked is not None and (type(asked) is not int or asked < 1):
-            raise ValidationError(f"{key} must be a positive integer")
-        out = rate.output_bound(asked)
-        body[key] = out  # the provider is held to what was reserved
+        # A provider may honour either limit (one is the other's older name): each one given is checked, and
+        # every one given is set to what was reserved, so neither lets the answer outgrow the hold.
+        keys = [k for k in ("max_completion_tokens", "max_tokens") if body.get(k) is not None] or ["max_tokens"]
+        for key in keys:
+            asked = body.get(key)
+            if asked is not None and (type(asked) is not int or asked < 1):
+                raise ValidationError(f"{key} must be a positive integer")
+        given = [body[k] for k in keys if body.get(k) is not None]
+        out = rate.output_bound(max(given) if given else None)
+        for key in keys:
+            body[key] = out  # the provider is held to what was reserved
         return out * n
 
     async def _once(self, url: str, headers: dict[str, str], payload: bytes, hold: Hold, rate: ModelRate,
