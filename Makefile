@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 PYTEST_ARGS ?=
 
-.PHONY: setup venv servers demo test coverage security-report bench bench-chaos serve up down status clean
+.PHONY: setup venv servers demo test coverage security-report bench bench-chaos serve console up down status clean
 
 setup: venv servers
 
@@ -25,8 +25,10 @@ $(STAMP): pyproject.toml
 # test fixtures start each server on 127.0.0.1 with free ports and temporary directories.
 servers: $(STAMP)
 	@if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
-	    || ! command -v ip >/dev/null || ! command -v tc >/dev/null || ! command -v prometheus >/dev/null; then \
-	  $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends rabbitmq-server postgresql iproute2 prometheus; \
+	    || ! command -v ip >/dev/null || ! command -v tc >/dev/null || ! command -v prometheus >/dev/null \
+	    || ! command -v chromium >/dev/null; then \
+	  $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends rabbitmq-server postgresql iproute2 prometheus \
+	    chromium; \
 	fi
 	@$(PY) -m backends.servers.check
 
@@ -36,6 +38,12 @@ demo: $(STAMP)
 
 serve: $(STAMP)
 	$(VENV)/bin/lucid serve --port 8083
+
+# The operator console on the embedded platform (no server needed): prints its URL and the credential files
+# to log in with. State in $(CONSOLE_STATE) (resumed).
+CONSOLE_STATE ?= $(HOME)/.infrafabric/console
+console: $(STAMP)
+	$(VENV)/bin/infrafabric console embedded --state $(CONSOLE_STATE)
 
 # The platform as services on real engines (topology: deploy/topology.toml; state: $(STACK_STATE)).
 STACK_STATE ?= /var/lib/infrafabric-stack

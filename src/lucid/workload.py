@@ -123,7 +123,7 @@ async def run(args: argparse.Namespace) -> None:
         from lucid.service_mesh.communication.metrics import MQCollector
 
         password = Path(args.mq_password_file).read_text().strip() if args.mq_password_file else None
-        mq = AsyncMessageQueueClient(_with_password(args.mq_url, password), audit=witness,
+        mq = AsyncMessageQueueClient(with_password(args.mq_url, password), audit=witness,
                                      outbox=args.mq_outbox)
         await mq.connect()
         mq_metrics = MQCollector(mq)
@@ -232,7 +232,7 @@ async def run(args: argparse.Namespace) -> None:
     await kv.close()
 
 
-def _with_password(url: str, password: str | None) -> str:
+def with_password(url: str, password: str | None) -> str:
     """The queue URL with the password read from its file (built in process: never in argv or a log)."""
     if password is None or "@" not in url:
         return url

@@ -306,6 +306,10 @@ class KeyValueStore(abc.ABC):
     async def revoke_lease(self, lease_id: int) -> None:
         """Drop the lease now and delete its keys (no error when already gone)."""
 
+    async def lease_remaining(self, lease_id: int) -> float | None:
+        """Seconds left on a lease (when a key held on it vanishes unless refreshed); None when it is gone."""
+        raise NotImplementedError(f"{type(self).__name__} cannot tell a lease's time to live")
+
     def keep_alive(self, lease_id: int, ttl: float) -> LeaseKeeper:
         """Refresh the lease in the background (call from a running event loop)."""
         return LeaseKeeper(self, lease_id, ttl)

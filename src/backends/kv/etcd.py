@@ -404,6 +404,13 @@ class EtcdKV(KeyValueStore):
         except LeaseNotFound:
             return
 
+    async def lease_remaining(self, lease_id: int) -> float | None:
+        client = await self._client_ready()
+        assert client.lease is not None
+        with _Translate("lease time to live"):
+            resp = await client.lease.time_to_live(lease_id, timeout=self.timeout)
+        return None if resp.TTL < 0 else float(resp.TTL)
+
     def watch(self, key: str, *, prefix: bool = False, start_revision: int = 0) -> Watch:
         return _EtcdWatch(self, key, prefix, start_revision)
 

@@ -576,6 +576,10 @@ class MemoryKV(KeyValueStore):
     async def revoke_lease(self, lease_id: int) -> None:
         self.core.revoke_lease(lease_id)
 
+    async def lease_remaining(self, lease_id: int) -> float | None:
+        left = self.core.lease_ttl(lease_id)
+        return None if left < 0 else left
+
     def watch(self, key: str, *, prefix: bool = False, start_revision: int = 0) -> Watch:
         return _MemoryWatch(self, key, prefix, start_revision)
 

@@ -153,10 +153,10 @@ async def _start_swarm_api(coordinator: object, listen: str, authority_key: Opti
 
 @app.command("issue-credential")
 def issue_credential(
-    name: str = typer.Argument(..., help="The swarm id (or, with --role operator, the operator's name)"),
+    name: str = typer.Argument(..., help="The swarm id (or, with --role operator or viewer, the person's name)"),
     authority_dir: Path = typer.Option(..., help="The credential authority's key directory (created if new)"),
     out: Path = typer.Option(..., "--out", "-o", help="Credential file to write (mode 600)"),
-    role: str = typer.Option("swarm", help="swarm or operator"),
+    role: str = typer.Option("swarm", help="swarm, operator, or viewer (console: sees everything but secrets, changes nothing)"),
     ttl: int = typer.Option(3600, help="Seconds it is valid"),
 ) -> None:
     """Issue a credential for one swarm (or operator): the only secret a swarm process is given."""

@@ -9,7 +9,7 @@ import typer
 app = typer.Typer(help="InfraFabric S2: coordination, governance, sandbox, audit and cost of AI swarms.",
                   no_args_is_help=True)
 
-for name in ("coordinator", "governor", "chassis", "witness", "optimise", "gateway"):
+for name in ("coordinator", "governor", "chassis", "witness", "optimise", "gateway", "console"):
     module = importlib.import_module(f"infrafabric.cli.{name}")
     app.add_typer(module.app, name=name)
 

@@ -1,7 +1,7 @@
 """Identities of swarms and operators: short-lived credentials signed by the platform's authority.
 
 A swarm in another process gets no engine credentials at all: it holds one token, issued by the
-control plane's credential authority, that names it (``sub``) and its role (``swarm`` or ``operator``).
+control plane's credential authority, that names it (``sub``) and its role (``swarm``, ``operator``, or ``viewer``: an operator who may look but not act).
 The coordinator service takes the swarm id from the verified token for every call, so a swarm can act
 only as itself. Tokens are EdDSA JWTs (PyJWT): the service needs only the authority's public key. They
 expire (default one hour) and can be revoked before that, one token (``jti``) or every token a swarm
@@ -25,8 +25,8 @@ from backends.kv import KeyValueStore
 from infrafabric.errors import CredentialError, PermissionDeniedError, ValidationError
 from infrafabric.ids import validate_swarm_id
 
-Role = Literal["swarm", "operator"]
-ROLES: tuple[Role, ...] = ("swarm", "operator")
+Role = Literal["swarm", "operator", "viewer"]
+ROLES: tuple[Role, ...] = ("swarm", "operator", "viewer")
 ISSUER = "infrafabric-control-plane"
 AUDIENCE = "infrafabric-coordinator"
 PRIVATE_FILE = "authority_key.pem"

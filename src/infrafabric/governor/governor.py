@@ -198,6 +198,11 @@ class IFGovernor:
             raise UnknownSwarmError(f"swarm {swarm_id!r} is not registered with the governor")
         return acct.remaining
 
+    def budget_limit(self, swarm_id: str) -> Decimal:
+        """What the swarm's budget started at (or was last set or reset to)."""
+        self._profile(swarm_id)
+        return self._accounts[swarm_id].budget
+
     def budget_spent(self, swarm_id: str) -> Decimal:
         self._profile(swarm_id)
         return self._accounts[swarm_id].spent

@@ -159,7 +159,7 @@ class BlockerResponder:
         blocker = await kv.get(keys.blocker_key(swarm_id, blocker_id))
         if blocker is None:
             return  # resolved or expired already
-        record = json.dumps({"swarm_id": swarm_id, "team": team})
+        record = json.dumps({"swarm_id": swarm_id, "team": team, "assigned_at": time.time()})
         await kv.txn([Compare.mod_revision(blocker.key, blocker.mod_revision)],
                      [Put(keys.blocker_team_key(blocker_id), record, blocker.lease)])
 

@@ -705,6 +705,27 @@ class Witness:
         await self.aflush()
         return [e.to_dict() for e in await self._arun(self._store.query(q))]
 
+    async def asearch(self, *, component: str | None = None, operation: str | None = None,
+                      contains: str | None = None, before_seq: int | None = None, after_seq: int | None = None,
+                      limit: int = 50, newest_first: bool = True) -> list[StoredEntry]:
+        """A page of committed entries for a reader that pages through a large log (the console): filters,
+        a literal substring of the params (``contains``), and a seq cursor on either side. Does not wait for
+        this witness's own pending appends: a page shows what is durable."""
+        if not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise WitnessInputError("limit must be an integer from 1 to 10000")
+        for name, value in (("before_seq", before_seq), ("after_seq", after_seq)):
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise WitnessInputError(f"{name} must be a non-negative integer")
+        if contains is not None and (not isinstance(contains, str) or not 0 < len(contains) <= 256):
+            raise WitnessInputError("contains must be a string of 1 to 256 characters")
+        q = Query(component=component, operation=operation, contains=contains, limit=limit,
+                  start_seq=0 if after_seq is None else after_seq + 1, end_seq=before_seq, newest_first=newest_first)
+        return await self._arun(self._store.query(q))
+
+    async def asize(self) -> int:
+        """Entries committed so far (without waiting for this witness's pending appends)."""
+        return await self._arun(self._store.size())
+
     def size(self) -> int:
         self.flush()
         return self._run(self._store.size())

@@ -149,6 +149,8 @@ class Query:
     start_seq: int = 0
     end_seq: int | None = None
     limit: int | None = None
+    contains: str | None = None  # a substring of the entry's params (JSON text), e.g. a task or swarm id
+    newest_first: bool = False
 
 
 class WitnessStore(abc.ABC):

@@ -83,7 +83,9 @@ class MemoryStore(WitnessStore):
     async def query(self, q: Query) -> list[StoredEntry]:
         entries = self._log.entries[q.start_seq : q.end_seq]
         out: list[StoredEntry] = []
-        for e in entries:
+        for e in (reversed(entries) if q.newest_first else entries):
+            if q.contains is not None and q.contains not in e.params_json:
+                continue
             if q.component is not None and e.component != q.component:
                 continue
             if q.operation is not None and e.operation != q.operation:

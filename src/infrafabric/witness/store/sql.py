@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     event,
+    func,
     insert,
     inspect,
     text,
@@ -305,7 +306,7 @@ class SqlStore(WitnessStore):
 
     async def query(self, q: Query) -> list[StoredEntry]:
         t = entries_table.c
-        stmt = select(*_ENTRY_COLUMNS).order_by(t.seq)
+        stmt = select(*_ENTRY_COLUMNS).order_by(t.seq.desc() if q.newest_first else t.seq)
         if q.start_seq:
             stmt = stmt.where(t.seq >= q.start_seq)
         if q.end_seq is not None:
@@ -320,6 +321,9 @@ class SqlStore(WitnessStore):
             stmt = stmt.where(t.timestamp >= q.since)
         if q.until is not None:
             stmt = stmt.where(t.timestamp < q.until)
+        if q.contains is not None:  # a literal, case-sensitive substring on both engines (LIKE is neither)
+            find = func.instr if self._sqlite else func.strpos
+            stmt = stmt.where(find(t.params, q.contains) > 0)
         if q.limit is not None:
             stmt = stmt.limit(q.limit)
         try:
