@@ -315,7 +315,7 @@ async def verification(platform: Platform) -> Verification:
     return Verification(
         bool(report.ok), report.entries, time.time(), "; ".join(str(p) for p in report.problems[:5])[:500],
         {"size": cp.size, "root": cp.root, "timestamp": cp.timestamp, "key_id": cp.key_id},
-        {"where": ", ".join(w.publishers()),
+        {"where": ", ".join(w.publishers),
          "size": published.checkpoint.size if published is not None else None})
 
 
