@@ -54,6 +54,12 @@ class ServiceSpec:
     before_start: Callable[[], None] | None = None
 
 
+def _admin_token(secret: str) -> str:
+    from lucid.node.api.auth import mint_token
+
+    return mint_token(secret, role="admin", subject="console", ttl_seconds=30 * 24 * 3600)
+
+
 def _mesh_tls(identity: StackIdentity) -> tuple[Path, Path, Path]:
     return identity.trust_root, identity.scrape_cert, identity.scrape_key
 
@@ -164,6 +170,17 @@ def build_catalog(topology: Topology, state: StackState, engines: Engines, ident
              "LUCID_MESH_JWT_KEY": str(state.jwt_key("node-management"))},
         url=f"http://{h}:{p}", ports=[p], scrape=Scrape(f"{h}:{p}", bearer_file=identity.node_metrics_token),
         before_start=issue("node-management", "ops"))
+
+    # -- the operator console: reads the engines, acts through the governor and the node API -------------------
+    p = port("console")
+    node_token = state.write_secret("console-node-token", _admin_token(identity.node_jwt_secret))
+    specs["console"] = ServiceSpec(
+        "console", [PY, "-m", "infrafabric.cli.main", "console", "serve", "--kv", engines.kv_url,
+                    "--authority-key", str(authority_pub), "--listen", f"{h}:{p}", "--mesh-kv", engines.mesh_kv_url,
+                    "--node-api", specs["node-management"].url, "--node-api-token-file", str(node_token)],
+        Health("http", f"http://{h}:{p}/healthz"), url=f"http://{h}:{p}", ports=[p],
+        before_start=lambda: [issue_swarm_credential(state, name, role)
+                              for name, role in (("console-operator", "operator"), ("console-viewer", "viewer"))])
 
     def fresh_credential(swarm_id: str) -> Callable[[], None]:
         def before_start() -> None:

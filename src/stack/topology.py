@@ -20,7 +20,7 @@ __all__ = ["ENGINES", "SERVICES", "EngineConf", "ServiceConf", "SwarmConf", "Top
 ENGINES = ("etcd", "nats", "rabbitmq", "postgres", "prometheus")
 #: Every service the stack knows, in start order (each one's dependencies come before it).
 SERVICES = ("discovery", "coordinator", "governor", "chassis-pool", "model-gateway", "blockchain-core",
-            "tron-payment", "api-gateway", "node-management")
+            "tron-payment", "api-gateway", "node-management", "console")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "deploy" / "topology.toml"
 
