@@ -125,7 +125,7 @@ class BlockerRow:
 async def tasks(platform: Platform, page: int = 1, query: str = "") -> Page[TaskRow]:
     q = query.strip()
     rows: list[TaskRow] = []
-    leases: dict[int, float | None] = {}
+    lease_of: dict[str, int] = {}  # task id -> the lease its claim lives on
     for row in await platform.kv.get_prefix(keys.TASKS):
         if not row.key.endswith("/owner"):
             continue
@@ -139,19 +139,20 @@ async def tasks(platform: Platform, page: int = 1, query: str = "") -> Page[Task
             owner = owner[len(keys.COMPLETED_PREFIX):]
         rows.append(TaskRow(task_id, "" if state == "unclaimed" else owner, state, row.mod_revision, None))
         if row.lease and state == "claimed":
-            leases.setdefault(row.lease, None)
-            rows[-1].lease_expires_in = float(row.lease)  # placeholder: replaced below by the lease's TTL
+            lease_of[task_id] = row.lease
     rows.sort(key=lambda r: ({"claimed": 0, "unclaimed": 1, "completed": 2}[r.state], r.task_id))
     result = paginate(rows, page, query=query)
-    for r in result.items:  # the time to live only of what this page shows
-        if r.lease_expires_in is not None:
-            lease = int(r.lease_expires_in)
-            if leases.get(lease) is None:
-                try:
-                    leases[lease] = await platform.kv.lease_remaining(lease)
-                except NotImplementedError:
-                    leases[lease] = None
-            r.lease_expires_in = leases[lease]
+    remaining: dict[int, float | None] = {}
+    for r in result.items:  # the time to live only of what this page shows, one ask per lease
+        lease = lease_of.get(r.task_id)
+        if lease is None:
+            continue
+        if lease not in remaining:
+            try:
+                remaining[lease] = await platform.kv.lease_remaining(lease)
+            except NotImplementedError:
+                remaining[lease] = None
+        r.lease_expires_in = remaining[lease]
     return result
 
 
