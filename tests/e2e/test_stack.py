@@ -445,6 +445,31 @@ def test_a_second_host_uses_the_engines_by_url_and_runs_only_what_it_is_told(run
     assert all(pid_exists(p["pid"]) for p in a["engines"]["processes"])  # host B stopped only its own
 
 
+def test_the_console_shows_the_running_stack(running_stack: RunningStack, phase0: Phase0Result) -> None:
+    """make up prints the console's URL; an operator logs in with the credential up wrote and sees the stack's
+    swarms (etcd), its audit log (PostgreSQL) and its nodes (the node API); a swarm credential is refused."""
+    import httpx
+
+    console = next(s for s in running_stack.status()["services"] if s["name"] == "console")
+    assert console["url"].startswith("http://") and console["healthy"], console
+    with httpx.Client(base_url=console["url"], timeout=20) as client:
+        refused = client.post("/login", data={"credential": running_stack.state.credential(
+            "session-1-ndi").read_text().strip()})
+        assert refused.status_code == 403
+        token = running_stack.state.credential("console-operator").read_text().strip()
+        assert client.post("/login", data={"credential": token}).status_code == 303
+        swarms = client.get("/swarms")
+        assert swarms.status_code == 200
+        ids = re.findall(r'<tr data-swarm="([^"]+)"', swarms.text)
+        assert {"session-1-ndi", "session-4-sip", "session-7-bus"} <= set(ids)
+        audit = client.get("/audit", params={"op": "task_completed"})
+        assert audit.status_code == 200 and len(re.findall(r"<tr data-seq=", audit.text)) > 0
+        assert client.get("/nodes").status_code == 200
+        mesh = client.get("/mesh")
+        assert mesh.status_code == 200 and "tron-payment" in mesh.text and "wallet" in mesh.text
+
+
+# (last in this module: it ends with the stack down)
 def test_down_stops_everything_and_up_resumes_the_state(running_stack: RunningStack,
                                                         payout: PayoutResult) -> None:
     before = running_stack.status()
@@ -495,27 +520,3 @@ def test_down_stops_everything_and_up_resumes_the_state(running_stack: RunningSt
     assert not any(pid_exists(p) for p in orphans)
     ports = json.loads((running_stack.root / "ports.json").read_text())
     assert all(port_is_free(p) for p in ports.values())
-
-
-def test_the_console_shows_the_running_stack(running_stack: RunningStack, phase0: Phase0Result) -> None:
-    """make up prints the console's URL; an operator logs in with the credential up wrote and sees the stack's
-    swarms (etcd), its audit log (PostgreSQL) and its nodes (the node API); a swarm credential is refused."""
-    import httpx
-
-    console = next(s for s in running_stack.status()["services"] if s["name"] == "console")
-    assert console["url"].startswith("http://") and console["healthy"], console
-    with httpx.Client(base_url=console["url"], timeout=20) as client:
-        refused = client.post("/login", data={"credential": running_stack.state.credential(
-            "session-1-ndi").read_text().strip()})
-        assert refused.status_code == 403
-        token = running_stack.state.credential("console-operator").read_text().strip()
-        assert client.post("/login", data={"credential": token}).status_code == 303
-        swarms = client.get("/swarms")
-        assert swarms.status_code == 200
-        ids = re.findall(r'<tr data-swarm="([^"]+)"', swarms.text)
-        assert {"session-1-ndi", "session-4-sip", "session-7-bus"} <= set(ids)
-        audit = client.get("/audit", params={"op": "task_completed"})
-        assert audit.status_code == 200 and len(re.findall(r"<tr data-seq=", audit.text)) > 0
-        assert client.get("/nodes").status_code == 200
-        mesh = client.get("/mesh")
-        assert mesh.status_code == 200 and "tron-payment" in mesh.text and "wallet" in mesh.text

@@ -105,6 +105,32 @@ def test_close_flushes_and_then_refuses_appends(make_witness, tmp_path: Path) ->
     assert len(make_witness(url).query()) == 100
 
 
+
+async def test_close_never_strands_a_read_waiting_on_the_writer(make_witness, tmp_path: Path) -> None:
+    """A read another thread (or coroutine) handed to the writer loop when close() stops it: the caller gets
+    WitnessClosedError, never a wait without end (a console's background verify hung a whole test run so).
+    The read is one that cannot finish by itself, so only close() can end it."""
+    w = make_witness(f"sqlite:///{tmp_path / 'r.db'}")
+    w.log("IF.chassis", "swarm_loaded", {"n": 1})
+    outcome: list[BaseException] = []
+
+    def blocked_reader() -> None:
+        try:
+            w._run(asyncio.Event().wait(), timeout=None)
+        except BaseException as exc:  # noqa: BLE001 - the test inspects what the reader got
+            outcome.append(exc)
+
+    reader = threading.Thread(target=blocked_reader, daemon=True)
+    reader.start()
+    async_read = asyncio.create_task(w._arun(asyncio.Event().wait()))
+    await asyncio.sleep(0.1)  # both reads are on the writer loop now
+    assert reader.is_alive() and not async_read.done()
+    await w.aclose()
+    reader.join(10)
+    assert not reader.is_alive() and [type(e) for e in outcome] == [WitnessClosedError]
+    with pytest.raises(WitnessClosedError):
+        await asyncio.wait_for(async_read, 10)
+
 def test_bad_input_is_refused_and_loses_nothing(fresh_witness: Witness) -> None:
     log_operation("IF.governor", "help_requested", {"ok": 1})
     with pytest.raises(WitnessInputError) as info:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import io
 import itertools
 import json
@@ -262,6 +263,13 @@ class Witness:
             loop.run_until_complete(self._writer())
         finally:
             try:
+                # reads other threads submitted (verify, query, ...) still pending when the writer stopped: cancel
+                # them so their callers get WitnessClosedError instead of waiting forever on a closed loop
+                pending = asyncio.all_tasks(loop)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
                 loop.run_until_complete(loop.shutdown_asyncgens())
             finally:
                 loop.close()
@@ -610,14 +618,24 @@ class Witness:
         if threading.current_thread() is self._thread:
             coro.close()
             raise WitnessStorageError("cannot block the writer thread on itself")
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+        try:
+            return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+        except concurrent.futures.CancelledError:
+            raise WitnessClosedError("witness closed before the operation completed") from None
 
     async def _arun(self, coro: Coroutine[Any, Any, T]) -> T:
         loop = self._loop
         if loop is None or not self._thread.is_alive():
             coro.close()
             raise WitnessClosedError("witness is closed")
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and not task.cancelling():  # the writer loop stopped under it, not our caller
+                raise WitnessClosedError("witness closed before the operation completed") from None
+            raise
 
     # ------------------------------------------------------------------ durability
     def flush(self, timeout: float | None = 60.0) -> int:
