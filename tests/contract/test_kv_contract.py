@@ -105,6 +105,23 @@ async def test_lease_keepalive_keeps_keys_and_revoke_drops_them(kv: KeyValueStor
     assert await kv.get(ns + "kept") is None
 
 
+async def test_lease_remaining_counts_down_refreshes_and_ends_with_the_lease(kv: KeyValueStore, ns: str) -> None:
+    """What the console shows as a claim's lease expiry: seconds left, back to the TTL on refresh, None once gone."""
+    lease = await kv.grant_lease(5)
+    await kv.put(ns + "claimed", "v", lease=lease)
+    left = await kv.lease_remaining(lease)
+    assert left is not None and 3.0 <= left <= 5.0
+    await asyncio.sleep(1.1)
+    later = await kv.lease_remaining(lease)
+    assert later is not None and later < 5.0 and later <= left
+    await kv.refresh_lease(lease)
+    refreshed = await kv.lease_remaining(lease)
+    assert refreshed is not None and refreshed >= 4.0 and refreshed > later - 0.5
+    await kv.revoke_lease(lease)
+    assert await kv.lease_remaining(lease) is None
+    assert await kv.lease_remaining(987654321) is None
+
+
 async def test_put_with_unknown_lease_is_refused_and_writes_nothing(kv: KeyValueStore, ns: str) -> None:
     with pytest.raises(LeaseNotFound):
         await kv.put(ns + "orphan", "v", lease=987654321)

@@ -127,3 +127,33 @@ def test_existing_ids_answers_for_thousands_of_ids(witness_backend_url: str, mak
     unknown = [f"{i:032x}" for i in range(11_000)]
     asked = unknown[:5000] + ids + unknown[5000:]
     assert w._run(w._store.existing_ids(asked)) == set(ids)
+
+
+async def test_asearch_pages_filters_and_matches_literally(witness_backend_url: str, make_witness) -> None:
+    """The console's reader on every backend: seq cursors both ways, newest first or oldest first, and a
+    ``contains`` that is a literal, case-sensitive substring (LIKE wildcards and quotes match only themselves)."""
+    w = make_witness(witness_backend_url)
+    odd = ["100%", "a_b", "it's", "back\\slash", "Task-X", "ünï"]
+    for i in range(120):
+        w.log("IF.coordinator" if i % 3 else "IF.chassis", "task_claimed" if i % 2 else "task_pushed",
+              {"task_id": f"task-{i:03d}", "note": odd[i % len(odd)]})
+    await w.aflush()
+    newest = await w.asearch(limit=10)
+    assert [e.seq for e in newest] == list(range(119, 109, -1))
+    older = await w.asearch(limit=10, before_seq=newest[-1].seq)
+    assert [e.seq for e in older] == list(range(109, 99, -1))
+    after = await w.asearch(limit=5, after_seq=114)
+    assert sorted(e.seq for e in after) == [115, 116, 117, 118, 119]
+    oldest_first = await w.asearch(limit=3, newest_first=False)
+    assert [e.seq for e in oldest_first] == [0, 1, 2]
+    chassis = await w.asearch(component="IF.chassis", operation="task_pushed", limit=100)
+    assert sorted(e.seq for e in chassis) == [i for i in range(120) if i % 3 == 0 and i % 2 == 0]
+    assert [e.seq for e in await w.asearch(contains='"task-042"', limit=100)] == [42]
+    for needle, expected in (("100%", 0), ("a_b", 1), ("it's", 2), ("back\\\\slash", 3), ("Task-X", 4), ("ünï", 5)):
+        hits = await w.asearch(contains=needle, limit=100)
+        assert sorted(e.seq for e in hits) == list(range(expected, 120, len(odd))), needle
+    assert sorted(e.seq for e in await w.asearch(contains="%", limit=100)) == list(range(0, 120, len(odd)))
+    assert await w.asearch(contains="t_sk", limit=100) == []  # as a LIKE pattern it would match every entry
+    assert await w.asearch(contains="task-x", limit=100) == []  # case-sensitive
+    assert await w.asearch(contains="no such text", limit=5) == []
+    assert await w.asize() == 120

@@ -727,7 +727,8 @@ class Witness:
                       contains: str | None = None, before_seq: int | None = None, after_seq: int | None = None,
                       limit: int = 50, newest_first: bool = True) -> list[StoredEntry]:
         """A page of committed entries for a reader that pages through a large log (the console): filters,
-        a literal substring of the params (``contains``), and a seq cursor on either side. Does not wait for
+        a literal, case-sensitive substring of the params' canonical JSON (``contains``: quotes and backslashes
+        as written, other characters as the text they encode), and a seq cursor on either side. Does not wait for
         this witness's own pending appends: a page shows what is durable."""
         if not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise WitnessInputError("limit must be an integer from 1 to 10000")
@@ -736,6 +737,8 @@ class Witness:
                 raise WitnessInputError(f"{name} must be a non-negative integer")
         if contains is not None and (not isinstance(contains, str) or not 0 < len(contains) <= 256):
             raise WitnessInputError("contains must be a string of 1 to 256 characters")
+        if contains is not None:  # params are stored as ASCII-only canonical JSON: match what is stored
+            contains = "".join(c if 32 <= ord(c) < 128 else json.dumps(c)[1:-1] for c in contains)
         q = Query(component=component, operation=operation, contains=contains, limit=limit,
                   start_seq=0 if after_seq is None else after_seq + 1, end_seq=before_seq, newest_first=newest_first)
         return await self._arun(self._store.query(q))
