@@ -43,6 +43,7 @@ from lucid.service_mesh.errors import (
 from lucid.service_mesh.policy.mesh_server import MeshRequest, MeshResponse, error_envelope
 from lucid.service_mesh.policy.service import MeshService
 from lucid.service_mesh.resilience.circuit_breaker import BreakerRegistry
+from lucid.service_mesh.resilience.published import BreakerPublisher
 from lucid.service_mesh.security.auth_provider import ServiceAuthProvider
 from lucid.service_mesh.security.cert_manager import CertificateManager
 
@@ -207,6 +208,7 @@ async def run(args: argparse.Namespace) -> None:
         service_id=svc.service_id, ttl=args.ttl, deregister_critical_after=args.deregister_after,
     )
     beat = TTLHeartbeat(registry, sid, interval=max(args.ttl / 4, 0.1)).start()
+    published = BreakerPublisher(kv, breakers, service=args.name, service_id=sid, prefix=args.prefix).start()
     endpoint = None
     if args.metrics_listen:
         endpoint = serve_metrics(registry_metrics, args.metrics_listen,
@@ -216,6 +218,7 @@ async def run(args: argparse.Namespace) -> None:
     if endpoint is not None:
         endpoint.close()
     await beat.stop()
+    await published.stop()
     await registry.deregister_service(sid)  # graceful exit leaves at once; a kill leaves by TTL
     await svc.close()
     for task in background:

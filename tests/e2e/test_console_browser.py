@@ -234,3 +234,57 @@ def test_the_read_only_role_is_refused_every_action(console: Console, browser: o
     page.goto(f"{console.url}/mesh")
     assert "api-gateway-1" in page.locator("#services-table").inner_text()
     page.context.close()
+
+
+def tab_to(page: object, selector: str, limit: int = 120) -> int:
+    """Press Tab until the focused element matches ``selector``; the number of presses (fails past ``limit``).
+    Each stop must show where the focus is (an outline), or a keyboard user is lost."""
+    for presses in range(1, limit + 1):
+        page.keyboard.press("Tab")  # type: ignore[attr-defined]
+        focus = page.evaluate(  # type: ignore[attr-defined]
+            """sel => { const el = document.activeElement; const st = getComputedStyle(el);
+                        return {match: el.matches(sel), outline: st.outlineStyle, width: st.outlineWidth,
+                                tag: el.tagName, visible: el.getBoundingClientRect().width > 0} }""", selector)
+        if focus["match"]:
+            assert focus["visible"] and focus["outline"] != "none" and focus["width"] != "0px", focus
+            return presses
+    raise AssertionError(f"{selector} is not reachable with Tab ({limit} presses)")
+
+
+def test_the_keyboard_alone_logs_in_moves_between_views_and_acts(console: Console, browser: object) -> None:
+    context = browser.new_context(viewport={"width": 1366, "height": 768})  # type: ignore[attr-defined]
+    page = context.new_page()
+    page.goto(console.url + "/login")
+    tab_to(page, "#credential")
+    page.keyboard.type(console.credential("operator"))
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/swarms")
+    # the first stop is the skip link, shown when focused; it moves the focus past the header and views
+    assert tab_to(page, "a.skip", limit=1) == 1
+    assert page.evaluate("document.activeElement.getBoundingClientRect().left") >= 0
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    # an action from the keyboard: a new budget typed into a swarm's row and submitted with Enter
+    tab_to(page, "tr[data-swarm='session-6-talent'] input[name=amount]")
+    page.keyboard.type("42.50")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/swarms")
+    assert page.locator(".flash").inner_text().startswith("budget of session-6-talent")
+    assert "$42.50" in page.locator("tr[data-swarm='session-6-talent']").inner_text()
+    # every view is one Tab-and-Enter away through the view links
+    tab_to(page, "nav.views a[href='/audit']")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/audit")
+    tab_to(page, "#audit-q")
+    page.keyboard.type("session-6-talent")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/audit?*")
+    first = page.locator("#audit-table tbody tr").first
+    assert "budget_set" in first.inner_text()
+    tab_to(page, "#audit-table tbody tr:first-child a")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#proof-text")
+    tab_to(page, "[data-copy]")
+    page.keyboard.press("Enter")
+    assert page.locator("[data-copy]").inner_text() == "Copied"
+    context.close()

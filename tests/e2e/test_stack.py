@@ -314,6 +314,7 @@ def test_every_dashboard_query_names_a_metric_the_stack_exports(running_stack: R
 def test_a_killed_service_leaves_discovery_opens_breakers_and_is_restarted(running_stack: RunningStack) -> None:
     from backends.kv import open_kv
     from lucid.service_mesh.discovery.discovery_core import AsyncServiceDiscoveryClient
+    from lucid.service_mesh.resilience import read_breakers
 
     victim = running_stack.service("tron-payment")
     treasury = "/payments/balances/TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
@@ -334,6 +335,12 @@ def test_a_killed_service_leaves_discovery_opens_breakers_and_is_restarted(runni
                     break
                 await asyncio.sleep(0.02)
             breakers = (await caller.call("api-gateway", "GET", "/breakers"))[1]
+            # ... and what an operator sees of it from outside: the gateway's published record (the console)
+            published: dict[str, str] = {}
+            while time.monotonic() - killed < 8.0 and published.get("tron-payment") != "open":
+                published = next((r.breakers for r in (await read_breakers(kv)).values()
+                                  if r.service == "api-gateway"), {})
+                await asyncio.sleep(0.1)
             # the dead instance leaves discovery within its TTL (2 s) + deregister-after (4 s)
             gone_at = None
             while time.monotonic() - killed < 15.0:
@@ -350,13 +357,15 @@ def test_a_killed_service_leaves_discovery_opens_breakers_and_is_restarted(runni
                     break
                 await asyncio.sleep(0.2)
         await caller.close()
-        return {"answers": answers, "breakers": breakers, "gone_at": gone_at, "resumed_at": resumed_at}
+        return {"answers": answers, "breakers": breakers, "published": published, "gone_at": gone_at,
+                "resumed_at": resumed_at}
 
     seen = asyncio.run(scenario())
     assert any(status == 424 for status, _ in seen["answers"]), seen["answers"][:5]
     codes = [code for _, code in seen["answers"]]
     assert "LUCID_ERR_1301" in codes and codes[-1] == "LUCID_ERR_1104", codes[-6:]  # failed calls, then open
     assert seen["breakers"]["tron-payment"] == "open", seen["breakers"]
+    assert seen["published"].get("tron-payment") == "open", seen["published"]
     assert seen["gone_at"] is not None and seen["gone_at"] < 2.0 + 4.0 + 2.0, seen["gone_at"]
     assert seen["resumed_at"] is not None, "traffic never resumed"
     restarted = running_stack.service("tron-payment")
@@ -467,6 +476,7 @@ def test_the_console_shows_the_running_stack(running_stack: RunningStack, phase0
         assert client.get("/nodes").status_code == 200
         mesh = client.get("/mesh")
         assert mesh.status_code == 200 and "tron-payment" in mesh.text and "wallet" in mesh.text
+        assert 'data-breaker="tron-payment"' in mesh.text  # the gateway's breaker, published by its process
 
 
 # (last in this module: it ends with the stack down)

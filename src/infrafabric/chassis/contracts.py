@@ -138,6 +138,7 @@ class ServiceContract:
             "max_memory_mb": limits.max_memory_mb,
             "max_cpu_percent": limits.max_cpu_percent,
             "max_api_calls_per_second": limits.max_api_calls_per_second,
+            "api_burst": limits.api_burst,
             "max_execution_time_seconds": limits.max_execution_time_seconds,
             "slo": None if self.slos is None else {
                 "p99_latency_ms": self.slos.p99_latency_ms,

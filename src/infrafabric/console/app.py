@@ -275,7 +275,7 @@ def create_console_app(platform: Platform, *, secure_cookies: bool = False, even
     @page("chassis", "chassis.html")
     async def chassis_view(_: Request) -> dict[str, Any]:
         summary = await readers.chassis(platform)
-        return {"summary": summary,
+        return {"summary": summary, "now": time.time(),
                 "outcome_chart": charts.bar_chart(sorted(summary.executions.items()), title="executions by outcome"),
                 "refusal_chart": charts.bar_chart(summary.refusals.most_common(), title="refusals by reason")}
 

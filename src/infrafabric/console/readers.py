@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -184,12 +185,29 @@ async def blockers(platform: Platform, limit: int = 200) -> list[BlockerRow]:
 
 # ---------------------------------------------------------------------------------------------- chassis
 @dataclass
+class RateLimitRow:
+    """A swarm's rate limit as the chassis recorded it: the contract's rate and burst (its newest
+    ``swarm_loaded``), calls refused, and until when the last refusal told it to wait."""
+
+    swarm_id: str
+    rate: float | None
+    burst: int | None
+    refused: int
+    last_refused: str | None
+    limited_until: float | None  # epoch seconds; in the future while the swarm is being held back
+
+    def limited(self, now: float) -> bool:
+        return self.limited_until is not None and self.limited_until > now
+
+
+@dataclass
 class ChassisSummary:
     executions: Counter[str]  # outcome -> count
     refusals: Counter[str]  # error code -> count
     rate_limited: Counter[str]  # swarm -> refusals by its rate limit
     recent: list[dict[str, Any]]
     scanned: int
+    rate_limits: list[RateLimitRow] = field(default_factory=list)
 
 
 async def chassis(platform: Platform, window: int = 10_000) -> ChassisSummary:
@@ -199,6 +217,8 @@ async def chassis(platform: Platform, window: int = 10_000) -> ChassisSummary:
     refusals: Counter[str] = Counter()
     limited: Counter[str] = Counter()
     recent: list[dict[str, Any]] = []
+    contracts: dict[str, dict[str, Any]] = {}  # swarm -> its newest loaded contract (entries are newest first)
+    last_refusal: dict[str, tuple[str, float | None]] = {}
     for e in entries:
         p = _params(e)
         if e.operation == "task_executed":
@@ -206,10 +226,38 @@ async def chassis(platform: Platform, window: int = 10_000) -> ChassisSummary:
         elif e.operation == "task_refused":
             refusals[str(p.get("error_code", "unknown"))] += 1
         elif e.operation == "rate_limited":
-            limited[str(p.get("swarm_id", "unknown"))] += 1
+            swarm = str(p.get("swarm_id", "unknown"))
+            limited[swarm] += 1
+            if swarm not in last_refusal:
+                wait = p.get("retry_after")
+                at = _epoch(e.timestamp)
+                ok = _number(wait) and at is not None
+                last_refusal[swarm] = (e.timestamp, at + min(max(float(wait), 0.0), 3600.0) if ok and at is not None else None)
+        elif e.operation == "swarm_loaded":
+            contract = p.get("contract")
+            if isinstance(contract, dict):
+                contracts.setdefault(str(p.get("swarm_id", "unknown")), contract)
         if len(recent) < 25 and e.operation in ("task_executed", "task_refused", "rate_limited"):
             recent.append({"seq": e.seq, "timestamp": e.timestamp, "operation": e.operation, **p})
-    return ChassisSummary(executions, refusals, limited, recent, len(entries))
+    rows = []
+    for swarm in sorted(set(contracts) | set(limited), key=lambda s: (-limited[s], s))[:50]:
+        contract = contracts.get(swarm, {})
+        rate, burst = contract.get("max_api_calls_per_second"), contract.get("api_burst")
+        when, until = last_refusal.get(swarm, (None, None))
+        rows.append(RateLimitRow(swarm, float(rate) if _number(rate) else None, int(burst) if _number(burst) else None,
+                                 limited[swarm], when, until))
+    return ChassisSummary(executions, refusals, limited, recent, len(entries), rows)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _epoch(timestamp: str) -> float | None:
+    try:
+        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+    except (ValueError, AttributeError):
+        return None
 
 
 def _params(e: StoredEntry) -> dict[str, Any]:
@@ -333,6 +381,7 @@ class ServiceRow:
     cluster: str
     address: str
     health: str
+    breakers: dict[str, str] = field(default_factory=dict)  # its outbound breakers: destination -> state
 
 
 @dataclass
@@ -344,6 +393,7 @@ class MeshSummary:
 
 async def mesh(platform: Platform) -> MeshSummary:
     from lucid.service_mesh.discovery.keys import RegistryKeys
+    from lucid.service_mesh.resilience.published import read_breakers
 
     services: list[ServiceRow] = []
     if platform.mesh_kv is not None:
@@ -361,9 +411,12 @@ async def mesh(platform: Platform) -> MeshSummary:
                 reg = _json(row.value)
                 if isinstance(reg, dict):
                     regs.append((kind[1], kind[2], reg))
+        published = await read_breakers(platform.mesh_kv, rk.prefix)
         for name, sid, reg in regs:
+            own = published.get(sid)
             services.append(ServiceRow(sid, name, str(reg.get("plane", "")), str(reg.get("cluster", "")),
-                                       f"{reg.get('host', '')}:{reg.get('port', '')}", health.get(sid, "unknown")))
+                                       f"{reg.get('host', '')}:{reg.get('port', '')}", health.get(sid, "unknown"),
+                                       dict(sorted(own.breakers.items())) if own is not None else {}))
     services.sort(key=lambda s: (s.plane, s.cluster, s.name, s.service_id))
     denials: Counter[str] = Counter()
     for e in await platform.witness.asearch(component="lucid.service_mesh", limit=5_000):

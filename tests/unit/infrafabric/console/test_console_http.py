@@ -241,3 +241,66 @@ async def test_retry_payout_queues_a_failed_payout_once_however_often_it_is_clic
     await e.platform.witness.aflush()
     audited = await e.platform.witness.asearch(operation="payout_retry_requested", limit=10)
     assert len(audited) == 4 and all(target in a.params_json for a in audited)
+
+
+async def test_mesh_shows_the_breakers_each_service_published_as_text(console: tuple[Embedded, httpx.AsyncClient]
+                                                                      ) -> None:
+    """A service's outbound breakers (published by its own process) beside its row; a destination name a
+    hostile service wrote is shown as text, and a record for no registered service shows nowhere."""
+    from lucid.service_mesh.resilience import BreakerPublisher, BreakerRegistry
+
+    e, client = console
+    await login(e, client, role="viewer")
+    registry = BreakerRegistry(failure_threshold=1)
+
+    def failing() -> None:
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        registry.get("tron-payment").call(failing)
+    registry.get(HOSTILE[0])
+    kv = e.platform.mesh_kv
+    assert kv is not None
+    gateway = BreakerPublisher(kv, registry, service="api-gateway", service_id="api-gateway-1")
+    stray = BreakerPublisher(kv, registry, service="ghost", service_id="ghost-1")
+    await gateway.publish()
+    await stray.publish()
+    page = (await client.get("/mesh")).text
+    shown = re.findall(r'<span class="breaker breaker-([a-z-]+)" data-breaker="([^"]*)"', page)
+    assert shown == [("closed", "&lt;script&gt;window.__xss=1&lt;/script&gt;"), ("open", "tron-payment")]
+    assert "ghost-1" not in page and "<script>window.__xss" not in page
+    await gateway.stop()
+    await stray.stop()
+    page = (await client.get("/mesh")).text
+    assert re.findall(r'data-breaker="([^"]*)"', page) == []
+
+
+async def test_chassis_shows_each_swarms_rate_limit_state(console: tuple[Embedded, httpx.AsyncClient]) -> None:
+    """The limit from the swarm's loaded contract, the calls refused, and "held back" while the chassis's
+    last refusal told it to wait; forged refusal entries with hostile values do not break the page."""
+    from infrafabric.chassis import IFChassis, RateLimitExceeded, ResourceLimits, ServiceContract
+    from infrafabric.chassis.modules import reference_module
+
+    e, client = console
+    await login(e, client, role="viewer")
+    chassis = IFChassis(audit=e.platform.witness.log)
+    try:
+        chassis.load_swarm("session-2-webrtc", reference_module(), ServiceContract(
+            "session-2-webrtc", capabilities=["code-analysis:python"],
+            resource_requirements=ResourceLimits(max_api_calls_per_second=0.2, api_burst=1)))
+        chassis.check_rate_limit("session-2-webrtc")
+        with pytest.raises(RateLimitExceeded):
+            chassis.check_rate_limit("session-2-webrtc")
+    finally:
+        chassis.close()
+    for wait in ("soon", float("nan"), 1e308, -5, True, None):
+        e.platform.witness.log("IF.chassis", "rate_limited", {"swarm_id": "forged<b>", "retry_after": wait}
+                               if not isinstance(wait, float) or wait == wait else {"swarm_id": "forged<b>"})
+    await e.platform.witness.aflush()
+    page = (await client.get("/chassis")).text
+    rows = dict(re.findall(r'<tr data-ratelimit="([^"]+)">(.*?)</tr>', page, re.S))
+    webrtc = re.sub(r"<[^>]+>", "|", rows["session-2-webrtc"])
+    assert "0.2/s, burst 1" in webrtc and "held back for" in webrtc and "|1|" in webrtc, webrtc
+    assert "within its limit" in rows["session-1-ndi"] and "|0|" in re.sub(r"<[^>]+>", "|", rows["session-1-ndi"])
+    forged = rows["forged&lt;b&gt;"]
+    assert "not recorded" in forged and "forged<b>" not in page
