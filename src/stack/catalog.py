@@ -177,7 +177,9 @@ def build_catalog(topology: Topology, state: StackState, engines: Engines, ident
     specs["console"] = ServiceSpec(
         "console", [PY, "-m", "infrafabric.cli.main", "console", "serve", "--kv", engines.kv_url,
                     "--authority-key", str(authority_pub), "--listen", f"{h}:{p}", "--mesh-kv", engines.mesh_kv_url,
-                    "--node-api", specs["node-management"].url, "--node-api-token-file", str(node_token)],
+                    "--node-api", specs["node-management"].url, "--node-api-token-file", str(node_token),
+                    *(mq("console") + [arg for dest in ("blockchain-core", "api-gateway")
+                                       for arg in ("--mq-destination", dest)] if engines.amqp_url else [])],
         Health("http", f"http://{h}:{p}/healthz"), url=f"http://{h}:{p}", ports=[p],
         before_start=lambda: [issue_swarm_credential(state, name, role)
                               for name, role in (("console-operator", "operator"), ("console-viewer", "viewer"))])

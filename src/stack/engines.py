@@ -90,6 +90,7 @@ def _nats(topology: Topology, state: StackState, engines: Engines) -> None:
 
 #: Services with a message-queue account (the payout anchors: api-gateway -> blockchain-core).
 MQ_ACCOUNTS = ("api-gateway", "blockchain-core")
+MQ_OBSERVERS = ("console",)
 
 
 def _rabbitmq(topology: Topology, state: StackState, engines: Engines) -> None:
@@ -105,6 +106,11 @@ def _rabbitmq(topology: Topology, state: StackState, engines: Engines) -> None:
         marker = state.engine_dir("rabbitmq") / f"{service}.created"
         if not marker.exists():
             server.add_service_user(service, state.secret(f"rabbitmq-{service}"))
+            marker.write_text("created\n")
+    for observer in MQ_OBSERVERS:  # accounts that may only look (queue depths), never send or receive
+        marker = state.engine_dir("rabbitmq") / f"{observer}.created"
+        if not marker.exists():
+            server.add_observer_user(observer, state.secret(f"rabbitmq-{observer}"))
             marker.write_text("created\n")
     engines.amqp_url = f"amqp://127.0.0.1:{server.port}/"
 

@@ -477,6 +477,9 @@ def test_the_console_shows_the_running_stack(running_stack: RunningStack, phase0
         mesh = client.get("/mesh")
         assert mesh.status_code == 200 and "tron-payment" in mesh.text and "wallet" in mesh.text
         assert 'data-breaker="tron-payment"' in mesh.text  # the gateway's breaker, published by its process
+        # queue depths through the console's own broker account, which may only look
+        depths = dict(re.findall(r'<tr><th scope="row">([a-z-]+)</th><td>(\d+|unknown)</td></tr>', mesh.text))
+        assert depths.keys() == {"blockchain-core", "api-gateway"} and "unknown" not in depths.values(), depths
 
 
 # (last in this module: it ends with the stack down)

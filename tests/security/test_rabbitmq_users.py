@@ -84,3 +84,58 @@ async def test_a_message_without_a_broker_checked_sender_is_refused_by_default(r
     finally:
         await consumer.close()
         await lenient.close()
+
+
+async def test_an_observer_account_reads_depths_and_can_do_nothing_else(rabbitmq_server) -> None:  # type: ignore[no-untyped-def]
+    """The console's broker account: it connects and reads how many messages wait for a destination, but
+    cannot send, consume, create a queue or delete one; a destination never used reads as 0 and is not
+    created by being looked at."""
+    import aio_pika
+
+    tag = uuid.uuid4().hex[:6]
+    service, observer = f"svc-o-{tag}", f"console-{tag}"
+    secrets = {name: f"pw-{uuid.uuid4().hex}" for name in (service, observer)}
+    svc_url = rabbitmq_server.add_service_user(service, secrets[service])
+    obs_url = rabbitmq_server.add_observer_user(observer, secrets[observer])
+    assert secrets[observer] not in obs_url
+
+    def with_secret(url: str, name: str) -> str:
+        return url.replace(f"amqp://{name}@", f"amqp://{name}:{secrets[name]}@")
+
+    sender = AsyncMessageQueueClient(with_secret(svc_url, service))
+    watcher = AsyncMessageQueueClient(with_secret(obs_url, observer))
+    await sender.connect()
+    await watcher.connect()
+    try:
+        for n in range(3):
+            await sender.send_message(service, service, {"n": n})
+        assert await watcher.depth(service) == 3
+        never = f"never-used-{tag}"
+        assert await watcher.depth(never) == 0
+        with pytest.raises(LucidError):
+            await watcher.send_message(observer, service, {"forged": True})
+        with pytest.raises(LucidError):
+            await watcher.receive(service, timeout=2)
+        assert await sender.depth(service) == 3  # nothing was taken or added
+    finally:
+        await sender.close()
+        await watcher.close()
+    connection = await aio_pika.connect(with_secret(obs_url, observer))
+    try:
+        for attempt in ("declare", "delete", "purge"):
+            channel = await connection.channel()
+            with pytest.raises(aio_pika.exceptions.AMQPError) as caught:
+                if attempt == "declare":
+                    await channel.declare_queue(f"lucid.{never}", durable=True)
+                else:
+                    queue = await channel.declare_queue(f"lucid.{service}", passive=True)
+                    await (queue.delete(if_unused=False, if_empty=False) if attempt == "delete" else queue.purge())
+            assert "ACCESS_REFUSED" in str(caught.value), attempt
+    finally:
+        await connection.close()
+    check = AsyncMessageQueueClient(with_secret(svc_url, service))
+    await check.connect()
+    try:
+        assert await check.depth(service) == 3 and await check.depth(never) == 0
+    finally:
+        await check.close()

@@ -29,7 +29,14 @@ from urllib.parse import unquote, urlsplit
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
-from aio_pika.exceptions import AMQPConnectionError, AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
+from aio_pika.exceptions import (
+    AMQPConnectionError,
+    AMQPError,
+    ChannelInvalidStateError,
+    ChannelNotFoundEntity,
+    DeliveryError,
+    PublishError,
+)
 
 from backends.errors import AlreadySettled, ConfirmTimeout, DeliveryFailed, QueueUnavailable
 from backends.mq.base import MAX_PRIORITY, Delivery, MessageBroker, QueueMessage
@@ -123,8 +130,15 @@ class RabbitMQBroker(MessageBroker):
         try:
             self._connection = await aio_pika.connect(self.url, timeout=self._connect_timeout)
             self._publisher = await self._connection.channel(publisher_confirms=True)
-            self._exchange = await self._publisher.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC,
-                                                                    durable=True)
+            # a passive declare first: it needs no permission, so an account that may only watch (the
+            # operator console: queue depths) connects too; the exchange is created only when it is missing
+            try:
+                self._exchange = await self._publisher.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC,
+                                                                        passive=True)
+            except ChannelNotFoundEntity:
+                self._publisher = await self._connection.channel(publisher_confirms=True)
+                self._exchange = await self._publisher.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC,
+                                                                        durable=True)
         except (AMQPConnectionError, AMQPError, OSError, asyncio.TimeoutError) as exc:
             await self._drop()
             raise QueueUnavailable(f"cannot reach RabbitMQ at {_redact(self.url)}: {exc}") from exc
@@ -175,8 +189,11 @@ class RabbitMQBroker(MessageBroker):
         assert self._connection is not None
         try:  # a channel of its own: a declare that fails closes its channel, never the publisher's
             async with self._connection.channel() as channel:
-                queue = await self._declare(channel, destination)
+                # passive: reading a depth creates nothing and needs no permission on the queue
+                queue = await channel.declare_queue(queue_name(destination), passive=True)
                 return int(queue.declaration_result.message_count or 0)
+        except ChannelNotFoundEntity:
+            return 0  # no queue yet: nothing was ever sent there, nothing waits
         except (aio_pika.exceptions.AMQPError, ConnectionError, OSError) as exc:
             raise self._unavailable(exc) from exc
 

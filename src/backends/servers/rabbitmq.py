@@ -157,6 +157,16 @@ class RabbitMQServer(ManagedProcess):
                          rf"^(lucid\.inter-service|{own})$")
         return f"amqp://{service}@127.0.0.1:{self.port}/"
 
+    def add_observer_user(self, name: str, password: str) -> str:
+        """A broker account that may only look: no configure, write or read permission on anything, so it
+        cannot create, delete, publish or consume; it can connect and read queue depths (passive declares
+        need no permission). The operator console's account. The password goes to rabbitmqctl on stdin."""
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name):
+            raise ServerError(f"invalid account name {name!r}", error_code="RABBITMQ_INVALID_NAME")
+        self.rabbitmqctl("add_user", name, stdin=password + "\n")
+        self.rabbitmqctl("set_permissions", "-p", "/", name, "^$", "^$", "^$")
+        return f"amqp://{name}@127.0.0.1:{self.port}/"
+
     @property
     def epmd_pid(self) -> int | None:
         return self._epmd.pid if self._epmd is not None else None
