@@ -252,25 +252,10 @@ def create_console_app(platform: Platform, *, secure_cookies: bool = False, even
         query = request.query_params.get("q", "")[:100]
         result = await readers.tasks(platform, _int(request, "page", 1) or 1, query)
         blockers = await readers.blockers(platform)
-        latencies = await _claim_latencies()
+        latencies = await readers.claim_latencies(platform)
         return {"result": result, "blockers": blockers,
                 "latency_chart": charts.line_chart([("push → claim ms", latencies)], title="claim latency (ms)",
                                                    unit=" ms")}
-
-    async def _claim_latencies(window: int = 2000) -> list[float]:
-        """Push → claim latency of the newest tasks, from the audit log's timestamps (ms)."""
-        pushed: dict[str, str] = {}
-        claimed: list[tuple[str, str]] = []
-        for e in reversed(await platform.witness.asearch(component="IF.coordinator", limit=window)):
-            p = readers._params(e)
-            tid = p.get("task_id")
-            if e.operation == "task_pushed" and isinstance(tid, str):
-                pushed[tid] = e.timestamp
-            elif e.operation == "task_claimed" and isinstance(tid, str) and tid in pushed:
-                claimed.append((pushed[tid], e.timestamp))
-        from infrafabric.optimise.tracker import _utc
-
-        return [max((_utc(c) - _utc(p)).total_seconds() * 1000, 0.0) for p, c in claimed[-60:]]
 
     @page("chassis", "chassis.html")
     async def chassis_view(_: Request) -> dict[str, Any]:

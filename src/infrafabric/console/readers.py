@@ -249,6 +249,21 @@ async def chassis(platform: Platform, window: int = 10_000) -> ChassisSummary:
     return ChassisSummary(executions, refusals, limited, recent, len(entries), rows)
 
 
+async def claim_latencies(platform: Platform, window: int = 2000) -> list[float]:
+    """Push → claim latency (ms) of the newest claimed tasks, from the audit log's own timestamps."""
+    pushed: dict[str, float] = {}
+    out: list[float] = []
+    for e in reversed(await platform.witness.asearch(component="IF.coordinator", limit=window)):
+        tid, at = _params(e).get("task_id"), _epoch(e.timestamp)
+        if not isinstance(tid, str) or at is None:
+            continue
+        if e.operation == "task_pushed":
+            pushed[tid] = at
+        elif e.operation == "task_claimed" and tid in pushed:
+            out.append(max((at - pushed[tid]) * 1000, 0.0))
+    return out[-60:]
+
+
 def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

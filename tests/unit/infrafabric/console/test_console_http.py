@@ -304,3 +304,26 @@ async def test_chassis_shows_each_swarms_rate_limit_state(console: tuple[Embedde
     assert "within its limit" in rows["session-1-ndi"] and "|0|" in re.sub(r"<[^>]+>", "|", rows["session-1-ndi"])
     forged = rows["forged&lt;b&gt;"]
     assert "not recorded" in forged and "forged<b>" not in page
+
+
+async def test_claim_latency_is_read_from_each_tasks_push_and_claim_entries(console: tuple[Embedded, httpx.AsyncClient]
+                                                                            ) -> None:
+    from infrafabric.console import readers
+
+    e, client = console
+    await login(e, client, role="viewer")
+    entries = await e.platform.witness.asearch(component="IF.coordinator", limit=5000, newest_first=False)
+    pushed = {json_params(x)["task_id"] for x in entries if x.operation == "task_pushed"}
+    claimed = [json_params(x)["task_id"] for x in entries if x.operation == "task_claimed"]
+    expected = [t for t in claimed if t in pushed]
+    latencies = await readers.claim_latencies(e.platform)
+    assert len(latencies) == min(len(expected), 60) > 0 and all(0.0 <= ms < 60_000 for ms in latencies)
+    page = (await client.get("/tasks")).text
+    [points] = re.findall(r'<polyline points="([^"]+)" class="series s0"><title>push → claim ms', page)
+    assert len(points.split()) == len(latencies)
+
+
+def json_params(entry: object) -> dict[str, object]:
+    import json
+
+    return json.loads(entry.params_json)  # type: ignore[attr-defined,no-any-return]
