@@ -103,7 +103,7 @@ def _measure(page: Any, url: str, n: int) -> tuple[list[float], list[float]]:
     fcp, server = [], []
     for _ in range(n):
         page.goto(url)
-        page.wait_for_function("performance.getEntriesByType('paint').length > 0", timeout=10_000)
+        page.wait_for_function("() => performance.getEntriesByType('paint').length > 0", timeout=10_000)
         t = page.evaluate(TIMING)
         fcp.append(float(t["fcp"]))
         server.append(float(t["server"]))

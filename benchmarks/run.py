@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 MODULES = ["bench_coordinator", "bench_witness", "bench_chassis", "bench_mesh", "bench_node", "bench_gateway",
-           "bench_stack"]
+           "bench_stack", "bench_console"]
 console = Console(width=200)
 
 
