@@ -157,3 +157,38 @@ async def test_asearch_pages_filters_and_matches_literally(witness_backend_url: 
     assert await w.asearch(contains="task-x", limit=100) == []  # case-sensitive
     assert await w.asearch(contains="no such text", limit=5) == []
     assert await w.asize() == 120
+
+
+ALPHABET = "ab-_%'1é日😀\n\t ."
+
+
+def test_asearch_contains_matches_exactly_the_entries_whose_text_holds_it(witness_backend_url: str,
+                                                                          make_witness) -> None:
+    """Any needle a console user types (LIKE wildcards, quotes, non-ASCII, control characters) finds exactly
+    the entries whose params hold that text, on every backend: never more (a wildcard), never fewer."""
+    import asyncio
+    import json
+    import random
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    rng = random.Random(7)
+    w = make_witness(witness_backend_url)
+    for i in range(150):
+        w.log("IF.coordinator", "task_claimed", {"note": "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 12))),
+                                                 "n": i})
+    w.flush()
+    everything = asyncio.run(w.asearch(limit=1000, newest_first=False))
+    notes = {e.seq: json.loads(e.params_json)["note"] for e in everything}
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.text(alphabet=ALPHABET, min_size=1, max_size=4))
+    def check(needle: str) -> None:
+        found = sorted(e.seq for e in asyncio.run(w.asearch(contains=needle, limit=1000)))
+        # the model: the needle as text inside the note (the other field is a number and a key name)
+        expected = sorted(s for s, note in notes.items() if needle in note or needle in '"n":' + str(s)
+                          or needle in '"note":')
+        assert found == expected, (needle, found[:5], expected[:5])
+
+    check()
