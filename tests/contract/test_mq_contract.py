@@ -75,6 +75,26 @@ async def test_an_unsettled_message_returns_when_its_consumer_closes(mq_clients,
     assert await second.receive(service, timeout=0.3) is None
 
 
+async def test_acknowledged_messages_stay_acknowledged_when_the_consumer_closes_at_once(mq_clients,
+                                                                                       service: str) -> None:
+    """An ack returns before its frame has left the client: closing the client right after the last ack
+    must still deliver every ack (nothing acknowledged comes back), and what was not acked comes back."""
+    sender, consumer = await mq_clients(), await mq_clients()
+    for n in range(200):
+        await sender.send_message("api-gateway", service, {"n": n})
+    for _ in range(150):
+        m = await consumer.receive(service, timeout=10)
+        assert m is not None
+        await m.ack()
+    await consumer.close()  # at once: no await between the last ack and the close
+    reader = await mq_clients()
+    rest = []
+    while (m := await reader.receive(service, timeout=2)) is not None:
+        rest.append(m.payload["n"])
+        await m.ack()
+    assert rest == list(range(150, 200))
+
+
 async def test_reject_requeues_or_drops(mq_clients, service: str) -> None:
     sender, receiver = await mq_clients(), await mq_clients()
     await sender.send_message("api-gateway", service, {"k": "requeued"})
@@ -344,11 +364,14 @@ async def test_plane_rules_decide_who_may_message_whom(mq_url: str, service: str
             assert m is not None and m.source == source
             assert audit.entries == []
             return
-        with pytest.raises(SecurityPolicyViolation) as caught:
-            await client.send_message(source, destination, {"marker": marker})
-        assert caught.value.error_code == "LUCID_ERR_1203"
+        for _ in range(2):  # a refusal is not remembered as a decision: each attempt is decided and audited
+            with pytest.raises(SecurityPolicyViolation) as caught:
+                await client.send_message(source, destination, {"marker": marker})
+            assert caught.value.error_code == "LUCID_ERR_1203"
+        with pytest.raises(SecurityPolicyViolation):  # nor is a batch let through by an earlier allowed send
+            await client.send_messages(source, destination, [{"marker": marker}])
         assert [(c, op, p["source"], p["destination"], p["error_code"]) for c, op, p in audit.entries] == [
-            ("lucid.service_mesh", "message_refused", source, destination, "LUCID_ERR_1203")]
+            ("lucid.service_mesh", "message_refused", source, destination, "LUCID_ERR_1203")] * 3
         while (m := await client.receive(destination, timeout=0.3)) is not None:  # nothing of ours was queued
             await m.ack()
             assert m.payload.get("marker") != marker
