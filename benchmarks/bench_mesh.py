@@ -496,7 +496,7 @@ def bench_message_queue(n_memory: int = 20_000, n_rabbit: int = 5_000, concurren
         # raw and ours alternate, three rounds, medians: one round on 2 noisy cores swings by ±10 %
         rounds = [(asyncio.run(_raw_rabbit_rates(url, n_rabbit, concurrency)),
                    asyncio.run(_mq_rates(url, n_rabbit, concurrency)),
-                   asyncio.run(_raw_serial_send(url, 1000)), asyncio.run(_mq_serial_send(url, 1000)))
+                   asyncio.run(_raw_serial_send(url, 2000)), asyncio.run(_mq_serial_send(url, 2000)))
                   for _ in range(3)]
         raw_sent = statistics.median(r[0][0] for r in rounds)
         raw_recv = statistics.median(r[0][1] for r in rounds)

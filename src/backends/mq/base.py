@@ -82,6 +82,12 @@ class MessageBroker(abc.ABC):
         for message in messages:
             await self.publish(message, timeout=timeout)
 
+    async def ack_many(self, deliveries: list[Delivery]) -> None:
+        """Acknowledge each delivery, in order; an already settled one raises ``AlreadySettled`` there (the
+        ones before it stay acknowledged)."""
+        for delivery in deliveries:
+            await delivery.ack()
+
     async def get_many(self, destination: str, limit: int, *, timeout: float = 5.0) -> list[Delivery]:
         """Up to ``limit`` messages: waits up to ``timeout`` for the first, then takes what is there."""
         first = await self.get(destination, timeout=timeout)

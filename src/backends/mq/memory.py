@@ -190,6 +190,14 @@ class MemoryBroker(MessageBroker):
         finally:
             self._core.unwatch(destination, waiter)
 
+    async def ack_many(self, deliveries: list[Delivery]) -> None:
+        """Settled in one pass, no await per message (the embedded broker's ack is bookkeeping)."""
+        for delivery in deliveries:
+            if type(delivery) is _MemoryDelivery:
+                delivery._settle()
+            else:
+                await delivery.ack()
+
     def _deliver(self, entries: list[_Entry]) -> list[Delivery]:
         deliveries = [_MemoryDelivery(self, e) for e in entries]
         self._unsettled.update(deliveries)

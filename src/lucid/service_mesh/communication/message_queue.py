@@ -85,7 +85,35 @@ def _ttl(value: object) -> int:
 MAX_PAYLOAD_DEPTH = 64  # nesting levels of a payload: what a receiver parses without recursion trouble
 
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+if json.encoder.c_make_encoder is not None:
+    # the C encoder JSONEncoder.encode builds anew on every call, built once (a payload is a dict, and
+    # _walk has refused cycles and depth before anything is encoded, so no circular-reference markers)
+    _c_encode = json.encoder.c_make_encoder(None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",",
+                                            False, False, False)
+
+    def _dumps(payload: dict[str, Any]) -> str:
+        return "".join(_c_encode(payload, 0))
+else:  # pragma: no cover - CPython always has the C encoder
+    _dumps = _ENCODER.encode
+_scan = json.JSONDecoder().scan_once
+
+
+def _payload(body: bytes) -> Any:
+    """A message body's payload: json's scanner called directly (json.loads's wrappers cost more than the
+    parse of a small message); anything unusual goes through ``loads_bounded``, which decides and raises."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return loads_bounded(body, MAX_PAYLOAD_DEPTH)
+    # at most MAX_PAYLOAD_DEPTH brackets cannot nest deeper (the same bound loads_bounded uses)
+    if text[:1] != "{" or text.count("{") + text.count("[") > MAX_PAYLOAD_DEPTH:
+        return loads_bounded(body, MAX_PAYLOAD_DEPTH)
+    try:
+        value, end = _scan(text, 0)
+    except (StopIteration, ValueError):
+        return loads_bounded(body, MAX_PAYLOAD_DEPTH)
+    return value if end == len(text) else loads_bounded(body, MAX_PAYLOAD_DEPTH)
 
 
 def _body(payload: object) -> bytes:
@@ -106,9 +134,28 @@ def _body(payload: object) -> bytes:
     return body
 
 
+_FLAT = frozenset({int, float, bool, type(None)})
+
+
 def _walk(payload: dict[str, Any]) -> int:
     """One pass over the payload: -1 if it nests deeper than MAX_PAYLOAD_DEPTH, otherwise a lower bound of
     its JSON size (a byte per value plus the characters of every key and string), stopping past the limit."""
+    total = 0
+    for key, value in payload.items():  # most payloads are one level of scalars: no stack for those
+        kind = type(value)
+        if kind is str:
+            total += len(value) + 1
+        elif kind not in _FLAT:
+            return _walk_nested(payload)
+        else:
+            total += 1
+        total += (len(key) if type(key) is str else 1) + 1
+        if total > MAX_PAYLOAD_BYTES:
+            return total
+    return total
+
+
+def _walk_nested(payload: dict[str, Any]) -> int:
     total = 0
     stack: list[tuple[Any, int]] = [(payload, 1)]
     pop, push = stack.pop, stack.append
@@ -423,18 +470,25 @@ class AsyncMessageQueueClient:
         deliveries = await _translated(self._broker.get_many(destination, max_messages, timeout=timeout))
         out: list[ReceivedMessage] = []
         failed: MessageDeliveryError | None = None
+        accept = self._accept
         for delivery in deliveries:
-            try:
-                out.append(await self._received(destination, delivery))
-            except MessageDeliveryError as exc:  # rejected to the dead end; the rest are still handed out
-                failed = failed or exc
+            accepted = accept(destination, delivery)
+            if accepted is not None:
+                out.append(accepted)
+            else:  # rejected to the dead end; the rest are still handed out
+                refused = await self._refuse(destination, delivery)
+                failed = failed or refused
         if failed is not None and not out:
             raise failed
         return out
 
     async def ack_many(self, messages: list[ReceivedMessage]) -> None:
-        for message in messages:
-            await message.ack()
+        """Acknowledge each, in order (the broker settles a batch at once where it can); a message already
+        settled stops the batch there with 1301, as acknowledging them one by one would."""
+        try:
+            await self._broker.ack_many([m._delivery for m in messages])
+        except (QueueUnavailable, AlreadySettled) as exc:
+            raise _translate(exc) from exc
 
     async def receive(self, destination: str, timeout: float = 5.0) -> ReceivedMessage | None:
         """The next message for ``destination`` (highest priority first), or None after ``timeout`` seconds.
@@ -447,23 +501,37 @@ class AsyncMessageQueueClient:
             return None
         return await self._received(destination, delivery)
 
-    async def _received(self, destination: str, delivery: Delivery) -> ReceivedMessage:
+    def _accept(self, destination: str, delivery: Delivery) -> ReceivedMessage | None:
+        """The message to hand out, or None when it must go to the dead end (``_refuse``): no awaits, so a
+        batch is taken without a coroutine per message."""
         m = delivery.message
         self.received[destination] += 1
         if delivery.redelivered:
             self.redelivered[destination] += 1
-        if self.backend == "rabbitmq" and m.sender_account is None and not self.accept_unsigned:
-            await _translated(delivery.reject(requeue=False))
-            raise MessageDeliveryError(f"message {m.message_id} on {destination} carries no broker-checked sender "
-                                       f"(its source {m.source!r} is only a claim); rejected")
+        if m.sender_account is None and self.backend == "rabbitmq" and not self.accept_unsigned:
+            return None
         try:
-            payload = loads_bounded(m.body, MAX_PAYLOAD_DEPTH)
+            payload = _payload(m.body)
         except ValueError:  # not sent by this client: to the queue's dead end, not to the caller
-            await _translated(delivery.reject(requeue=False))
-            raise MessageDeliveryError(f"message {m.message_id} on {destination} is not JSON; rejected") from None
+            return None
         return ReceivedMessage(m.message_id, m.source, m.destination, payload,
                                _PRIORITY_NAMES.get(m.priority, str(m.priority)), m.ttl, m.timestamp,
                                m.correlation_id, delivery.redelivered, delivery, m.sender_account)
+
+    async def _refuse(self, destination: str, delivery: Delivery) -> MessageDeliveryError:
+        """Reject a message ``_accept`` would not hand out (to the dead end); the error to report."""
+        m = delivery.message
+        await _translated(delivery.reject(requeue=False))
+        if m.sender_account is None and self.backend == "rabbitmq" and not self.accept_unsigned:
+            return MessageDeliveryError(f"message {m.message_id} on {destination} carries no broker-checked sender "
+                                        f"(its source {m.source!r} is only a claim); rejected")
+        return MessageDeliveryError(f"message {m.message_id} on {destination} is not JSON; rejected")
+
+    async def _received(self, destination: str, delivery: Delivery) -> ReceivedMessage:
+        accepted = self._accept(destination, delivery)
+        if accepted is None:
+            raise await self._refuse(destination, delivery)
+        return accepted
 
     async def receive_message(self, destination: str, timeout: float = 5.0) -> dict[str, Any] | None:
         """Receive and acknowledge one message: **at most once** (a crash after it returns loses the
