@@ -15,40 +15,99 @@ import heapq
 import itertools
 import threading
 import time
+from collections import deque
 from typing import Tuple
 
 from backends.errors import AlreadySettled, QueueUnavailable
 from backends.mq.base import Delivery, MessageBroker, QueueMessage
 
-# (-priority, arrival seq, expires_at, message, redelivered): a plain tuple, so the heap compares in C;
-# seq is unique, so a comparison never reaches the message
+# (-priority, arrival seq, expires_at, message, redelivered): a plain tuple, so a heap of given-back entries
+# compares in C; seq is unique, so a comparison never reaches the message
 _Entry = Tuple[int, int, float, QueueMessage, bool]
+
+
+class _Lanes:
+    """One destination's queue: a FIFO per priority for arrivals (their seq only grows, so appending keeps
+    them in order: no heap work per message), and a heap per priority for entries given back, which keep
+    their old seq and so their place; taking merges the two by seq."""
+
+    __slots__ = ("fifo", "back", "order", "size")
+
+    def __init__(self) -> None:
+        self.fifo: dict[int, deque[_Entry]] = {}
+        self.back: dict[int, list[_Entry]] = {}
+        self.order: list[int] = []  # the priorities seen, highest first
+        self.size = 0
+
+    def lane(self, priority: int) -> deque[_Entry]:
+        fifo = self.fifo.get(priority)
+        if fifo is None:
+            fifo = self.fifo[priority] = deque()
+            self.back[priority] = []
+            self.order = sorted(self.fifo, reverse=True)
+        return fifo
+
+    def give_back(self, entry: _Entry) -> None:
+        self.lane(-entry[0])
+        heapq.heappush(self.back[-entry[0]], entry)
+        self.size += 1
+
+    def take(self, limit: int, now: float, out: list[_Entry]) -> None:
+        pop = heapq.heappop
+        for priority in self.order:
+            fifo, back = self.fifo[priority], self.back[priority]
+            while len(out) < limit and (fifo or back):
+                entry = pop(back) if back and (not fifo or back[0][1] < fifo[0][1]) else fifo.popleft()
+                self.size -= 1
+                if entry[2] > now:  # expired ones are dropped, never delivered
+                    out.append(entry)
+            if len(out) >= limit:
+                return
 
 
 class _Core:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._queues: dict[str, list[_Entry]] = {}
+        self._queues: dict[str, _Lanes] = {}
         self._seq = itertools.count()
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+
+    def _lanes(self, destination: str) -> _Lanes:
+        lanes = self._queues.get(destination)
+        if lanes is None:
+            lanes = self._queues[destination] = _Lanes()
+        return lanes
 
     def put(self, message: QueueMessage, expires_at: float, redelivered: bool = False, seq: int | None = None) -> None:
         """Queue a message; a requeued one keeps its arrival ``seq``, so it goes back to its place (FIFO
         within its priority, as RabbitMQ requeues), not to the end."""
-        entry = (-message.priority, next(self._seq) if seq is None else seq, expires_at, message, redelivered)
         with self._lock:
-            heapq.heappush(self._queues.setdefault(message.destination, []), entry)
+            lanes = self._lanes(message.destination)
+            if seq is None:
+                lanes.lane(message.priority).append((-message.priority, next(self._seq), expires_at, message,
+                                                     redelivered))
+                lanes.size += 1
+            else:
+                lanes.give_back((-message.priority, seq, expires_at, message, redelivered))
             waiters = list(self._waiters.get(message.destination, ()))
         self._wake(waiters)
 
     def put_many(self, messages: list[QueueMessage], now: float) -> None:
         """Queue several messages under one lock, in order."""
-        seq, push = self._seq, heapq.heappush
+        seq = self._seq
         with self._lock:
             destinations = set()
+            key: tuple[str, int] | None = None
+            lanes: _Lanes | None = None
+            append = None
             for m in messages:
-                push(self._queues.setdefault(m.destination, []), (-m.priority, next(seq), now + m.ttl, m, False))
-                destinations.add(m.destination)
+                if (m.destination, m.priority) != key:  # a batch is mostly one destination and priority
+                    key = (m.destination, m.priority)
+                    lanes = self._lanes(m.destination)
+                    append = lanes.lane(m.priority).append
+                    destinations.add(m.destination)
+                append((-m.priority, next(seq), now + m.ttl, m, False))  # type: ignore[misc]
+                lanes.size += 1  # type: ignore[union-attr]
             waiters = [w for d in destinations for w in self._waiters.get(d, ())]
         self._wake(waiters)
 
@@ -64,13 +123,10 @@ class _Core:
         """Up to ``limit`` entries, highest priority first; expired ones are dropped, never delivered."""
         now = time.monotonic()
         out: list[_Entry] = []
-        pop = heapq.heappop
         with self._lock:
-            queue = self._queues.get(destination)
-            while queue and len(out) < limit:
-                entry = pop(queue)
-                if entry[2] > now:
-                    out.append(entry)
+            lanes = self._queues.get(destination)
+            if lanes is not None and lanes.size:
+                lanes.take(limit, now, out)
         return out
 
     def watch(self, destination: str, waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event]) -> None:
@@ -83,7 +139,8 @@ class _Core:
 
     def depth(self, destination: str) -> int:
         with self._lock:
-            return len(self._queues.get(destination, ()))
+            lanes = self._queues.get(destination)
+            return lanes.size if lanes is not None else 0
 
 
 _named: dict[str, _Core] = {}
