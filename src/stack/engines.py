@@ -1,8 +1,8 @@
 """Start the stack's engines with the project's own launchers, on the state directory (so ``up`` resumes).
 
-An engine the topology names by URL is used, not started. The deployed form is secured where the
-engine allows it cheaply: PostgreSQL needs a password for every TCP login and each service has a role of
-its own owning its database (``PostgresServer(secured=True)``).
+An engine the topology names by URL is used, not started. The deployed form is secured: etcd speaks TLS
+and knows each client by its certificate (an account per role, each limited to its prefixes); NATS,
+RabbitMQ and PostgreSQL need a password per account (RabbitMQ and PostgreSQL: one per service).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from backends.servers import EtcdCluster, EtcdServer, NatsServer, PostgresServer, RabbitMQServer
 from backends.servers.etcd import EtcdUser
 from backends.servers.nats import NatsUser
+from backends.servers.tls import ensure_tls_bundle
 from backends.servers.base import ManagedProcess
 from stack.state import StackState
 from stack.topology import Topology, TopologyError
@@ -53,8 +54,14 @@ def _etcd(topology: Topology, state: StackState, engines: Engines) -> None:
     names = [f"m{i}" for i in range(members)]
     ports = [(state.port(f"etcd.{n}.client"), state.port(f"etcd.{n}.peer")) for n in names]
     initial = ",".join(f"{n}=http://127.0.0.1:{ports[i][1]}" for i, n in enumerate(names))
+    # clients over TLS and known by their certificate (etcd maps its CN to the user): a process needs the
+    # key of an account's certificate, not only the address and a guessable password. Kept in the state's
+    # pki, renewed at a start when it has less than 30 days left. ``stack-admin`` is no etcd user: it only
+    # lets the stack's own etcdctl (root, by password) through the TLS handshake.
+    tls = ensure_tls_bundle(state.root / "pki" / "etcd", client_cn="stack-admin", clients=tuple(ETCD_ACCOUNTS))
     servers = [EtcdServer(member_name=n, client_port=ports[i][0], peer_port=ports[i][1], initial_cluster=initial,
-                          cluster_token=token, fast_timers=False, unsafe_no_fsync=False,
+                          cluster_token=token, fast_timers=False, unsafe_no_fsync=False, tls=True,
+                          client_cert_auth=True, client_cn="stack-admin", tls_bundle=tls,
                           workdir=state.engine_dir(f"etcd-{n}"), startup_timeout=60.0)
                for i, n in enumerate(names)]
     deadline = time.monotonic() + 60.0
@@ -67,13 +74,17 @@ def _etcd(topology: Topology, state: StackState, engines: Engines) -> None:
         server.wait_ready(max(0.5, deadline - time.monotonic()))
     marker = state.engine_dir(f"etcd-{names[0]}") / "auth.enabled"
     if not marker.exists():  # once per cluster: users and roles live in its data from then on
-        for name, prefixes in ETCD_ACCOUNTS.items():
-            servers[0].add_user(EtcdUser(name, state.secret(f"etcd-{name}"), readwrite=prefixes))
+        for name, prefixes in ETCD_ACCOUNTS.items():  # no password: the account's certificate is its login
+            servers[0].add_user(EtcdUser(name, None, readwrite=prefixes))
         servers[0].enable_auth(state.secret("etcd-root"))
         marker.write_text("enabled\n")
-    endpoints = "etcd://" + ",".join(s.endpoint for s in servers)
-    engines.kv_url = f"{endpoints}?username=control-plane&password_file={state.secret_file('etcd-control-plane')}"
-    engines.mesh_kv_url = f"{endpoints}?username=mesh&password_file={state.secret_file('etcd-mesh')}"
+    endpoints = "etcds://" + ",".join(s.endpoint for s in servers)
+
+    def account(name: str) -> str:
+        cert, key = tls.clients[name]
+        return f"{endpoints}?ca={tls.ca_cert}&cert={cert}&key={key}"
+
+    engines.kv_url, engines.mesh_kv_url = account("control-plane"), account("mesh")
 
 
 def _nats(topology: Topology, state: StackState, engines: Engines) -> None:

@@ -79,20 +79,31 @@ def test_up_runs_every_service_as_its_own_healthy_process(running_stack: Running
                                          "blockchain-core": ("chain", "healthy")}
 
 
-def test_the_engines_answer_only_their_accounts(running_stack: RunningStack) -> None:
-    """A process on the machine with only the engines' addresses (what a swarm could learn) gets nothing:
-    etcd and NATS refuse it; the mesh's etcd account reads the registry and nothing of the control plane."""
+def test_the_engines_answer_only_their_accounts(running_stack: RunningStack, tmp_path: Path) -> None:
+    """A process on the machine with only the engines' addresses and the public CA certificate (what a swarm
+    could learn) gets nothing: etcd speaks only TLS and wants an account's client certificate (one of
+    another CA with the right name does not do; nor does a guessed root password), NATS refuses it; the
+    mesh's etcd account reads the registry and nothing of the control plane."""
+    from urllib.parse import parse_qs, urlsplit
+
     from backends.bus import open_bus
     from backends.errors import AuthenticationError, BackendError
     from backends.kv import open_kv
+    from backends.servers.tls import generate_tls_bundle
 
     engines = running_stack.status()["engines"]
-    bare_kv = engines["kv"].split("?", 1)[0]
+    assert engines["kv"].startswith("etcds://") and "password" not in engines["kv"]
+    hosts = urlsplit(engines["kv"]).netloc
+    ca = parse_qs(urlsplit(engines["kv"]).query)["ca"][0]
+    forged = generate_tls_bundle(tmp_path / "forged", client_cn="control-plane")  # right name, wrong CA
     bare_bus = engines["bus"].split("?", 1)[0]
 
     async def attempts() -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name, url in (("anonymous", bare_kv), ("guessed", bare_kv + "?username=root&password=root")):
+        for name, url in (("plain", f"etcd://{hosts}"), ("no-certificate", f"etcds://{hosts}?ca={ca}"),
+                          ("guessed", f"etcds://{hosts}?ca={ca}&username=root&password=root"),
+                          ("forged-certificate",
+                           f"etcds://{hosts}?ca={ca}&cert={forged.client_cert}&key={forged.client_key}")):
             try:
                 async with open_kv(url) as kv:
                     out[name] = len(await kv.get_prefix("/tasks/"))
@@ -119,7 +130,9 @@ def test_the_engines_answer_only_their_accounts(running_stack: RunningStack) -> 
         return out
 
     seen = asyncio.run(attempts())
-    assert isinstance(seen["anonymous"], str) and isinstance(seen["guessed"], str), seen
+    assert all(isinstance(seen[k], str) for k in ("plain", "no-certificate", "guessed", "forged-certificate")), seen
+    # refused at the TLS handshake, before any login is looked at (a password never gets a try)
+    assert seen["no-certificate"] == seen["guessed"] == seen["forged-certificate"] == "BACKEND_UNAVAILABLE", seen
     assert seen["mesh-registry"] > 0, seen
     assert isinstance(seen["mesh-tasks"], str) and isinstance(seen["mesh-budget-write"], str), seen
     assert seen["bus"] == "BACKEND_AUTH_FAILED", seen

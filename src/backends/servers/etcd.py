@@ -23,7 +23,7 @@ from .base import ManagedProcess
 from .errors import BinaryNotFoundError, ServerError, ServerStartError
 from .probe import http_get, http_json
 from .ports import free_ports
-from .tls import generate_tls_bundle
+from .tls import TlsBundle, generate_tls_bundle
 
 __all__ = ["EtcdServer", "EtcdCluster", "find_etcd_binary", "find_etcdctl_binary"]
 
@@ -96,6 +96,7 @@ class EtcdServer(ManagedProcess):
         auth_password: str | None = None,
         client_cert_auth: bool = False,
         client_cn: str = "if-client",
+        tls_bundle: TlsBundle | None = None,
         users: Sequence[EtcdUser] = (),
         host: str = HOST,
         wrapper: Sequence[str] = (),
@@ -140,6 +141,7 @@ class EtcdServer(ManagedProcess):
         self._server_cert: Path | None = None
         self._server_key: Path | None = None
         self._ssl_context: ssl.SSLContext | None = None
+        self._given_bundle = tls_bundle  # a deployment's own CA and certificates (``ensure_tls_bundle``)
 
     # ------------------------------------------------------------ addresses
     @property
@@ -167,7 +169,7 @@ class EtcdServer(ManagedProcess):
     # ------------------------------------------------------------ ManagedProcess hooks
     def _prepare(self) -> None:
         if self.tls and self.ca_cert is None:
-            bundle = generate_tls_bundle(self.workdir / "tls", client_cn=self.client_cn)
+            bundle = self._given_bundle or generate_tls_bundle(self.workdir / "tls", client_cn=self.client_cn)
             self.ca_cert, self.client_cert, self.client_key = bundle.ca_cert, bundle.client_cert, bundle.client_key
             self._server_cert, self._server_key = bundle.server_cert, bundle.server_key
             ctx = ssl.create_default_context(cafile=str(bundle.ca_cert))
