@@ -29,9 +29,14 @@ __all__ = ["GCRALimiter", "KeyedLimiter"]
 Clock = Callable[[], float]
 
 
+_EPSILON = 1e-9  # seconds: float rounding of tat = now + interval (e.g. 1001.18 + 30 - 30 - 1001.18 > 0)
+
+
 def _conforming_wait(tat: float, now: float, tolerance: float) -> float:
-    """How long a call at ``now`` waits to conform, given the theoretical arrival time ``tat``."""
-    return max(0.0, max(tat, now) - tolerance - now)
+    """How long a call at ``now`` waits to conform, given the theoretical arrival time ``tat``; a wait
+    shorter than the arithmetic's rounding is none (a call the bucket holds a token for is never refused)."""
+    wait = max(tat, now) - tolerance - now
+    return wait if wait > _EPSILON else 0.0
 
 
 class GCRALimiter:

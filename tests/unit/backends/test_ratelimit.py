@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from backends.errors import RateLimited
@@ -36,6 +36,7 @@ calls = st.lists(st.tuples(st.floats(0, 5, allow_nan=False), st.sampled_from(["a
 
 @settings(max_examples=300, deadline=None)
 @given(calls=calls, per_minute=st.integers(1, 600))
+@example(calls=[(1.18232837869743, "a", "rpm"), (0.0, "a", "rpm")], per_minute=2)  # float rounding: refused once
 def test_keyed_limiter_answers_as_a_token_bucket(calls: list[tuple[float, str, str]], per_minute: int) -> None:
     now = [1000.0]
     limiter, model = KeyedLimiter(clock=lambda: now[0]), TokenBucketModel()
