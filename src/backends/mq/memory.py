@@ -21,9 +21,12 @@ from typing import Tuple
 from backends.errors import AlreadySettled, QueueUnavailable
 from backends.mq.base import Delivery, MessageBroker, QueueMessage
 
-# (-priority, arrival seq, expires_at, message, redelivered): a plain tuple, so a heap of given-back entries
-# compares in C; seq is unique, so a comparison never reaches the message
-_Entry = Tuple[int, int, float, QueueMessage, bool]
+# (-priority, arrival seq, expires_at, message fields, redelivered): a plain tuple, so a heap of given-back
+# entries compares in C; seq is unique, so a comparison never reaches the message. The message is kept as
+# a plain tuple of its fields (str, bytes, numbers, None), not the QueueMessage: the cyclic collector
+# stops tracking such tuples, so a backlog of queued messages costs it nothing (with 200,000 queued,
+# collections rescanning them were ~45 % of a batched send's time).
+_Entry = Tuple[int, int, float, tuple, bool]
 
 
 class _Lanes:
@@ -84,11 +87,11 @@ class _Core:
         with self._lock:
             lanes = self._lanes(message.destination)
             if seq is None:
-                lanes.lane(message.priority).append((-message.priority, next(self._seq), expires_at, message,
-                                                     redelivered))
+                lanes.lane(message.priority).append((-message.priority, next(self._seq), expires_at,
+                                                     tuple(message), redelivered))
                 lanes.size += 1
             else:
-                lanes.give_back((-message.priority, seq, expires_at, message, redelivered))
+                lanes.give_back((-message.priority, seq, expires_at, tuple(message), redelivered))
             waiters = list(self._waiters.get(message.destination, ()))
         self._wake(waiters)
 
@@ -106,7 +109,7 @@ class _Core:
                     lanes = self._lanes(m.destination)
                     append = lanes.lane(m.priority).append
                     destinations.add(m.destination)
-                append((-m.priority, next(seq), now + m.ttl, m, False))  # type: ignore[misc]
+                append((-m.priority, next(seq), now + m.ttl, tuple(m), False))  # type: ignore[misc]
                 lanes.size += 1  # type: ignore[union-attr]
             waiters = [w for d in destinations for w in self._waiters.get(d, ())]
         self._wake(waiters)
@@ -160,7 +163,7 @@ class _MemoryDelivery(Delivery):
     def __init__(self, broker: "MemoryBroker", entry: _Entry) -> None:
         self._broker = broker
         self._entry = entry
-        self.message = entry[3]
+        self.message = QueueMessage._make(entry[3])
         self.redelivered = entry[4]
         self._settled = False
 
