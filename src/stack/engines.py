@@ -1,8 +1,8 @@
 """Start the stack's engines with the project's own launchers, on the state directory (so ``up`` resumes).
 
 An engine the topology names by URL is used, not started. The deployed form is secured: etcd speaks TLS
-and knows each client by its certificate (an account per role, each limited to its prefixes); NATS,
-RabbitMQ and PostgreSQL need a password per account (RabbitMQ and PostgreSQL: one per service).
+and knows each client by its certificate (an account per role, each limited to its prefixes); NATS speaks
+TLS and needs its user's password; RabbitMQ and PostgreSQL need a password per service.
 """
 
 from __future__ import annotations
@@ -94,9 +94,11 @@ def _nats(topology: Topology, state: StackState, engines: Engines) -> None:
         return
     users = [NatsUser("control-plane", state.secret("nats-control-plane"), (">",), (">",))]
     server = NatsServer(workdir=state.engine_dir("nats"), port=state.port("nats.client"),
-                        monitor_port=state.port("nats.monitor"), users=users)
+                        monitor_port=state.port("nats.monitor"), users=users, tls=True)
+    # TLS with the stack's own CA (pki/nats, renewed like etcd's): pushes and events carry task payloads
+    server.tls_bundle = ensure_tls_bundle(state.root / "pki" / "nats", client_cn="stack-admin")
     engines.started.append(server.start())
-    engines.bus_url = f"{server.url}?user=control-plane&password_file={state.secret_file('nats-control-plane')}"
+    engines.bus_url = f"{server.url}&user=control-plane&password_file={state.secret_file('nats-control-plane')}"
 
 
 #: Services with a message-queue account (the payout anchors: api-gateway -> blockchain-core).

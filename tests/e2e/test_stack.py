@@ -87,7 +87,7 @@ def test_the_engines_answer_only_their_accounts(running_stack: RunningStack, tmp
     from urllib.parse import parse_qs, urlsplit
 
     from backends.bus import open_bus
-    from backends.errors import AuthenticationError, BackendError
+    from backends.errors import BackendError
     from backends.kv import open_kv
     from backends.servers.tls import generate_tls_bundle
 
@@ -96,7 +96,9 @@ def test_the_engines_answer_only_their_accounts(running_stack: RunningStack, tmp
     hosts = urlsplit(engines["kv"]).netloc
     ca = parse_qs(urlsplit(engines["kv"]).query)["ca"][0]
     forged = generate_tls_bundle(tmp_path / "forged", client_cn="control-plane")  # right name, wrong CA
-    bare_bus = engines["bus"].split("?", 1)[0]
+    assert engines["bus"].startswith("tls://")
+    bare_bus = f"{engines['bus'].split('&', 1)[0]}"  # the address and the public CA, no user
+    assert "user=" not in bare_bus and "?ca=" in bare_bus
 
     async def attempts() -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -120,13 +122,15 @@ def test_the_engines_answer_only_their_accounts(running_stack: RunningStack, tmp
                 out["mesh-budget-write"] = "written"
             except BackendError as exc:
                 out["mesh-budget-write"] = exc.error_code
-        try:
-            bus = open_bus(bare_bus)
-            await bus.connect()
-            out["bus"] = "connected"
-            await bus.close()
-        except AuthenticationError as exc:
-            out["bus"] = exc.error_code
+        bus_host = urlsplit(engines["bus"]).netloc
+        for name, url in (("bus", bare_bus), ("bus-plain", f"nats://{bus_host}?user=control-plane")):
+            try:
+                bus = open_bus(url)
+                await bus.connect()
+                out[name] = "connected"
+                await bus.close()
+            except BackendError as exc:
+                out[name] = exc.error_code
         return out
 
     seen = asyncio.run(attempts())
@@ -135,7 +139,8 @@ def test_the_engines_answer_only_their_accounts(running_stack: RunningStack, tmp
     assert seen["no-certificate"] == seen["guessed"] == seen["forged-certificate"] == "BACKEND_UNAVAILABLE", seen
     assert seen["mesh-registry"] > 0, seen
     assert isinstance(seen["mesh-tasks"], str) and isinstance(seen["mesh-budget-write"], str), seen
-    assert seen["bus"] == "BACKEND_AUTH_FAILED", seen
+    assert seen["bus"] == "BACKEND_AUTH_FAILED", seen  # TLS with the right CA, but no password
+    assert seen["bus-plain"] != "connected", seen  # NATS speaks only TLS
 
 
 def test_phase0_runs_across_processes(running_stack: RunningStack, phase0: Phase0Result) -> None:
