@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lucid.node.db import NodeDatabase, SqlNodeRepository, SqlPoOTRepository
-from lucid.node.db import poot_sqlite
+from lucid.node.db import poot_sqlite, poot_writer_process
 from lucid.node.db.tables import poot_validations
 from lucid.node.errors import GroupCommitError, InvalidPoOTError, NonceReplayError
 from lucid.node.models.node_models import Node, NodeStatus
@@ -126,9 +126,9 @@ async def test_group_committed_before_the_process_died_is_reported_from_the_data
         repo = SqlPoOTRepository(db, store_output=False)
         proc = db.poot_writer_process()
         assert proc is not None
-        monkeypatch.setenv("LUCID_POOT_WRITER_EXIT_AFTER_COMMIT", "2")
-        await proc.start()
-        monkeypatch.delenv("LUCID_POOT_WRITER_EXIT_AFTER_COMMIT")  # the next process lives normally
+        with monkeypatch.context() as patched:  # this process dies after its second commit; the next lives
+            patched.setattr(poot_writer_process, "CHILD_MODULE", "tests.fixtures.crashing_poot_writer")
+            await proc.start()
         first = _proof("node_rec_0001", "rec-first")
         await repo.save_validation(first, claim_nonce=True)  # commit 1, answered
         nodes = SqlNodeRepository(db)

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 
 from infrafabric.witness import Witness, WitnessInputError, WitnessStorageError
 from infrafabric.witness.merkle import CompactRange
-from infrafabric.witness.writer_child import EXIT_AFTER_COMMIT_ENV
+from infrafabric.witness import writer_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,7 +142,7 @@ def test_exit_between_commit_and_answer_is_reconciled_from_the_database(tmp_path
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Each writer process exits right after its second commit, before answering it: the parent must learn
     from the database that the batch is there, and must not send it again."""
-    monkeypatch.setenv(EXIT_AFTER_COMMIT_ENV, "2")
+    monkeypatch.setattr(writer_process, "CHILD_MODULE", "tests.fixtures.crashing_witness_writer")  # every one
     w = _witness(tmp_path, max_batch=100)
     pids: set[int] = set()
     try:
@@ -156,7 +156,6 @@ def test_exit_between_commit_and_answer_is_reconciled_from_the_database(tmp_path
         assert len(pids) >= 2  # processes did exit mid-stream and were replaced
         _assert_exactly_once_in_order(w, 2000)
     finally:
-        monkeypatch.delenv(EXIT_AFTER_COMMIT_ENV)
         w.close()
 
 

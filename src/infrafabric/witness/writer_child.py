@@ -26,7 +26,7 @@ import queue
 import sys
 import threading
 from itertools import chain
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -42,12 +42,11 @@ from .store.sqlite_append import SqliteAppender
 
 SWITCH_INTERVAL = 0.0005
 GC_EVERY_BATCHES = 64
-# Fault injection for tests: exit right after the n-th commit, before its answer is sent.
-EXIT_AFTER_COMMIT_ENV = "INFRAFABRIC_WITNESS_WRITER_EXIT_AFTER_COMMIT"
 
 
 class _Writer:
-    def __init__(self, init: dict[str, Any], out: BinaryIO) -> None:
+    def __init__(self, init: dict[str, Any], out: BinaryIO,
+                 after_commit: Callable[[int], None] | None = None) -> None:
         keys = WitnessKeys.from_private(Ed25519PrivateKey.from_private_bytes(init["private_key"]))
         self.sealer = EntrySealer(keys, init["entries_per_signature"])
         self.sealer.high_water = init["high_water"]
@@ -63,7 +62,7 @@ class _Writer:
         # the head after the last commit whose batch had to be resealed (another writer came in between):
         # the main thread predicts from it instead of from its own last sealed batch
         self.actual_head: tuple[int, str, CompactRange] | None = None
-        self.exit_after = int(os.environ.get(EXIT_AFTER_COMMIT_ENV, "0") or 0)
+        self.after_commit = after_commit  # called with the number of commits so far, before the answer
 
     def answer(self, message: tuple[Any, ...]) -> None:
         try:
@@ -86,8 +85,8 @@ class _Writer:
             if committed is not presealed:
                 self.actual_head = committed.head
             commits += 1
-            if self.exit_after and commits >= self.exit_after:
-                os._exit(7)
+            if self.after_commit is not None:
+                self.after_commit(commits)
             cp = committed.checkpoint
             self.answer(("ok", number, committed.frontier.size, committed.rows[-1][ROW_CONTENT_HASH],
                          committed.frontier.to_text(), (cp.size, cp.root, cp.timestamp, cp.key_id, cp.signature)))
@@ -131,7 +130,9 @@ class _Writer:
             self.appender.close()
 
 
-def main() -> None:
+def main(after_commit: Callable[[int], None] | None = None) -> None:
+    """The process's entry point; ``after_commit`` is for a caller that wraps it (the crash tests start a
+    writer that dies between a commit and its answer: ``tests/fixtures/crashing_witness_writer.py``)."""
     sys.setswitchinterval(SWITCH_INTERVAL)
     # Batches make thousands of lists and tuples and no reference cycles: automatic collections would
     # only rescan them (a measurable share of the sealing thread); one full collection every
@@ -141,7 +142,7 @@ def main() -> None:
     init = read_frame(stdin)
     if init is None:
         return
-    _Writer(init, stdout).run(stdin)
+    _Writer(init, stdout, after_commit).run(stdin)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,10 @@ from backends.frames import encode_frame, read_frame
 from .keys import WitnessKeys
 
 
+#: the module run as the writer process (a crash test runs a wrapper of it that dies between commit and answer)
+CHILD_MODULE = "infrafabric.witness.writer_child"
+
+
 class WriterProcess:
     def __init__(self, database: str, keys: WitnessKeys, *, entries_per_signature: int, high_water: int,
                  pipeline: bool, loop: asyncio.AbstractEventLoop,
@@ -31,7 +35,7 @@ class WriterProcess:
         self._loop = loop
         self.answers: asyncio.Queue[tuple[Any, ...] | None] = asyncio.Queue()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "infrafabric.witness.writer_child"],
+            [sys.executable, "-m", CHILD_MODULE],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
         )
         self.pid = self._proc.pid

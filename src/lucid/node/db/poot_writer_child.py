@@ -16,10 +16,9 @@ Checkpoints run beside the commits, every ``CHECKPOINT_EVERY`` commits, as for t
 from __future__ import annotations
 
 import functools
-import os
 import sqlite3
 import sys
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 from backends.frames import read_frame, write_frame
 from backends.sqlite_checkpoint import BackgroundCheckpointer
@@ -27,9 +26,6 @@ from backends.sqlite_checkpoint import BackgroundCheckpointer
 from .poot_sqlite import group_transaction
 
 CHECKPOINT_EVERY = 200
-# Fault injection for the crash tests: exit (as a kill would) right after the n-th commit, before its
-# answer is written: the parent must then learn the group's fate from the database.
-_EXIT_AFTER_COMMIT = int(os.environ.get("LUCID_POOT_WRITER_EXIT_AFTER_COMMIT", "0"))
 
 
 def _connect(path: str, pragmas: list[str]) -> sqlite3.Connection:
@@ -39,7 +35,10 @@ def _connect(path: str, pragmas: list[str]) -> sqlite3.Connection:
     return con
 
 
-def serve(path: str, pragmas: list[str], requests: BinaryIO, answers: BinaryIO) -> None:
+def serve(path: str, pragmas: list[str], requests: BinaryIO, answers: BinaryIO,
+          after_commit: Callable[[int], None] | None = None) -> None:
+    """Answer groups until the parent closes the pipe; ``after_commit`` is called with the number of commits
+    so far, before the answer (the crash tests die there: ``tests/fixtures/crashing_poot_writer.py``)."""
     pragmas = [p for p in pragmas if not p.startswith("wal_autocheckpoint")] + ["wal_autocheckpoint=0"]
     con = _connect(path, pragmas)
     checkpoints = BackgroundCheckpointer(functools.partial(_connect, path, pragmas), CHECKPOINT_EVERY,
@@ -60,18 +59,18 @@ def serve(path: str, pragmas: list[str], requests: BinaryIO, answers: BinaryIO) 
         finally:
             cur.close()
         commits += answer[0] == "ok"
-        if _EXIT_AFTER_COMMIT and commits >= _EXIT_AFTER_COMMIT:
-            os._exit(17)
+        if after_commit is not None:
+            after_commit(commits)
         write_frame(answers, answer)
         checkpoints.after_commit(con, answer[0] == "ok")  # after the answer: off the group's path
     checkpoints.close()
     con.close()
 
 
-def main() -> None:
+def main(after_commit: Callable[[int], None] | None = None) -> None:
     if len(sys.argv) < 2:
         sys.exit("usage: python -m lucid.node.db.poot_writer_child <database file> [pragma ...]")
-    serve(sys.argv[1], sys.argv[2:], sys.stdin.buffer, sys.stdout.buffer)
+    serve(sys.argv[1], sys.argv[2:], sys.stdin.buffer, sys.stdout.buffer, after_commit)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ from lucid.node.errors import InternalNodeError
 __all__ = ["PoOTWriterProcess", "WriterProcessLost", "WriterProcessError"]
 
 _SRC = str(Path(__file__).resolve().parents[3])  # the directory holding the ``lucid`` package
+#: the module run as the writer process (a crash test runs a wrapper of it that dies between commit and answer)
+CHILD_MODULE = "lucid.node.db.poot_writer_child"
 
 
 class WriterProcessLost(InternalNodeError, RuntimeError):
@@ -98,7 +100,7 @@ class PoOTWriterProcess:
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, env.get("PYTHONPATH")) if p)
             self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "lucid.node.db.poot_writer_child", self.path, *self.pragmas,
+                sys.executable, "-m", CHILD_MODULE, self.path, *self.pragmas,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env)
             self.starts += 1
             self._in_flight = deque()
