@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 from backends.kv import Get
 from infrafabric.coordinator import keys
@@ -459,6 +460,7 @@ class NodesSummary:
     page: int
     pages: int
     available: bool
+    batches: list[dict[str, Any]] = field(default_factory=list)  # the shown payouts' batches, as the API says
 
 
 async def nodes(platform: Platform, page: int = 1) -> NodesSummary:
@@ -485,5 +487,14 @@ async def nodes(platform: Platform, page: int = 1) -> NodesSummary:
     await asyncio.gather(*(detail(n) for n in items))
     payouts = (await api.get("/api/v1/nodes/payouts/history", limit=50)).get("payouts", [])
     pag = listing.get("pagination", {})
+    batch_ids = sorted({str(p["batch_id"]) for p in payouts if p.get("batch_id")})[:20]
+
+    async def batch(batch_id: str) -> dict[str, Any] | None:
+        try:
+            return await api.get(f"/api/v1/nodes/payouts/batch/{quote(batch_id, safe='')}")  # type: ignore[no-any-return]
+        except Exception:  # a batch the API no longer knows is left out, never breaks the page
+            return None
+
+    batches = [b for b in await asyncio.gather(*(batch(i) for i in batch_ids)) if isinstance(b, dict)]
     return NodesSummary(items, scores, resources, payouts, int(pag.get("page", page)), int(pag.get("pages", 1)) or 1,
-                        True)
+                        True, batches)

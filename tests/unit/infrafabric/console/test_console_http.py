@@ -226,6 +226,10 @@ async def test_retry_payout_queues_a_failed_payout_once_however_often_it_is_clic
     target = failed[0]["payout_id"]
     nodes_page = await client.get("/nodes")
     assert f'name="payout_id" value="{target}"' in nodes_page.text  # the retry button is offered
+    drained = re.search(r'<tr data-batch="batch_drain">(.*?)</tr>', nodes_page.text, re.S)
+    assert drained is not None
+    cells = re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", drained.group(1), re.S)
+    assert cells[2] == "101" and f"failed: {len(failed)}" in cells[3] and f"completed: {101 - len(failed)}" in cells[3]
     results = await asyncio.gather(*(client.post("/actions/retry-payout", data={"payout_id": target, "csrf": csrf})
                                      for _ in range(4)))
     assert all(r.status_code == 303 for r in results)
