@@ -140,7 +140,7 @@ def run() -> list[dict[str, Any]]:
     from infrafabric.coordinator.credentials import PUBLIC_FILE, CredentialAuthority
     from tests.fixtures.llm_upstream import ANTHROPIC_KEY, OPENAI_KEY
     from tests.chaos.test_gateway_replicas import _register, _toml
-    from tests.integration.test_gateway import gateway_config
+    from tests.integration.infrafabric.gateway.test_gateway import gateway_config
 
     rows: list[dict[str, Any]] = []
     tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-"))

@@ -32,7 +32,7 @@ from infrafabric.optimise.tracker import CostTracker
 from infrafabric.witness import Witness
 from tests.fixtures.llm_upstream import ANTHROPIC_KEY, OPENAI_KEY, start_upstream, stop
 from tests.fixtures.processes import terminate_all
-from tests.integration.test_gateway import gateway_config
+from tests.integration.infrafabric.gateway.test_gateway import gateway_config
 
 pytestmark = [pytest.mark.etcd, pytest.mark.chaos]
 ROOT = Path(__file__).resolve().parents[2]

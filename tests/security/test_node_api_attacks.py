@@ -27,7 +27,7 @@ from lucid.node.api.auth import mint_token
 from lucid.node.models.node_models import Node
 from lucid.node.models.pool_models import NodePool
 from tests.fixtures.node_fixtures import TEST_WALLET, node_api_settings, sample_hardware_info
-from tests.integration.test_api_hot_routes import _answer
+from tests.integration.lucid.node.test_api_hot_routes import _answer
 
 SECRET = "hostile-" * 4
 DEEP = 100_000

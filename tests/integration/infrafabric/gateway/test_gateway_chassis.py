@@ -9,7 +9,7 @@ import pytest
 
 from infrafabric.chassis import EndpointNotAllowedError, IFChassis
 from infrafabric.gateway.sandbox import model_call_credentials
-from tests.integration.test_gateway import Stack, price, stack  # noqa: F401 - the fixture
+from tests.integration.infrafabric.gateway.test_gateway import Stack, price, stack  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.etcd, pytest.mark.wasm]
 

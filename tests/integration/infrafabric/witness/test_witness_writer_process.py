@@ -26,7 +26,7 @@ from infrafabric.witness import Witness, WitnessInputError, WitnessStorageError
 from infrafabric.witness.merkle import CompactRange
 from infrafabric.witness import writer_process
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 
 
 def _witness(tmp_path: Path, **options: object) -> Witness:

@@ -14,7 +14,7 @@ import pytest
 
 from infrafabric.witness import Witness
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 
 WRITER = textwrap.dedent(
     """
