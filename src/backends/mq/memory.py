@@ -24,8 +24,7 @@ from backends.mq.base import Delivery, MessageBroker, QueueMessage
 # (-priority, arrival seq, expires_at, message fields, redelivered): a plain tuple, so a heap of given-back
 # entries compares in C; seq is unique, so a comparison never reaches the message. The message is kept as
 # a plain tuple of its fields (str, bytes, numbers, None), not the QueueMessage: the cyclic collector
-# stops tracking such tuples, so a backlog of queued messages costs it nothing (with 200,000 queued,
-# collections rescanning them were ~45 % of a batched send's time).
+# stops tracking such tuples, so a backlog of queued messages costs it nothing (benchmarks/RESULTS.md).
 _Entry = Tuple[int, int, float, tuple, bool]
 
 

@@ -222,7 +222,7 @@ class RabbitMQBroker(MessageBroker):
         if not channel_open:
             raise QueueUnavailable(f"RabbitMQ at {_redact(self.url)} closed the channel")
         # the properties aio-pika's Message would build, handed straight to its channel (aiormq): the same
-        # frames, without a Message object per send (a quarter of the client's CPU per message)
+        # frames, without a Message object per send (benchmarks/RESULTS.md, issue 19)
         properties = aiormq.spec.Basic.Properties(
             content_type="application/json", delivery_mode=2, priority=message.priority,
             expiration=None if message.ttl is None else str(int(message.ttl * 1000)),
