@@ -7,9 +7,7 @@ for configuration by environment.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import (
     WitnessClosedError,
@@ -21,63 +19,24 @@ from .errors import (
     WitnessStorageError,
     WitnessTimeoutError,
 )
-
-if TYPE_CHECKING:
-    from .canonical import GENESIS_HASH, SEVERITIES
-    from .checkpoint import Checkpoint
-    from .default import (
-        configure,
-        default_key_dir,
-        default_url,
-        get_default_witness,
-        reset_default_witness,
-        set_default_witness,
-    )
-    from .keys import WitnessKeys, load_or_create_keys, load_public_key
-    from .merkle import MerkleTree, leaf_hash, node_hash, root_of, verify_consistency, verify_inclusion
-    from .verify import Problem, RawRecord, VerificationReport, parse_export, verify_export, verify_records
-    from .witness import Witness
-
-# Loaded on first use (PEP 562): the SQLite writer process imports modules of this package and must
-# not pay for the rest of it (the witness, asyncio, the stores, verification) when it starts.
-_LAZY = {
-    **dict.fromkeys(("GENESIS_HASH", "SEVERITIES"), ".canonical"),
-    "Checkpoint": ".checkpoint",
-    **dict.fromkeys(("configure", "default_key_dir", "default_url", "get_default_witness",
-                     "reset_default_witness", "set_default_witness"), ".default"),
-    **dict.fromkeys(("WitnessKeys", "load_or_create_keys", "load_public_key"), ".keys"),
-    **dict.fromkeys(("MerkleTree", "leaf_hash", "node_hash", "root_of", "verify_consistency",
-                     "verify_inclusion"), ".merkle"),
-    **dict.fromkeys(("Problem", "RawRecord", "VerificationReport", "parse_export", "verify_export",
-                     "verify_records"), ".verify"),
-    "Witness": ".witness",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
-
-_default_witness: Callable[[], Any] | None = None
+from .canonical import GENESIS_HASH, SEVERITIES
+from .checkpoint import Checkpoint
+from .default import (
+    configure,
+    default_key_dir,
+    default_url,
+    get_default_witness,
+    reset_default_witness,
+    set_default_witness,
+)
+from .keys import WitnessKeys, load_or_create_keys, load_public_key
+from .merkle import MerkleTree, leaf_hash, node_hash, root_of, verify_consistency, verify_inclusion
+from .verify import Problem, RawRecord, VerificationReport, parse_export, verify_export, verify_records
+from .witness import Witness
 
 
 def _default() -> Any:
-    """The default witness (``default.get_default_witness``, looked up once: ``log_operation`` is a hot path)."""
-    global _default_witness
-    if _default_witness is None:
-        from .default import get_default_witness as found
-
-        _default_witness = found
-    return _default_witness()
+    return get_default_witness()
 
 
 def log_operation(
