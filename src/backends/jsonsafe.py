@@ -42,12 +42,26 @@ def json_depth_exceeds(value: Any, limit: int = DEFAULT_MAX_DEPTH) -> bool:
     return False
 
 
-_SNIFF = (b"\xef", b"\xfe", b"\xff", b"\0")  # first bytes of a BOM or of UTF-16/32 text: json.loads decides
+_SNIFF = (b"\xef", b"\xfe", b"\xff", b"\0")
+_OPEN = (b"{", b"[")
+_scan = json.JSONDecoder().scan_once  # first bytes of a BOM or of UTF-16/32 text: json.loads decides
 
 
 def loads_bounded(data: str | bytes | bytearray, max_depth: int = DEFAULT_MAX_DEPTH, **kwargs: Any) -> Any:
     """``json.loads`` that raises :class:`JSONTooDeepError` (never ``RecursionError``) past ``max_depth``;
     ``kwargs`` go to ``json.loads`` (e.g. an ``object_pairs_hook`` refusing duplicate keys)."""
+    if not kwargs and type(data) is bytes and data.startswith(_OPEN) and len(data) > 1 and data[1]:
+        # the common case: a compact UTF-8 object or array with few brackets (so it cannot nest deeper),
+        # parsed by json's scanner called directly, since json.loads's wrappers cost more than parsing a small
+        # document; what this does not settle (whitespace around it, an error to report) goes the full way
+        try:
+            text = data.decode("utf-8")
+            if text.count("[") + text.count("{") <= max_depth:
+                value, end = _scan(text, 0)
+                if end == len(text):
+                    return value
+        except (UnicodeDecodeError, StopIteration, ValueError):
+            pass
     if isinstance(data, (bytes, bytearray)) and data[:1] not in _SNIFF and data[1:2] != b"\0":
         try:  # plain UTF-8 (no BOM, not UTF-16/32): json.loads would only sniff that again
             data = data.decode("utf-8")

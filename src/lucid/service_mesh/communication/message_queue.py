@@ -96,24 +96,6 @@ if json.encoder.c_make_encoder is not None:
         return "".join(_c_encode(payload, 0))
 else:  # pragma: no cover - CPython always has the C encoder
     _dumps = _ENCODER.encode
-_scan = json.JSONDecoder().scan_once
-
-
-def _payload(body: bytes) -> Any:
-    """A message body's payload: json's scanner called directly (json.loads's wrappers cost more than the
-    parse of a small message); anything unusual goes through ``loads_bounded``, which decides and raises."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return loads_bounded(body, MAX_PAYLOAD_DEPTH)
-    # at most MAX_PAYLOAD_DEPTH brackets cannot nest deeper (the same bound loads_bounded uses)
-    if text[:1] != "{" or text.count("{") + text.count("[") > MAX_PAYLOAD_DEPTH:
-        return loads_bounded(body, MAX_PAYLOAD_DEPTH)
-    try:
-        value, end = _scan(text, 0)
-    except (StopIteration, ValueError):
-        return loads_bounded(body, MAX_PAYLOAD_DEPTH)
-    return value if end == len(text) else loads_bounded(body, MAX_PAYLOAD_DEPTH)
 
 
 def _body(payload: object) -> bytes:
@@ -511,7 +493,7 @@ class AsyncMessageQueueClient:
         if m.sender_account is None and self.backend == "rabbitmq" and not self.accept_unsigned:
             return None
         try:
-            payload = _payload(m.body)
+            payload = loads_bounded(m.body, MAX_PAYLOAD_DEPTH)
         except ValueError:  # not sent by this client: to the queue's dead end, not to the caller
             return None
         return ReceivedMessage(m.message_id, m.source, m.destination, payload,
