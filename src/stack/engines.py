@@ -93,10 +93,10 @@ def _nats(topology: Topology, state: StackState, engines: Engines) -> None:
         engines.bus_url = conf.url
         return
     users = [NatsUser("control-plane", state.secret("nats-control-plane"), (">",), (">",))]
-    server = NatsServer(workdir=state.engine_dir("nats"), port=state.port("nats.client"),
-                        monitor_port=state.port("nats.monitor"), users=users, tls=True)
     # TLS with the stack's own CA (pki/nats, renewed like etcd's): pushes and events carry task payloads
-    server.tls_bundle = ensure_tls_bundle(state.root / "pki" / "nats", client_cn="stack-admin")
+    server = NatsServer(workdir=state.engine_dir("nats"), port=state.port("nats.client"),
+                        monitor_port=state.port("nats.monitor"), users=users, tls=True,
+                        tls_bundle=ensure_tls_bundle(state.root / "pki" / "nats", client_cn="stack-admin"))
     engines.started.append(server.start())
     engines.bus_url = f"{server.url}&user=control-plane&password_file={state.secret_file('nats-control-plane')}"
 

@@ -44,19 +44,20 @@ class NatsServer(ManagedProcess):
     """One nats-server on free loopback ports; JetStream stores in the temp dir.
 
     ``users`` turns on authorization (each user only its subjects); ``tls`` serves TLS with a CA of its own
-    (``tls_bundle.ca_cert`` for clients). Credentials go into the server's config file, never argv."""
+    (``tls_bundle.ca_cert`` for clients), or the ``tls_bundle`` given. Credentials go into the server's config file, never argv."""
 
     name = "nats"
 
     def __init__(self, jetstream: bool = True, *, startup_timeout: float = 20.0,
-                 users: Sequence[NatsUser] = (), tls: bool = False, host: str = "127.0.0.1",
+                 users: Sequence[NatsUser] = (), tls: bool = False, tls_bundle: TlsBundle | None = None,
+                 host: str = "127.0.0.1",
                  wrapper: Sequence[str] = (), workdir: str | os.PathLike[str] | None = None,
                  port: int | None = None, monitor_port: int | None = None) -> None:
         super().__init__(startup_timeout=startup_timeout, workdir=workdir)
         self.jetstream = jetstream
         self.users = list(users)
         self.tls = tls
-        self.tls_bundle: TlsBundle | None = None
+        self.tls_bundle: TlsBundle | None = tls_bundle  # a deployment's own (``ensure_tls_bundle``), or made at start
         self.host = host  # the address it listens on (a network namespace's, in partition tests)
         self.wrapper = list(wrapper)  # argv prefix, e.g. ``ip netns exec NS``
         self._fixed_ports = port is not None

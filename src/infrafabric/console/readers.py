@@ -232,8 +232,8 @@ async def chassis(platform: Platform, window: int = 10_000) -> ChassisSummary:
             if swarm not in last_refusal:
                 wait = p.get("retry_after")
                 at = _epoch(e.timestamp)
-                ok = _number(wait) and at is not None
-                last_refusal[swarm] = (e.timestamp, at + min(max(float(wait), 0.0), 3600.0) if ok and at is not None else None)
+                until = at + min(max(float(wait), 0.0), 3600.0) if at is not None and _number(wait) else None
+                last_refusal[swarm] = (e.timestamp, until)
         elif e.operation == "swarm_loaded":
             contract = p.get("contract")
             if isinstance(contract, dict):
