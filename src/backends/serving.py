@@ -29,6 +29,7 @@ class AsgiServer:
         import uvicorn
 
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
+                                                    proxy_headers=False,  # no proxy in front is trusted
                                                     ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile))
         self._task: asyncio.Task[None] | None = None
 

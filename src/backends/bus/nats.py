@@ -20,6 +20,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from backends.bus.base import Handler, Message, MessageBus, Subscription, check_subject
+from backends.inflight import InFlightLimit
 from backends.errors import AuthenticationError as BackendAuthError
 from backends.errors import (
     BackendError,
@@ -97,7 +98,7 @@ class NatsBus(MessageBus):
         # A request's timeout runs from its publish. With thousands started at once, the event loop was
         # still publishing the last ones when the first replies arrived, and the first timed out unread;
         # so at most ``max_in_flight`` requests are out at a time and the rest wait for a slot, untimed.
-        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._in_flight = InFlightLimit(max_in_flight)
         self.url = url or ",".join(self.servers)
         self._connect_timeout = connect_timeout
         self._options = options

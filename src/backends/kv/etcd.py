@@ -24,6 +24,7 @@ from etcd3aio.errors import (
 from etcd3aio._protobuf import Compare as PbCompare
 from etcd3aio.kv import KVService, prefix_range_end
 
+from backends.inflight import InFlightLimit
 from backends.errors import AuthenticationError, BackendUnavailable, LeaseNotFound, OutcomeUnknown
 from backends.kv.base import (
     WATCH_ENDED,
@@ -185,7 +186,7 @@ class EtcdKV(KeyValueStore):
         self._watches: set[_EtcdWatch] = set()
         # Calls beyond this many wait locally, so a burst (10,000 registrations at once) queues here
         # instead of spending its deadline in gRPC's queue.
-        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._in_flight = InFlightLimit(max_in_flight)
         self.url = url or "etcd://" + ",".join(self.endpoints)
         self.timeout = timeout
         self._username = username

@@ -21,6 +21,7 @@ from urllib.parse import urlencode, urlsplit
 import httptools
 
 from backends.errors import PlatformError
+from backends.inflight import InFlightLimit
 
 _MAX_BODY = 64 << 20
 # Idle connections are dropped before servers drop them (uvicorn closes idle keep-alive connections after 5 s):
@@ -100,7 +101,7 @@ class Http1Pool:
             _check_header(name, value)
         self.timeout = timeout
         self._idle: deque[_Connection] = deque()
-        self._slots = asyncio.Semaphore(max_connections)
+        self._slots = InFlightLimit(max_connections)
         self._closed = False
 
     async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,

@@ -70,6 +70,7 @@ WRITER_ENV = "INFRAFABRIC_WITNESS_WRITER"
 # errors a retry cannot cure: the log's head cannot be proven, or the log is smaller than it was
 FATAL_CODES = frozenset(("WITNESS_HEAD_REWRITTEN", "WITNESS_LOG_ROLLED_BACK", "WITNESS_PUBLISHED_INVALID"))
 _PROCESS_DEPTH = 3  # batches in a writer process at once: one committing, one sealed, one being sealed
+_INLINE_SEAL = 32  # batches this small are sealed on the writer thread (see _preseal)
 WRITER_MODES = ("auto", "process", "thread")
 
 
@@ -377,6 +378,11 @@ class Witness:
         if head is None or not batch or not self._pipeline:
             return None
         size, head_hash, frontier = head
+        if len(batch) <= _INLINE_SEAL:  # a handoff to the seal thread costs more than sealing a few entries
+            try:
+                return self._seal(size, head_hash, frontier.copy(), batch)
+            except WitnessStorageError:
+                return None
         try:
             return await asyncio.get_running_loop().run_in_executor(
                 self._seal_pool, self._seal, size, head_hash, frontier.copy(), batch)
@@ -590,8 +596,9 @@ class Witness:
         self._idle = True
         if not self._queue and not self._stopping:  # checked again: a log may have come in before _idle
             try:
-                await asyncio.wait_for(self._wake.wait(), 0.5)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(0.5):  # no task per wait, unlike wait_for
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
         self._wake.clear()
         self._idle = False

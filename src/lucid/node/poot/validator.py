@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from backends.inflight import InFlightLimit
 from ..errors import InvalidPoOTError, NodeManagementError, NonceReplayError
 from ..models.node_models import NodeStatus, utcnow
 from ..models.poot_models import MAX_OUTPUT_BYTES, PoOTValidationResult, uuid7_text
@@ -168,7 +169,7 @@ class PoOTValidator:
         """Validate concurrently. A rejected item counts under ``errors``, a scored-but-invalid one under
         ``invalid`` (the seed's summary)."""
         batch_id = f"batch_{uuid.uuid4().hex[:24]}"
-        sem = asyncio.Semaphore(self.batch_concurrency)
+        sem = InFlightLimit(self.batch_concurrency)
 
         async def one(item: dict[str, Any]) -> dict[str, Any]:
             async with sem:
