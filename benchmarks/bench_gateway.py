@@ -162,7 +162,9 @@ def run() -> list[dict[str, Any]]:
         try:
             direct = f"http://127.0.0.1:{up_port}"
             wait_http(direct, upstream)
-            (tmp / "gateway.toml").write_text(_toml(gateway_config(direct)))
+            config = gateway_config(direct)
+            config.pop("ledger", None)  # the production defaults
+            (tmp / "gateway.toml").write_text(_toml(config))
             authority = CredentialAuthority.load_or_create(tmp / "authority")
             swarm = f"bench-{uuid.uuid4().hex[:8]}"
             asyncio.run(_register(etcd.url, swarm, 1_000_000.0))

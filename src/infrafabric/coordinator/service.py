@@ -29,7 +29,6 @@ Errors answer ``{"error": {"code", "message"}}`` with the InfraFabric error code
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -38,10 +37,10 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
 
 from backends.errors import BackendError, BackendUnavailable
 from backends.kv import Compare, Put
+from backends.serving import AsgiApp, fixed_routes
 from infrafabric.coordinator.coordinator import IFCoordinator
 from infrafabric.coordinator.core import Claim
 from infrafabric.coordinator.credentials import CredentialVerifier, Identity, bearer_token
@@ -57,8 +56,6 @@ from infrafabric.errors import (
 )
 from infrafabric.httpjson import json_object
 from infrafabric.ids import validate_swarm_id, validate_task_id, validate_task_ids
-
-logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
 MAX_WAIT_SECONDS = 30.0
@@ -383,38 +380,16 @@ async def _push(gateway: SwarmGateway, request: Request, identity: Identity) -> 
     return {"pushed": await gateway.push(identity, swarm_id, tasks)}
 
 
-def create_app(gateway: SwarmGateway) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    """The swarm API as a plain ASGI app: one dictionary lookup per request.
-
-    Why not Starlette's router: each of its layers (error and exception middleware, a regex match per
-    route, the request/response wrappers) ran on every claim, a sixth of the service's CPU for one;
-    every route here is fixed, and each handler already turns every error into the envelope."""
-    routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {
+def create_app(gateway: SwarmGateway) -> AsgiApp:
+    """The swarm API: its fixed routes, each answering the error envelope for every failure."""
+    return fixed_routes({
         (path, method): _route(gateway, handler, role)
         for path, method, handler, role in (
             ("/v1/session", "POST", _open, "swarm"), ("/v1/session", "DELETE", _close, "swarm"),
             ("/v1/inbox", "GET", _inbox, "swarm"), ("/v1/heartbeat", "POST", _heartbeat, "swarm"),
             ("/v1/claims", "POST", _claims, "swarm"), ("/v1/complete", "POST", _complete, "swarm"),
             ("/v1/progress", "POST", _progress, "swarm"), ("/v1/blockers", "POST", _blockers, "swarm"),
-            ("/v1/tasks", "POST", _push, "operator"))}
-    paths = {path for path, _ in routes}
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return  # no lifespan or websocket protocol here
-        endpoint = routes.get((scope["path"], scope["method"]))
-        if endpoint is None:
-            response: Response = _error(405, "IF_ERR_METHOD_NOT_ALLOWED", "method not allowed on this route") \
-                if scope["path"] in paths else _error(404, "IF_ERR_NOT_FOUND", "no such route")
-        else:
-            try:
-                response = await endpoint(Request(scope, receive))
-            except Exception:  # noqa: BLE001 - a bug answers the envelope, never a traceback
-                logger.exception("swarm API %s %s failed", scope["method"], scope["path"])
-                response = _error(500, "IF_ERR_INTERNAL", "internal error")
-        await response(scope, receive, send)
-
-    return app
+            ("/v1/tasks", "POST", _push, "operator"))}, _error)
 
 
 __all__ = ["PermissionDeniedError", "Session", "SessionError", "StaleClaimError", "SwarmGateway", "create_app",

@@ -21,26 +21,26 @@ import json
 import time
 import uuid
 from collections import defaultdict, deque
-from urllib.parse import urlsplit
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
 
 from backends.errors import BackendError, RateLimited
 from backends.jsonsafe import loads_bounded
 from backends.kv import KeyValueStore, LeaseKeeper
 from backends.periodic import Periodic
 from backends.ratelimit import KeyedLimiter
+from backends.serving import AsgiApp, fixed_routes
 from infrafabric.coordinator.credentials import CredentialVerifier, Identity, bearer_token
 from infrafabric.coordinator.http1 import HTTPError, Http1Pool
 from infrafabric.errors import CredentialError, InfraFabricError, PermissionDeniedError, ValidationError
 from infrafabric.gateway.config import GatewayConfig, Provider, SwarmPolicy
+from infrafabric.gateway.allowance import AllowanceLedger
 from infrafabric.gateway.prices import ModelRate
 from infrafabric.gateway.reservations import BudgetExceededError, Hold, ReservationLedger
 from infrafabric.httpjson import json_object
@@ -120,7 +120,10 @@ class MeteringGateway:
                  sweep_interval: float = 1.0) -> None:
         self.config, self.kv, self.verifier = config, kv, verifier
         self._audit, self._cost_sink = audit, cost_sink
-        self.ledger = ReservationLedger(kv, audit=lambda op, params, sev: self.audit(op, params, sev))
+        exact = ReservationLedger(kv, audit=lambda op, params, sev: self.audit(op, params, sev))
+        self.ledger: ReservationLedger | AllowanceLedger = exact if config.allowance_calls == 0 else AllowanceLedger(
+            exact, calls=config.allowance_calls, idle=config.allowance_idle,
+            audit=lambda op, params, sev: self.audit(op, params, sev))
         self.replica_id = uuid.uuid4().hex[:12]
         self.lease_ttl, self.sweep_interval = lease_ttl, sweep_interval
         self._lease: int | None = None
@@ -160,6 +163,8 @@ class MeteringGateway:
             _, pending = await asyncio.wait(list(self._background), timeout=10)
             for task in pending:
                 task.cancel()
+        if isinstance(self.ledger, AllowanceLedger):
+            await self.ledger.close()  # settlements written, allowances back to the budget, while the lease lives
         if self._keeper is not None:
             await self._keeper.stop()
             self._keeper = None
@@ -473,7 +478,7 @@ def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
                         headers={"WWW-Authenticate": 'Bearer realm="infrafabric"'} if status == 401 else None)
 
 
-def create_app(gateway: MeteringGateway) -> Starlette:
+def create_app(gateway: MeteringGateway) -> AsgiApp:
     def route(kind: str) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             try:
@@ -491,18 +496,8 @@ def create_app(gateway: MeteringGateway) -> Starlette:
                 return _error(status, exc.error_code, exc.message)
         return endpoint
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return _error(404, "IF_ERR_NOT_FOUND", "no such route")
-
-    async def not_allowed(request: Request, exc: Exception) -> Response:
-        return _error(405, "IF_ERR_METHOD_NOT_ALLOWED", "method not allowed on this route")
-
-    return Starlette(routes=[
-        Route("/v1/chat/completions", route("chat"), methods=["POST"]),
-        Route("/v1/embeddings", route("embeddings"), methods=["POST"]),
-        Route("/v1/models", route("models"), methods=["GET"]),
-        Route("/v1/messages", route("messages"), methods=["POST"]),
-    ], exception_handlers={404: not_found, 405: not_allowed})
+    return fixed_routes({("/v1/chat/completions", "POST"): route("chat"), ("/v1/embeddings", "POST"): route("embeddings"),
+                         ("/v1/models", "GET"): route("models"), ("/v1/messages", "POST"): route("messages")}, _error)
 
 
 __all__ = ["GatewayError", "MeteringGateway", "RateLimitedError", "create_app"]

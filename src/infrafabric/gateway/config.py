@@ -21,6 +21,10 @@ its key, read once when the gateway starts; the key goes only into the upstream 
     tokens_per_minute = 200000
     [policy]
     cheaper_unless_allowed = { "gpt-4o" = "gpt-4o-mini" }   # the larger model only when allowed
+    [ledger]
+    allowance_calls = 8                 # a replica holds budget for this many calls at a time (allowance.py);
+                                        # 0: every call is its own hold in the shared ledger
+    allowance_idle = 1.0                # seconds unused before an allowance goes back to the budget
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ class GatewayConfig:
     swarms: dict[str, SwarmPolicy]
     cheaper: dict[str, str]  # larger model -> the cheaper one used unless the swarm may use the larger
     default_policy: SwarmPolicy = SwarmPolicy()
+    allowance_calls: int = 8
+    allowance_idle: float = 1.0
 
     def policy(self, swarm_id: str) -> SwarmPolicy:
         return self.swarms.get(swarm_id, self.default_policy)
@@ -98,10 +104,16 @@ class GatewayConfig:
             cheaper = {str(k): str(v) for k, v in dict(data.get("policy", {}).get("cheaper_unless_allowed", {})).items()}
             for large, small in cheaper.items():
                 rates.rate(large), rates.rate(small)
+            ledger = dict(data.get("ledger", {}))
+            calls, idle = ledger.get("allowance_calls", 8), ledger.get("allowance_idle", 1.0)
+            if type(calls) is not int or not 0 <= calls <= 1000:
+                raise ValueError("ledger.allowance_calls must be an integer from 0 to 1000")
+            if type(idle) not in (int, float) or not 0 < idle <= 3600:
+                raise ValueError("ledger.allowance_idle must be a number of seconds from 0 to 3600")
         except (KeyError, TypeError, ValueError, OSError) as exc:
             raise ValidationError(f"gateway configuration is invalid: {exc}", error_code="IF_ERR_INVALID_POLICY") \
                 from None
-        return cls(rates, providers, swarms, cheaper)
+        return cls(rates, providers, swarms, cheaper, allowance_calls=calls, allowance_idle=float(idle))
 
     @classmethod
     def load(cls, path: str | Path) -> "GatewayConfig":

@@ -123,6 +123,11 @@ class ReservationLedger:
         if self._audit is not None:
             self._audit(operation, params, severity)
 
+    def known_open(self, swarm_id: str) -> bool:
+        """The swarm's breaker is open in this replica's last view of its records."""
+        known = self._known.get(swarm_id)
+        return known is not None and known.breaker_open
+
     @staticmethod
     def _reads(swarm_id: str) -> list[Get]:
         return [Get(_budget_key(swarm_id)), Get(_breaker_key(swarm_id)), Get(_holds_key(swarm_id))]
@@ -165,29 +170,37 @@ class ReservationLedger:
         return True
 
     async def reserve(self, swarm_id: str, hold_id: str, amount: Decimal, lease: int,
-                      details: dict[str, Any] | None = None) -> Hold:
-        """Hold ``amount`` against the swarm's budget, or raise BudgetExceededError / CircuitOpenError."""
+                      details: dict[str, Any] | None = None, *, at_least: Decimal | None = None,
+                      share: Decimal | None = None, audit_as: str = "model_call") -> Hold:
+        """Hold ``amount`` against the swarm's budget, or raise BudgetExceededError / CircuitOpenError.
+
+        With ``at_least`` (an allowance block), hold up to ``amount`` but no more than ``share`` of what is
+        left (so one replica never takes it all), and never less than ``at_least``; refused only when
+        ``at_least`` does not fit. Audited as ``<audit_as>_reserved`` / ``<audit_as>_refused``."""
         amount = to_money(amount, "amount")
+        floor = amount if at_least is None else min(to_money(at_least, "at_least"), amount)
         async with self._locks[swarm_id]:
             ledger, fresh = await self._current(swarm_id)
             for _ in range(_ATTEMPTS):
                 if hold_id in ledger.holds:
                     return Hold(swarm_id, hold_id, Decimal(ledger.holds[hold_id]))  # a retried, applied reservation
                 remaining = ledger.limit - ledger.spent - ledger.reserved
-                if (ledger.breaker_open or amount > remaining) and not fresh:
+                if (ledger.breaker_open or floor > remaining) and not fresh:
                     ledger, fresh = await self._read(swarm_id), True  # refusals are decided on fresh records
                     continue
                 if ledger.breaker_open:
-                    self.audit("model_call_refused", {"swarm_id": swarm_id, "hold_id": hold_id,
-                                                      "reason": "breaker_open", **(details or {})}, "WARN")
+                    self.audit(f"{audit_as}_refused", {"swarm_id": swarm_id, "hold_id": hold_id,
+                                                       "reason": "breaker_open", **(details or {})}, "WARN")
                     raise CircuitOpenError(f"breaker of {swarm_id} is open")
-                if amount > remaining:
-                    self.audit("model_call_refused", {"swarm_id": swarm_id, "hold_id": hold_id, "reason": "budget",
-                                                      "needed": str(amount), "remaining": str(remaining),
-                                                      **(details or {})}, "WARN")
-                    raise BudgetExceededError(f"the call may cost {amount} but {swarm_id} has {remaining} left",
-                                              remaining=remaining, needed=amount)
-                holds = {**ledger.holds, hold_id: str(amount)}
+                if floor > remaining:
+                    self.audit(f"{audit_as}_refused", {"swarm_id": swarm_id, "hold_id": hold_id, "reason": "budget",
+                                                       "needed": str(floor), "remaining": str(remaining),
+                                                       **(details or {})}, "WARN")
+                    raise BudgetExceededError(f"the call may cost {floor} but {swarm_id} has {remaining} left",
+                                              remaining=remaining, needed=floor)
+                taking = amount if at_least is None else \
+                    min(amount, max(floor, remaining * share if share is not None else remaining))
+                holds = {**ledger.holds, hold_id: str(taking)}
                 writes: list[Put | Delete] = [Put(_holds_key(swarm_id), _encode({"holds": holds})),
                                               Put(_live_key(swarm_id, hold_id), b"1", lease)]
                 try:
@@ -198,17 +211,21 @@ class ReservationLedger:
                 if not done:  # lost to another writer: decide again on the records that came back
                     ledger, fresh = (await self._current(swarm_id))[0], True
                     continue
-                self.audit("model_call_reserved", {"swarm_id": swarm_id, "hold_id": hold_id,
-                                                   "amount": str(amount), "remaining": str(remaining - amount),
-                                                   **(details or {})})
-                return Hold(swarm_id, hold_id, amount)
+                self.audit(f"{audit_as}_reserved", {"swarm_id": swarm_id, "hold_id": hold_id,
+                                                    "amount": str(taking), "remaining": str(remaining - taking),
+                                                    **(details or {})})
+                return Hold(swarm_id, hold_id, taking)
         raise BackendUnavailable(f"reservation for {swarm_id} kept losing to other writers; try again")
 
     async def settle(self, hold: Hold, cost: Decimal, details: dict[str, Any] | None = None,
-                     operation: str = "model_call_settled") -> Decimal | None:
+                     operation: str = "model_call_settled", *, keep: Decimal = Decimal(0)) -> Decimal | None:
         """Charge ``cost`` (never more than was held) and drop the hold, in one transaction. Returns what
-        was charged, or None if the hold was settled already (by this call or by a sweeper)."""
+        was charged, or None if the hold was settled already (by this call or by a sweeper).
+
+        With ``keep`` the hold is not dropped but shrunk to ``keep`` (an allowance block settling the calls
+        it covered and keeping the rest); what is neither charged nor kept goes back to the budget."""
         cost = min(max(to_money(cost, "cost"), Decimal(0)), hold.amount)
+        keep = to_money(keep, "keep")
         swarm_id = hold.swarm_id
         async with self._locks[swarm_id]:
             try:
@@ -226,12 +243,16 @@ class ReservationLedger:
                     return None
                 held = Decimal(ledger.holds[hold.hold_id])
                 charge = min(cost, held)
+                kept = min(max(keep, Decimal(0)), held - charge)
                 spent = ledger.spent + charge
                 holds = {k: v for k, v in ledger.holds.items() if k != hold.hold_id}
+                if kept > 0:
+                    holds[hold.hold_id] = str(kept)
                 budget = {**ledger.budget, "spent": str(spent), "last_charge": hold.hold_id}
                 writes: list[Put | Delete] = [Put(_budget_key(swarm_id), _encode(budget)),
-                                              Put(_holds_key(swarm_id), _encode({"holds": holds})),
-                                              Delete(_live_key(swarm_id, hold.hold_id))]
+                                              Put(_holds_key(swarm_id), _encode({"holds": holds}))]
+                if kept <= 0:
+                    writes.append(Delete(_live_key(swarm_id, hold.hold_id)))
                 trip = ledger.limit - spent <= 0 and not ledger.breaker_open
                 if trip:
                     writes.append(Put(_breaker_key(swarm_id), _encode({
@@ -241,9 +262,10 @@ class ReservationLedger:
                 except OutcomeUnknown:
                     self._known.pop(swarm_id, None)
                     try:
-                        done = hold.hold_id not in (await self._read(swarm_id)).holds
+                        after = (await self._read(swarm_id)).holds.get(hold.hold_id)
                     except UnknownSwarmError:
                         return None
+                    done = after is None if kept <= 0 else after == str(kept) and after != ledger.holds[hold.hold_id]
                 if not done:
                     try:
                         ledger, fresh = (await self._current(swarm_id))[0], True
@@ -252,7 +274,7 @@ class ReservationLedger:
                     continue
                 self.audit(operation, {"swarm_id": swarm_id, "hold_id": hold.hold_id, "held": str(held),
                                        "charged": str(charge), "remaining": str(ledger.limit - spent),
-                                       **(details or {})})
+                                       **({"kept": str(kept)} if kept > 0 else {}), **(details or {})})
                 if trip:
                     self.audit("circuit_breaker_tripped", {"swarm_id": swarm_id, "reason": "budget_exhausted"},
                                "HIGH")

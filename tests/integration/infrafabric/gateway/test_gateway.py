@@ -47,6 +47,7 @@ def gateway_config(upstream_url: str, **swarms: dict[str, Any]) -> dict[str, Any
                       "anthropic": {"kind": "anthropic", "base_url": upstream_url, "api_key_env": "T_ANTHROPIC"}},
         "swarms": swarms,
         "policy": {"cheaper_unless_allowed": {"gpt-4o": "gpt-4o-mini"}},
+        "ledger": {"allowance_idle": 0.1},  # allowances go back quickly, so a test sees the ledger settle
     }
 
 
@@ -178,6 +179,17 @@ async def test_embeddings_and_models(stack: Stack) -> None:
     assert await stack.settled(swarm) == price("0.02", "0", result.usage.prompt_tokens, 0)
     models = await client.models.list()
     assert {m.id for m in models.data} >= {"gpt-4o-mini", "claude-haiku"}
+
+
+async def test_unknown_routes_and_methods_answer_the_error_envelope(stack: Stack) -> None:
+    _, key = await stack.swarm(1.0)
+    async with httpx.AsyncClient(base_url=stack.url, headers={"Authorization": f"Bearer {key}"}) as http:
+        for method, path, status, code in (("GET", "/v1/chat/completions", 405, "IF_ERR_METHOD_NOT_ALLOWED"),
+                                           ("POST", "/v1/models", 405, "IF_ERR_METHOD_NOT_ALLOWED"),
+                                           ("POST", "/v1/completions", 404, "IF_ERR_NOT_FOUND"),
+                                           ("GET", "/", 404, "IF_ERR_NOT_FOUND")):
+            answer = await http.request(method, path)
+            assert answer.status_code == status and answer.json()["error"]["code"] == code, (method, path)
 
 
 async def test_a_call_that_does_not_fit_is_refused_before_it_is_sent(stack: Stack) -> None:

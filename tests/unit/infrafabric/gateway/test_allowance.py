@@ -1,0 +1,272 @@
+"""Per-replica allowances over the shared ledger, on the embedded store: two replicas, hostile sequences,
+bursts, a replica that dies holding a block, a breaker opened elsewhere, a ledger that fails a write."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backends.errors import BackendUnavailable, OutcomeUnknown
+from backends.kv import open_kv
+from infrafabric.errors import CircuitOpenError
+from infrafabric.gateway.allowance import AllowanceLedger
+from infrafabric.gateway.reservations import HOLDS, BudgetExceededError, Hold, ReservationLedger
+
+
+async def _seed(kv: Any, swarm: str, budget: str) -> None:
+    await kv.put(f"/governor/budgets/{swarm}", json.dumps({"budget": budget, "spent": "0"}))
+
+
+async def _state(kv: Any, swarm: str) -> tuple[Decimal, Decimal, dict[str, str]]:
+    budget = json.loads((await kv.get(f"/governor/budgets/{swarm}")).value)
+    holds_kv = await kv.get(f"{HOLDS}{swarm}")
+    holds = json.loads(holds_kv.value)["holds"] if holds_kv else {}
+    return Decimal(budget["budget"]), Decimal(budget["spent"]), holds
+
+
+class Audit(list[tuple[str, dict[str, Any]]]):
+    def __call__(self, operation: str, params: dict[str, Any], severity: str = "INFO") -> None:
+        self.append((operation, params))
+
+    def charged(self, *operations: str) -> Decimal:
+        return sum((Decimal(p["charged"]) for op, p in self if op in operations), Decimal(0))
+
+    def ops(self, operation: str) -> list[dict[str, Any]]:
+        return [p for op, p in self if op == operation]
+
+
+def _replica(kv: Any, audit: Audit, **options: Any) -> AllowanceLedger:
+    return AllowanceLedger(ReservationLedger(kv, audit=audit), audit=audit, flush_window=0.0, **options)
+
+
+amounts = st.decimals(min_value=Decimal("0.000001"), max_value=Decimal("0.3"), places=6)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=st.lists(st.tuples(st.sampled_from(["reserve", "settle", "release"]), st.integers(0, 1), amounts,
+                              st.decimals(min_value=Decimal(0), max_value=Decimal("0.5"), places=6)),
+                    min_size=1, max_size=40),
+       calls=st.integers(1, 8))
+def test_two_replicas_never_pass_the_budget_and_the_ledger_agrees_with_the_audit(
+        ops: list[tuple[str, int, Decimal, Decimal]], calls: int) -> None:
+    async def run() -> None:
+        async with open_kv("memory://") as kv:
+            await _seed(kv, "s", "1.0")
+            audit = Audit()
+            replicas = [_replica(kv, audit, calls=calls), _replica(kv, audit, calls=calls)]
+            lease = await kv.grant_lease(60)
+            open_calls: list[tuple[int, Hold]] = []
+            charged = Decimal(0)
+            for n, (op, r, amount, cost) in enumerate(ops):
+                if op == "reserve":
+                    try:
+                        open_calls.append((r, await replicas[r].reserve("s", f"c{n}", amount, lease)))
+                    except (BudgetExceededError, CircuitOpenError):
+                        pass
+                elif open_calls:
+                    owner, hold = open_calls.pop(r % len(open_calls))
+                    if op == "settle":
+                        got = await replicas[owner].settle(hold, cost)
+                        assert got == min(cost, hold.amount)
+                        charged += got
+                    else:
+                        await replicas[owner].release(hold)
+                    assert await replicas[owner].settle(hold, cost) is None  # never charged twice
+                budget, spent, holds = await _state(kv, "s")
+                assert spent + sum((Decimal(v) for v in holds.values()), Decimal(0)) <= budget
+                assert spent == charged  # every settle returned after its charge was in the ledger
+            for owner, hold in open_calls:
+                charged += await replicas[owner].settle(hold, hold.amount) or 0
+            for replica in replicas:
+                await replica.close()
+            _, spent, holds = await _state(kv, "s")
+            assert holds == {} and spent == charged == audit.charged("model_call_settled")
+            admitted = {p["hold_id"] for p in audit.ops("model_call_reserved")}
+            finished = [p["hold_id"] for op in ("model_call_settled", "model_call_released") for p in audit.ops(op)]
+            assert sorted(finished) == sorted(admitted)  # each admitted call settled exactly once
+
+    asyncio.run(run())
+
+
+async def test_a_burst_over_two_replicas_is_held_to_the_budget_and_charged_once() -> None:
+    async with open_kv("memory://") as kv:
+        await _seed(kv, "s", "1.0")
+        audit = Audit()
+        replicas = [_replica(kv, audit), _replica(kv, audit)]
+        lease = await kv.grant_lease(60)
+
+        async def call(i: int) -> Decimal | None:
+            replica = replicas[i % 2]
+            try:
+                hold = await replica.reserve("s", f"c{i}", Decimal("0.05"), lease)
+            except (BudgetExceededError, CircuitOpenError):
+                return None
+            await asyncio.sleep(0)
+            return await replica.settle(hold, Decimal("0.03"))
+
+        results = await asyncio.gather(*(call(i) for i in range(300)))
+        for replica in replicas:
+            await replica.close()
+        admitted = [r for r in results if r is not None]
+        _, spent, holds = await _state(kv, "s")
+        assert holds == {} and spent <= Decimal("1.0")
+        assert len(admitted) >= 20 and spent == sum(admitted, Decimal(0)) == audit.charged("model_call_settled")
+        refused = audit.ops("model_call_refused")
+        assert len(refused) == 300 - len(admitted)
+        assert len(audit.ops("model_call_settled")) == len(admitted)
+
+
+async def test_one_replica_uses_its_block_without_a_round_trip_per_call() -> None:
+    async with open_kv("memory://") as kv:
+        await _seed(kv, "s", "10")
+        audit = Audit()
+        replica = _replica(kv, audit, calls=8)
+        lease = await kv.grant_lease(60)
+        writes = 0
+        txn = kv.txn
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal writes
+            writes += 1
+            return await txn(*args, **kwargs)
+
+        kv.txn = counted  # type: ignore[method-assign]
+        holds = [await replica.reserve("s", f"c{i}", Decimal("0.1"), lease) for i in range(8)]
+        assert writes <= 2  # one block (a read, then the guarded write), not one per call
+        _, _, held = await _state(kv, "s")
+        assert list(held.values()) == ["0.8"]
+        await asyncio.gather(*(replica.settle(h, Decimal("0.01")) for h in holds))
+        await replica.close()
+        _, spent, held = await _state(kv, "s")
+        assert spent == Decimal("0.08") and held == {}
+
+
+async def test_a_call_is_refused_only_when_the_ledger_cannot_fit_it_with_every_free_part_given_back() -> None:
+    async with open_kv("memory://") as kv:
+        await _seed(kv, "s", "0.35")
+        audit = Audit()
+        a, b = _replica(kv, audit, calls=8), _replica(kv, audit, calls=8)
+        lease = await kv.grant_lease(60)
+        first = await a.reserve("s", "a1", Decimal("0.1"), lease)  # 8 calls wanted, a quarter of 0.35 allowed
+        _, _, holds = await _state(kv, "s")
+        assert list(holds.values()) == ["0.1"]  # not less than the call, not a quarter more
+        held_by_b = await b.reserve("s", "b1", Decimal("0.1"), lease)  # so the other replica still has room
+        await a.settle(first, Decimal("0.02"))  # a's block keeps 0.08 free
+        await b.settle(held_by_b, Decimal("0.1"))
+        big = await a.reserve("s", "a2", Decimal("0.2"), lease)  # 0.15 left in the ledger, 0.08 free in a's block:
+        assert big.amount == Decimal("0.2")  # admitted once a gave its free part back
+        with pytest.raises(BudgetExceededError) as refused:
+            await a.reserve("s", "a3", Decimal("0.1"), lease)
+        assert refused.value.remaining == Decimal("0.03")  # what is truly left
+        assert audit.ops("model_call_refused")[-1]["hold_id"] == "a3"
+        await a.settle(big, Decimal("0.2"))
+        await a.close()
+        await b.close()
+        _, spent, holds = await _state(kv, "s")
+        assert spent == Decimal("0.32") and holds == {}
+
+
+async def test_a_settlement_whose_outcome_is_unknown_is_charged_once() -> None:
+    async with open_kv("memory://") as kv:
+        await _seed(kv, "s", "1.0")
+        audit = Audit()
+        replica = _replica(kv, audit)
+        lease = await kv.grant_lease(60)
+        hold = await replica.reserve("s", "c0", Decimal("0.1"), lease)
+        keep = await replica.reserve("s", "c1", Decimal("0.1"), lease)  # the block stays (kept, not dropped)
+        txn, lost = kv.txn, [True]
+
+        async def applied_then_lost(compare: Any, success: Any, *args: Any, **kwargs: Any) -> Any:
+            result = await txn(compare, success, *args, **kwargs)
+            if success and lost:
+                lost.pop()
+                raise OutcomeUnknown("the answer was lost")
+            return result
+
+        kv.txn = applied_then_lost  # type: ignore[method-assign]
+        assert await replica.settle(hold, Decimal("0.04")) == Decimal("0.04")
+        _, spent, _ = await _state(kv, "s")
+        assert spent == Decimal("0.04")  # not charged again by a retry
+        kv.txn = txn  # type: ignore[method-assign]
+        await replica.settle(keep, Decimal("0.01"))
+        await replica.close()
+        _, spent, holds = await _state(kv, "s")
+        assert spent == Decimal("0.05") and holds == {}
+
+
+async def test_a_replica_that_dies_holding_a_block_is_charged_the_block_once() -> None:
+    async with open_kv("memory://") as kv:
+        await _seed(kv, "s", "1.0")
+        audit = Audit()
+        dying, living = _replica(kv, audit, calls=4), _replica(kv, audit, calls=4)
+        dead_lease, live_lease = await kv.grant_lease(60), await kv.grant_lease(60)
+        in_flight = await dying.reserve("s", "x", Decimal("0.1"), dead_lease)
+        _, _, holds = await _state(kv, "s")
+        (block,) = holds.values()
+        await kv.revoke_lease(dead_lease)  # the replica is gone: its lease ends
+        assert await living.sweep() == 1
+        _, spent, holds = await _state(kv, "s")
+        assert spent == Decimal(block) and holds == {}  # settled at the reservation: the whole block
+        assert await dying.settle(in_flight, Decimal("0.01")) is None  # a late settlement charges nothing more
+        _, spent_after, _ = await _state(kv, "s")
+        assert spent_after == spent
+        expired = audit.ops("model_call_expired")
+        assert sum((Decimal(p["charged"]) for p in expired), Decimal(0)) == spent  # ledger and audit agree
+
+
+async def test_a_breaker_opened_elsewhere_stops_admissions_at_the_next_write() -> None:
+    async with open_kv("memory://") as kv:
+        await _seed(kv, "s", "10")
+        audit = Audit()
+        replica = _replica(kv, audit, calls=100)
+        lease = await kv.grant_lease(60)
+        hold = await replica.reserve("s", "c0", Decimal("0.01"), lease)
+        await kv.put("/governor/breakers/s", json.dumps({"state": "open", "reason": "operator"}))
+        await replica.settle(hold, Decimal("0.01"))  # its write meets the changed breaker
+        with pytest.raises(CircuitOpenError):
+            await replica.reserve("s", "c1", Decimal("0.01"), lease)
+        await replica.close()
+        _, spent, holds = await _state(kv, "s")
+        assert spent == Decimal("0.01") and holds == {}
+
+
+async def test_a_settlement_the_ledger_fails_to_take_is_retried_never_lost() -> None:
+    async with open_kv("memory://") as kv:
+        await _seed(kv, "s", "1.0")
+        audit = Audit()
+        replica = _replica(kv, audit)
+        lease = await kv.grant_lease(60)
+        hold = await replica.reserve("s", "c0", Decimal("0.1"), lease)
+        txn, failures = kv.txn, [BackendUnavailable("etcd away"), BackendUnavailable("etcd away")]
+
+        async def flaky(*args: Any, **kwargs: Any) -> Any:
+            if failures:
+                raise failures.pop()
+            return await txn(*args, **kwargs)
+
+        kv.txn = flaky  # type: ignore[method-assign]
+        assert await asyncio.wait_for(replica.settle(hold, Decimal("0.04")), 5) == Decimal("0.04")
+        assert len(audit.ops("settlement_retried")) == 2
+        await replica.close()
+        _, spent, holds = await _state(kv, "s")
+        assert spent == Decimal("0.04") and holds == {}
+
+
+async def test_an_idle_block_goes_back_to_the_budget() -> None:
+    async with open_kv("memory://") as kv:
+        await _seed(kv, "s", "1.0")
+        replica = _replica(kv, Audit(), idle=0.05)
+        lease = await kv.grant_lease(60)
+        await replica.settle(await replica.reserve("s", "c0", Decimal("0.1"), lease), Decimal("0.02"))
+        for _ in range(200):
+            _, spent, holds = await _state(kv, "s")
+            if not holds:
+                break
+            await asyncio.sleep(0.01)
+        assert holds == {} and spent == Decimal("0.02")
