@@ -12,9 +12,11 @@ headers this module validates (no CR, LF or NUL anywhere).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -79,6 +81,63 @@ class _Connection:
         self.writer.close()
 
 
+class _StreamAnswer(_Answer):
+    """httptools callbacks for an answer whose body is handed on as it arrives."""
+
+    __slots__ = ("headers_done", "content_type")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headers_done = False
+        self.content_type = ""
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"content-type":
+            self.content_type = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+
+
+async def _feed(conn: _Connection, answer: _Answer) -> None:
+    data = await conn.reader.read(65536)
+    if not data:
+        raise _ProtocolError("connection closed before the answer ended")
+    conn.answered = True
+    assert answer.parser is not None
+    answer.parser.feed_data(data)
+
+
+class StreamedAnswer:
+    """The status and content type of an answer, and its body as it arrives."""
+
+    def __init__(self, conn: _Connection, answer: _StreamAnswer, timeout: float) -> None:
+        assert answer.parser is not None
+        self.status = answer.parser.get_status_code()
+        self.content_type = answer.content_type
+        self._conn, self._answer, self._timeout = conn, answer, timeout
+        self.finished = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's pieces (chunked transfer coding removed); HTTPError if the answer is cut or stalls."""
+        answer = self._answer
+        while True:
+            if answer.chunks:
+                pieces, answer.chunks = answer.chunks, []
+                for piece in pieces:
+                    yield piece
+            if answer.complete:
+                self.finished = True
+                return
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await _feed(self._conn, answer)
+                if answer.size > _MAX_BODY:
+                    raise _ProtocolError(f"answer too large (over {_MAX_BODY} bytes)")
+            except (OSError, asyncio.TimeoutError, _ProtocolError, httptools.HttpParserError) as exc:
+                raise HTTPError(f"the answer was cut: {type(exc).__name__}: {exc}") from None
+
+
 def _check_header(name: str, value: str) -> None:
     if not name or _FORBIDDEN.intersection(name) or _FORBIDDEN.intersection(value) or ":" in name:
         raise ValueError(f"invalid HTTP header {name!r}")
@@ -104,11 +163,8 @@ class Http1Pool:
         self._slots = InFlightLimit(max_connections)
         self._closed = False
 
-    async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                      json_body: Any = None, content: bytes | None = None, headers: dict[str, str] | None = None,
-                      timeout: float | None = None) -> tuple[int, bytes]:
-        """Send one request (a JSON body, or raw ``content``); returns (status, body). Raises HTTPError if
-        it could not complete."""
+    def _wire(self, method: str, path: str, params: dict[str, Any] | None, json_body: Any, content: bytes | None,
+              headers: dict[str, str] | None) -> bytes:
         if self._closed:
             raise HTTPError("client is closed")
         target = path + ("?" + urlencode(params) if params else "")
@@ -123,7 +179,14 @@ class Http1Pool:
                  *(f"{k}: {v}" for k, v in (*self.headers, *extra)), f"Content-Length: {len(body)}"]
         if body:
             lines.append("Content-Type: application/json")
-        wire = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+    async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                      json_body: Any = None, content: bytes | None = None, headers: dict[str, str] | None = None,
+                      timeout: float | None = None) -> tuple[int, bytes]:
+        """Send one request (a JSON body, or raw ``content``); returns (status, body). Raises HTTPError if
+        it could not complete."""
+        wire = self._wire(method, path, params, json_body, content, headers)
         loop = asyncio.get_running_loop()
         async with self._slots:
             for attempt in (0, 1):
@@ -154,6 +217,53 @@ class Http1Pool:
                     conn.close()
                 return status, data
         raise AssertionError("unreachable")
+
+    @contextlib.asynccontextmanager
+    async def stream(self, method: str, path: str, *, content: bytes = b"", headers: dict[str, str] | None = None,
+                     timeout: float | None = None) -> AsyncIterator["StreamedAnswer"]:
+        """Send one request and hand over its answer once the headers are in; the body is read as it
+        arrives (``StreamedAnswer.chunks``), each read within ``timeout``. The connection goes back to
+        the pool only if the whole answer was read; HTTPError if the answer cannot be read."""
+        wire = self._wire(method, path, None, None, content, headers)
+        wait = timeout if timeout is not None else self.timeout
+        loop = asyncio.get_running_loop()
+        async with self._slots:
+            for attempt in (0, 1):
+                conn = self._idle_connection(loop.time())
+                reused = conn is not None
+                answer = _StreamAnswer()
+                try:
+                    if conn is None:
+                        conn = await asyncio.wait_for(self._connect(), self.timeout)
+                    conn.writer.write(wire)
+                    async with asyncio.timeout(wait):
+                        while not answer.headers_done:
+                            await _feed(conn, answer)
+                except (OSError, asyncio.TimeoutError, _ProtocolError, httptools.HttpParserError) as exc:
+                    answer.parser = None
+                    if conn is not None:
+                        conn.close()
+                    if attempt == 0 and reused and conn is not None and not conn.answered \
+                            and not isinstance(exc, asyncio.TimeoutError):
+                        continue  # a kept-alive connection the server had closed: nothing was done
+                    raise HTTPError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+                except BaseException:
+                    answer.parser = None
+                    if conn is not None:
+                        conn.close()
+                    raise
+                streamed = StreamedAnswer(conn, answer, wait)
+                try:
+                    yield streamed
+                finally:
+                    answer.parser = None  # no parser <-> callbacks cycle left for the garbage collector
+                    if streamed.finished and not self._closed and answer.keep_alive \
+                            and not conn.reader._buffer:  # type: ignore[attr-defined]
+                        conn.idle_since, conn.answered = loop.time(), False
+                        self._idle.append(conn)
+                    else:
+                        conn.close()
+                return
 
     def _idle_connection(self, now: float) -> _Connection | None:
         while self._idle:

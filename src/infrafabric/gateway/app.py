@@ -282,21 +282,28 @@ class MeteringGateway:
         self._in_background(self._settle(hold, usage, rate, details, "usage" if usage else "reservation"))
         return Response(content, status_code=status, media_type=media_type)
 
-    async def _post(self, url: str, headers: dict[str, str], payload: bytes) -> tuple[int, bytes, str]:
-        if self._pools is None:
-            response = await self._http.post(url, content=payload, headers=headers)
-            return response.status_code, response.content, response.headers.get("content-type", "application/json")
+    def _pool(self, url: str) -> tuple[Http1Pool, str]:
+        assert self._pools is not None
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
         pool = self._pools.get(origin)
         if pool is None:
             pool = self._pools[origin] = Http1Pool(origin, timeout=self._upstream_timeout, max_connections=256)
-        status, content = await pool.request("POST", parts.path, content=payload,
+        return pool, parts.path
+
+    async def _post(self, url: str, headers: dict[str, str], payload: bytes) -> tuple[int, bytes, str]:
+        if self._pools is None:
+            response = await self._http.post(url, content=payload, headers=headers)
+            return response.status_code, response.content, response.headers.get("content-type", "application/json")
+        pool, path = self._pool(url)
+        status, content = await pool.request("POST", path, content=payload,
                                              headers={k: v for k, v in headers.items() if k != "content-type"})
         return status, content, "application/json"
 
     async def _stream(self, url: str, headers: dict[str, str], payload: bytes, hold: Hold, rate: ModelRate,
                       kind: str, details: dict[str, Any]) -> Response:
+        if self._pools is not None:
+            return await self._stream_pooled(url, headers, payload, hold, rate, kind, details)
         upstream_request = self._http.build_request("POST", url, content=payload, headers=headers)
         try:
             upstream = await self._http.send(upstream_request, stream=True)
@@ -325,6 +332,46 @@ class MeteringGateway:
 
         return StreamingResponse(relay(), status_code=upstream.status_code,
                                  media_type=upstream.headers.get("content-type", "text/event-stream"))
+
+    async def _stream_pooled(self, url: str, headers: dict[str, str], payload: bytes, hold: Hold, rate: ModelRate,
+                             kind: str, details: dict[str, Any]) -> Response:
+        """``_stream`` on the pooled HTTP/1.1 client (httpx's streaming machinery was most of a streamed
+        call's CPU in the gateway)."""
+        pool, path = self._pool(url)
+        opened = pool.stream("POST", path, content=payload,
+                             headers={k: v for k, v in headers.items() if k != "content-type"})
+        try:
+            upstream = await opened.__aenter__()
+        except HTTPError as exc:
+            raise await self._failed_upstream(hold, rate, details, exc) from None
+        if upstream.status >= 400:
+            await opened.__aexit__(None, None, None)
+            raise await self._failed_upstream(hold, rate, details, upstream.status)
+        meter = _StreamMeter(kind)
+
+        async def relay() -> AsyncIterator[bytes]:
+            failure: BaseException | None = None
+            try:
+                async for chunk in upstream.chunks():
+                    meter.feed(chunk)
+                    yield chunk
+            except HTTPError as exc:
+                meter.cut = True  # the provider cut the stream: so is the swarm's (no clean end it could trust)
+                failure = exc
+                raise GatewayError("the provider cut the stream", error_code="IF_ERR_UPSTREAM") from exc
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                await opened.__aexit__(type(failure) if failure else None, failure, None)
+                usage = meter.usage()
+                how = "usage" if usage else ("release" if not meter.any_output else "reservation")
+                # settled on its own task: a client that hangs up cancels this generator, never the charge
+                self._in_background(
+                    self._settle(hold, usage, rate, details, how, reason="stream_cut" if meter.cut else None))
+
+        return StreamingResponse(relay(), status_code=upstream.status,
+                                 media_type=upstream.content_type or "text/event-stream")
 
     async def _failed_upstream(self, hold: Hold, rate: ModelRate, details: dict[str, Any],
                                failure: httpx.HTTPError | HTTPError | int) -> GatewayError:

@@ -31,7 +31,11 @@ class GatewayMetrics:
         self.events.labels(operation).inc()
         if operation == "model_call_refused":
             self.refusals.labels(str(params.get("error_code", "unknown"))).inc()
-        charged = params.get("charged")
+        # a call's charge is counted once, from its own entry; an allowance's write ("allowance_settled")
+        # carries the sum of the calls it settled, already counted
+        # a call's charge is counted once, from its own entry; an allowance's write ("allowance_settled")
+        # carries the sum of the calls it settled, already counted
+        charged = params.get("charged") if operation.startswith("model_call_") else None
         if charged is not None:
             try:
                 amount = Decimal(str(charged))

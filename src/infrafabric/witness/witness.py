@@ -578,7 +578,7 @@ class Witness:
                         continue
                 number = next(numbers)
                 inflight.append((number, batch))
-                child.send(number, batch)
+                child.send_batch(number, batch)
         finally:
             if child is not None:
                 if self._stopping and not inflight:

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import sys
 from collections import deque
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from backends.frames import encode_frame, read_frame_async
+from backends.writer_process import WriterProcess
 from lucid.node.errors import InternalNodeError
 
 __all__ = ["PoOTWriterProcess", "WriterProcessLost", "WriterProcessError"]
@@ -54,10 +52,12 @@ def _fail(in_flight: deque[asyncio.Future[dict[int, str]]], exc: BaseException) 
 
 
 class PoOTWriterProcess:
+    """One writer process per database file (``backends.writer_process``), with a future per group."""
+
     def __init__(self, path: str, pragmas: tuple[str, ...]) -> None:
         self.path = path
         self.pragmas = pragmas
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: WriterProcess | None = None
         self._reader: asyncio.Task[None] | None = None
         # the current process's groups in flight, oldest first (each process has its own: a dead one's
         # reader fails only its own groups, even once a new process is running)
@@ -69,8 +69,8 @@ class PoOTWriterProcess:
 
     @property
     def running(self) -> bool:
-        """A live process whose pipes belong to the running event loop."""
-        if self._proc is None or self._reader is None or self._reader.done() or self._proc.returncode is not None:
+        """A live process whose answers go to the running event loop."""
+        if self._proc is None or self._reader is None or self._reader.done() or not self._proc.alive:
             return False
         try:
             return asyncio.get_running_loop() is self._loop
@@ -97,11 +97,11 @@ class PoOTWriterProcess:
                 raise WriterProcessLost("the database was disposed")
             if self.running:
                 return
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, env.get("PYTHONPATH")) if p)
-            self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", CHILD_MODULE, self.path, *self.pragmas,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env)
+            try:
+                self._proc = WriterProcess(CHILD_MODULE, (self.path, *self.pragmas), loop=loop, pythonpath=_SRC,
+                                           name="poot-writer")
+            except OSError as exc:
+                raise WriterProcessLost(f"the PoOT writer process could not start: {exc}") from exc
             self.starts += 1
             self._in_flight = deque()
             self._reader = asyncio.create_task(self._read_answers(self._proc, self._in_flight),
@@ -112,39 +112,33 @@ class PoOTWriterProcess:
         """Send one group (the process must be running); the future holds {index: rejection code}."""
         if not self.running:
             raise WriterProcessLost("the PoOT writer process is not running")
-        assert self._proc is not None and self._proc.stdin is not None
+        assert self._proc is not None
         fut: asyncio.Future[dict[int, str]] = asyncio.get_running_loop().create_future()
-        self._proc.stdin.write(encode_frame((now, cutoff, store_output, items)))
+        self._proc.send((now, cutoff, store_output, items))
         self._in_flight.append(fut)
         return fut
 
-    async def _read_answers(self, proc: asyncio.subprocess.Process,
-                            in_flight: deque[asyncio.Future[dict[int, str]]]) -> None:
-        assert proc.stdout is not None
-        try:
-            while True:
-                status, value = await read_frame_async(proc.stdout)
-                fut = in_flight.popleft()
-                if fut.done():
-                    continue
-                if status == "ok":
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(WriterProcessError(value))
-        except (asyncio.IncompleteReadError, ConnectionError, IndexError) as exc:
-            # the process is gone before the groups fail: nothing of theirs can commit after this
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            _fail(in_flight, WriterProcessLost(
-                f"the PoOT writer process ended (exit code {proc.returncode}, {type(exc).__name__})"))
+    @staticmethod
+    async def _read_answers(proc: WriterProcess, in_flight: deque[asyncio.Future[dict[int, str]]]) -> None:
+        while (message := await proc.answers.get()) is not None:
+            status, value = message
+            fut = in_flight.popleft()
+            if fut.done():
+                continue
+            if status == "ok":
+                fut.set_result(value)
+            else:
+                fut.set_exception(WriterProcessError(value))
+        # the process is gone before the groups fail: nothing of theirs can commit after this
+        proc.kill()
+        code = await proc.wait()
+        _fail(in_flight, WriterProcessLost(f"the PoOT writer process ended (exit code {code})"))
 
     def _leave_other_loop(self) -> None:
-        """Closing its stdin lets that process finish its group and exit; that loop can no longer hear
+        """Ending its input lets that process finish its group and exit; that loop can no longer hear
         the answers, so its groups in flight fail as lost (and are reconciled by whoever awaits them)."""
-        if self._proc is not None and self._proc.stdin is not None:
-            with contextlib.suppress(Exception):
-                self._proc.stdin.close()
+        if self._proc is not None:
+            self._proc.end_input()
         lost = WriterProcessLost("the database moved to another event loop")
         while self._in_flight:
             fut = self._in_flight.popleft()
@@ -152,9 +146,8 @@ class PoOTWriterProcess:
                 fut.get_loop().call_soon_threadsafe(lambda f=fut: f.done() or f.set_exception(lost))
         self._proc = self._reader = None
 
-
     async def close(self, timeout: float = 10.0) -> None:
-        """Let the process finish what it was sent (its stdin closes), then stop it; no other starts."""
+        """Let the process finish what it was sent (its input ends), then stop it; no other starts."""
         self._closed = True
         proc, reader = self._proc, self._reader
         if proc is None:
@@ -162,14 +155,7 @@ class PoOTWriterProcess:
         if self._loop is not asyncio.get_running_loop():
             self._leave_other_loop()
             return
-        if proc.stdin is not None and not proc.stdin.is_closing():
-            proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), timeout)
-        except asyncio.TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        await proc.finish(timeout)
         if reader is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(reader, timeout)

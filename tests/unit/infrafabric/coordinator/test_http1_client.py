@@ -193,3 +193,100 @@ async def test_header_injection_is_refused_before_anything_is_sent(name: str, va
     await pool.aclose()
     server.close()
     assert connections[0] == 0
+
+
+# ---------------------------------------------------------------------- streamed answers
+
+_SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+async def test_a_streamed_answer_arrives_piece_by_piece_and_its_connection_is_reused() -> None:
+    connections = 0
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                await _read_request(reader)
+                writer.write(_SSE_HEAD + _chunk(b"data: one\n\n"))
+                await writer.drain()
+                await release.wait()  # the second piece only once the first was handed on
+                writer.write(_chunk(b"data: two\n\n") + b"0\r\n\r\n")
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            writer.close()
+
+    server, url = await _serve(handler)
+    pool = Http1Pool(url, timeout=5)
+    for _ in range(2):
+        release.clear()
+        pieces: list[bytes] = []
+        async with pool.stream("POST", "/v1/chat", content=b"{}") as answer:
+            assert answer.status == 200 and answer.content_type == "text/event-stream"
+            async for piece in answer.chunks():
+                pieces.append(piece)
+                release.set()
+        assert b"".join(pieces) == b"data: one\n\ndata: two\n\n" and pieces[0] == b"data: one\n\n"
+    await pool.aclose()
+    server.close()
+    assert connections == 1
+
+
+async def test_a_stream_cut_midway_or_stalled_raises_and_its_connection_is_not_reused() -> None:
+    connections = 0
+    mode = "cut"
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await _read_request(reader)
+        writer.write(_SSE_HEAD + _chunk(b"data: one\n\n"))
+        await writer.drain()
+        if mode == "stall":
+            await asyncio.sleep(5)
+        writer.close()
+
+    server, url = await _serve(handler)
+    pool = Http1Pool(url, timeout=0.3)
+    for mode in ("cut", "stall"):
+        pieces: list[bytes] = []
+        with pytest.raises(HTTPError):
+            async with pool.stream("POST", "/v1/chat", content=b"{}") as answer:
+                async for piece in answer.chunks():
+                    pieces.append(piece)
+        assert pieces == [b"data: one\n\n"]
+    await pool.aclose()
+    server.close()
+    assert connections == 2  # neither broken connection went back to the pool
+
+
+async def test_a_stream_left_early_closes_its_connection() -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                await _read_request(reader)
+                writer.write(_SSE_HEAD + _chunk(b"data: one\n\n") + _chunk(b"data: two\n\n") + b"0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server, url = await _serve(handler)
+    pool = Http1Pool(url, timeout=5)
+    async with pool.stream("POST", "/v1/chat", content=b"{}") as answer:
+        async for _ in answer.chunks():
+            break  # the client hung up after the first piece
+    status, _ = await pool.request("POST", "/v1/chat", content=b"{}")  # a fresh connection, not a half-read one
+    assert status == 200
+    await pool.aclose()
+    server.close()
+    assert connections == 2
