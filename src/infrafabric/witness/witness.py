@@ -108,6 +108,7 @@ class Witness:
         pipeline: bool = True,
         max_pending: int = 1_000_000,
         entries_per_signature: int = 256,
+        linger: float = 0.005,
         writer: str | None = None,
         publish: str | Sequence[str] | None = None,
         publish_interval: float = 1.0,
@@ -116,6 +117,7 @@ class Witness:
             raise WitnessInputError("entries_per_signature must be a positive integer",
                                     error_code="WITNESS_INVALID_CONFIG")
         self._group = entries_per_signature
+        self._linger = linger  # seconds a lone entry waits for company before it is sealed (group commit)
         self.url = url
         self._store = make_store(url)
         self._writer_mode = _writer_mode(writer, self._store)
@@ -148,6 +150,8 @@ class Witness:
         self._closed = False
         self._stopping = False
         self._idle = False
+        self._lingering = False  # the writer is waiting a moment for more entries (see _idle_wait)
+        self._hurry = False  # a flush is waiting: no lingering
         self._tree = MerkleTree()  # full tree, built only when proofs are asked for
         self._tree_lock: asyncio.Lock | None = None
         self._wake: asyncio.Event | None = None
@@ -594,14 +598,28 @@ class Witness:
         if self._queue:
             return
         self._idle = True
+        woken = False
         if not self._queue and not self._stopping:  # checked again: a log may have come in before _idle
             try:
                 async with asyncio.timeout(0.5):  # no task per wait, unlike wait_for
                     await self._wake.wait()
+                    woken = True
             except TimeoutError:
                 pass
         self._wake.clear()
         self._idle = False
+        if woken and self._linger > 0 and not self._stopping and not self._hurry:
+            # Entries trickling in one at a time cost two signatures and a commit each: wait a moment for
+            # more to share them (group commit). A flush or close cuts the wait short.
+            self._lingering = True
+            try:
+                async with asyncio.timeout(self._linger):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._lingering = False
+            self._wake.clear()
+        self._hurry = False
 
     def _mark_committed(self, n: int) -> None:
         with self._done:
@@ -650,7 +668,8 @@ class Witness:
         target = self._appended
         if self._committed >= target:
             return self._committed
-        if self._idle:
+        self._hurry = True  # no group-commit wait for this one
+        if self._idle or self._lingering:
             self._kick()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._done:
@@ -688,6 +707,7 @@ class Witness:
                 self.flush(timeout)
         finally:
             self._stopping = True
+            self._hurry = True
             self._kick()
             self._thread.join(timeout)
             if self._signers is not None:
