@@ -101,6 +101,7 @@ class AllowanceLedger:
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # ledger writes, per swarm
         self._flushers: dict[str, asyncio.Task[None]] = {}
         self._closers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._numbers = itertools.count()
         self._replica = uuid.uuid4().hex[:8]
         self._lease: int | None = None
@@ -288,8 +289,12 @@ class AllowanceLedger:
         if timer is not None:
             timer.cancel()
         if self._blocks.get(swarm_id):
-            self._closers[swarm_id] = asyncio.get_running_loop().call_later(
-                after, lambda: asyncio.ensure_future(self._close_idle(swarm_id)))
+            self._closers[swarm_id] = asyncio.get_running_loop().call_later(after, self._start_close, swarm_id)
+
+    def _start_close(self, swarm_id: str) -> None:
+        task = asyncio.ensure_future(self._close_idle(swarm_id))
+        self._tasks.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._tasks.discard)
 
     async def _close_idle(self, swarm_id: str) -> None:
         self._closers.pop(swarm_id, None)

@@ -270,3 +270,29 @@ async def test_an_idle_block_goes_back_to_the_budget() -> None:
                 break
             await asyncio.sleep(0.01)
         assert holds == {} and spent == Decimal("0.02")
+
+
+async def test_a_budget_record_damaged_mid_flight_refuses_new_calls_and_loses_no_charge() -> None:
+    async with open_kv("memory://") as kv:
+        await _seed(kv, "s", "1.0")
+        audit = Audit()
+        replica = _replica(kv, audit)
+        lease = await kv.grant_lease(60)
+        first = await replica.reserve("s", "c0", Decimal("0.1"), lease)
+        await replica.settle(first, Decimal("0.02"))
+        in_flight = await replica.reserve("s", "c1", Decimal("0.1"), lease)
+        good = (await kv.get("/governor/budgets/s")).value
+        await kv.put("/governor/budgets/s", b'{"budget": "1.0", "spent": "NaN"}')  # damaged behind our back
+        settling = asyncio.ensure_future(replica.settle(in_flight, Decimal("0.03")))
+        for _ in range(100):  # the write meets the damaged record: retried, not dropped
+            if audit.ops("settlement_retried"):
+                break
+            await asyncio.sleep(0.01)
+        assert audit.ops("settlement_retried") and not settling.done()
+        with pytest.raises(CircuitOpenError):  # nothing is admitted against a record that cannot be read
+            await replica.reserve("s", "c2", Decimal("0.9"), lease)
+        await kv.put("/governor/budgets/s", good)  # an operator repairs it
+        assert await asyncio.wait_for(settling, 10) == Decimal("0.03")
+        await replica.close()
+        _, spent, holds = await _state(kv, "s")
+        assert spent == Decimal("0.05") and holds == {}
