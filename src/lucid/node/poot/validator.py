@@ -19,12 +19,14 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from backends.inflight import InFlightLimit
+
 from ..errors import InvalidPoOTError, NodeManagementError, NonceReplayError
 from ..models.node_models import NodeStatus, utcnow
 from ..models.poot_models import MAX_OUTPUT_BYTES, PoOTValidationResult, uuid7_text
+from .repository import PoOTRepository, RepositoryTraits, ScoreWindowSource, traits_of
 from .score_window import ScoreWindow
 from .signing import as_utc, output_hash, poot_signing_message, verify_poot_signature
 
@@ -49,19 +51,18 @@ def shannon_entropy(s: str) -> float:
 
 
 class PoOTValidator:
-    def __init__(self, repository: Any, *, min_valid_score: float = 40.0, history_size: int = 100,
-                 batch_concurrency: int = 32) -> None:
+    def __init__(self, repository: PoOTRepository, *, traits: RepositoryTraits | None = None,
+                 min_valid_score: float = 40.0, history_size: int = 100, batch_concurrency: int = 32) -> None:
+        """``traits``: what the repository does beyond the seed's four methods (default: what its class
+        declares, ``repository.traits_of``). A repository that caches nodes has a signature failure re-checked
+        against a fresh read before it is held against the node; one that records nonce replays in its
+        storing transaction spares every honest proof the nonce look-up before scoring; one that keeps
+        score windows is scored from its live window."""
         self.repository = repository
+        self.traits = traits if traits is not None else traits_of(repository)
         self.min_valid_score = min_valid_score
         self.history_size = history_size
         self.batch_concurrency = batch_concurrency
-        # A repository that serves nodes from a cache (SqlPoOTRepository) says so; a signature failure is
-        # then re-checked against a fresh read before it is held against the node.
-        self._caches_nodes = bool(getattr(type(repository), "caches_nodes", False))
-        # A repository whose storing transaction claims the nonce and records a lost claim as a failed
-        # attempt (SqlPoOTRepository) makes the look-up before scoring redundant: it only spared the
-        # scoring of a replay, and cost every honest proof a database read.
-        self._records_replays = bool(getattr(type(repository), "records_nonce_replays", False))
 
     # ------------------------------------------------------------------ scoring parts
     @staticmethod
@@ -123,7 +124,7 @@ class PoOTValidator:
         public_key = getattr(node, "public_key", None)
         if isinstance(public_key, str) and public_key:
             signed = poot_signing_message(node_id, output_data, ts, nonce)
-            if not verify_poot_signature(public_key, signature, signed) and self._caches_nodes:
+            if not verify_poot_signature(public_key, signature, signed) and self.traits.caches_nodes:
                 # The node may have been re-keyed elsewhere since it was cached: decide on a fresh read.
                 node = await self.repository.get_by_id(node_id, fresh=True)
                 if node is None or getattr(node, "status", None) != NodeStatus.ACTIVE:
@@ -132,7 +133,8 @@ class PoOTValidator:
             if (isinstance(public_key, str) and public_key
                     and not verify_poot_signature(public_key, signature, signed)):
                 raise await reject("Invalid or missing signature")
-        if not self._records_replays and await self.repository.get_by_nonce(node_id, nonce, now - MAX_AGE):
+        if not self.traits.records_nonce_replays and \
+                await self.repository.get_by_nonce(node_id, nonce, now - MAX_AGE):
             raise await reject("Nonce already used", NonceReplayError)
         history = await self._history(node_id)
         parts = {"output": self.output_score(output_data), "freshness": self.freshness_score(now - ts),
@@ -157,9 +159,8 @@ class PoOTValidator:
 
     async def _history(self, node_id: str) -> ScoreWindow:
         """The node's recent summaries: the repository's live window when it keeps one."""
-        window_of = getattr(self.repository, "get_score_window", None)
-        if window_of is not None:
-            window = await window_of(node_id, self.history_size)
+        if self.traits.keeps_score_windows:
+            window = await cast(ScoreWindowSource, self.repository).get_score_window(node_id, self.history_size)
             if isinstance(window, ScoreWindow):
                 return window
         history = await self.repository.get_recent_validations(node_id, limit=self.history_size)

@@ -60,7 +60,7 @@ async def test_process_is_the_default_and_groups_overlap(tmp_path: Path, monkeyp
     try:
         repo = SqlPoOTRepository(db, store_output=False)
         proc = db.poot_writer_process()
-        assert repo._process is proc and proc is not None
+        assert repo.commits.process is proc and proc is not None
         deepest = 0
         submit = proc.submit
 
