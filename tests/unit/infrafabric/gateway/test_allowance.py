@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -43,6 +45,15 @@ class Audit(list[tuple[str, dict[str, Any]]]):
 
 def _replica(kv: Any, audit: Audit, **options: Any) -> AllowanceLedger:
     return AllowanceLedger(ReservationLedger(kv, audit=audit), audit=audit, flush_window=0.0, **options)
+
+
+@asynccontextmanager
+async def _ledger(budget: str, **options: Any) -> AsyncIterator[tuple[Any, Audit, AllowanceLedger, int]]:
+    """One swarm ("s") with ``budget`` in an embedded store, one replica, a lease, and the audit it writes."""
+    async with open_kv("memory://") as kv:
+        await _seed(kv, "s", budget)
+        audit = Audit()
+        yield kv, audit, _replica(kv, audit, **options), await kv.grant_lease(60)
 
 
 amounts = st.decimals(min_value=Decimal("0.000001"), max_value=Decimal("0.3"), places=6)
@@ -123,11 +134,7 @@ async def test_a_burst_over_two_replicas_is_held_to_the_budget_and_charged_once(
 
 
 async def test_one_replica_uses_its_block_without_a_round_trip_per_call() -> None:
-    async with open_kv("memory://") as kv:
-        await _seed(kv, "s", "10")
-        audit = Audit()
-        replica = _replica(kv, audit, calls=8)
-        lease = await kv.grant_lease(60)
+    async with _ledger("10", calls=8) as (kv, audit, replica, lease):
         writes = 0
         txn = kv.txn
 
@@ -173,11 +180,7 @@ async def test_a_call_is_refused_only_when_the_ledger_cannot_fit_it_with_every_f
 
 
 async def test_a_settlement_whose_outcome_is_unknown_is_charged_once() -> None:
-    async with open_kv("memory://") as kv:
-        await _seed(kv, "s", "1.0")
-        audit = Audit()
-        replica = _replica(kv, audit)
-        lease = await kv.grant_lease(60)
+    async with _ledger("1.0") as (kv, audit, replica, lease):
         hold = await replica.reserve("s", "c0", Decimal("0.1"), lease)
         keep = await replica.reserve("s", "c1", Decimal("0.1"), lease)  # the block stays (kept, not dropped)
         txn, lost = kv.txn, [True]
@@ -221,11 +224,7 @@ async def test_a_replica_that_dies_holding_a_block_is_charged_the_block_once() -
 
 
 async def test_a_breaker_opened_elsewhere_stops_admissions_at_the_next_write() -> None:
-    async with open_kv("memory://") as kv:
-        await _seed(kv, "s", "10")
-        audit = Audit()
-        replica = _replica(kv, audit, calls=100)
-        lease = await kv.grant_lease(60)
+    async with _ledger("10", calls=100) as (kv, audit, replica, lease):
         hold = await replica.reserve("s", "c0", Decimal("0.01"), lease)
         await kv.put("/governor/breakers/s", json.dumps({"state": "open", "reason": "operator"}))
         await replica.settle(hold, Decimal("0.01"))  # its write meets the changed breaker
@@ -237,11 +236,7 @@ async def test_a_breaker_opened_elsewhere_stops_admissions_at_the_next_write() -
 
 
 async def test_a_settlement_the_ledger_fails_to_take_is_retried_never_lost() -> None:
-    async with open_kv("memory://") as kv:
-        await _seed(kv, "s", "1.0")
-        audit = Audit()
-        replica = _replica(kv, audit)
-        lease = await kv.grant_lease(60)
+    async with _ledger("1.0") as (kv, audit, replica, lease):
         hold = await replica.reserve("s", "c0", Decimal("0.1"), lease)
         txn, failures = kv.txn, [BackendUnavailable("etcd away"), BackendUnavailable("etcd away")]
 
@@ -273,11 +268,7 @@ async def test_an_idle_block_goes_back_to_the_budget() -> None:
 
 
 async def test_a_budget_record_damaged_mid_flight_refuses_new_calls_and_loses_no_charge() -> None:
-    async with open_kv("memory://") as kv:
-        await _seed(kv, "s", "1.0")
-        audit = Audit()
-        replica = _replica(kv, audit)
-        lease = await kv.grant_lease(60)
+    async with _ledger("1.0") as (kv, audit, replica, lease):
         first = await replica.reserve("s", "c0", Decimal("0.1"), lease)
         await replica.settle(first, Decimal("0.02"))
         in_flight = await replica.reserve("s", "c1", Decimal("0.1"), lease)
