@@ -293,3 +293,63 @@ async def test_a_replica_failing_half_way_through_an_answer_leaves_it_to_another
             await r.governor.close()
         for c in coords:
             await c.__aexit__(None, None, None)
+
+
+@pytest.mark.parametrize("lost", ["publish fails", "replica dies before publishing"])
+async def test_an_answer_whose_announcement_the_bus_never_took_is_announced_by_the_sweep(
+        etcd_server, nats_server, lost: str) -> None:
+    """Replica A answers the blocker (its team is assigned, the answer committed) but its announcement never
+    reaches NATS: the publish fails (A was cut from the bus), or A stops between its answer and its publish.
+    The announcement was stored with the answer, so B's sweep announces it: the blocked swarm hears its
+    team exactly once, and nothing is left stored."""
+    tag = uuid.uuid4().hex[:6]
+    cap, helper, blocked = f"rare:{tag}", f"helper-{tag}", f"blocked-{tag}"
+    coords = [IFCoordinator(kv_url=etcd_server.url, bus_url=nats_server.url, audit=None) for _ in range(3)]
+    for c in coords:
+        await c.__aenter__()
+    responders: list[BlockerResponder] = []
+    try:
+        platform = coords[0]
+        inbox = await platform.register_swarm(helper, [cap])
+        await platform.register_swarm(blocked, ["code:python"])
+        for i, c in enumerate(coords[1:]):
+            governor = IFGovernor(c, audit=None, cost_sink=None)
+            governor.register_swarm(SwarmProfile(helper, [cap], 1.0, 1.0, 100.0))
+            governor.register_swarm(SwarmProfile(blocked, ["code:python"], 1.0, 1.0, 100.0))
+            responders.append(await BlockerResponder(governor, sweep_interval=0 if i == 0 else 0.2,
+                                                     sweep_after=0.3).start())
+        a, b = responders
+        await b._sub.unsubscribe()  # type: ignore[union-attr] - only A hears the event: A answers it
+        b._sub = None
+        announced = asyncio.Event()
+
+        async def cut(subject: str, data: bytes) -> None:
+            if lost == "publish fails":
+                raise ConnectionError("nats unreachable")
+            announced.set()
+            await asyncio.Event().wait()  # "dies": never returns, never publishes
+
+        a.bus.publish = cut  # type: ignore[method-assign]
+        answers: list[str] = []
+        await platform.bus.subscribe(keys.HELP_EVENTS, lambda m: answers.append(json.loads(m.data)["blocker_id"]))
+        event = await platform.detect_blocker(blocked, {"required_capabilities": [cap]})
+        blocker_id = event["blocker_id"]
+        task = await asyncio.wait_for(inbox.get(), 10)  # A assigned the team
+        assert task["id"] == keys.help_task_id(blocker_id, helper)
+        deadline = asyncio.get_running_loop().time() + 10
+        while answers.count(blocker_id) < 1 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.8)  # more sweep rounds: still one announcement
+        await platform.bus.flush()
+        assert answers.count(blocker_id) == 1 and b.reannounced >= 1 and inbox.empty()
+        assert await platform.kv.get(f"/governor/announce/{blocker_id}") is None
+        assert a.assignments.qsize() == 1  # A did answer (its team is the one announced)
+    finally:
+        for r in responders:
+            for t in list(r._tasks):
+                t.cancel()
+            r._tasks.clear()
+            await r.stop()
+            await r.governor.close()
+        for c in coords:
+            await c.__aexit__(None, None, None)

@@ -15,13 +15,14 @@ from typing import Any
 
 from backends.jsonsafe import loads_bounded
 from backends.bus import Message, Subscription
-from backends.kv import Compare, Put
+from backends.kv import Compare, Delete, Put
 from backends.periodic import Periodic
 from infrafabric.coordinator import keys
 from infrafabric.governor.governor import IFGovernor
 from infrafabric.ids import is_valid_id
 
 ANSWERS = "/governor/answers/"  # blocker id -> the replica answering it, then "answered" (a CAS: one answer each)
+ANNOUNCE = "/governor/announce/"  # blocker id -> its team announcement, until the bus has taken it
 ANSWER_TTL = 3600
 ANSWERING_TTL = 10  # how long a replica may take to answer before its claim lapses and the sweep answers instead
 
@@ -39,6 +40,7 @@ class BlockerResponder:
         self.replica_id = uuid.uuid4().hex
         self.events_handled = 0  # blocker events this responder has finished with (answered or left to another)
         self.swept = 0  # pending blockers answered by the sweep (their event was lost, or its answer failed)
+        self.reannounced = 0  # answers the sweep announced because their own announcement was not confirmed
         self.sweep_interval, self.sweep_after = sweep_interval, sweep_after
         self.answering_ttl = answering_ttl
         self._sweeper = Periodic(self.sweep, lambda: self.sweep_interval, name="blocker-sweep")
@@ -53,9 +55,11 @@ class BlockerResponder:
         """Answer pending blockers nobody answered: an event published by a replica cut from NATS can be
         lost (core NATS is at most once), and an answer can fail half way (the replica lost etcd). The
         blocker itself is in etcd, so every replica looks for unanswered ones (every ``sweep_interval``
-        once started); the CAS on the answer key still lets exactly one answer each."""
+        once started); the CAS on the answer key still lets exactly one answer each. Answers whose
+        announcement the bus never confirmed are announced again (``_announce_left``)."""
         kv = self.governor.kv
         assert kv is not None
+        await self._announce_left()
         answered = {row.key[len(ANSWERS):] for row in await kv.get_prefix(ANSWERS)}
         now, count = time.time(), 0
         for row in await kv.get_prefix(keys.BLOCKERS):
@@ -95,20 +99,25 @@ class BlockerResponder:
             return None
         return claim
 
-    async def _commit(self, blocker_id: str, claim: str) -> bool:
+    async def _commit(self, blocker_id: str, claim: str, assignment: dict[str, Any]) -> bool:
         """Turn the claim into the lasting "answered" record, only while the claim is still ours: a claim
         that lapsed may be answered by another replica now, and then this one must not announce a second
-        answer. An etcd that is away leaves the outcome unknown, so the record is read back until it is
-        known (it names the claim), within the claim's lease."""
+        answer. The announcement is stored in the same transaction, so an answer is announced even if this
+        replica cannot reach the bus or dies before it does (the sweep announces what is left). An etcd
+        that is away leaves the outcome unknown, so the record is read back until it is known (it names
+        the claim), within the claim's lease."""
         kv = self.governor.kv
         if kv is None or not claim:
             return True
         key, done = f"{ANSWERS}{blocker_id}", f"answered:{claim}"
+        announcement = json.dumps({"assignment": assignment, "at": time.time()})
         deadline = time.monotonic() + self.answering_ttl
         while True:
             try:
                 lease = await kv.grant_lease(ANSWER_TTL)
-                if (await kv.txn([Compare.value(key, claim)], [Put(key, done, lease)])).succeeded:
+                if (await kv.txn([Compare.value(key, claim)], [Put(key, done, lease),
+                                                                Put(f"{ANNOUNCE}{blocker_id}", announcement,
+                                                                    lease)])).succeeded:
                     return True
                 await kv.revoke_lease(lease)
                 current = await kv.get(key)
@@ -137,8 +146,6 @@ class BlockerResponder:
         team = await self.governor.request_help_for_blocker(event["swarm_id"], info, request_id=request_id)
         if team and request_id is not None:
             await self._record_team(event["swarm_id"], request_id, team)
-        if isinstance(blocker_id, str) and not await self._commit(blocker_id, claim):
-            return False  # the claim lapsed while answering; the replica holding it now announces the answer
         assignment = {
             "type": "help_assigned",
             "blocker_id": event.get("blocker_id"),
@@ -146,9 +153,50 @@ class BlockerResponder:
             "team": team,
             "detected_at": event.get("timestamp"),
         }
-        await self.bus.publish(keys.HELP_EVENTS, json.dumps(assignment).encode())
+        if isinstance(blocker_id, str) and not await self._commit(blocker_id, claim, assignment):
+            return False  # the claim lapsed while answering; the replica holding it now announces the answer
         self.assignments.put_nowait(assignment)
+        await self._announce(blocker_id, assignment)
         return True
+
+    async def _announce(self, blocker_id: Any, assignment: dict[str, Any], stored: Any = None) -> bool:
+        """Publish the team and, once the bus server has it (a flush), drop the stored announcement. A bus
+        that is away leaves it stored: the sweep announces it again (at least once, never lost)."""
+        try:
+            await self.bus.publish(keys.HELP_EVENTS, json.dumps(assignment).encode())
+            await self.bus.flush()
+        except Exception:  # noqa: BLE001 - the bus is away: the stored announcement waits for the sweep
+            return False
+        kv = self.governor.kv
+        if kv is not None and isinstance(blocker_id, str):
+            key = f"{ANNOUNCE}{blocker_id}"
+            try:
+                if stored is None:
+                    await kv.delete(key)
+                else:  # only the record this sweep read: another sweep may have taken it already
+                    await kv.txn([Compare.mod_revision(key, stored.mod_revision)], [Delete(key)])
+            except Exception:  # noqa: BLE001 - announced; a later sweep announces it once more at worst
+                pass
+        return True
+
+    async def _announce_left(self) -> int:
+        """Announce the answers whose announcement the bus never confirmed (their replica was cut from the
+        bus, or died between its answer and its announcement)."""
+        kv = self.governor.kv
+        assert kv is not None
+        now, count = time.time(), 0
+        for row in await kv.get_prefix(ANNOUNCE):
+            try:
+                record = loads_bounded(row.value)
+                assignment, at = record["assignment"], float(record["at"])
+            except (ValueError, KeyError, TypeError):
+                await kv.delete(row.key)  # damaged: nothing to announce from it
+                continue
+            if now - at < self.sweep_after or not isinstance(assignment, dict):
+                continue
+            count += await self._announce(row.key[len(ANNOUNCE):], assignment, stored=row)
+        self.reannounced += count
+        return count
 
     async def _record_team(self, swarm_id: str, blocker_id: str, team: list[str]) -> None:
         """The team whose completed help tasks resolve the blocker, on the blocker's own lease (it goes
