@@ -157,6 +157,16 @@ class IFChassis:
         if self.swarm_runtimes.pop(swarm_id, None) is not None:
             self._audit("swarm_unloaded", {"swarm_id": swarm_id})
 
+    def ensure_loaded(self, swarm_id: str) -> None:
+        """Load the default guest for a swarm that was never loaded (what its first task would do), so a
+        caller can pay the compilation where it chooses (``AsyncChassis`` does it on a worker thread).
+        Refusals are left to the task itself: a bad id or a strict chassis raise there, audited."""
+        try:
+            validate_swarm_id(swarm_id)
+            self._runtime_for(swarm_id)
+        except (InvalidContractError, SwarmNotLoadedError):
+            pass
+
     def _runtime_for(self, swarm_id: str) -> SwarmRuntime:
         runtime = self.swarm_runtimes.get(swarm_id)
         if runtime is not None:
