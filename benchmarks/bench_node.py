@@ -33,7 +33,7 @@ from lucid.node.api.server import ServerProcess
 from lucid.node.db import NodeDatabase, SqlNodeRepository, SqlPayoutRepository, SqlPoOTRepository
 from lucid.node.db.node_repo import node_to_row
 from lucid.node.db.engine import SQLITE_PRAGMAS
-from lucid.node.db.poot_sqlite import validation_values
+from lucid.node.sqlite_writer.poot_sqlite import validation_values
 from lucid.node.db.tables import nodes as nodes_table
 from lucid.node.db.tables import poot_validations
 from lucid.node.models.node_models import Node

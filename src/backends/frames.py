@@ -7,13 +7,12 @@ witness's and the PoOT writer) and their parents use these functions, so the for
 
 from __future__ import annotations
 
-import asyncio
 import io
 import pickle
 import struct
 from typing import Any, BinaryIO
 
-__all__ = ["HEADER", "encode_frame", "read_frame", "read_frame_async", "write_frame"]
+__all__ = ["HEADER", "encode_frame", "read_frame", "write_frame"]
 
 HEADER = struct.Struct("<I")
 
@@ -51,8 +50,3 @@ def write_frame(stream: BinaryIO, message: Any, *, fast: bool = False) -> None:
     stream.write(encode_frame(message, fast=fast))
     stream.flush()
 
-
-async def read_frame_async(reader: asyncio.StreamReader) -> Any:
-    """The next message from an asyncio pipe; ``asyncio.IncompleteReadError`` when the child is gone."""
-    (length,) = HEADER.unpack(await reader.readexactly(HEADER.size))
-    return pickle.loads(await reader.readexactly(length))

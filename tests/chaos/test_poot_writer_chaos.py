@@ -34,7 +34,7 @@ def _writer(server_pid: int, timeout: float = 10.0) -> psutil.Process:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for child in psutil.Process(server_pid).children(recursive=True):
-            if "lucid.node.db.poot_writer_child" in " ".join(child.cmdline()):
+            if "lucid.node.sqlite_writer.poot_writer_child" in " ".join(child.cmdline()):
                 return child
         time.sleep(0.02)
     raise AssertionError("the server started no PoOT writer process")

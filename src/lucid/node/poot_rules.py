@@ -1,6 +1,6 @@
 """The PoOT acceptance rules for a group of proofs written together, once, as pure functions.
 
-Three places decide whether a proof is stored: the SQLite group transaction (``db.poot_sqlite``, in the
+Three places decide whether a proof is stored: the SQLite group transaction (``sqlite_writer.poot_sqlite``, in the
 writer thread or the writer process), the SQLAlchemy transaction used on PostgreSQL (``db.poot_repo``),
 and the reconciliation after a writer process died mid-group (``db.poot_repo``). Each does its own I/O
 (SQL text on a cursor, SQLAlchemy Core, a read-back) and calls these functions for every decision, so a

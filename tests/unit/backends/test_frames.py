@@ -3,7 +3,6 @@ readers alike; a stream cut inside a frame ends the reading instead of yielding 
 
 from __future__ import annotations
 
-import asyncio
 import io
 from datetime import UTC, datetime
 
@@ -11,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backends.frames import HEADER, encode_frame, read_frame, read_frame_async, write_frame
+from backends.frames import HEADER, encode_frame, read_frame, write_frame
 
 values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(),
                                 st.binary()),
@@ -33,13 +32,3 @@ def test_messages_round_trip_in_order(messages: list[object], fast: bool) -> Non
 def test_a_frame_cut_short_is_not_read(cut: int) -> None:
     frame = encode_frame(("ok", {0: "replay"}, datetime(2026, 12, 7, tzinfo=UTC)))
     assert read_frame(io.BytesIO(frame[:cut])) is None
-
-
-async def test_the_async_reader_reads_what_the_sync_writer_wrote() -> None:
-    reader = asyncio.StreamReader()
-    reader.feed_data(encode_frame(("ok", {1: "bad_key"})) + encode_frame(("error", "IntegrityError: x")))
-    reader.feed_eof()
-    assert await read_frame_async(reader) == ("ok", {1: "bad_key"})
-    assert await read_frame_async(reader) == ("error", "IntegrityError: x")
-    with pytest.raises(asyncio.IncompleteReadError):  # the child is gone
-        await read_frame_async(reader)

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..models.node_models import Node
-from .sqlite_text import chunks, flat, sqlite_datetime, values_clause
+from ..sqlite_writer.sqlite_text import chunks, flat, sqlite_datetime, values_clause
 from .tables import nodes
 
 __all__ = ["node_values", "pool_seats", "taken", "insert_nodes", "join_pools"]

@@ -22,7 +22,7 @@ from .. import poot_rules
 from ..errors import GroupCommitError, InvalidPoOTError, NonceReplayError
 from ..models.node_models import NodeStatus, utcnow
 from ..models.poot_models import PoOTValidationResult
-from . import poot_sqlite
+from ..sqlite_writer import poot_sqlite
 from .engine import NodeDatabase
 from .poot_writer_process import PoOTWriterProcess, WriterProcessLost
 from .tables import nodes, poot_nonces, poot_validations

@@ -29,7 +29,7 @@ __all__ = ["PoOTWriterProcess", "WriterProcessLost", "WriterProcessError"]
 
 _SRC = str(Path(__file__).resolve().parents[3])  # the directory holding the ``lucid`` package
 #: the module run as the writer process (a crash test runs a wrapper of it that dies between commit and answer)
-CHILD_MODULE = "lucid.node.db.poot_writer_child"
+CHILD_MODULE = "lucid.node.sqlite_writer.poot_writer_child"
 
 
 class WriterProcessLost(InternalNodeError, RuntimeError):

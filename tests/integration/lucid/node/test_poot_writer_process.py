@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from lucid.node.db import NodeDatabase, SqlNodeRepository, SqlPoOTRepository
-from lucid.node.db import poot_sqlite, poot_writer_process
+from lucid.node.db import poot_writer_process
+from lucid.node.sqlite_writer import poot_sqlite
 from lucid.node.db.tables import poot_validations
 from lucid.node.errors import GroupCommitError, InvalidPoOTError, NonceReplayError
 from lucid.node.models.node_models import Node, NodeStatus

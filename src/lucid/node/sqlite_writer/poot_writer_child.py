@@ -1,8 +1,8 @@
 """The PoOT writer process: runs ``poot_sqlite.group_transaction`` for groups sent by its parent.
 
-Run as ``python -m lucid.node.db.poot_writer_child <database file> <pragma>...`` by poot_writer_process,
-which explains why a process. Standard library only (``lucid.node.db`` imports its heavy modules
-lazily), so it starts in tens of milliseconds.
+Run as ``python -m lucid.node.sqlite_writer.poot_writer_child <database file> <pragma>...`` by
+``lucid.node.db.poot_writer_process``, which explains why a process. Standard library only (this package
+holds nothing else), so it starts in tens of milliseconds.
 
 Protocol, on stdin/stdout: ``backends.frames`` (a length, then a pickle). A request is
 ``(now, cutoff, store_output, items)``; the answer is ``("ok", {index: code})`` once the group is
@@ -69,7 +69,7 @@ def serve(path: str, pragmas: list[str], requests: BinaryIO, answers: BinaryIO,
 
 def main(after_commit: Callable[[int], None] | None = None) -> None:
     if len(sys.argv) < 2:
-        sys.exit("usage: python -m lucid.node.db.poot_writer_child <database file> [pragma ...]")
+        sys.exit("usage: python -m lucid.node.sqlite_writer.poot_writer_child <database file> [pragma ...]")
     serve(sys.argv[1], sys.argv[2:], sys.stdin.buffer, sys.stdout.buffer, after_commit)
 
 
