@@ -17,8 +17,8 @@ about twice as fast; see docs/ARCHITECTURE.md (IF.witness).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-import pickle
 import select
 import signal
 import time
@@ -27,6 +27,8 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from backends.frames import encode_frame, read_frame
 
 from .canonical import GENESIS_HASH, LINE_SUFFIX_LEN
 from .checkpoint import Checkpoint
@@ -193,7 +195,8 @@ def _run_chunks(text: str, spans: list[_Span]) -> list[_Chunk] | None:
 
     Why fork: the pass is pure Python over text this process already holds, so the GIL rules out
     threads, and a fork shares the text copy-on-write where a spawned worker would need it sent.
-    A child only splits, slices and hashes strings, pickles its result into a pipe and leaves with
+    A child only splits, slices and hashes strings, writes its result as one frame (``backends.frames``,
+    the format of every parent-child pipe here) into a pipe and leaves with
     ``os._exit``. A child that dies, answers garbage or is not done long after this process finished
     its own span (a lock held by another thread at fork time could stall it) is killed, and its span
     is done here: at worst slower, never a different answer.
@@ -235,8 +238,7 @@ def _fork_chunk(text: str, span: _Span) -> tuple[int, int] | None:
     if pid == 0:  # the child: compute, write, leave without running any of the parent's clean-up
         try:
             os.close(read_fd)
-            data = pickle.dumps(_clean_chunk(text, span), protocol=pickle.HIGHEST_PROTOCOL)
-            view = memoryview(data)
+            view = memoryview(encode_frame(_clean_chunk(text, span)))  # the one parent-child frame format
             while view:
                 view = view[os.write(write_fd, view) :]
         finally:
@@ -257,7 +259,7 @@ def _collect(pid: int, read_fd: int, deadline: float) -> _Chunk | None:
             if not part:
                 break
             parts.append(part)
-        result = pickle.loads(b"".join(parts))
+        result = read_frame(io.BytesIO(b"".join(parts)))
         return result if isinstance(result, _Chunk) else None
     except Exception:  # noqa: BLE001 - a garbled answer: the span is done in this process instead
         return None
