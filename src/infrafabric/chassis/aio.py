@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from backends.twin import AsyncTwin
+
 from .chassis import IFChassis, TaskOutcome
 from .contracts import ServiceContract
 from .credentials import ScopedCredentials
@@ -17,16 +19,9 @@ from .slo import PerformanceSummary
 __all__ = ["AsyncChassis"]
 
 
-class AsyncChassis:
+class AsyncChassis(AsyncTwin[IFChassis]):
     def __init__(self, **options: Any) -> None:
         self.sync = IFChassis(**options)
-
-    @classmethod
-    def wrap(cls, chassis: IFChassis) -> "AsyncChassis":
-        """The async face of an existing chassis (both run the same sandboxes)."""
-        twin = cls.__new__(cls)
-        twin.sync = chassis
-        return twin
 
     async def load_swarm(self, swarm_id: str, wasm_module: bytes, contract: ServiceContract | None = None) -> None:
         """Compile (on a worker thread) and bind the module to the swarm's contract."""

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
+from backends.twin import AsyncTwin, delegated
 from infrafabric.coordinator.credentials import Identity
 from infrafabric.governor.governor import IFGovernor
 from infrafabric.governor.profile import SwarmProfile
@@ -20,21 +21,12 @@ from infrafabric.governor.profile import SwarmProfile
 __all__ = ["AsyncGovernor"]
 
 
-class AsyncGovernor:
+class AsyncGovernor(AsyncTwin[IFGovernor]):
     def __init__(self, *args: Any, **options: Any) -> None:
         self.sync = IFGovernor(*args, **options)
 
-    @classmethod
-    def wrap(cls, governor: IFGovernor) -> "AsyncGovernor":
-        """The async face of an existing governor (both change the same ledger)."""
-        twin = cls.__new__(cls)
-        twin.sync = governor
-        return twin
-
     # ------------------------------------------------------------------ readers (never wait)
-    @property
-    def swarm_registry(self) -> dict[str, SwarmProfile]:
-        return self.sync.swarm_registry
+    swarm_registry = delegated("swarm_registry")
 
     def budget_remaining(self, swarm_id: str) -> Decimal:
         return self.sync.budget_remaining(swarm_id)

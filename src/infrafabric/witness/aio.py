@@ -16,6 +16,8 @@ from typing import IO, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from backends.twin import AsyncTwin, delegated
+
 from .checkpoint import Checkpoint
 from .publish import PublishedCheckpoint
 from .store.base import StoredEntry
@@ -25,57 +27,21 @@ from .witness import Witness
 __all__ = ["AsyncWitness"]
 
 
-class AsyncWitness:
+class AsyncWitness(AsyncTwin[Witness]):
     def __init__(self, url: str = "memory://", key_dir: str | os.PathLike[str] | None = None, **options: Any) -> None:
         self.sync = Witness(url, key_dir, **options)
 
-    @classmethod
-    def wrap(cls, witness: Witness) -> "AsyncWitness":
-        """The async face of an existing witness (both write the same log)."""
-        twin = cls.__new__(cls)
-        twin.sync = witness
-        return twin
-
-    # ------------------------------------------------------------------ identity and state
-    @property
-    def url(self) -> str:
-        return self.sync.url
-
-    @property
-    def public_key(self) -> Ed25519PublicKey:
-        return self.sync.public_key
-
-    @property
-    def public_key_pem(self) -> str:
-        return self.sync.public_key_pem
-
-    @property
-    def key_id(self) -> str:
-        return self.sync.key_id
-
-    @property
-    def closed(self) -> bool:
-        return self.sync.closed
-
-    @property
-    def writer(self) -> str:
-        return self.sync.writer
-
-    @property
-    def writer_pid(self) -> int | None:
-        return self.sync.writer_pid
-
-    @property
-    def pending(self) -> int:
-        return self.sync.pending
-
-    @property
-    def committed(self) -> int:
-        return self.sync.committed
-
-    @property
-    def publishers(self) -> list[str]:
-        return self.sync.publishers
+    # identity and state: the core's, read-only (never wait)
+    url = delegated("url")
+    public_key = delegated("public_key")
+    public_key_pem = delegated("public_key_pem")
+    key_id = delegated("key_id")
+    closed = delegated("closed")
+    writer = delegated("writer")
+    writer_pid = delegated("writer_pid")
+    pending = delegated("pending")
+    committed = delegated("committed")
+    publishers = delegated("publishers")
 
     # ------------------------------------------------------------------ writing
     def log(self, component: str, operation: str, params: dict[str, Any] | None = None, severity: str = "INFO",
