@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import sqlite3
 from collections.abc import Sequence
 from itertools import chain
 
 from backends.sqlite_checkpoint import BackgroundCheckpointer
+from backends.sqlite_writer import connect_writer, immediate
 
 from ..checkpoint import Checkpoint
 from ..errors import WitnessFormatError, WitnessHeadRewrittenError, WitnessStorageError
@@ -39,10 +39,15 @@ ENTRY_COLUMN_NAMES = ("seq", "id", "timestamp", "component", "operation", "param
 _NAMES = ", ".join(ENTRY_COLUMN_NAMES)
 
 
+# WAL: readers never block the writer; synchronous=FULL: a commit is on disk when acknowledged
+PRAGMAS = ("journal_mode=WAL", "synchronous=FULL")
+
+
 def sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: object = None) -> None:
+    """The log's pragmas on a connection SQLAlchemy opened (its ``connect`` event)."""
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-    cursor.execute("PRAGMA synchronous=FULL")  # a commit is on disk when acknowledged
+    for pragma in PRAGMAS:
+        cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 
 
@@ -119,10 +124,8 @@ class _HeadMoved(Exception):
 
 
 def open_raw_sqlite(database: str) -> sqlite3.Connection:
-    """The append connection: autocommit mode (transactions are explicit), same pragmas as the engine's."""
-    con = sqlite3.connect(os.path.expanduser(database), timeout=60, isolation_level=None, check_same_thread=False)
-    sqlite_pragmas(con)
-    return con
+    """The append connection (``backends.sqlite_writer``), same pragmas as the engine's."""
+    return connect_writer(database, PRAGMAS, timeout=60)
 
 
 CHECKPOINT_EVERY_ENTRIES = 16384
@@ -172,8 +175,7 @@ class SqliteAppender:
     def _transaction(self, con: sqlite3.Connection, known: tuple[int, str, str] | None,
                      batch: Sequence[PendingEntry], seal: Sealer, presealed: Sealed | None) -> Sealed:
         self._known_head = None
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(con):
             size, head_hash, frontier_text = known if known is not None else con.execute(READ_HEAD).fetchone()
             frontier = frontier_of(frontier_text, size)  # an unreadable head row is named, never a traceback
             if not isinstance(head_hash, str):
@@ -201,11 +203,6 @@ class SqliteAppender:
                 if known is not None:
                     raise _HeadMoved
                 raise WitnessStorageError("the head row changed while this writer held the write lock")
-            con.execute("COMMIT")
-        except BaseException:
-            if con.in_transaction:
-                con.rollback()
-            raise
         self._known_head = new_head
         self._after_commit(con, len(rows))
         return sealed

@@ -16,23 +16,18 @@ Checkpoints run beside the commits, every ``CHECKPOINT_EVERY`` commits, as for t
 from __future__ import annotations
 
 import functools
-import sqlite3
 import sys
 from typing import BinaryIO, Callable
 
 from backends.frames import read_frame, write_frame
 from backends.sqlite_checkpoint import BackgroundCheckpointer
+from backends.sqlite_writer import connect_writer, immediate
 
 from .poot_sqlite import group_transaction
 
 CHECKPOINT_EVERY = 200
 
 
-def _connect(path: str, pragmas: list[str]) -> sqlite3.Connection:
-    con = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
-    for pragma in pragmas:
-        con.execute(f"PRAGMA {pragma}")
-    return con
 
 
 def serve(path: str, pragmas: list[str], requests: BinaryIO, answers: BinaryIO,
@@ -40,21 +35,18 @@ def serve(path: str, pragmas: list[str], requests: BinaryIO, answers: BinaryIO,
     """Answer groups until the parent closes the pipe; ``after_commit`` is called with the number of commits
     so far, before the answer (the crash tests die there: ``tests/fixtures/crashing_poot_writer.py``)."""
     pragmas = [p for p in pragmas if not p.startswith("wal_autocheckpoint")] + ["wal_autocheckpoint=0"]
-    con = _connect(path, pragmas)
-    checkpoints = BackgroundCheckpointer(functools.partial(_connect, path, pragmas), CHECKPOINT_EVERY,
+    con = connect_writer(path, pragmas)
+    checkpoints = BackgroundCheckpointer(functools.partial(connect_writer, path, pragmas), CHECKPOINT_EVERY,
                                          name="poot-checkpoint")
     commits = 0
     while (request := read_frame(requests)) is not None:
         now, cutoff, store_output, items = request
         cur = con.cursor()
         try:
-            cur.execute("BEGIN IMMEDIATE")
-            rejected = group_transaction(cur, items, now, cutoff, store_output)
-            cur.execute("COMMIT")
+            with immediate(con):
+                rejected = group_transaction(cur, items, now, cutoff, store_output)
             answer: tuple[object, ...] = ("ok", rejected)
         except Exception as exc:  # noqa: BLE001 - the group is rolled back and its waiters get the error
-            if con.in_transaction:
-                con.rollback()
             answer = ("error", f"{type(exc).__name__}: {exc}")
         finally:
             cur.close()
