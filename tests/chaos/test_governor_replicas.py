@@ -54,6 +54,15 @@ REPLICA = textwrap.dedent("""
 """)
 
 
+def _governor_knowing(coordinator: IFCoordinator, helper: str, cap: str, blocked: str) -> IFGovernor:
+    """A governor replica on ``coordinator`` that knows the helper (with the rare capability) and the
+    blocked swarm."""
+    governor = IFGovernor(coordinator, audit=None, cost_sink=None)
+    governor.register_swarm(SwarmProfile(helper, [cap], 1.0, 1.0, 100.0))
+    governor.register_swarm(SwarmProfile(blocked, ["code:python"], 1.0, 1.0, 100.0))
+    return governor
+
+
 async def test_two_replicas_charging_one_budget_never_overspend_or_lose_a_charge(etcd_server, tmp_path) -> None:
     swarm = f"shared-{uuid.uuid4().hex[:8]}"
     kv = open_kv(etcd_server.url)
@@ -202,9 +211,7 @@ async def test_a_blocker_whose_event_was_lost_is_still_answered_once(etcd_server
         await platform.register_swarm(blocked, ["code:python"])
         responders = []
         for c in coords[1:]:
-            governor = IFGovernor(c, audit=None, cost_sink=None)
-            governor.register_swarm(SwarmProfile(helper, [cap], 1.0, 1.0, 100.0))
-            governor.register_swarm(SwarmProfile(blocked, ["code:python"], 1.0, 1.0, 100.0))
+            governor = _governor_knowing(c, helper, cap, blocked)
             responders.append(await BlockerResponder(governor, sweep_interval=0.2, sweep_after=0.3).start())
         answers: list[str] = []
         await platform.bus.subscribe(keys.HELP_EVENTS, lambda m: answers.append(_json.loads(m.data)["blocker_id"]))
@@ -247,9 +254,7 @@ async def test_a_replica_failing_half_way_through_an_answer_leaves_it_to_another
         inbox = await platform.register_swarm(helper, [cap])
         await platform.register_swarm(blocked, ["code:python"])
         for i, c in enumerate(coords[1:]):
-            governor = IFGovernor(c, audit=None, cost_sink=None)
-            governor.register_swarm(SwarmProfile(helper, [cap], 1.0, 1.0, 100.0))
-            governor.register_swarm(SwarmProfile(blocked, ["code:python"], 1.0, 1.0, 100.0))
+            governor = _governor_knowing(c, helper, cap, blocked)
             # A hears the event at once and does not sweep; B only sweeps, after A's claim could lapse
             responder = BlockerResponder(governor, sweep_interval=0 if i == 0 else 0.3, sweep_after=0.3,
                                          answering_ttl=2)
@@ -313,9 +318,7 @@ async def test_an_answer_whose_announcement_the_bus_never_took_is_announced_by_t
         inbox = await platform.register_swarm(helper, [cap])
         await platform.register_swarm(blocked, ["code:python"])
         for i, c in enumerate(coords[1:]):
-            governor = IFGovernor(c, audit=None, cost_sink=None)
-            governor.register_swarm(SwarmProfile(helper, [cap], 1.0, 1.0, 100.0))
-            governor.register_swarm(SwarmProfile(blocked, ["code:python"], 1.0, 1.0, 100.0))
+            governor = _governor_knowing(c, helper, cap, blocked)
             responders.append(await BlockerResponder(governor, sweep_interval=0 if i == 0 else 0.2,
                                                      sweep_after=0.3).start())
         a, b = responders
