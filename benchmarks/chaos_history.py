@@ -16,7 +16,8 @@ unknown (timeout, replica unreachable) may have happened at any point of its int
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -71,17 +72,22 @@ def check_claims(history: list[Op], stored_owner: dict[str, str | None]) -> list
     return violations
 
 
-def check_blockers(reported: dict[str, str], unknown_reports: int, answers: Counter[str],
+def check_blockers(reported: dict[str, str], unknown_reports: int, answers: Mapping[str, Sequence[Hashable]],
                    ended_with_reporter: frozenset[str] | set[str] = frozenset()) -> list[str]:
     """``reported``: blocker id → outcome of its report (``ok``); ``unknown_reports``: reports whose
     outcome is unknown (their ids never reached the swarm, but they may have been raised and answered);
-    ``answers``: blocker id → answers seen (help assigned or escalated); ``ended_with_reporter``: blockers
-    whose reporter's session ended after the report (a blocker lives on its reporter's session lease, so
-    one whose reporter died unanswered is gone by design, not lost)."""
-    violations = [f"blocker {b} answered {n} times" for b, n in sorted(answers.items()) if n > 1]
+    ``answers``: blocker id → the team of every announcement seen (help assigned, or escalated: no team);
+    ``ended_with_reporter``: blockers whose reporter's session ended after the report (a blocker lives on
+    its reporter's session lease, so one whose reporter died unanswered is gone by design, not lost).
+
+    Announcements are at least once (one stored with its answer is published again until the bus has
+    confirmed it), so a blocker may be announced twice; it must never be answered twice, i.e. with two
+    different teams."""
+    violations = [f"blocker {b} answered with {len(set(teams))} different teams"
+                  for b, teams in sorted(answers.items()) if len(set(teams)) > 1]
     violations += [f"blocker {b} was never answered" for b, outcome in sorted(reported.items())
-                   if outcome == "ok" and answers.get(b, 0) == 0 and b not in ended_with_reporter]
-    unreported = sorted(b for b in answers if b not in reported)
+                   if outcome == "ok" and not answers.get(b) and b not in ended_with_reporter]
+    unreported = sorted(b for b in answers if answers[b] and b not in reported)
     if len(unreported) > unknown_reports:
         violations += [f"blocker {b} answered but never reported" for b in unreported]
     return violations
