@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -116,8 +115,7 @@ class _Minute:
 class MeteringGateway:
     def __init__(self, config: GatewayConfig, kv: KeyValueStore, verifier: CredentialVerifier, *,
                  audit: AuditFn | None = None, cost_sink: CostSink | None = None,
-                 upstream_timeout: float = 60.0, lease_ttl: int = 10, transport: httpx.AsyncBaseTransport | None = None,
-                 sweep_interval: float = 1.0) -> None:
+                 upstream_timeout: float = 60.0, lease_ttl: int = 10, sweep_interval: float = 1.0) -> None:
         self.config, self.kv, self.verifier = config, kv, verifier
         self._audit, self._cost_sink = audit, cost_sink
         exact = ReservationLedger(kv, audit=lambda op, params, sev: self.audit(op, params, sev))
@@ -128,11 +126,9 @@ class MeteringGateway:
         self.lease_ttl, self.sweep_interval = lease_ttl, sweep_interval
         self._lease: int | None = None
         self._keeper: LeaseKeeper | None = None
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(upstream_timeout, connect=5.0), transport=transport,
-                                       follow_redirects=False)  # streams (and everything, given a transport)
-        # plain calls go through the small pooled HTTP/1.1 client: httpx's per-request machinery was most
-        # of the gateway's added latency (see http1.py and benchmarks/RESULTS.md)
-        self._pools: dict[str, Http1Pool] | None = {} if transport is None else None
+        # calls and streams go through the small pooled HTTP/1.1 client, one pool per provider origin:
+        # httpx's per-request machinery was most of the gateway's added latency (benchmarks/RESULTS.md)
+        self._pools: dict[str, Http1Pool] = {}
         self._upstream_timeout = upstream_timeout
         self._requests = KeyedLimiter()
         self._minute = _Minute()
@@ -168,8 +164,7 @@ class MeteringGateway:
         if self._keeper is not None:
             await self._keeper.stop()
             self._keeper = None
-        await self._http.aclose()
-        for pool in (self._pools or {}).values():
+        for pool in self._pools.values():
             await pool.aclose()
 
     async def _sweep(self) -> None:
@@ -265,7 +260,7 @@ class MeteringGateway:
                     kind: str, details: dict[str, Any]) -> Response:
         try:
             status, content, media_type = await self._post(url, headers, payload)
-        except (httpx.HTTPError, HTTPError) as exc:
+        except HTTPError as exc:
             raise await self._failed_upstream(hold, rate, details, exc) from None
         if status >= 400:
             raise await self._failed_upstream(hold, rate, details, status)
@@ -283,7 +278,6 @@ class MeteringGateway:
         return Response(content, status_code=status, media_type=media_type)
 
     def _pool(self, url: str) -> tuple[Http1Pool, str]:
-        assert self._pools is not None
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
         pool = self._pools.get(origin)
@@ -292,9 +286,6 @@ class MeteringGateway:
         return pool, parts.path
 
     async def _post(self, url: str, headers: dict[str, str], payload: bytes) -> tuple[int, bytes, str]:
-        if self._pools is None:
-            response = await self._http.post(url, content=payload, headers=headers)
-            return response.status_code, response.content, response.headers.get("content-type", "application/json")
         pool, path = self._pool(url)
         status, content = await pool.request("POST", path, content=payload,
                                              headers={k: v for k, v in headers.items() if k != "content-type"})
@@ -302,41 +293,6 @@ class MeteringGateway:
 
     async def _stream(self, url: str, headers: dict[str, str], payload: bytes, hold: Hold, rate: ModelRate,
                       kind: str, details: dict[str, Any]) -> Response:
-        if self._pools is not None:
-            return await self._stream_pooled(url, headers, payload, hold, rate, kind, details)
-        upstream_request = self._http.build_request("POST", url, content=payload, headers=headers)
-        try:
-            upstream = await self._http.send(upstream_request, stream=True)
-        except httpx.HTTPError as exc:
-            raise await self._failed_upstream(hold, rate, details, exc) from None
-        if upstream.status_code >= 400:
-            await upstream.aclose()
-            raise await self._failed_upstream(hold, rate, details, upstream.status_code)
-        meter = _StreamMeter(kind)
-
-        async def relay() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in upstream.aiter_raw():
-                    meter.feed(chunk)
-                    yield chunk
-            except httpx.HTTPError as exc:
-                meter.cut = True  # the provider cut the stream: so is the swarm's (no clean end it could trust)
-                raise GatewayError("the provider cut the stream", error_code="IF_ERR_UPSTREAM") from exc
-            finally:
-                await upstream.aclose()
-                usage = meter.usage()
-                how = "usage" if usage else ("release" if not meter.any_output else "reservation")
-                # settled on its own task: a client that hangs up cancels this generator, never the charge
-                self._in_background(
-                    self._settle(hold, usage, rate, details, how, reason="stream_cut" if meter.cut else None))
-
-        return StreamingResponse(relay(), status_code=upstream.status_code,
-                                 media_type=upstream.headers.get("content-type", "text/event-stream"))
-
-    async def _stream_pooled(self, url: str, headers: dict[str, str], payload: bytes, hold: Hold, rate: ModelRate,
-                             kind: str, details: dict[str, Any]) -> Response:
-        """``_stream`` on the pooled HTTP/1.1 client (httpx's streaming machinery was most of a streamed
-        call's CPU in the gateway)."""
         pool, path = self._pool(url)
         opened = pool.stream("POST", path, content=payload,
                              headers={k: v for k, v in headers.items() if k != "content-type"})
@@ -374,12 +330,12 @@ class MeteringGateway:
                                  media_type=upstream.content_type or "text/event-stream")
 
     async def _failed_upstream(self, hold: Hold, rate: ModelRate, details: dict[str, Any],
-                               failure: httpx.HTTPError | HTTPError | int) -> GatewayError:
+                               failure: HTTPError | int) -> GatewayError:
         """The provider failed before any output: the hold is released (nothing charged); the error to raise."""
         if isinstance(failure, int):
             reason, error = f"upstream_{failure}", GatewayError(f"the provider answered {failure}",
                                                                 error_code="IF_ERR_UPSTREAM")
-        elif isinstance(failure, httpx.TimeoutException) or "TimeoutError" in str(failure):
+        elif "TimeoutError" in str(failure):  # Http1Pool names the exception it met
             reason, error = "upstream_timeout", GatewayError("the provider did not answer in time",
                                                              error_code="IF_ERR_UPSTREAM_TIMEOUT")
         else:
