@@ -267,20 +267,8 @@ async def test_a_stream_cut_midway_or_stalled_raises_and_its_connection_is_not_r
 
 
 async def test_a_stream_left_early_closes_its_connection() -> None:
-    connections = 0
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        try:
-            while True:
-                await _read_request(reader)
-                writer.write(_SSE_HEAD + _chunk(b"data: one\n\n") + _chunk(b"data: two\n\n") + b"0\r\n\r\n")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-    server, url = await _serve(handler)
+    server, url, connections = await _one_answer_server(
+        _SSE_HEAD + _chunk(b"data: one\n\n") + _chunk(b"data: two\n\n") + b"0\r\n\r\n")
     pool = Http1Pool(url, timeout=5)
     async with pool.stream("POST", "/v1/chat", content=b"{}") as answer:
         async for _ in answer.chunks():
@@ -289,4 +277,4 @@ async def test_a_stream_left_early_closes_its_connection() -> None:
     assert status == 200
     await pool.aclose()
     server.close()
-    assert connections == 2
+    assert connections[0] == 2
