@@ -117,3 +117,19 @@ class SwarmAlreadyConnectedError(InfraFabricError):
 
     error_code = "IF_ERR_SWARM_ALREADY_CONNECTED"
     http_status = 409
+
+
+# Codes a subclass stands for besides its own (a credential can also be expired or revoked).
+_ALSO = {"IF_ERR_AUTH_EXPIRED": CredentialError, "IF_ERR_AUTH_REVOKED": CredentialError}
+
+
+def error_from_envelope(code: str, message: str, status: int | None = None) -> InfraFabricError:
+    """The error a client raises for an HTTP error envelope: the class of that code, a ValidationError
+    for another 400, an InfraFabricError otherwise (always with the envelope's code and message)."""
+    cls = _ALSO.get(code) or _BY_CODE.get(code) or (ValidationError if status == 400 else InfraFabricError)
+    return cls(message, error_code=code)
+
+
+_BY_CODE: dict[str, type[InfraFabricError]] = {
+    cls.error_code: cls for cls in reversed([globals()[name] for name in __all__])
+    if isinstance(cls, type) and issubclass(cls, InfraFabricError)}

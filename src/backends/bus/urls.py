@@ -7,13 +7,11 @@ from urllib.parse import parse_qsl
 from backends.bus.base import MessageBus
 from backends.bus.memory import MemoryBus
 from backends.errors import InvalidBackendURL
+from backends.url_scheme import split_scheme
 
 
 def open_bus(url: str = "memory://") -> MessageBus:
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise InvalidBackendURL(f"not a backend URL: {url!r}")
-    scheme = scheme.lower()
+    scheme, rest = split_scheme(url)
     if scheme == "memory":
         name = rest.strip("/")
         return MemoryBus(name or None, url)

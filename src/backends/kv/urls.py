@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from backends.errors import InvalidBackendURL
+from backends.url_scheme import split_scheme
 from backends.kv.base import KeyValueStore
 from backends.kv.memory import MemoryKV, _MemoryCore, shared_core
 
@@ -25,10 +26,7 @@ def _read(path: str | None) -> bytes | None:
 
 def open_kv(url: str = "memory://") -> KeyValueStore:
     """An unconnected store for url (methods connect lazily; `async with` closes it)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise InvalidBackendURL(f"not a backend URL: {url!r}")
-    scheme = scheme.lower()
+    scheme, rest = split_scheme(url)
     if scheme == "memory":
         name = rest.strip("/")
         return MemoryKV(shared_core(f"memory:{name}") if name else _MemoryCore(), url)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from backends.errors import InvalidBackendURL
+from backends.url_scheme import split_scheme
 from backends.mq.base import MessageBroker
 from backends.mq.memory import MemoryBroker
 
 
 def open_broker(url: str = "memory://") -> MessageBroker:
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise InvalidBackendURL("not a message queue URL (memory://, amqp://, amqps://)")
-    scheme = scheme.lower()
+    scheme, rest = split_scheme(url, "not a message queue URL (memory://, amqp://, amqps://)")
     if scheme == "memory":
         return MemoryBroker(rest.strip("/") or None, url)
     if scheme in ("amqp", "amqps"):

@@ -11,20 +11,14 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from infrafabric.optimise import CostTracker, OptimiseError
-from infrafabric.cli.witness_access import OutFormat
+from infrafabric.cli.witness_access import FormatOpt, KeyDirOpt, OutFormat, UrlOpt, console
 from infrafabric.cli.witness_access import fail as _fail
 from infrafabric.cli.witness_access import open_witness as _open
 
 app = typer.Typer(help="IF.optimise: cost reports and budgets.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
-
-UrlOpt = typer.Option(None, "--url", help="Witness URL holding the cost records.")
-KeyDirOpt = typer.Option(None, "--key-dir", help="Witness key directory.")
 
 
 class GroupBy(str, Enum):
@@ -60,7 +54,7 @@ def _parse_since(since: Optional[str]) -> Optional[datetime]:
 def report(
     group_by: GroupBy = typer.Option(GroupBy.swarm, "--group-by", "-g"),
     since: Optional[str] = typer.Option(None, "--since", help="ISO 8601 start time."),
-    fmt: OutFormat = typer.Option(OutFormat.table, "--format"),
+    fmt: OutFormat = FormatOpt,
     url: Optional[str] = UrlOpt,
     key_dir: Optional[Path] = KeyDirOpt,
 ) -> None:
@@ -90,7 +84,7 @@ def budget(
     swarm: Optional[str] = typer.Option(None, "--swarm"),
     component: Optional[str] = typer.Option(None, "--component"),
     model: Optional[str] = typer.Option(None, "--model"),
-    fmt: OutFormat = typer.Option(OutFormat.table, "--format"),
+    fmt: OutFormat = FormatOpt,
     url: Optional[str] = UrlOpt,
     key_dir: Optional[Path] = KeyDirOpt,
 ) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from infrafabric.witness import (
@@ -30,16 +29,11 @@ from infrafabric.witness.keys import PUBLIC_KEY_FILE, key_id_of
 from infrafabric.witness.publish import PublishedCheckpoint, publishers_for, read_all
 from infrafabric.witness.store.sql import sqlite_path
 from infrafabric.witness.verify_store import consistency_at_url, inclusion_at_url, verify_url
-from infrafabric.cli.witness_access import OutFormat
+from infrafabric.cli.witness_access import FormatOpt, KeyDirOpt, OutFormat, UrlOpt, console, err_console
 from infrafabric.cli.witness_access import fail as _fail
 from infrafabric.cli.witness_access import open_witness as _open
 
 app = typer.Typer(help="IF.witness: the tamper-evident audit log.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
-
-UrlOpt = typer.Option(None, "--url", help="Witness URL (default: $INFRAFABRIC_WITNESS_URL or the state-dir SQLite file).")
-KeyDirOpt = typer.Option(None, "--key-dir", help="Key directory (default: $INFRAFABRIC_WITNESS_KEY_DIR).")
 
 
 
@@ -207,7 +201,7 @@ def query(
     since: Optional[str] = typer.Option(None, "--since", help="ISO 8601 time, e.g. 2026-01-31T12:00:00Z"),
     until: Optional[str] = typer.Option(None, "--until"),
     limit: Optional[int] = typer.Option(None, "--limit", min=1),
-    fmt: OutFormat = typer.Option(OutFormat.table, "--format"),
+    fmt: OutFormat = FormatOpt,
     url: Optional[str] = UrlOpt,
     key_dir: Optional[Path] = KeyDirOpt,
 ) -> None:
@@ -226,7 +220,7 @@ def query(
 @app.command()
 def trace(
     trace_id: str = typer.Argument(..., help="Trace id to follow."),
-    fmt: OutFormat = typer.Option(OutFormat.table, "--format"),
+    fmt: OutFormat = FormatOpt,
     url: Optional[str] = UrlOpt,
     key_dir: Optional[Path] = KeyDirOpt,
 ) -> None:

@@ -12,13 +12,19 @@ from rich.console import Console
 from infrafabric.witness import Witness, WitnessError, default_key_dir, default_url
 from infrafabric.witness.store.sql import sqlite_path
 
-err_console = Console(stderr=True)
-
 
 class OutFormat(str, Enum):
     table = "table"
     json = "json"
     csv = "csv"
+
+
+console = Console()
+err_console = Console(stderr=True)
+
+UrlOpt = typer.Option(None, "--url", help="Witness URL (default: $INFRAFABRIC_WITNESS_URL or the state-dir SQLite file).")
+KeyDirOpt = typer.Option(None, "--key-dir", help="Key directory (default: $INFRAFABRIC_WITNESS_KEY_DIR).")
+FormatOpt = typer.Option(OutFormat.table, "--format")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -19,23 +19,7 @@ import httpx
 
 from infrafabric.coordinator.http1 import HTTPError, Http1Pool
 from infrafabric.coordinator.credentials import read_credential
-from infrafabric.errors import (
-    CredentialError,
-    InfraFabricError,
-    NotTaskOwnerError,
-    PermissionDeniedError,
-    StaleClaimError,
-    SwarmAlreadyConnectedError,
-    SwarmQueueFullError,
-    ValidationError,
-)
-
-_ERRORS: dict[str, type[InfraFabricError]] = {
-    "IF_ERR_AUTH_INVALID": CredentialError, "IF_ERR_AUTH_EXPIRED": CredentialError,
-    "IF_ERR_AUTH_REVOKED": CredentialError, "IF_ERR_FORBIDDEN": PermissionDeniedError,
-    "IF_ERR_NOT_OWNER": NotTaskOwnerError, "IF_ERR_STALE_CLAIM": StaleClaimError,
-    "IF_ERR_SWARM_ALREADY_CONNECTED": SwarmAlreadyConnectedError, "IF_ERR_QUEUE_FULL": SwarmQueueFullError,
-}
+from infrafabric.errors import InfraFabricError, ValidationError, error_from_envelope
 
 
 # Errors after which polling again cannot help: the credential or the session is gone for good.
@@ -60,8 +44,7 @@ def raise_for_envelope(status: int, body: bytes) -> None:
         code, message = str(error["code"]), str(error["message"])
     except (ValueError, KeyError, TypeError):
         code, message = "IF_ERR_UNAVAILABLE", f"coordinator answered {status}"
-    cls = _ERRORS.get(code) or (ValidationError if status == 400 else InfraFabricError)
-    raise cls(message, error_code=code)
+    raise error_from_envelope(code, message, status)
 
 
 class _HttpxTransport:
@@ -193,7 +176,7 @@ class RemoteSwarmClient:
         for item in answer["outcomes"]:
             error = item.get("error")
             out[item["task_id"]] = int(item["revision"]) if error is None else \
-                (_ERRORS.get(error["code"]) or InfraFabricError)(error["message"], error_code=error["code"])
+                error_from_envelope(error["code"], error["message"])
         return out
 
     async def progress(self, task_id: str, progress: Any, claim: RemoteClaim | None = None) -> int:

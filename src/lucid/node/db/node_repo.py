@@ -13,12 +13,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..errors import (
-    GroupCommitError, InvalidAllocationError, NodeAlreadyExistsError, NodeNotFoundError, PoolNotFoundError,
+    InvalidAllocationError, NodeAlreadyExistsError, NodeNotFoundError, PoolNotFoundError,
     ResourceLimitError,
 )
 from ..models.node_models import Node, utcnow
 from . import node_sqlite
 from .engine import NodeDatabase
+from .group_commit import drain_groups
 from .tables import node_pools, nodes
 
 __all__ = ["SqlNodeRepository", "node_from_row", "node_to_row"]
@@ -88,29 +89,9 @@ class SqlNodeRepository:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((node, fut))
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._drain())
+            self._flusher = asyncio.create_task(drain_groups(self._queue, self.max_group, self._write))
         await fut
         return node
-
-    async def _drain(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[:self.max_group], self._queue[self.max_group:]
-            try:
-                errors = await self._write(batch)
-            except Exception as exc:  # noqa: BLE001 - every waiter of this group gets the failure
-                error = GroupCommitError(f"Storing a group of {len(batch)} failed ({type(exc).__name__}); "
-                                         "none of them was stored")
-                error.__cause__ = exc
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(error)
-                continue
-            for i, (_, fut) in enumerate(batch):
-                if not fut.done():
-                    if i in errors:
-                        fut.set_exception(errors[i])
-                    else:
-                        fut.set_result(None)
 
     async def _write(self, batch: list[tuple[Node, Any]]) -> dict[int, Exception]:
         return await self.db.write(partial(self._write_tx, batch))

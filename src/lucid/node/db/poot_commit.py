@@ -19,11 +19,12 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select, update
 
 from .. import poot_rules
-from ..errors import GroupCommitError, InvalidPoOTError, NonceReplayError
+from ..errors import InvalidPoOTError, NonceReplayError
 from ..models.node_models import NodeStatus, utcnow
 from ..models.poot_models import PoOTValidationResult
 from ..sqlite_writer import poot_sqlite
 from .engine import NodeDatabase
+from .group_commit import drain_groups, group_failed, settle_group
 from .poot_writer_process import PoOTWriterProcess, WriterProcessLost
 from .tables import nodes, poot_nonces, poot_validations
 
@@ -48,12 +49,6 @@ def _rejection(code: str) -> InvalidPoOTError:
     if code == poot_rules.INACTIVE:
         return InvalidPoOTError("Node not found or inactive")
     return InvalidPoOTError("Invalid or missing signature")
-
-
-def _group_failed(size: int, exc: BaseException, outcome: str = "none of them was stored") -> GroupCommitError:
-    error = GroupCommitError(f"Storing a group of {size} failed ({type(exc).__name__}); {outcome}")
-    error.__cause__ = exc
-    return error
 
 
 # (result, claim its nonce, key it was checked against (or None) / None if unchecked, waiter)
@@ -137,7 +132,8 @@ class PoOTGroupCommitter:
                 self._generation += 1
             self._kick(loop)
         elif self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._drain())
+            self._flusher = asyncio.create_task(
+                drain_groups(self._queue, self.max_group, self._write, self._after_commit))
         await fut
 
 
@@ -158,13 +154,14 @@ class PoOTGroupCommitter:
                 self._restarting = asyncio.ensure_future(self._start_process())
             return
         while self._queue and self._groups_in_flight < self.process_depth:
-            batch, self._queue = self._queue[:self.process_group], self._queue[self.process_group:]
+            batch = self._queue[:self.process_group]
+            del self._queue[:self.process_group]  # the list itself: a drain may hold it
             now = utcnow()
             items = [poot_sqlite.item_of(v, claim, against) for v, claim, against, _ in batch]
             try:
                 answer = proc.submit(now, now - NONCE_WINDOW, self.store_output, items)
             except Exception as exc:  # noqa: BLE001 - not sent: nothing of it can be stored
-                self._resolve(batch, error=_group_failed(len(batch), exc))
+                settle_group(batch, error=group_failed(len(batch), exc))
                 continue
             self._groups_in_flight += 1
             answer.add_done_callback(partial(self._group_answered, batch, self._generation))
@@ -175,8 +172,9 @@ class PoOTGroupCommitter:
             await self._process.start()
         except Exception as exc:  # noqa: BLE001 - the queued proofs fail; the next one tries again
             _log.error("PoOT writer process could not start: %r", exc)
-            queued, self._queue = self._queue, []
-            self._resolve(queued, error=_group_failed(len(queued), exc))
+            queued = self._queue[:]
+            self._queue.clear()
+            settle_group(queued, error=group_failed(len(queued), exc))
             return
         self._kick(asyncio.get_running_loop())
 
@@ -187,13 +185,13 @@ class PoOTGroupCommitter:
         if exc is None:
             rejected = {i: _rejection(code) for i, code in answer.result().items()}
             self._after_commit(batch, rejected)
-            self._resolve(batch, rejected=rejected)
+            settle_group(batch, rejected=rejected)
         elif isinstance(exc, WriterProcessLost):
             task = asyncio.ensure_future(self._reconcile(batch, exc))
             self._reconciling.add(task)  # referenced until done (the loop keeps only weak references)
             task.add_done_callback(self._reconciling.discard)
         else:  # WriterProcessError: rolled back
-            self._resolve(batch, error=_group_failed(len(batch), exc))
+            settle_group(batch, error=group_failed(len(batch), exc))
         if self._queue:
             self._kick(asyncio.get_running_loop())
 
@@ -212,11 +210,11 @@ class PoOTGroupCommitter:
                     states = {r.node_id: (r.status, r.public_key or None) for r in await self.db.read(
                         lambda conn: conn.execute(_NODE_STATE, {"b_nodes": refused}).all())}
         except Exception as exc:  # noqa: BLE001 - the outcome cannot be read: say so, not "not stored"
-            self._resolve(batch, error=_group_failed(len(batch), exc, "whether it was stored is unknown; "
+            settle_group(batch, error=group_failed(len(batch), exc, "whether it was stored is unknown; "
                                                      "a retry is refused as a replay if it was"))
             return
         if not stored:
-            self._resolve(batch, error=_group_failed(len(batch), lost))
+            settle_group(batch, error=group_failed(len(batch), lost))
             return
         rejected: dict[int, Exception] = {}
         for i, (v, *_) in enumerate(batch):
@@ -226,31 +224,7 @@ class PoOTGroupCommitter:
             elif poot_rules.is_replay_record(errors, v.errors):
                 rejected[i] = _rejection(poot_rules.REPLAY)
         self._after_commit(batch, rejected)
-        self._resolve(batch, rejected=rejected)
-
-    @staticmethod
-    def _resolve(batch: list[_Queued], *, rejected: dict[int, Exception] | None = None,
-                 error: Exception | None = None) -> None:
-        for i, (*_, fut) in enumerate(batch):
-            if fut.done():
-                continue
-            if error is not None:
-                fut.set_exception(error)
-            elif rejected and i in rejected:
-                fut.set_exception(rejected[i])
-            else:
-                fut.set_result(None)
-
-    async def _drain(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[:self.max_group], self._queue[self.max_group:]
-            try:
-                rejected = await self._write(batch)
-            except Exception as exc:  # noqa: BLE001 - every waiter of this group gets the failure
-                self._resolve(batch, error=_group_failed(len(batch), exc))
-                continue
-            self._after_commit(batch, rejected)
-            self._resolve(batch, rejected=rejected)
+        settle_group(batch, rejected=rejected)
 
     def _after_commit(self, batch: list[_Queued], rejected: dict[int, Exception]) -> None:
         history, node_cache = self.db.poot_history, self.db.node_cache

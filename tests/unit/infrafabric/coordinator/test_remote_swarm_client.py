@@ -8,7 +8,8 @@ import json
 import httpx
 import pytest
 
-from infrafabric.coordinator.remote import RemoteSwarmClient
+from infrafabric import errors
+from infrafabric.coordinator.remote import RemoteSwarmClient, raise_for_envelope
 from infrafabric.errors import CredentialError
 
 
@@ -53,3 +54,29 @@ async def test_a_final_error_stops_polling_and_is_raised(code: str) -> None:
         assert isinstance(info.value, CredentialError)
     client._session = None  # the service holds no session to close
     await client.stop()
+
+
+@pytest.mark.parametrize("cls", [c for c in vars(errors).values() if isinstance(c, type)
+                                 and issubclass(c, errors.InfraFabricError)])
+def test_every_error_envelope_comes_back_as_its_class(cls: type[errors.InfraFabricError]) -> None:
+    body = json.dumps({"error": {"code": cls.error_code, "message": "said by the service"}}).encode()
+    with pytest.raises(cls) as caught:
+        raise_for_envelope(cls.http_status, body)
+    assert type(caught.value) is cls
+    assert (caught.value.error_code, caught.value.message) == (cls.error_code, "said by the service")
+
+
+@pytest.mark.parametrize("code,status,expected", [
+    ("IF_ERR_AUTH_EXPIRED", 401, errors.CredentialError), ("IF_ERR_AUTH_REVOKED", 401, errors.CredentialError),
+    ("IF_ERR_NO_SESSION", 400, errors.ValidationError), ("IF_ERR_UNAVAILABLE", 503, errors.InfraFabricError)])
+def test_codes_without_a_class_of_their_own_keep_their_code(code: str, status: int, expected: type) -> None:
+    with pytest.raises(expected) as caught:
+        raise_for_envelope(status, json.dumps({"error": {"code": code, "message": "m"}}).encode())
+    assert type(caught.value) is expected and caught.value.error_code == code
+
+
+def test_an_answer_that_is_no_envelope_is_unavailable_not_a_crash() -> None:
+    with pytest.raises(errors.InfraFabricError) as caught:
+        raise_for_envelope(502, b"<html>bad gateway</html>")
+    assert caught.value.error_code == "IF_ERR_UNAVAILABLE"
+    raise_for_envelope(200, b"not even json")  # a success is not read here
