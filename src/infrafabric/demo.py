@@ -126,10 +126,11 @@ async def run_s2_phase0(results: Results) -> dict[str, Any]:
 async def run_help_in_chassis(results: Results, coordinator: IFCoordinator, governor: IFGovernor,
                               team: list[str]) -> None:
     """Each helper's work runs as a WASM task in the chassis; its cost and SLO record go to the governor."""
+    from infrafabric.audit import log_operation
     from infrafabric.chassis import IFChassis, ResourceLimits, ServiceContract
     from infrafabric.chassis.modules import reference_module
 
-    chassis = IFChassis()
+    chassis = IFChassis(audit=log_operation, reputation_sink=governor.update_reputation)
     latencies = []
     try:
         for helper in team:

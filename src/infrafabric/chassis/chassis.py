@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from infrafabric import seed_wiring
+
 from .contracts import ResourceLimits, ServiceContract, ServiceLevelObjective, validate_swarm_id
 from .credentials import ScopedCredentials
 from .errors import (
@@ -27,7 +29,7 @@ from .errors import (
     SandboxPermissionError,
     SwarmNotLoadedError,
 )
-from .integrations import Audit, AuditSink, ReputationSink, resolve_governor, resolve_witness
+from .integrations import Audit, AuditSink, ReputationSink
 from .modules import reference_module
 from .outbound import OutboundHTTP
 from .ratelimit import GCRALimiter
@@ -73,6 +75,10 @@ class IFChassis:
     ``default_module``: a swarm that was never loaded runs the bundled reference guest under the
     default contract (so every refusal still comes from a real guest meeting the host). Pass
     ``default_module=None`` for a strict chassis that refuses unknown swarms.
+
+    ``audit`` and ``reputation_sink`` are where its audit entries and reputation verdicts go; left out,
+    they are the seeds' defaults (``infrafabric.seed_wiring``: the default witness, every live governor),
+    ``None`` turns either off.
     """
 
     def __init__(
@@ -90,8 +96,8 @@ class IFChassis:
         self.engine = self.runtime.engine
         self._default_module = reference_module() if default_module is _AUTO else default_module
         self._default_limits = default_limits or ResourceLimits()
-        self._audit = Audit(resolve_witness() if audit is _AUTO else audit)
-        self._reputation_sink = resolve_governor() if reputation_sink is _AUTO else reputation_sink
+        self._audit = Audit(seed_wiring.default_audit() if audit is _AUTO else audit)
+        self._reputation_sink = seed_wiring.update_reputation if reputation_sink is _AUTO else reputation_sink
         self.swarm_runtimes: dict[str, SwarmRuntime] = {}
         self.performance_metrics = PerformanceTracker()
         self._limiters: dict[str, GCRALimiter] = {}

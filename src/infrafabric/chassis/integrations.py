@@ -1,7 +1,8 @@
-"""Optional links to IF.witness (audit log) and IF.governor (reputation feed).
+"""The chassis's two outward links: an audit sink (IF.witness) and a reputation sink (IF.governor).
 
-Both are imported lazily and guarded: the chassis works alone, and starts feeding them as soon as the
-packages exist. Failures in either are logged, never raised into task execution.
+Both are passed in (``IFChassis(audit=..., reputation_sink=...)``; the zero-argument form takes the
+seeds' defaults from ``infrafabric.seed_wiring``). Failures in either are logged, never raised into task
+execution.
 """
 
 from __future__ import annotations
@@ -21,24 +22,6 @@ class AuditSink(Protocol):
 
 
 ReputationSink = Callable[[str, float], None]
-
-
-def resolve_witness() -> AuditSink | None:
-    """IF.witness's module-level ``log_operation`` when the package exists."""
-    try:
-        from infrafabric.witness import log_operation  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return log_operation  # type: ignore[return-value]
-
-
-def resolve_governor() -> ReputationSink | None:
-    """IF.governor's module-level ``update_reputation`` when the package exists."""
-    try:
-        from infrafabric.governor import update_reputation  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return update_reputation
 
 
 class Audit:

@@ -40,7 +40,10 @@ ATTACKS: list[tuple[str, dict[str, Any]]] = [
 async def run_showcase(chassis: IFChassis | None = None) -> list[ShowcaseRow]:
     """Run the attacks and an allowed outbound call; the chassis (and the process) survive them all."""
     own = chassis is None
-    chassis = chassis or IFChassis(reputation_sink=None)
+    if chassis is None:
+        from infrafabric.audit import log_operation  # the process's witness; a caller may pass its own chassis
+
+        chassis = IFChassis(audit=log_operation, reputation_sink=None)
     rows: list[ShowcaseRow] = []
     chassis.load_swarm("attacker", reference_module(), ServiceContract(
         "attacker", resource_requirements=ResourceLimits(max_execution_time_seconds=1, max_cpu_percent=20)))

@@ -18,6 +18,7 @@ from infrafabric.chassis import (
     ScopedCredentials,
     ServiceContract,
 )
+from infrafabric.audit import log_operation
 from infrafabric.chassis.modules import EXAMPLES, module_bytes
 
 app = typer.Typer(help="IF.chassis: run swarm code in a WebAssembly sandbox.", no_args_is_help=True)
@@ -71,7 +72,7 @@ def run_task(
         raise typer.BadParameter("task must be a JSON object")
 
     async def go() -> int:
-        chassis = IFChassis(reputation_sink=None)
+        chassis = IFChassis(audit=log_operation, reputation_sink=None)
         try:
             contract = ServiceContract(swarm_id, resource_requirements=ResourceLimits(
                 max_memory_mb=memory_mb, max_execution_time_seconds=timeout, max_cpu_percent=cpu_percent))
@@ -158,7 +159,7 @@ def serve(
         from infrafabric.governor import IFGovernor
 
         async with open_kv(kv or default_kv_url()) as store:
-            chassis = IFChassis(reputation_sink=None)
+            chassis = IFChassis(audit=log_operation, reputation_sink=None)
             governor = IFGovernor(kv=store)
             await governor.load()
             await governor.follow()  # budgets set by operators and other charges are seen here

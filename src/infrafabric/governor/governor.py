@@ -11,7 +11,6 @@ import asyncio
 import json
 import time
 import uuid
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -37,15 +36,16 @@ from infrafabric.governor.ledger_keys import budget_key as _budget_key
 from infrafabric.governor.money import to_money
 from infrafabric.governor.persistence import StatePersister
 from infrafabric.governor.policy import ResourcePolicy
-from infrafabric.governor.profile import SwarmProfile, check_reputation
+from infrafabric.governor.profile import SwarmProfile
+from infrafabric.reputation import check_reputation
 from infrafabric.ids import validate_swarm_id, validate_task_id
+from infrafabric.seed_wiring import join_live_governors, leave_live_governors
 
 if TYPE_CHECKING:
     from infrafabric.coordinator import IFCoordinator
 
 COMPONENT = "IF.governor"
 CLOSED, OPEN = "closed", "open"
-_live_governors: "weakref.WeakSet[IFGovernor]" = weakref.WeakSet()
 
 
 @dataclass
@@ -125,7 +125,7 @@ class IFGovernor:
         self._store = StatePersister(store) if store is not None else None
         self._live: set[str] | None = None  # swarms with a live registration, once follow() runs
         self._followers: list[asyncio.Task[None]] = []
-        _live_governors.add(self)
+        join_live_governors(self)  # the seeds' IFChassis() feeds every live governor (seed_wiring)
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -658,15 +658,5 @@ class IFGovernor:
         await self.flush()
         if self._store is not None:
             self._store.close()
-        _live_governors.discard(self)
+        leave_live_governors(self)
 
-
-def update_reputation(swarm_id: str, reputation: float) -> int:
-    """Apply a reputation to every live governor that knows the swarm; returns how many did."""
-    value = check_reputation(reputation)
-    updated = 0
-    for governor in list(_live_governors):
-        if swarm_id in governor.swarm_registry:
-            governor.update_reputation(swarm_id, value)
-            updated += 1
-    return updated

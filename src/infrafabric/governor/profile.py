@@ -7,14 +7,14 @@ raises BudgetManipulationError: a swarm holding its own profile cannot raise its
 
 from __future__ import annotations
 
-import math
 from decimal import Decimal
 from typing import Any, Protocol
 
-from infrafabric.errors import BudgetManipulationError, ValidationError
+from infrafabric.errors import BudgetManipulationError
 from infrafabric.capability import Capability, parse_capabilities
 from infrafabric.governor.money import to_money
 from infrafabric.ids import validate_swarm_id
+from infrafabric.reputation import check_reputation
 
 
 class Ledger(Protocol):
@@ -23,14 +23,6 @@ class Ledger(Protocol):
     def budget_remaining(self, swarm_id: str) -> Decimal: ...
 
     def reputation(self, swarm_id: str) -> float: ...
-
-
-def check_reputation(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValidationError(f"reputation must be a finite number, got {value!r}")
-    if not 0.0 <= float(value) <= 1.0:
-        raise ValidationError(f"reputation must be within [0, 1], got {value!r}")
-    return float(value)
 
 
 class SwarmProfile:

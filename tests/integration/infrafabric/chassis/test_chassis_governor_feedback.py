@@ -70,3 +70,31 @@ async def test_unknown_swarm_in_the_governor_does_not_break_execution():
     chassis = IFChassis(audit=None)
     assert await chassis.execute_task("not-in-any-governor", {"action": "noop"}) == {"status": "success"}
     chassis.close()
+
+
+@pytest.mark.asyncio
+async def test_a_chassis_wired_explicitly_feeds_only_what_it_was_given(fresh_witness):
+    """``reputation_sink=None`` and ``audit=None`` cut the seeds' defaults (seed_wiring): a live governor
+    keeps its reputation and the default witness gets nothing; a sink passed in gets every verdict."""
+    from infrafabric.witness import flush, get_logs
+
+    governor = _governor()
+    unwired = IFChassis(audit=None, reputation_sink=None)
+    for _ in range(3):
+        with pytest.raises(PermissionError):
+            await unwired.execute_task("rust-slow", {"action": "read_file", "path": "/etc/passwd"})
+    unwired.close()
+    flush()
+    assert governor.swarm_registry["rust-slow"].reputation_score == 1.0
+    assert get_logs(component="IF.chassis") == []
+
+    verdicts: list[tuple[str, float]] = []
+    audited: list[str] = []
+    wired = IFChassis(audit=lambda **entry: audited.append(entry["operation"]),
+                      reputation_sink=lambda swarm, score: verdicts.append((swarm, score)))
+    with pytest.raises(PermissionError):
+        await wired.execute_task("rust-slow", {"action": "read_file", "path": "/etc/passwd"})
+    wired.close()
+    assert verdicts and verdicts[-1][0] == "rust-slow" and verdicts[-1][1] < 1.0
+    assert "task_refused" in audited
+    assert governor.swarm_registry["rust-slow"].reputation_score == 1.0  # only the sink it was given
