@@ -7,8 +7,15 @@ are driven through this one class; the frame format is ``backends.frames`` and t
 Why threads and not an asyncio subprocess: the witness drives its child from a private event loop on its
 own thread, and flushes a witness nobody closed from an ``atexit`` handler, where executors already refuse
 work; plain pipes with a sender thread (so the loop stays free while a large batch goes down the pipe) and
-a reader thread (answers become items of an asyncio queue on the owner's loop) work in every one of those
-places. ``None`` in ``answers`` means the child's output ended: the process is gone or going.
+a reader thread (each answer resolves its request's future on the owner's loop) work in every one of those
+places.
+
+Requests are transactions of the child, answered in order. When the child ends with requests unanswered,
+each of them may or may not have committed (it can die between COMMIT and its answer). The component
+finds out from the database, never by sending them again: it stops the child (nothing can commit after
+that), asks the owner's ``stored`` callback which of the requests' ids are in the database, and resolves
+each unanswered request with ``Lost(exit_code, committed)``: committed if any of its ids is stored (one
+transaction: all of it or none), not committed if none is, ``None`` if that could not be read.
 
 Secrets go down the pipe as the first frame (``first``), never in argv or the environment.
 """
@@ -22,21 +29,38 @@ import queue
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from backends.frames import encode_frame, read_frame
 
-__all__ = ["WriterProcess"]
+__all__ = ["Lost", "StoredIds", "WriterProcess"]
+
+#: the owner's reconciliation: which of these ids are in the database (run on the owner's loop)
+StoredIds = Callable[[list[str]], Awaitable[Collection[str]]]
+
+
+class Lost(NamedTuple):
+    """The answer of a request the child never answered."""
+
+    exit_code: int | None
+    committed: bool | None  # by its ids in the database; None: unknown (no ids, no callback, unreadable)
 
 
 class WriterProcess:
     """``python -m <module> <args>`` with framed stdin/stdout, answered in order, on ``loop``'s queue."""
 
     def __init__(self, module: str, args: Sequence[str] = (), *, loop: asyncio.AbstractEventLoop,
-                 first: Any = None, pythonpath: str | None = None, name: str = "writer") -> None:
+                 first: Any = None, pythonpath: str | None = None, name: str = "writer",
+                 stored: StoredIds | None = None) -> None:
         self._loop = loop
-        self.answers: asyncio.Queue[Any | None] = asyncio.Queue()
+        self._stored = stored
+        self._pending: deque[tuple[asyncio.Future[Any], tuple[str, ...]]] = deque()  # unanswered, oldest first
+        self.ended = False  # the child's output ended: it is gone or going, and takes no more requests
+        self._ending: asyncio.Task[None] | None = None
+        #: the child's exit code, once its output ended and its unanswered requests are resolved
+        self.done: asyncio.Future[int | None] = loop.create_future()
         env: Mapping[str, str] | None = None
         if pythonpath is not None:  # where the child finds this project when the parent found it by a path
             env = {**os.environ,
@@ -83,22 +107,85 @@ class WriterProcess:
 
     def _deliver(self, message: Any | None) -> None:
         try:
-            self._loop.call_soon_threadsafe(self.answers.put_nowait, message)
+            self._loop.call_soon_threadsafe(self._answer, message)
         except RuntimeError:  # the owner's loop is closed: nobody is listening any more
             pass
 
-    def send(self, message: Any, *, fast: bool = False) -> None:
-        """Queue one request (written by the sender thread; answers come back in the same order)."""
+    def _answer(self, message: Any | None) -> None:
+        if message is None:
+            self.ended = True
+            self._ending = self._loop.create_task(self._lose_pending())
+            return
+        if not self._pending:  # an answer nobody asked for: a broken child
+            self.kill()
+            return
+        fut, _ = self._pending.popleft()
+        if not fut.done():
+            fut.set_result(message)
+
+    async def _lose_pending(self) -> None:
+        self.kill()  # gone before anything is read: nothing of theirs can commit after this
+        code = await self.wait()
+        pending = list(self._pending)
+        self._pending.clear()
+        ids = [i for _, request_ids in pending for i in request_ids]
+        stored: Collection[str] | None = ()
+        if ids and self._stored is not None:
+            try:
+                stored = set(await self._stored(ids))
+            except Exception:  # noqa: BLE001 - the database cannot say now: unknown, not "not stored"
+                stored = None
+        for fut, request_ids in pending:
+            if not fut.done():
+                committed = None if stored is None or self._stored is None or not request_ids else \
+                    any(i in stored for i in request_ids)
+                fut.set_result(Lost(code, committed))
+        if not self.done.done():
+            self.done.set_result(code)
+
+    def submit(self, message: Any, ids: Sequence[str] = (), *, fast: bool = False) -> asyncio.Future[Any]:
+        """Queue one request (written by the sender thread, answered in order); ``ids`` are what its
+        transaction stores, for reconciliation. The future holds the child's answer or a ``Lost``.
+        Call on the owner's loop."""
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        if self.ended:  # not sent: it cannot have committed
+            fut.set_result(Lost(self._proc.poll(), False))
+            return fut
+        self._pending.append((fut, tuple(ids)))
         self._frames.put(encode_frame(message, fast=fast))
+        return fut
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not answered yet."""
+        return len(self._pending)
+
+    def abandon(self) -> None:
+        """The owner's loop stops listening (it moved to another loop): end the child's input, and resolve
+        what is unanswered as lost with an unknown outcome, for the owner to reconcile itself. Thread-safe."""
+        self.end_input()
+        pending = list(self._pending)
+        self._pending.clear()
+        for fut, _ in pending:
+            try:
+                fut.get_loop().call_soon_threadsafe(
+                    lambda f=fut: f.done() or f.set_result(Lost(None, None)))
+            except RuntimeError:  # that loop is closed
+                pass
 
     def end_input(self) -> None:
         """No more requests: the child answers what it has, then exits."""
         self._frames.put(None)
 
     async def finish(self, timeout: float = 30.0) -> int | None:
-        """End the child's input once every request is written, and wait for it to exit; its exit code."""
+        """End the child's input once every request is written, and wait for it to exit (and for its
+        unanswered requests, if any, to be reconciled); its exit code."""
         self.end_input()
-        return await self.wait(timeout)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.done), timeout)
+        except TimeoutError:
+            self.kill()
+            return await asyncio.wait_for(asyncio.shield(self.done), 5)
 
     async def wait(self, timeout: float = 30.0) -> int | None:
         """The child's exit code once it has exited (killed after ``timeout``)."""

@@ -482,56 +482,62 @@ class Witness:
         committed, and a batch whose fate cannot be read yet is resent: its ids are unique in the log,
         so a second copy cannot be stored.
         """
-        from .writer_process import WriterProcess
+        from .writer_process import Lost, WriterProcess
 
         database = sqlite_file_of(self._store)
         assert database is not None
         loop = asyncio.get_running_loop()
         queue = self._queue
         child: WriterProcess | None = None
-        inflight: deque[tuple[int, list[PendingEntry]]] = deque()
+        # batches sent, oldest first: (number, entries, the child's answer or a writer_process.Lost)
+        inflight: deque[tuple[int, list[PendingEntry], asyncio.Future[Any]]] = deque()
         carry: list[PendingEntry] = []
         numbers = itertools.count()
         backoff = 0.02
         assert self._wake is not None
 
-        async def settle(answer: tuple[Any, ...] | None) -> None:
-            nonlocal child, carry, backoff
-            if answer is not None and answer[0] == "ok":
-                number, batch = inflight.popleft()
-                if number != answer[1]:  # answers come in order; anything else is a broken child
-                    raise WitnessStorageError(f"writer process answered batch {answer[1]}, expected {number}")
+        async def settle() -> None:
+            """The oldest batch's answer: its head becomes trusted; an error or a lost child ends the child."""
+            nonlocal backoff
+            number, batch, answer = inflight[0]
+            message = await answer
+            if not isinstance(message, Lost) and message[0] == "ok":
+                inflight.popleft()
+                if number != message[1]:  # answers come in order; anything else is a broken child
+                    raise WitnessStorageError(f"writer process answered batch {message[1]}, expected {number}")
                 self._error = None
                 backoff = 0.02
-                _, _, size, head_hash, frontier_text, cp_fields = answer
+                _, _, size, head_hash, frontier_text, cp_fields = message
                 checkpoint = Checkpoint(*cp_fields)
                 self._sealer.trust.remember(TrustedHead(size, head_hash, checkpoint.root,
                                                         CompactRange.from_text(frontier_text)))
                 self._note_head(head_hash, checkpoint, frontier_text)
                 await self._after_commit(len(batch))
                 return
-            if answer is not None:  # ("error", number, code, message): the child exits next
+            if not isinstance(message, Lost):  # ("error", number, code, message): rolled back; the child exits next
                 with self._done:
-                    self._error = WitnessStorageError(answer[3], error_code=answer[2])
+                    self._error = WitnessStorageError(message[3], error_code=message[2])
                     self._done.notify_all()
-                return
+            await child_ended()
+
+        async def child_ended() -> None:
+            """The child is gone: the batches it had were reconciled by their ids (writer_process.Lost). They
+            commit in order, so the committed ones are a prefix; they are acknowledged, the rest go first to
+            the next child. A batch whose fate could not be read is resent: its ids are unique in the log, so
+            a second copy cannot be stored."""
+            nonlocal child, carry, backoff
             assert child is not None
-            code = await child.wait()
+            code = await child.done
             child = None
             self._writer_pid = None
-            lost = [entry for _, batch in inflight for entry in batch]
+            lost = [(batch, answer.result()) for _, batch, answer in inflight]
             inflight.clear()
-            if lost:
-                try:
-                    present = await self._store.existing_ids([entry[0] for entry in lost])
-                except Exception:  # noqa: BLE001 - the store cannot say yet: resend all, ids stay unique
-                    present = set()
-                done = 0
-                while done < len(lost) and lost[done][0] in present:  # batches commit in order: a prefix
-                    done += 1
-                if done:
-                    self._mark_committed(done)
-                carry = lost[done:] + carry
+            done = 0
+            while done < len(lost) and isinstance(lost[done][1], Lost) and lost[done][1].committed:
+                done += 1
+            if done:
+                self._mark_committed(sum(len(batch) for batch, _ in lost[:done]))
+            carry = [entry for batch, _ in lost[done:] for entry in batch] + carry
             if carry and self._error is None:
                 with self._done:
                     self._error = WitnessStorageError(f"witness writer process exited with code {code}",
@@ -544,10 +550,12 @@ class Witness:
         try:
             while True:
                 if child is not None:
-                    while not child.answers.empty() or len(inflight) >= _PROCESS_DEPTH:
-                        await settle(await child.answers.get())
+                    while inflight and (inflight[0][2].done() or len(inflight) >= _PROCESS_DEPTH):
+                        await settle()
                         if child is None:
                             break
+                    if child is not None and child.ended and not inflight:  # it died with nothing in it
+                        await child_ended()
                 if self._stopping and self._error is not None and child is None:
                     return  # close() gave up waiting and has reported the failure
                 batch = carry
@@ -558,8 +566,7 @@ class Witness:
                     if self._stopping and not queue and not inflight:
                         return
                     if inflight:
-                        assert child is not None
-                        await settle(await child.answers.get())
+                        await settle()
                         continue
                     await self._idle_wait()
                     continue
@@ -568,6 +575,7 @@ class Witness:
                         newest = self._sealer.trust.newest
                         child = WriterProcess(database, self._keys, entries_per_signature=self._group,
                                               high_water=self._sealer.high_water, pipeline=self._pipeline, loop=loop,
+                                              stored=self._store.existing_ids,
                                               trusted=None if newest is None else (
                                                   newest.size, newest.head_hash, newest.root,
                                                   newest.frontier.to_text()))
@@ -581,8 +589,7 @@ class Witness:
                         backoff = min(backoff * 2, 2.0)
                         continue
                 number = next(numbers)
-                inflight.append((number, batch))
-                child.send_batch(number, batch)
+                inflight.append((number, batch, child.submit_batch(number, batch)))
         finally:
             if child is not None:
                 if self._stopping and not inflight:

@@ -84,6 +84,8 @@ class PoOTGroupCommitter:
         self.store_output = store_output
         self.max_group = max_group
         self._process = process
+        if process is not None:
+            process.stored = self._stored_ids  # how a lost group is reconciled (by its results' ids)
         self.process_group = process_group
         self.process_depth = process_depth
         self._groups_in_flight = 0
@@ -159,7 +161,8 @@ class PoOTGroupCommitter:
             now = utcnow()
             items = [poot_sqlite.item_of(v, claim, against) for v, claim, against, _ in batch]
             try:
-                answer = proc.submit(now, now - NONCE_WINDOW, self.store_output, items)
+                answer = proc.submit(now, now - NONCE_WINDOW, self.store_output, items,
+                                     [v.validation_id for v, *_ in batch])
             except Exception as exc:  # noqa: BLE001 - not sent: nothing of it can be stored
                 settle_group(batch, error=group_failed(len(batch), exc))
                 continue
@@ -195,10 +198,16 @@ class PoOTGroupCommitter:
         if self._queue:
             self._kick(asyncio.get_running_loop())
 
+    async def _stored_ids(self, ids: list[str]) -> list[str]:
+        return await self.db.read(lambda conn: [r[0] for r in conn.execute(_STORED_ERRORS, {"b_ids": ids}).all()])
+
     async def _reconcile(self, batch: list[_Queued], lost: WriterProcessLost) -> None:
         """The process died with this group in flight. The group is one transaction: if any of its
         rows is in the database it was committed, and each proof's fate is read from its row (a
         replay's row is a failed attempt; a refused proof has none); if none is, nothing was."""
+        if lost.committed is False:  # the writer component found none of its ids stored
+            settle_group(batch, error=group_failed(len(batch), lost))
+            return
         ids = [v.validation_id for v, *_ in batch]
         try:
             stored = dict(await self.db.read(lambda conn: [tuple(r) for r in conn.execute(

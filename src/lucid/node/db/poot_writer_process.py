@@ -8,21 +8,21 @@ NodeDatabase file; it runs only ``poot_sqlite.group_transaction``, every other w
 writer thread, and SQLite's write lock (BEGIN IMMEDIATE, busy_timeout) orders the two.
 
 Failure: if the process dies, every group in flight fails with ``WriterProcessLost``. Such a group may
-or may not have been committed (it dies between COMMIT and its answer, or before): the repository
-finds out from the database, by the results' ids, never by sending it again. The next group starts a
-new process.
+or may not have been committed (it dies between COMMIT and its answer, or before): the component
+(``backends.writer_process``) asks the database by the results' ids, through ``stored``, which the group
+committer provides, and the error says what it found (``committed``); it is never sent again. The next
+group starts a new process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections import deque
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from backends.writer_process import WriterProcess
+from backends.writer_process import Lost, StoredIds, WriterProcess
 from lucid.node.errors import InternalNodeError
 
 __all__ = ["PoOTWriterProcess", "WriterProcessLost", "WriterProcessError"]
@@ -33,9 +33,11 @@ CHILD_MODULE = "lucid.node.sqlite_writer.poot_writer_child"
 
 
 class WriterProcessLost(InternalNodeError, RuntimeError):
-    """The process ended with groups in flight: whether each was committed is for the database to say."""
+    """The process ended with the group in flight. ``committed``: what the database said of the group's
+    ids (True, False), or None when it could not be read or the group's loop stopped listening."""
 
     default_message = "the PoOT writer process ended with writes in flight"
+    committed: bool | None = None
 
 
 class WriterProcessError(InternalNodeError, RuntimeError):
@@ -44,11 +46,18 @@ class WriterProcessError(InternalNodeError, RuntimeError):
     default_message = "the PoOT writer process rolled a group back"
 
 
-def _fail(in_flight: deque[asyncio.Future[dict[int, str]]], exc: BaseException) -> None:
-    while in_flight:
-        fut = in_flight.popleft()
-        if not fut.done():
-            fut.set_exception(exc)
+def _answered(out: asyncio.Future[dict[int, str]], answer: asyncio.Future[Any]) -> None:
+    if out.done():
+        return
+    message = answer.result()
+    if isinstance(message, Lost):
+        lost = WriterProcessLost(f"the PoOT writer process ended (exit code {message.exit_code})")
+        lost.committed = message.committed
+        out.set_exception(lost)
+    elif message[0] == "ok":
+        out.set_result(message[1])
+    else:
+        out.set_exception(WriterProcessError(message[1]))
 
 
 class PoOTWriterProcess:
@@ -57,11 +66,9 @@ class PoOTWriterProcess:
     def __init__(self, path: str, pragmas: tuple[str, ...]) -> None:
         self.path = path
         self.pragmas = pragmas
+        #: which validation ids are stored (the group committer's query), for the reconciliation of a loss
+        self.stored: StoredIds | None = None
         self._proc: WriterProcess | None = None
-        self._reader: asyncio.Task[None] | None = None
-        # the current process's groups in flight, oldest first (each process has its own: a dead one's
-        # reader fails only its own groups, even once a new process is running)
-        self._in_flight: deque[asyncio.Future[dict[int, str]]] = deque()
         self._starting: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -70,7 +77,7 @@ class PoOTWriterProcess:
     @property
     def running(self) -> bool:
         """A live process whose answers go to the running event loop."""
-        if self._proc is None or self._reader is None or self._reader.done() or not self._proc.alive:
+        if self._proc is None or self._proc.ended or not self._proc.alive:
             return False
         try:
             return asyncio.get_running_loop() is self._loop
@@ -79,7 +86,7 @@ class PoOTWriterProcess:
 
     @property
     def in_flight(self) -> int:
-        return len(self._in_flight)
+        return self._proc.in_flight if self._proc is not None else 0
 
     @property
     def pid(self) -> int | None:
@@ -99,65 +106,37 @@ class PoOTWriterProcess:
                 return
             try:
                 self._proc = WriterProcess(CHILD_MODULE, (self.path, *self.pragmas), loop=loop, pythonpath=_SRC,
-                                           name="poot-writer")
+                                           name="poot-writer", stored=self.stored)
             except OSError as exc:
                 raise WriterProcessLost(f"the PoOT writer process could not start: {exc}") from exc
             self.starts += 1
-            self._in_flight = deque()
-            self._reader = asyncio.create_task(self._read_answers(self._proc, self._in_flight),
-                                               name="poot-writer-answers")
 
-    def submit(self, now: datetime, cutoff: datetime, store_output: bool,
-               items: list[tuple[Any, ...]]) -> asyncio.Future[dict[int, str]]:
-        """Send one group (the process must be running); the future holds {index: rejection code}."""
+    def submit(self, now: datetime, cutoff: datetime, store_output: bool, items: list[tuple[Any, ...]],
+               ids: list[str] | None = None) -> asyncio.Future[dict[int, str]]:
+        """Send one group (the process must be running); the future holds {index: rejection code}.
+        ``ids``: the group's validation ids, by which a loss is reconciled."""
         if not self.running:
             raise WriterProcessLost("the PoOT writer process is not running")
         assert self._proc is not None
-        fut: asyncio.Future[dict[int, str]] = asyncio.get_running_loop().create_future()
-        self._proc.send((now, cutoff, store_output, items))
-        self._in_flight.append(fut)
-        return fut
-
-    @staticmethod
-    async def _read_answers(proc: WriterProcess, in_flight: deque[asyncio.Future[dict[int, str]]]) -> None:
-        while (message := await proc.answers.get()) is not None:
-            status, value = message
-            fut = in_flight.popleft()
-            if fut.done():
-                continue
-            if status == "ok":
-                fut.set_result(value)
-            else:
-                fut.set_exception(WriterProcessError(value))
-        # the process is gone before the groups fail: nothing of theirs can commit after this
-        proc.kill()
-        code = await proc.wait()
-        _fail(in_flight, WriterProcessLost(f"the PoOT writer process ended (exit code {code})"))
+        out: asyncio.Future[dict[int, str]] = asyncio.get_running_loop().create_future()
+        self._proc.submit((now, cutoff, store_output, items), ids or ()).add_done_callback(partial(_answered, out))
+        return out
 
     def _leave_other_loop(self) -> None:
         """Ending its input lets that process finish its group and exit; that loop can no longer hear
         the answers, so its groups in flight fail as lost (and are reconciled by whoever awaits them)."""
         if self._proc is not None:
-            self._proc.end_input()
-        lost = WriterProcessLost("the database moved to another event loop")
-        while self._in_flight:
-            fut = self._in_flight.popleft()
-            with contextlib.suppress(RuntimeError):  # that loop may be closed already
-                fut.get_loop().call_soon_threadsafe(lambda f=fut: f.done() or f.set_exception(lost))
-        self._proc = self._reader = None
+            self._proc.abandon()
+        self._proc = None
 
     async def close(self, timeout: float = 10.0) -> None:
         """Let the process finish what it was sent (its input ends), then stop it; no other starts."""
         self._closed = True
-        proc, reader = self._proc, self._reader
+        proc = self._proc
         if proc is None:
             return
         if self._loop is not asyncio.get_running_loop():
             self._leave_other_loop()
             return
         await proc.finish(timeout)
-        if reader is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(reader, timeout)
-        _fail(self._in_flight, WriterProcessLost("the PoOT writer process was closed"))
-        self._proc = self._reader = None
+        self._proc = None
