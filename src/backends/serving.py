@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["AsgiServer", "fixed_routes", "until_signalled"]
+__all__ = ["AsgiServer", "RelayResponse", "fixed_routes", "until_signalled"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,51 @@ def fixed_routes(routes: Mapping[tuple[str, str], Endpoint], error: ErrorRespons
         await response(scope, receive, send)
 
     return app
+
+
+class RelayResponse(Response):
+    """Relays an async iterator of chunks as the response body, and stops reading it (closing it, so its
+    ``finally`` runs) when the client hangs up.
+
+    Why not Starlette's StreamingResponse: it runs each response in an anyio task group with a cancel scope
+    (a task, a scope and their bookkeeping per stream: a fifth of the model gateway's CPU per streamed
+    call); this watches for the hang-up with one plain task and cancels the relay itself."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], status_code: int = 200, media_type: str | None = None) -> None:
+        self.chunks = chunks
+        self.status_code = status_code
+        self.media_type = media_type
+        self.init_headers(None)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        relay = asyncio.current_task()
+        assert relay is not None
+        state = {"finished": False, "hung_up": False}
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass  # a body the endpoint did not read
+            if not state["finished"]:
+                state["hung_up"] = True
+                relay.cancel()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async for chunk in self.chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            state["finished"] = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not state["hung_up"]:
+                raise
+            relay.uncancel()  # our own cancellation, done with: the server's task goes on
+        finally:
+            state["finished"] = True
+            watcher.cancel()
+            aclose = getattr(self.chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 async def until_signalled() -> None:

@@ -119,13 +119,13 @@ class StreamedAnswer:
         self.finished = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body's pieces (chunked transfer coding removed); HTTPError if the answer is cut or stalls."""
+        """The body as it arrives (chunked transfer coding removed): what one read brought, as one piece
+        (a relay then writes it once, not once per chunk); HTTPError if the answer is cut or stalls."""
         answer = self._answer
         while True:
             if answer.chunks:
                 pieces, answer.chunks = answer.chunks, []
-                for piece in pieces:
-                    yield piece
+                yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
             if answer.complete:
                 self.finished = True
                 return

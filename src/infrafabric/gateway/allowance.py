@@ -17,7 +17,8 @@ charge is in the ledger, so the ledger and the audit log agree whenever nothing 
 What changes: the ledger shows a block, not each call in flight; a block comes back to the budget when no
 call has used it for ``idle`` seconds, or when the gateway closes. A replica killed with a block held is
 charged the whole unsettled block when its lease expires (the calls it had in flight may have run; what the
-swarm pays for is bounded by one block per replica). A breaker opened elsewhere stops admissions here at the
+swarm pays for is bounded by two blocks per replica: the one in use, and the next, which a replica takes in
+the background once the one in use is half spent, so that no call waits for the ledger at a block's end). A breaker opened elsewhere stops admissions here at the
 replica's next ledger write (each is guarded on the breaker's revision) or when the block is ``max_age`` old.
 """
 
@@ -64,6 +65,9 @@ class _Block:
     closing: bool = False
     last_used: float = field(default_factory=time.monotonic)
 
+    def __post_init__(self) -> None:
+        self.size = self.hold.amount  # as taken: the block is refilled once half of it is spent
+
     def free(self) -> Decimal:
         return self.hold.amount - self.in_calls - self.in_pending - self.flushing
 
@@ -90,7 +94,7 @@ class AllowanceLedger:
     """``reserve`` / ``settle`` / ``release`` / ``sweep`` as ``ReservationLedger`` has them, on blocks."""
 
     def __init__(self, ledger: ReservationLedger, *, calls: int = 8, idle: float = 1.0, max_age: float = 5.0,
-                 flush_window: float = 0.01, share: Decimal = Decimal("0.25"), audit: AuditFn | None = None) -> None:
+                 flush_window: float = 0.05, share: Decimal = Decimal("0.25"), audit: AuditFn | None = None) -> None:
         if calls < 1:
             raise ValueError("an allowance covers at least one call")
         self.ledger = ledger
@@ -100,6 +104,7 @@ class AllowanceLedger:
         self._blocks: defaultdict[str, list[_Block]] = defaultdict(list)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # ledger writes, per swarm
         self._flushers: dict[str, asyncio.Task[None]] = {}
+        self._refills: dict[str, asyncio.Task[None]] = {}  # the next block being taken early, per swarm
         self._closers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._numbers = itertools.count()
@@ -129,8 +134,30 @@ class AllowanceLedger:
                 self.audit("model_call_reserved", {"swarm_id": swarm_id, "hold_id": hold_id, "amount": str(amount),
                                                    "allowance": block.hold.hold_id,
                                                    "allowance_left": str(block.free()), **(details or {})})
+                if block.free() < block.size / 2 and swarm_id not in self._refills:
+                    self._refill_soon(swarm_id, amount)
                 return Hold(swarm_id, hold_id, amount)
         return None
+
+    def _refill_soon(self, swarm_id: str, amount: Decimal) -> None:
+        """Take the next block before this one runs out, so the calls after it do not wait for the ledger."""
+        task = asyncio.ensure_future(self._refill(swarm_id, amount, self._lease))
+        self._refills[swarm_id] = task  # referenced until done (the loop keeps only weak references)
+        task.add_done_callback(lambda _t: self._refills.pop(swarm_id, None))
+
+    async def _refill(self, swarm_id: str, amount: Decimal, lease: int | None) -> None:
+        if lease is None:
+            return
+        async with self._locks[swarm_id]:
+            if any(not b.closing and b.free() >= b.size / 2 for b in self._blocks.get(swarm_id, ())):
+                return  # settlements or another taker made room meanwhile
+            try:
+                block = await self._take(swarm_id, amount, lease)
+            except (BudgetExceededError, CircuitOpenError, BackendError) as exc:
+                # a call that finds no room takes a block itself, and that decides and reports
+                self.audit("allowance_refill_skipped", {"swarm_id": swarm_id, "reason": type(exc).__name__})
+                return
+            self._blocks[swarm_id].append(block)
 
     async def reserve(self, swarm_id: str, hold_id: str, amount: Decimal, lease: int,
                       details: dict[str, Any] | None = None) -> Hold:
@@ -228,7 +255,7 @@ class AllowanceLedger:
                     async with self._locks[swarm_id]:
                         for block in blocks:
                             await self._write(swarm_id, block)
-                    pause = 0.05
+                    return  # what was settled meanwhile waits for the next window (the kick below)
                 except Exception as exc:  # noqa: BLE001 - store away or a record damaged: the calls stay
                     # pending (and held) until the ledger takes them; a charge is never dropped
                     self.audit("settlement_retried", {"swarm_id": swarm_id, "error": type(exc).__name__}, "WARN")
@@ -317,7 +344,7 @@ class AllowanceLedger:
         for timer in self._closers.values():
             timer.cancel()
         self._closers.clear()
-        flushers = list(self._flushers.values())
+        flushers = list(self._flushers.values()) + list(self._refills.values())
         if flushers:
             await asyncio.wait(flushers, timeout=timeout)
         for swarm_id in list(self._blocks):

@@ -22,19 +22,18 @@ import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from backends.errors import BackendError, RateLimited
 from backends.jsonsafe import loads_bounded
 from backends.kv import KeyValueStore, LeaseKeeper
 from backends.periodic import Periodic
 from backends.ratelimit import KeyedLimiter
-from backends.serving import AsgiApp, fixed_routes
+from backends.serving import AsgiApp, RelayResponse, fixed_routes
 from infrafabric.coordinator.credentials import CredentialVerifier, Identity, bearer_token
 from infrafabric.coordinator.http1 import HTTPError, Http1Pool
 from infrafabric.errors import CredentialError, InfraFabricError, PermissionDeniedError, ValidationError
@@ -42,6 +41,7 @@ from infrafabric.gateway.config import GatewayConfig, Provider, SwarmPolicy
 from infrafabric.gateway.allowance import AllowanceLedger
 from infrafabric.gateway.prices import ModelRate
 from infrafabric.gateway.reservations import BudgetExceededError, Hold, ReservationLedger
+from infrafabric.gateway.usage import StreamMeter, Usage, anthropic_usage, openai_usage
 from infrafabric.httpjson import json_object
 
 MAX_BODY_BYTES = 4 << 20
@@ -59,41 +59,6 @@ class GatewayError(InfraFabricError):
 class RateLimitedError(InfraFabricError, RateLimited):
     error_code = "IF_ERR_RATE_LIMITED"
     http_status = 429
-
-
-@dataclass
-class Usage:
-    input_tokens: int
-    output_tokens: int
-    cached_input_tokens: int = 0
-
-
-def _count(value: Any) -> int | None:
-    return value if type(value) is int and 0 <= value <= 10**12 else None
-
-
-def openai_usage(usage: Any, *, embeddings: bool = False) -> Usage | None:
-    if not isinstance(usage, dict):
-        return None
-    i = _count(usage.get("prompt_tokens"))
-    o = 0 if embeddings and "completion_tokens" not in usage else _count(usage.get("completion_tokens"))
-    if i is None or o is None:
-        return None
-    details = usage.get("prompt_tokens_details")
-    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    return Usage(i, o, cached or 0)
-
-
-def anthropic_usage(usage: Any, input_tokens: int | None = None) -> Usage | None:
-    if not isinstance(usage, dict):
-        return None
-    i = _count(usage.get("input_tokens")) if "input_tokens" in usage else input_tokens
-    o = _count(usage.get("output_tokens"))
-    if i is None or o is None:
-        return None
-    cached = _count(usage.get("cache_read_input_tokens")) or 0
-    created = _count(usage.get("cache_creation_input_tokens")) or 0
-    return Usage(i + cached + created, o, cached)
 
 
 class _Minute:
@@ -303,7 +268,7 @@ class MeteringGateway:
         if upstream.status >= 400:
             await opened.__aexit__(None, None, None)
             raise await self._failed_upstream(hold, rate, details, upstream.status)
-        meter = _StreamMeter(kind)
+        meter = StreamMeter(kind)
 
         async def relay() -> AsyncIterator[bytes]:
             failure: BaseException | None = None
@@ -326,8 +291,8 @@ class MeteringGateway:
                 self._in_background(
                     self._settle(hold, usage, rate, details, how, reason="stream_cut" if meter.cut else None))
 
-        return StreamingResponse(relay(), status_code=upstream.status,
-                                 media_type=upstream.content_type or "text/event-stream")
+        return RelayResponse(relay(), status_code=upstream.status,
+                             media_type=upstream.content_type or "text/event-stream")
 
     async def _failed_upstream(self, hold: Hold, rate: ModelRate, details: dict[str, Any],
                                failure: HTTPError | int) -> GatewayError:
@@ -384,57 +349,6 @@ class MeteringGateway:
     def models(self) -> dict[str, Any]:
         return {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": r.provider}
                                            for m, r in sorted(self.config.rates.rates.items())]}
-
-
-class _StreamMeter:
-    """Reads usage out of a server-sent event stream as it passes (OpenAI or Anthropic events)."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self._buffer = b""
-        self.any_output = False
-        self.cut = False
-        self._final: Usage | None = None
-        self._input: int | None = None
-        self._done = False
-
-    def feed(self, chunk: bytes) -> None:
-        if chunk:
-            self.any_output = True
-        self._buffer += chunk
-        while b"\n" in self._buffer:
-            line, self._buffer = self._buffer.split(b"\n", 1)
-            line = line.strip()
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                self._done = True
-                continue
-            try:
-                event = loads_bounded(data)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                self._event(event)
-            if len(self._buffer) > 1 << 20:  # a line without end: keep memory bounded
-                self._buffer = b""
-
-    def _event(self, event: dict[str, Any]) -> None:
-        if self.kind == "messages":
-            kind = event.get("type")
-            if kind == "message_start" and isinstance(event.get("message"), dict):
-                start = anthropic_usage({**(event["message"].get("usage") or {}), "output_tokens": 0})
-                self._input = start.input_tokens if start else None
-            elif kind == "message_delta":
-                self._final = anthropic_usage(event.get("usage"), self._input)
-            elif kind == "message_stop":
-                self._done = True
-        elif event.get("usage") is not None:
-            self._final = openai_usage(event.get("usage"))
-
-    def usage(self) -> Usage | None:
-        return self._final
 
 
 def _refuse_non_text(kind: str, body: dict[str, Any]) -> None:

@@ -379,3 +379,26 @@ async def test_hostile_bodies_never_break_the_gateway_or_leak_a_hold(stack: Stac
     assert Decimal(0) <= spent <= Decimal("0.01")
     if r.status_code != 200:
         assert spent == 0
+
+
+async def test_a_swarm_that_hangs_up_mid_stream_stops_the_relay_and_is_charged_once(stack: Stack) -> None:
+    """The gateway stops reading the provider when the swarm goes away (the provider sees the hang-up), and
+    the call is settled once: output was relayed and no usage came, so the reservation is charged."""
+    swarm, key = await stack.swarm(1.0)
+    async with httpx.AsyncClient(base_url=stack.url, timeout=20) as http:
+        async with http.stream("POST", "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                               json={"model": "gpt-4o-mini", "max_tokens": 100, "stream": True,
+                                     "messages": [{"role": "user", "content": "MODE:slow"}]}) as answer:
+            assert answer.status_code == 200
+            async for _ in answer.aiter_raw():
+                break  # the swarm hangs up after the first piece (the whole stream takes 4.5 s)
+    reserved = Decimal(next(p["amount"] for op, p in stack.audit
+                            if op == "model_call_reserved" and p["swarm_id"] == swarm))
+    assert await stack.settled(swarm) == reserved
+    slow = next(s for s in reversed(stack.upstream.seen) if "MODE:slow" in json.dumps(s.get("body")))
+    for _ in range(300):  # the provider hears of it when the gateway closes its side
+        if slow.get("streamed") != "started":
+            break
+        await asyncio.sleep(0.01)
+    assert slow["streamed"] == "hung up on"
+    assert [op for op, p in stack.audit if p.get("swarm_id") == swarm].count("model_call_settled") == 1

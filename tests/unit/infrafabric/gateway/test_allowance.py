@@ -287,3 +287,29 @@ async def test_a_budget_record_damaged_mid_flight_refuses_new_calls_and_loses_no
         await replica.close()
         _, spent, holds = await _state(kv, "s")
         assert spent == Decimal("0.05") and holds == {}
+
+
+async def test_the_next_block_is_taken_before_the_one_in_use_runs_out() -> None:
+    """Calls that cost all they reserve drain a block every 8 calls; the next one is taken in the background
+    once half is spent, so after the first call no call waits for a ledger round trip."""
+    async with _ledger("100", calls=8) as (kv, audit, replica, lease):
+        in_call, waited = False, 0
+        txn = kv.txn
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal waited
+            waited += in_call
+            return await txn(*args, **kwargs)
+
+        kv.txn = counted  # type: ignore[method-assign]
+        await replica.settle(await replica.reserve("s", "first", Decimal("0.1"), lease), Decimal("0.1"))
+        for i in range(200):
+            in_call = True
+            hold = await replica.reserve("s", f"c{i}", Decimal("0.1"), lease)
+            in_call = False
+            assert await replica.settle(hold, Decimal("0.1")) == Decimal("0.1")
+        assert waited == 0
+        await replica.close()
+        _, spent, held = await _state(kv, "s")
+        assert spent == Decimal("20.1") and held == {}
+        assert audit.charged("model_call_settled") == Decimal("20.1")
