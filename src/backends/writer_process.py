@@ -49,7 +49,8 @@ class Lost(NamedTuple):
 
 
 class WriterProcess:
-    """``python -m <module> <args>`` with framed stdin/stdout, answered in order, on ``loop``'s queue."""
+    """``python -m <module> <args>`` with framed stdin/stdout; each request a future on ``loop``, answered
+    in order (or resolved as ``Lost`` once the child is gone)."""
 
     def __init__(self, module: str, args: Sequence[str] = (), *, loop: asyncio.AbstractEventLoop,
                  first: Any = None, pythonpath: str | None = None, name: str = "writer",
@@ -162,7 +163,8 @@ class WriterProcess:
 
     def abandon(self) -> None:
         """The owner's loop stops listening (it moved to another loop): end the child's input, and resolve
-        what is unanswered as lost with an unknown outcome, for the owner to reconcile itself. Thread-safe."""
+        what is unanswered as lost with an unknown outcome, for the owner to reconcile itself. Called from
+        the new loop's thread, once the old one no longer runs this component's callbacks."""
         self.end_input()
         pending = list(self._pending)
         self._pending.clear()

@@ -18,8 +18,9 @@ What changes: the ledger shows a block, not each call in flight; a block comes b
 call has used it for ``idle`` seconds, or when the gateway closes. A replica killed with a block held is
 charged the whole unsettled block when its lease expires (the calls it had in flight may have run; what the
 swarm pays for is bounded by two blocks per replica: the one in use, and the next, which a replica takes in
-the background once the one in use is half spent, so that no call waits for the ledger at a block's end). A breaker opened elsewhere stops admissions here at the
-replica's next ledger write (each is guarded on the breaker's revision) or when the block is ``max_age`` old.
+the background once the one in use is half spent, so that no call waits for the ledger at a block's end).
+A breaker opened elsewhere stops admissions here at the replica's next ledger write (each is guarded on the
+breaker's revision) or when the block is ``max_age`` old.
 """
 
 from __future__ import annotations
