@@ -13,7 +13,7 @@ __all__ = ["StreamMeter", "Usage", "anthropic_usage", "openai_usage"]
 
 # An event is parsed only if it can hold what the meter reads: a "usage" key or an Anthropic "message_..."
 # type. JSON can spell those letters only as themselves or as \u escapes, so an event with neither is
-# skipped without changing what is read (tests/unit/infrafabric/gateway/test_stream_meter.py).
+# skipped without changing what is read (tests/unit/infrafabric/gateway/test_usage.py).
 _MAY_METER = re.compile(rb"usage|message_|\\u")
 
 
