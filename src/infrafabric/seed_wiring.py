@@ -16,7 +16,17 @@ from typing import Any, Protocol
 
 from infrafabric.reputation import check_reputation
 
-__all__ = ["default_audit", "join_live_governors", "leave_live_governors", "update_reputation"]
+__all__ = ["DEFAULT", "audit_sink", "cost_sink", "default_audit", "join_live_governors", "leave_live_governors",
+           "track_cost_with_optimise", "update_reputation"]
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+#: in a signature: "the seeds' default for this link" (resolved by ``audit_sink`` / ``cost_sink`` here)
+DEFAULT: Any = _Default()
 
 
 class _Governor(Protocol):
@@ -53,3 +63,20 @@ def default_audit() -> Any:
     from infrafabric.audit import log_operation
 
     return log_operation
+
+
+def track_cost_with_optimise(provider: str, operation: str, cost: Any, **metadata: Any) -> None:
+    """The default cost sink: IF.optimise's accounting (one audited record per charge)."""
+    from infrafabric.optimise import track_operation_cost
+
+    track_operation_cost(provider, operation, cost, **metadata)
+
+
+def audit_sink(audit: Any) -> Any:
+    """``audit`` as given, or the default witness's ``log_operation`` for ``DEFAULT``."""
+    return default_audit() if audit is DEFAULT else audit
+
+
+def cost_sink(sink: Any) -> Any:
+    """``sink`` as given, or IF.optimise's accounting for ``DEFAULT``."""
+    return track_cost_with_optimise if sink is DEFAULT else sink

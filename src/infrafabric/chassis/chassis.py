@@ -86,8 +86,8 @@ class IFChassis:
         *,
         default_module: bytes | None = _AUTO,
         default_limits: ResourceLimits | None = None,
-        audit: AuditSink | None = _AUTO,
-        reputation_sink: ReputationSink | None = _AUTO,
+        audit: AuditSink | None = seed_wiring.DEFAULT,
+        reputation_sink: ReputationSink | None = seed_wiring.DEFAULT,
         http_client_factory: Callable[[], httpx.Client] | None = None,
         runtime: SandboxRuntime | None = None,
         max_workers: int = 16,
@@ -96,8 +96,9 @@ class IFChassis:
         self.engine = self.runtime.engine
         self._default_module = reference_module() if default_module is _AUTO else default_module
         self._default_limits = default_limits or ResourceLimits()
-        self._audit = Audit(seed_wiring.default_audit() if audit is _AUTO else audit)
-        self._reputation_sink = seed_wiring.update_reputation if reputation_sink is _AUTO else reputation_sink
+        self._audit = Audit(seed_wiring.audit_sink(audit))
+        self._reputation_sink = seed_wiring.update_reputation if reputation_sink is seed_wiring.DEFAULT \
+            else reputation_sink
         self.swarm_runtimes: dict[str, SwarmRuntime] = {}
         self.performance_metrics = PerformanceTracker()
         self._limiters: dict[str, GCRALimiter] = {}

@@ -36,7 +36,7 @@ def serve(
     from infrafabric.errors import InfraFabricError
     from infrafabric.gateway.app import MeteringGateway, create_app
     from infrafabric.gateway.config import GatewayConfig
-    from infrafabric.governor.governor import track_cost_with_optimise
+    from infrafabric.seed_wiring import track_cost_with_optimise
 
     try:
         settings = GatewayConfig.load(config)

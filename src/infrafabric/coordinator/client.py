@@ -13,7 +13,7 @@ from typing import Any
 from backends.jsonsafe import loads_bounded
 from backends.bus import Message, MessageBus, Subscription, open_bus
 from backends.kv import KeyValueStore, open_kv
-from infrafabric import audit as audit_log
+from infrafabric import seed_wiring
 from infrafabric.coordinator import keys
 from infrafabric.coordinator.core import Claim, CoordinationCore
 from infrafabric.coordinator.coordinator import deliver_to_inbox
@@ -33,12 +33,13 @@ class SwarmClient:
         bus: MessageBus | None = None,
         claim_ttl: int = 10,
         queue_maxsize: int = 100_000,
+        audit: Any = seed_wiring.DEFAULT,
     ) -> None:
         self.swarm_id = validate_swarm_id(swarm_id)
         self.capabilities = parse_capabilities(capabilities)
         self.kv = kv or open_kv(kv_url or "memory://")
         self.bus = bus or open_bus(bus_url or "memory://")
-        self.core = CoordinationCore(self.kv, self.bus, claim_ttl=claim_ttl, audit=audit_log.log_operation)
+        self.core = CoordinationCore(self.kv, self.bus, claim_ttl=claim_ttl, audit=seed_wiring.audit_sink(audit))
         self.tasks: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=queue_maxsize)
         self._sub: Subscription | None = None
 

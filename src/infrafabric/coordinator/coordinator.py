@@ -17,7 +17,7 @@ from backends.bus import Message, MessageBus, Subscription, open_bus
 from backends.errors import NoResponders, RemoteError
 from backends.kv import Compare, Delete, KeyValueStore, SyncKV, open_kv
 from backends.seed_urls import etcd_url
-from infrafabric import audit as audit_log
+from infrafabric import seed_wiring
 from infrafabric.capability import Capability
 from infrafabric.coordinator import keys
 from infrafabric.coordinator.core import AuditFn, Claim, CoordinationCore, encode
@@ -64,7 +64,7 @@ class IFCoordinator:
         bus: MessageBus | None = None,
         claim_ttl: int = 10,
         queue_maxsize: int = DEFAULT_QUEUE_SIZE,
-        audit: AuditFn | None = audit_log.log_operation,
+        audit: AuditFn | None = seed_wiring.DEFAULT,
         blocker_max_age: float = BLOCKER_MAX_AGE,
     ) -> None:
         self.blocker_max_age = blocker_max_age
@@ -78,7 +78,7 @@ class IFCoordinator:
             bus = open_bus(bus_url or os.environ.get("INFRAFABRIC_BUS_URL", "memory://"))
         self.kv = kv
         self.bus = bus
-        self.core = CoordinationCore(kv, bus, claim_ttl=claim_ttl, audit=audit)
+        self.core = CoordinationCore(kv, bus, claim_ttl=claim_ttl, audit=seed_wiring.audit_sink(audit))
         self.queue_maxsize = queue_maxsize
         self.swarm_connections: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._subscriptions: dict[str, list[Subscription]] = {}

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from backends.errors import BackendError
 from backends.jsonsafe import loads_bounded
 from backends.kv import KeyValueStore
-from infrafabric import audit as audit_log
 from infrafabric.coordinator import keys
 from infrafabric.coordinator.credentials import Identity
 from infrafabric.errors import (
@@ -39,6 +38,7 @@ from infrafabric.governor.policy import ResourcePolicy
 from infrafabric.governor.profile import SwarmProfile
 from infrafabric.reputation import check_reputation
 from infrafabric.ids import validate_swarm_id, validate_task_id
+from infrafabric import seed_wiring
 from infrafabric.seed_wiring import join_live_governors, leave_live_governors
 
 if TYPE_CHECKING:
@@ -92,13 +92,6 @@ def _breaker_from(record: Any) -> "_Breaker":
     return breaker
 
 
-def track_cost_with_optimise(provider: str, operation: str, cost: Decimal, **metadata: Any) -> None:
-    """The default cost sink: IF.optimise's accounting (one audited record per charge)."""
-    from infrafabric.optimise import track_operation_cost
-
-    track_operation_cost(provider, operation, cost, **metadata)
-
-
 class IFGovernor:
     def __init__(
         self,
@@ -106,11 +99,11 @@ class IFGovernor:
         policy: ResourcePolicy | None = None,
         *,
         kv: KeyValueStore | None = None,
-        audit: Any = audit_log.log_operation,
-        cost_sink: Any = track_cost_with_optimise,
+        audit: Any = seed_wiring.DEFAULT,
+        cost_sink: Any = seed_wiring.DEFAULT,
     ) -> None:
         self.coordinator = coordinator
-        self._cost_sink = cost_sink
+        self._cost_sink = seed_wiring.cost_sink(cost_sink)
         self.policy = policy or ResourcePolicy()
         self.swarm_registry: dict[str, SwarmProfile] = {}
         self.task_budgets: dict[str, dict[str, Decimal]] = {}
@@ -119,7 +112,7 @@ class IFGovernor:
         self._reputation: dict[str, float] = {}
         self.load_problems: list[tuple[str, str]] = []  # (key, why) of records load() could not read
         self._index = CapabilityIndex()
-        self._audit = audit
+        self._audit = seed_wiring.audit_sink(audit)
         store = kv if kv is not None else (coordinator.kv if coordinator is not None else None)
         self.kv: KeyValueStore | None = store  # where its state (and the credential revocations) live
         self._store = StatePersister(store) if store is not None else None

@@ -38,3 +38,26 @@ def test_the_default_audit_is_the_default_witness() -> None:
     from infrafabric.audit import log_operation
 
     assert seed_wiring.default_audit() is log_operation
+
+
+def test_every_seed_constructor_names_its_implicit_links_the_same_way() -> None:
+    import inspect
+
+    from infrafabric.chassis import IFChassis
+    from infrafabric.coordinator import IFCoordinator
+    from infrafabric.coordinator.client import SwarmClient
+
+    for cls, links in ((IFCoordinator, ["audit"]), (IFGovernor, ["audit", "cost_sink"]),
+                       (IFChassis, ["audit", "reputation_sink"]), (SwarmClient, ["audit"])):
+        parameters = inspect.signature(cls).parameters
+        assert [p for p in links if parameters[p].default is not seed_wiring.DEFAULT] == [], cls
+
+
+async def test_default_resolves_to_the_seeds_links_and_none_turns_them_off() -> None:
+    from infrafabric.audit import log_operation
+    from infrafabric.coordinator import IFCoordinator
+
+    assert IFGovernor()._audit is log_operation and IFGovernor()._cost_sink is seed_wiring.track_cost_with_optimise
+    assert IFGovernor(audit=None, cost_sink=None)._audit is None
+    assert IFGovernor(audit=None, cost_sink=None)._cost_sink is None
+    assert IFCoordinator().core._audit is log_operation and IFCoordinator(audit=None).core._audit is None
