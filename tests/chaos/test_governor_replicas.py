@@ -54,6 +54,19 @@ REPLICA = textwrap.dedent("""
 """)
 
 
+async def _started_coordinators(etcd_server: Any, nats_server: Any, n: int = 3) -> list[IFCoordinator]:
+    """A platform and its replicas: ``n`` coordinators on one etcd and one NATS, each started."""
+    coords = [IFCoordinator(kv_url=etcd_server.url, bus_url=nats_server.url, audit=None) for _ in range(n)]
+    for c in coords:
+        await c.__aenter__()
+    return coords
+
+
+async def _stopped(coords: list[IFCoordinator]) -> None:
+    for c in coords:
+        await c.__aexit__(None, None, None)
+
+
 def _governor_knowing(coordinator: IFCoordinator, helper: str, cap: str, blocked: str) -> IFGovernor:
     """A governor replica on ``coordinator`` that knows the helper (with the rare capability) and the
     blocked swarm."""
@@ -198,13 +211,11 @@ async def test_a_blocker_whose_event_was_lost_is_still_answered_once(etcd_server
     import time as _time
     import uuid as _uuid
 
-    from infrafabric.coordinator import IFCoordinator, keys
+    from infrafabric.coordinator import keys
 
     tag = _uuid.uuid4().hex[:6]
     cap, helper, blocked = f"rare:{tag}", f"helper-{tag}", f"blocked-{tag}"
-    coords = [IFCoordinator(kv_url=etcd_server.url, bus_url=nats_server.url, audit=None) for _ in range(3)]
-    for c in coords:
-        await c.__aenter__()
+    coords = await _started_coordinators(etcd_server, nats_server)
     try:
         platform = coords[0]
         inbox = await platform.register_swarm(helper, [cap])
@@ -232,8 +243,7 @@ async def test_a_blocker_whose_event_was_lost_is_still_answered_once(etcd_server
             await r.stop()
             await r.governor.close()
     finally:
-        for c in coords:
-            await c.__aexit__(None, None, None)
+        await _stopped(coords)
 
 
 @pytest.mark.parametrize("failure", ["raises", "outlives its claim"])
@@ -244,9 +254,7 @@ async def test_a_replica_failing_half_way_through_an_answer_leaves_it_to_another
     the blocker, and exactly one answer is announced: A, late, sees the claim is no longer its own."""
     tag = uuid.uuid4().hex[:6]
     cap, helper, blocked = f"rare:{tag}", f"helper-{tag}", f"blocked-{tag}"
-    coords = [IFCoordinator(kv_url=etcd_server.url, bus_url=nats_server.url, audit=None) for _ in range(3)]
-    for c in coords:
-        await c.__aenter__()
+    coords = await _started_coordinators(etcd_server, nats_server)
     responders: list[BlockerResponder] = []
     release = asyncio.Event()
     try:
@@ -296,8 +304,7 @@ async def test_a_replica_failing_half_way_through_an_answer_leaves_it_to_another
         for r in responders:
             await r.stop()
             await r.governor.close()
-        for c in coords:
-            await c.__aexit__(None, None, None)
+        await _stopped(coords)
 
 
 @pytest.mark.parametrize("lost", ["publish fails", "replica dies before publishing"])
@@ -309,9 +316,7 @@ async def test_an_answer_whose_announcement_the_bus_never_took_is_announced_by_t
     team exactly once, and nothing is left stored."""
     tag = uuid.uuid4().hex[:6]
     cap, helper, blocked = f"rare:{tag}", f"helper-{tag}", f"blocked-{tag}"
-    coords = [IFCoordinator(kv_url=etcd_server.url, bus_url=nats_server.url, audit=None) for _ in range(3)]
-    for c in coords:
-        await c.__aenter__()
+    coords = await _started_coordinators(etcd_server, nats_server)
     responders: list[BlockerResponder] = []
     try:
         platform = coords[0]
@@ -354,5 +359,4 @@ async def test_an_answer_whose_announcement_the_bus_never_took_is_announced_by_t
             r._tasks.clear()
             await r.stop()
             await r.governor.close()
-        for c in coords:
-            await c.__aexit__(None, None, None)
+        await _stopped(coords)

@@ -43,6 +43,22 @@ class Audit(list[tuple[str, dict[str, Any]]]):
         return [p for op, p in self if op == operation]
 
 
+class _Writes:
+    """Counts the store's transactions, and those made while a test marks a call as waiting (``in_call``)."""
+
+    def __init__(self, kv: Any) -> None:
+        self.total = self.during_call = 0
+        self.in_call = False
+        txn = kv.txn
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.total += 1
+            self.during_call += self.in_call
+            return await txn(*args, **kwargs)
+
+        kv.txn = counted
+
+
 def _replica(kv: Any, audit: Audit, **options: Any) -> AllowanceLedger:
     return AllowanceLedger(ReservationLedger(kv, audit=audit), audit=audit, flush_window=0.0, **options)
 
@@ -135,17 +151,9 @@ async def test_a_burst_over_two_replicas_is_held_to_the_budget_and_charged_once(
 
 async def test_one_replica_uses_its_block_without_a_round_trip_per_call() -> None:
     async with _ledger("10", calls=8) as (kv, audit, replica, lease):
-        writes = 0
-        txn = kv.txn
-
-        async def counted(*args: Any, **kwargs: Any) -> Any:
-            nonlocal writes
-            writes += 1
-            return await txn(*args, **kwargs)
-
-        kv.txn = counted  # type: ignore[method-assign]
+        writes = _Writes(kv)
         holds = [await replica.reserve("s", f"c{i}", Decimal("0.1"), lease) for i in range(8)]
-        assert writes <= 2  # one block (a read, then the guarded write), not one per call
+        assert writes.total <= 2  # one block (a read, then the guarded write), not one per call
         _, _, held = await _state(kv, "s")
         assert list(held.values()) == ["0.8"]
         await asyncio.gather(*(replica.settle(h, Decimal("0.01")) for h in holds))
@@ -208,7 +216,7 @@ async def test_a_replica_that_dies_holding_a_block_is_charged_the_block_once() -
         await _seed(kv, "s", "1.0")
         audit = Audit()
         dying, living = _replica(kv, audit, calls=4), _replica(kv, audit, calls=4)
-        dead_lease, live_lease = await kv.grant_lease(60), await kv.grant_lease(60)
+        dead_lease = await kv.grant_lease(60)
         in_flight = await dying.reserve("s", "x", Decimal("0.1"), dead_lease)
         _, _, holds = await _state(kv, "s")
         (block,) = holds.values()
@@ -293,22 +301,14 @@ async def test_the_next_block_is_taken_before_the_one_in_use_runs_out() -> None:
     """Calls that cost all they reserve drain a block every 8 calls; the next one is taken in the background
     once half is spent, so after the first call no call waits for a ledger round trip."""
     async with _ledger("100", calls=8) as (kv, audit, replica, lease):
-        in_call, waited = False, 0
-        txn = kv.txn
-
-        async def counted(*args: Any, **kwargs: Any) -> Any:
-            nonlocal waited
-            waited += in_call
-            return await txn(*args, **kwargs)
-
-        kv.txn = counted  # type: ignore[method-assign]
+        writes = _Writes(kv)
         await replica.settle(await replica.reserve("s", "first", Decimal("0.1"), lease), Decimal("0.1"))
         for i in range(200):
-            in_call = True
+            writes.in_call = True
             hold = await replica.reserve("s", f"c{i}", Decimal("0.1"), lease)
-            in_call = False
+            writes.in_call = False
             assert await replica.settle(hold, Decimal("0.1")) == Decimal("0.1")
-        assert waited == 0
+        assert writes.total > 25 and writes.during_call == 0  # blocks were taken, none while a call waited
         await replica.close()
         _, spent, held = await _state(kv, "s")
         assert spent == Decimal("20.1") and held == {}
