@@ -180,6 +180,12 @@ def test_a_replica_killed_mid_call_leaves_no_hold_forever(etcd_server, upstream,
                     await asyncio.sleep(0.02)
                 raise AssertionError(f"the dead replica's hold was never settled: {holds}")
 
-        asyncio.run(scenario())
+        spent = asyncio.run(scenario())
     finally:
         replicas.stop()
+    witness = Witness(replicas.witness_url, key_dir=replicas.key_dir, writer="thread")
+    try:  # the sweeping replica accounted the charge with IF.optimise too, once
+        records = CostTracker(witness).records(swarm)
+    finally:
+        witness.close()
+    assert [(r.cost, r.metadata["settled_by"]) for r in records] == [(spent, "sweeper")]

@@ -357,5 +357,5 @@ class AllowanceLedger:
             except (BackendError, asyncio.TimeoutError) as exc:
                 self.audit("allowance_return_failed", {"swarm_id": swarm_id, "error": type(exc).__name__}, "WARN")
 
-    async def sweep(self) -> int:
+    async def sweep(self) -> list[Hold]:
         return await self.ledger.sweep()

@@ -133,12 +133,18 @@ class MeteringGateway:
             await pool.aclose()
 
     async def _sweep(self) -> None:
-        """Release holds whose replica died (the next sweep tries again when the store is away)."""
+        """Charge holds whose replica died at what they held, and account each charge with IF.optimise as
+        a settlement is (the next sweep tries again when the store is away)."""
         try:
-            await self.ledger.sweep()
+            charged = await self.ledger.sweep()
         except Exception as exc:
             self.audit("hold_sweep_failed", {"error": type(exc).__name__}, "WARN")
             raise
+        if self._cost_sink is not None:
+            for hold in charged:  # which model a dead replica's hold was for is not in the ledger
+                self._cost_sink(hold.swarm_id, "model_call", hold.amount, component=COMPONENT, model="unknown",
+                                request_id=hold.hold_id, price_version=self.config.rates.version,
+                                settled_by="sweeper")
 
     # ------------------------------------------------------------------ admission
     async def identify(self, request: Request) -> Identity:

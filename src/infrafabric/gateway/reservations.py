@@ -285,11 +285,14 @@ class ReservationLedger:
         """Drop the hold, charging nothing (the upstream failed before producing anything)."""
         await self.settle(hold, Decimal(0), details, operation="model_call_released")
 
-    async def sweep(self) -> int:
-        """Settle, at their full amount, holds whose gateway replica died (their liveness key expired)."""
+    async def sweep(self) -> list[Hold]:
+        """Settle, at their full amount, holds whose gateway replica died (their liveness key expired).
+
+        Returns the holds this call settled, each with what it charged (a hold another sweeper settled
+        first is not among them), so the caller can account each charge once."""
         records = await self.kv.get_prefix(HOLDS)  # first: a hold seen here already has its liveness key,
         live = {kv.key for kv in await self.kv.get_prefix(LIVE)}  # so missing below means expired or settled
-        settled = 0
+        settled: list[Hold] = []
         for record in records:
             swarm_id = record.key[len(HOLDS):]
             try:
@@ -301,5 +304,6 @@ class ReservationLedger:
                     continue
                 charged = await self.settle(Hold(swarm_id, hold_id, Decimal(amount)), Decimal(amount),
                                             {"reason": "gateway replica gone"}, operation="model_call_expired")
-                settled += charged is not None
+                if charged is not None:
+                    settled.append(Hold(swarm_id, hold_id, charged))
         return settled

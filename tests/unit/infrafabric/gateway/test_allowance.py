@@ -221,7 +221,7 @@ async def test_a_replica_that_dies_holding_a_block_is_charged_the_block_once() -
         _, _, holds = await _state(kv, "s")
         (block,) = holds.values()
         await kv.revoke_lease(dead_lease)  # the replica is gone: its lease ends
-        assert await living.sweep() == 1
+        assert len(await living.sweep()) == 1
         _, spent, holds = await _state(kv, "s")
         assert spent == Decimal(block) and holds == {}  # settled at the reservation: the whole block
         assert await dying.settle(in_flight, Decimal("0.01")) is None  # a late settlement charges nothing more

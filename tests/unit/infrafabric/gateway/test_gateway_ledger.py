@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -109,11 +110,37 @@ async def test_a_hold_whose_replica_died_is_settled_at_its_amount_once() -> None
         dying, living = await kv.grant_lease(60), await kv.grant_lease(60)
         await ledger.reserve("s", "dead", Decimal("0.2"), dying)
         await ledger.reserve("s", "alive", Decimal("0.3"), living)
-        assert await ledger.sweep() == 0
+        assert await ledger.sweep() == []
         await kv.revoke_lease(dying)  # what a lease expiring does
-        assert await ledger.sweep() == 1 and await ledger.sweep() == 0
+        assert await ledger.sweep() == [Hold("s", "dead", Decimal("0.2"))] and await ledger.sweep() == []
         _, spent, holds = await _state(kv, "s")
         assert spent == Decimal("0.2") and set(holds) == {"alive"}
+
+
+async def test_two_replicas_sweeping_the_same_dead_holds_at_once_charge_each_once() -> None:
+    async with open_kv("memory://") as kv:
+        await _seed(kv, "s", "1.0")
+        dying = await kv.grant_lease(60)
+        for i in range(5):
+            await ReservationLedger(kv).reserve("s", f"dead-{i}", Decimal("0.1"), dying)
+        await kv.revoke_lease(dying)
+        together = asyncio.Barrier(2)
+
+        class ReadsTogether:  # both sweepers have read the holds before either settles one
+            def __getattr__(self, name: str) -> Any:
+                return getattr(kv, name)
+
+            async def get_prefix(self, prefix: str) -> Any:
+                found = await kv.get_prefix(prefix)
+                if prefix == HOLDS:
+                    await together.wait()
+                return found
+
+        a, b = await asyncio.gather(ReservationLedger(ReadsTogether()).sweep(),  # type: ignore[arg-type]
+                                    ReservationLedger(ReadsTogether()).sweep())  # type: ignore[arg-type]
+        assert sorted(h.hold_id for h in a + b) == [f"dead-{i}" for i in range(5)]  # each charge reported once
+        _, spent, holds = await _state(kv, "s")
+        assert spent == sum((h.amount for h in a + b), Decimal(0)) == Decimal("0.5") and holds == {}
 
 
 @given(prompt=st.text(max_size=300), out=st.integers(min_value=0, max_value=4096),
