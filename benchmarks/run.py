@@ -59,6 +59,19 @@ def print_rows(title: str, rows: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
+def cpython_calibration() -> float:
+    """Milliseconds CPython takes for ``sum(range(10**6))`` (median of 7): the machine's single-core speed,
+    so figures measured on machines of different speeds can be told apart in RESULTS.md."""
+    import statistics
+
+    times = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        sum(range(10**6))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
 def main() -> int:
     selected = sys.argv[1:] or MODULES
     # Benchmarks audit thousands of operations: into a log of their own, never the user's (state dir).
@@ -67,7 +80,9 @@ def main() -> int:
     out_dir = Path(os.environ.get("BENCH_OUT", "bench-results"))
     out_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"started": time.time(), "python": sys.version, "machine": platform.platform(),
-                              "cpus": os.cpu_count(), "modules": {}}
+                              "cpus": os.cpu_count(), "calibration_ms": cpython_calibration(), "modules": {}}
+    console.print(f"machine: {report['machine']}, {report['cpus']} CPUs; CPython sum(range(10**6)) "
+                  f"{report['calibration_ms']:.1f} ms (lower is faster)")
     failures = 0
     for name in selected:
         try:
