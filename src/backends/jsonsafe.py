@@ -42,14 +42,21 @@ def json_depth_exceeds(value: Any, limit: int = DEFAULT_MAX_DEPTH) -> bool:
     return False
 
 
-_SNIFF = (b"\xef", b"\xfe", b"\xff", b"\0")
+def _refuse_constant(name: str) -> Any:
+    """NaN, Infinity and -Infinity are not JSON (RFC 8259); Python's parser takes them, and a value holding
+    one is then stored and later fails where it is written back out (``allow_nan=False``), far from here."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+_SNIFF = (b"\xef", b"\xfe", b"\xff", b"\0")  # first bytes of a BOM or of UTF-16/32 text: json.loads decides
 _OPEN = (b"{", b"[")
-_scan = json.JSONDecoder().scan_once  # first bytes of a BOM or of UTF-16/32 text: json.loads decides
+_scan = json.JSONDecoder(parse_constant=_refuse_constant).scan_once
 
 
 def loads_bounded(data: str | bytes | bytearray, max_depth: int = DEFAULT_MAX_DEPTH, **kwargs: Any) -> Any:
-    """``json.loads`` that raises :class:`JSONTooDeepError` (never ``RecursionError``) past ``max_depth``;
-    ``kwargs`` go to ``json.loads`` (e.g. an ``object_pairs_hook`` refusing duplicate keys)."""
+    """``json.loads`` that raises :class:`JSONTooDeepError` (never ``RecursionError``) past ``max_depth``
+    and ``ValueError`` for NaN and ±Infinity; ``kwargs`` go to ``json.loads`` (e.g. an
+    ``object_pairs_hook`` refusing duplicate keys)."""
     if not kwargs and type(data) is bytes and data.startswith(_OPEN) and len(data) > 1 and data[1]:
         # the common case: a compact UTF-8 object or array with few brackets (so it cannot nest deeper),
         # parsed by json's scanner called directly, since json.loads's wrappers cost more than parsing a small
@@ -67,6 +74,7 @@ def loads_bounded(data: str | bytes | bytearray, max_depth: int = DEFAULT_MAX_DE
             data = data.decode("utf-8")
         except UnicodeDecodeError:
             pass  # json.loads reports what is wrong
+    kwargs.setdefault("parse_constant", _refuse_constant)
     try:
         value = json.loads(data, **kwargs)
     except RecursionError as exc:

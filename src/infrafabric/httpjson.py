@@ -11,9 +11,19 @@ from infrafabric.errors import ValidationError
 
 
 async def json_object(request: Request, max_bytes: int) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > max_bytes:
+    """The request's body as a JSON object. Over ``max_bytes``, refused from its Content-Length, or as soon
+    as that many bytes have arrived: never held whole in memory first."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
         raise ValidationError(f"body over {max_bytes} bytes")
+    pieces: list[bytes] = []
+    size = 0
+    async for piece in request.stream():
+        size += len(piece)
+        if size > max_bytes:
+            raise ValidationError(f"body over {max_bytes} bytes")
+        pieces.append(piece)
+    raw = pieces[0] if len(pieces) == 1 else b"".join(pieces)
     try:
         body = loads_bounded(raw or b"{}")
     except ValueError as exc:

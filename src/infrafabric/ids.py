@@ -43,5 +43,15 @@ def validate_task_id(value: object) -> str:
     return validate_id(value, "task id")
 
 
+#: What a task's owner key holds when no swarm does (``coordinator.keys`` names them from here): a swarm id
+#: equal to one would read as that state (a swarm named ``completed:alice`` would own alice's finished tasks).
+OWNER_UNCLAIMED = "unclaimed"
+OWNER_COMPLETED_PREFIX = "completed:"
+
+
 def validate_swarm_id(value: object) -> str:
-    return validate_id(value, "swarm id")
+    validate_id(value, "swarm id")
+    if value == OWNER_UNCLAIMED or value.startswith(OWNER_COMPLETED_PREFIX):  # type: ignore[union-attr]
+        raise InvalidIdentifierError(f"invalid swarm id {value!r}: {OWNER_UNCLAIMED!r} and "
+                                     f"{OWNER_COMPLETED_PREFIX!r}... name task states, not swarms")
+    return value  # type: ignore[return-value]

@@ -106,6 +106,8 @@ class IFCoordinator:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=self.queue_maxsize)
 
         def deliver(msg: Message) -> bytes:
+            if self.swarm_connections.get(swarm_id) is not queue:  # deregistered, its subscription not yet gone
+                raise UnknownSwarmError(f"swarm {swarm_id!r} is not connected here")  # (the pusher hears it)
             deliver_to_inbox(queue, swarm_id, loads_bounded(msg.data))  # another process's bytes: bounded depth
             return b"ok"
 
@@ -124,22 +126,41 @@ class IFCoordinator:
         return queue
 
     async def _drop_local(self, swarm_id: str) -> None:
+        """Close the inbox and every subscription of it; the first unsubscribe error is raised after all
+        were tried (the inbox is closed either way: its handler refuses what still arrives)."""
         self.swarm_connections.pop(swarm_id, None)
+        failure: BaseException | None = None
         for sub in self._subscriptions.pop(swarm_id, []):
-            await sub.unsubscribe()
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:  # noqa: BLE001 - reported below, once the others are closed too
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     async def deregister_swarm(self, swarm_id: str, *, release_claims: bool = True) -> None:
-        """Close the swarm's inbox and session; with release_claims its claimed tasks free up at once."""
+        """Close the swarm's inbox and session; with release_claims its claimed tasks free up at once.
+
+        The session ends even when closing the inbox fails (a bus error must not keep the swarm's lease, and
+        so its claims, alive for ever); the registration goes before the lease, so a session another replica
+        opens once the lease is gone cannot lose its own registration to this call."""
         validate_swarm_id(swarm_id)
-        await self._drop_local(swarm_id)
-        await self.core.end_session(swarm_id, release=release_claims)
-        await self.kv.delete(keys.capabilities_key(swarm_id))
+        try:
+            await self._drop_local(swarm_id)
+        finally:
+            try:
+                await self.kv.delete(keys.capabilities_key(swarm_id))
+            finally:
+                await self.core.end_session(swarm_id, release=release_claims)
         self.core.audit("swarm_deregistered", {"swarm_id": swarm_id})
 
     async def abandon_swarm(self, swarm_id: str) -> None:
-        """Stop heartbeating for a swarm without releasing anything: what a crash looks like."""
-        await self._drop_local(swarm_id)
-        await self.core.end_session(swarm_id, release=False)
+        """Stop heartbeating for a swarm without releasing anything: what a crash looks like (also when
+        closing its inbox fails)."""
+        try:
+            await self._drop_local(swarm_id)
+        finally:
+            await self.core.end_session(swarm_id, release=False)
 
     # -- push -------------------------------------------------------------------------------------
 

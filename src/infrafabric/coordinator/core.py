@@ -104,15 +104,20 @@ class CoordinationCore:
 
     # -- claims -----------------------------------------------------------------------------------
 
-    async def claim(self, swarm_id: str, task_id: str) -> Claim | None:
+    async def claim(self, swarm_id: str, task_id: str, *, lease: int | None = None) -> Claim | None:
+        """Claim one task on the swarm's session lease. With ``lease`` (a session someone else keeps, as the
+        coordinator service does for remote swarms) that lease or nothing: if it is gone, ``LeaseNotFound``
+        (a claim racing its session's close must not open a new session that nobody would ever end)."""
         validate_swarm_id(swarm_id)
         validate_task_id(task_id)
         key = keys.owner_key(task_id)
         for _attempt in range(3):
-            lease = await self.session_lease(swarm_id)
+            held = lease if lease is not None else await self.session_lease(swarm_id)
             try:
-                won = await self._try_claim(key, swarm_id, task_id, lease)
+                won = await self._try_claim(key, swarm_id, task_id, held)
             except LeaseNotFound:
+                if lease is not None:
+                    raise
                 await self.end_session(swarm_id, release=False)  # expired under us: take a new lease
                 continue
             except OutcomeUnknown:
@@ -128,18 +133,21 @@ class CoordinationCore:
             return won
         raise BackendUnavailable(f"claim of {task_id} by {swarm_id} did not complete; try again")
 
-    async def claim_many(self, swarm_id: str, task_ids: list[str]) -> list[Claim | None]:
-        """Claim several tasks at once: one independent CAS each, sent together (one lock embedded)."""
+    async def claim_many(self, swarm_id: str, task_ids: list[str], *, lease: int | None = None) -> list[Claim | None]:
+        """Claim several tasks at once: one independent CAS each, sent together (one lock embedded).
+        ``lease`` as for ``claim``."""
         validate_swarm_id(swarm_id)
         if not isinstance(task_ids, list):
             raise TypeError("task_ids must be a list")
         validate_task_ids(task_ids)
-        lease = await self.session_lease(swarm_id)
+        given = lease
+        if lease is None:
+            lease = await self.session_lease(swarm_id)
         value = swarm_id.encode()
         try:
             created = await self.kv.create_many([(f"/tasks/{t}/owner", value, lease) for t in task_ids])
         except (LeaseNotFound, OutcomeUnknown):
-            return [await self.claim(swarm_id, t) for t in task_ids]  # slow path decides each one
+            return [await self.claim(swarm_id, t, lease=given) for t in task_ids]  # slow path decides each one
         claims: list[Claim | None] = []
         held = self.claims
         unclaimed = keys.UNCLAIMED.encode()
@@ -147,7 +155,7 @@ class CoordinationCore:
             if won:  # tuple.__new__ skips NamedTuple's Python-level __new__: this loop is the batch hot path
                 claim: Claim | None = tuple.__new__(Claim, (task_id, swarm_id, current.mod_revision, lease))  # type: ignore[union-attr,arg-type]
             elif current is not None and current.value == unclaimed:
-                claim = await self.claim(swarm_id, task_id)  # announced: the two-step path
+                claim = await self.claim(swarm_id, task_id, lease=given)  # announced: the two-step path
             else:
                 claim = self._already_mine([current] if current else [], swarm_id, task_id)
             if claim is not None:
@@ -256,7 +264,8 @@ class CoordinationCore:
 
     # -- blockers ---------------------------------------------------------------------------------
 
-    async def report_blocker(self, swarm_id: str, blocker_info: dict[str, Any]) -> dict[str, Any]:
+    async def report_blocker(self, swarm_id: str, blocker_info: dict[str, Any], *,
+                             lease: int | None = None) -> dict[str, Any]:
         """Persist the blocker, then notify the orchestrator and every governor at once (no polling).
 
         It stays pending until resolved (``IFCoordinator.resolve_blocker``, ``coordinator resolve-blocker``)
@@ -274,11 +283,13 @@ class CoordinationCore:
         data = encode(event)
         # on the reporter's session lease: a blocker of a swarm that died does not stay pending for ever
         for _attempt in range(3):
-            lease = await self.session_lease(swarm_id)
+            held = lease if lease is not None else await self.session_lease(swarm_id)
             try:
-                await self.kv.put(keys.blocker_key(swarm_id, event["blocker_id"]), data, lease=lease)
+                await self.kv.put(keys.blocker_key(swarm_id, event["blocker_id"]), data, lease=held)
                 break
             except LeaseNotFound:
+                if lease is not None:  # that session is over (``claim`` says why not a new one)
+                    raise
                 await self.end_session(swarm_id, release=False)
         else:
             raise BackendUnavailable(f"blocker of {swarm_id} could not be recorded; try again")

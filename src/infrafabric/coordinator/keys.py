@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-UNCLAIMED = "unclaimed"
-COMPLETED_PREFIX = "completed:"
+from infrafabric.ids import OWNER_COMPLETED_PREFIX, OWNER_UNCLAIMED
+
+UNCLAIMED = OWNER_UNCLAIMED  # the owner key's value of an announced task nobody holds
+COMPLETED_PREFIX = OWNER_COMPLETED_PREFIX  # ... and of a finished one: completed:<swarm id>
 SWARMS = "/swarms/"
 TASKS = "/tasks/"
 BLOCKERS = "/blockers/"

@@ -38,9 +38,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from backends.errors import BackendError, BackendUnavailable
-from backends.kv import Compare, Put
+from backends.errors import BackendError, BackendUnavailable, LeaseNotFound
+from backends.kv import Compare, Delete, Put
 from backends.serving import AsgiApp, fixed_routes
+from infrafabric.coordinator import keys
 from infrafabric.coordinator.coordinator import IFCoordinator
 from infrafabric.coordinator.core import Claim
 from infrafabric.coordinator.credentials import CredentialVerifier, Identity, bearer_token
@@ -80,6 +81,7 @@ class Session:
     inbox: asyncio.Queue[dict[str, Any]]
     last_seen: float = field(default_factory=time.monotonic)
     claims: dict[str, Claim] = field(default_factory=dict)  # fencing tokens: never leave the service
+    lease: int | None = None  # the session's lease: its claims and blockers live on it, and only on it
 
 
 class SwarmGateway:
@@ -92,7 +94,7 @@ class SwarmGateway:
         self.metrics = metrics if metrics is not None else CoordinatorMetrics()
         self.session_ttl = session_ttl if session_ttl is not None else float(coordinator.core.claim_ttl)
         self._sessions: dict[str, Session] = {}
-        self._open_lock = asyncio.Lock()
+        self._open_lock = asyncio.Lock()  # opens, closes and expiries one at a time: none sees another's half
         self._reaper: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ identity and sessions
@@ -111,9 +113,13 @@ class SwarmGateway:
 
     async def open_session(self, identity: Identity, capabilities: list[str]) -> Session:
         swarm_id = identity.name
+        if swarm_id == keys.ORCHESTRATOR:  # its inbox also hears every swarm's blocker events
+            raise PermissionDeniedError(f"swarm id {swarm_id!r} is the platform's own orchestrator")
         async with self._open_lock:
             if swarm_id in self._sessions:
                 raise SwarmAlreadyConnectedError(f"swarm {swarm_id} already has a live session here")
+            if swarm_id in self.coordinator.swarm_connections:  # a swarm registered inside this process
+                raise SwarmAlreadyConnectedError(f"swarm {swarm_id} is connected to this coordinator already")
             lease = await self.coordinator.core.session_lease(swarm_id)
             session_id = secrets.token_urlsafe(24)
             key = session_key(swarm_id)
@@ -130,7 +136,7 @@ class SwarmGateway:
                 await self.coordinator.kv.delete(key)
                 await self.coordinator.core.end_session(swarm_id, release=False)
                 raise
-            session = Session(swarm_id, session_id, inbox)
+            session = Session(swarm_id, session_id, inbox, lease=lease)
             self._sessions[swarm_id] = session
             self.metrics.sessions.set(len(self._sessions))
         self.coordinator.core.audit("swarm_session_opened", {"swarm_id": swarm_id, "jti": identity.jti})
@@ -139,30 +145,51 @@ class SwarmGateway:
         return session
 
     async def close_session(self, session: Session, *, release: bool) -> None:
+        """End the session: its inbox, its lease (with ``release``, its claims free up now; without, when the
+        lease expires) and its key. The lease stops being kept even if closing the inbox fails (the error is
+        raised after), and the key is deleted only while it still names this session."""
+        async with self._open_lock:
+            if not self._drop(session):
+                return
+            try:
+                if release:
+                    await self.coordinator.deregister_swarm(session.swarm_id, release_claims=True)
+                else:
+                    await self.coordinator.abandon_swarm(session.swarm_id)
+            finally:
+                key = session_key(session.swarm_id)
+                await self.coordinator.kv.txn([Compare.value(key, session.session_id)], [Delete(key)])
+
+    def _drop(self, session: Session) -> bool:
+        """Forget a live session here (False if it is not the live one any more)."""
         if self._sessions.get(session.swarm_id) is not session:
-            return
+            return False
         del self._sessions[session.swarm_id]
         self.metrics.sessions.set(len(self._sessions))
-        if release:
-            await self.coordinator.deregister_swarm(session.swarm_id, release_claims=True)
-        else:
-            await self.coordinator.abandon_swarm(session.swarm_id)
-        await self.coordinator.kv.delete(session_key(session.swarm_id))
         for task_id in list(session.claims):
             self.coordinator.core.claims.pop(task_id, None)
+        return True
+
+    async def _abandon(self, session: Session) -> None:
+        """The session is over without a close (silent, or its lease gone): stop keeping its lease."""
+        async with self._open_lock:
+            if self._drop(session):
+                await self.coordinator.abandon_swarm(session.swarm_id)
 
     async def _reap(self) -> None:
-        """A session not heard from for its TTL is abandoned: its lease (and claims) expire as a crash's."""
+        """A session not heard from for its TTL is abandoned: its lease (and claims) expire as a crash's.
+        A failure to abandon one (the bus away) is audited and never stops the reaper."""
         while True:
             await asyncio.sleep(max(self.session_ttl / 4, 0.05))
             now = time.monotonic()
             for session in list(self._sessions.values()):
                 if now - session.last_seen > self.session_ttl:
                     self.coordinator.core.audit("swarm_session_expired", {"swarm_id": session.swarm_id}, "WARN")
-                    if self._sessions.get(session.swarm_id) is session:
-                        del self._sessions[session.swarm_id]
-                        self.metrics.sessions.set(len(self._sessions))
-                        await self.coordinator.abandon_swarm(session.swarm_id)
+                    try:
+                        await self._abandon(session)
+                    except Exception as exc:  # noqa: BLE001 - its lease is not kept either way (abandon_swarm)
+                        self.coordinator.core.audit("swarm_session_expiry_failed", {
+                            "swarm_id": session.swarm_id, "error": type(exc).__name__}, "WARN")
 
     async def close(self) -> None:
         if self._reaper is not None:
@@ -195,8 +222,11 @@ class SwarmGateway:
         core = self.coordinator.core
         started = time.perf_counter()
         # one task: one transaction (the batch path gathers its transactions, which costs a single one more)
-        claims = [await core.claim(session.swarm_id, task_ids[0])] if len(task_ids) == 1 else \
-            await core.claim_many(session.swarm_id, task_ids)
+        try:
+            claims = [await core.claim(session.swarm_id, task_ids[0], lease=session.lease)] \
+                if len(task_ids) == 1 else await core.claim_many(session.swarm_id, task_ids, lease=session.lease)
+        except LeaseNotFound:
+            raise await self._lost(session) from None
         self.metrics.claim_seconds.observe(time.perf_counter() - started)
         won = 0
         for claim in claims:
@@ -206,6 +236,11 @@ class SwarmGateway:
         self.metrics.claims.labels("won").inc(won)
         self.metrics.claims.labels("lost").inc(len(claims) - won)
         return claims
+
+    async def _lost(self, session: Session) -> SessionError:
+        """The session's lease is gone (closed meanwhile, or expired): so is the session."""
+        await self._abandon(session)
+        return SessionError(f"the session of {session.swarm_id} ended (closed, or its lease expired)")
 
     def _claim_for(self, session: Session, task_id: str) -> Claim:
         validate_task_id(task_id)
@@ -230,7 +265,10 @@ class SwarmGateway:
     async def report_blocker(self, session: Session, blocker_info: Any) -> dict[str, Any]:
         if not isinstance(blocker_info, dict):
             raise ValidationError("blocker_info must be an object")
-        event = await self.coordinator.core.report_blocker(session.swarm_id, blocker_info)
+        try:
+            event = await self.coordinator.core.report_blocker(session.swarm_id, blocker_info, lease=session.lease)
+        except LeaseNotFound:
+            raise await self._lost(session) from None
         self.metrics.blockers.inc()
         return event
 
