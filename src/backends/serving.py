@@ -58,10 +58,15 @@ class RelayResponse(Response):
     (a task, a scope and their bookkeeping per stream: a fifth of the model gateway's CPU per streamed
     call); this watches for the hang-up with one plain task and cancels the relay itself."""
 
-    def __init__(self, chunks: AsyncIterator[bytes], status_code: int = 200, media_type: str | None = None) -> None:
+    def __init__(self, chunks: AsyncIterator[bytes], status_code: int = 200, media_type: str | None = None,
+                 on_close: Callable[[], Awaitable[None]] | None = None) -> None:
+        """``on_close`` runs once the response is over, however it ended, after ``chunks`` is closed: closing an
+        async generator that never started runs none of its ``finally`` blocks, so cleanup that must happen
+        (a connection to give back, a charge to settle) goes here too."""
         self.chunks = chunks
         self.status_code = status_code
         self.media_type = media_type
+        self.on_close = on_close
         self.init_headers(None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -90,9 +95,13 @@ class RelayResponse(Response):
         finally:
             state["finished"] = True
             watcher.cancel()
-            aclose = getattr(self.chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            try:
+                aclose = getattr(self.chunks, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            finally:
+                if self.on_close is not None:
+                    await self.on_close()
 
 
 async def until_signalled() -> None:

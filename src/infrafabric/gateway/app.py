@@ -195,7 +195,11 @@ class MeteringGateway:
             options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
             body["stream_options"] = {**options, "include_usage": True}
         _refuse_non_text(kind, body)
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        _refuse_provider_tools(kind, body)
+        try:
+            payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        except UnicodeEncodeError:  # a lone surrogate (\ud800): valid JSON text, no UTF-8 bytes to bound or send
+            raise ValidationError("the body holds a lone UTF-16 surrogate: not text") from None
         amount = rate.max_cost(len(payload), out_tokens)
         request_id = uuid.uuid4().hex
         details = {"model": rate.model, "price_version": self.config.rates.version, "request_id": request_id,
@@ -275,9 +279,27 @@ class MeteringGateway:
             await opened.__aexit__(None, None, None)
             raise await self._failed_upstream(hold, rate, details, upstream.status)
         meter = StreamMeter(kind)
+        finished = False
+
+        async def finish(failure: BaseException | None, hung_up: bool) -> None:
+            """Give the connection back and settle, once: from the relay's end, or from the response's end if
+            the relay never started (a swarm that hung up at once: a generator never started runs no
+            ``finally``). The provider accepted the call, so a swarm's hang-up charges the usage or the
+            reservation; only the provider's own failure before any output releases the hold."""
+            nonlocal finished
+            if finished:
+                return
+            finished = True
+            await opened.__aexit__(type(failure) if failure else None, failure, None)
+            usage = meter.usage()
+            how = "usage" if usage else ("reservation" if meter.any_output or hung_up else "release")
+            reason = "stream_cut" if meter.cut else ("swarm_hung_up" if hung_up else None)
+            # settled on its own task: a client that hangs up cancels the relay, never the charge
+            self._in_background(self._settle(hold, usage, rate, details, how, reason=reason))
 
         async def relay() -> AsyncIterator[bytes]:
             failure: BaseException | None = None
+            hung_up = False
             try:
                 async for chunk in upstream.chunks():
                     meter.feed(chunk)
@@ -286,19 +308,15 @@ class MeteringGateway:
                 meter.cut = True  # the provider cut the stream: so is the swarm's (no clean end it could trust)
                 failure = exc
                 raise GatewayError("the provider cut the stream", error_code="IF_ERR_UPSTREAM") from exc
-            except BaseException as exc:
-                failure = exc
+            except BaseException as exc:  # cancelled or closed by the response: the swarm went away
+                failure, hung_up = exc, True
                 raise
             finally:
-                await opened.__aexit__(type(failure) if failure else None, failure, None)
-                usage = meter.usage()
-                how = "usage" if usage else ("release" if not meter.any_output else "reservation")
-                # settled on its own task: a client that hangs up cancels this generator, never the charge
-                self._in_background(
-                    self._settle(hold, usage, rate, details, how, reason="stream_cut" if meter.cut else None))
+                await finish(failure, hung_up)
 
         return RelayResponse(relay(), status_code=upstream.status,
-                             media_type=upstream.content_type or "text/event-stream")
+                             media_type=upstream.content_type or "text/event-stream",
+                             on_close=lambda: finish(None, True))
 
     async def _failed_upstream(self, hold: Hold, rate: ModelRate, details: dict[str, Any],
                                failure: HTTPError | int) -> GatewayError:
@@ -329,7 +347,8 @@ class MeteringGateway:
             try:
                 await self._settle_once(hold, usage, rate, details, how, reason)
                 return
-            except BackendError as exc:
+            except Exception as exc:  # noqa: BLE001 - the ledger away, or its record damaged until repaired:
+                # the charge is owed either way, and dropping it would leave the hold on this replica's lease
                 self.audit("settlement_retried", {"hold_id": hold.hold_id, "error": type(exc).__name__}, "WARN")
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
@@ -373,7 +392,8 @@ def _refuse_non_text(kind: str, body: dict[str, Any]) -> None:
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, list):
             for part in content:
-                if not isinstance(part, dict) or part.get("type") not in _TEXT_PARTS:
+                if not isinstance(part, dict) or not isinstance(part.get("type"), str) or \
+                        part["type"] not in _TEXT_PARTS:
                     raise ValidationError("only text content is metered here (no images, audio or files)",
                                           error_code="IF_ERR_UNSUPPORTED_CONTENT")
         elif content is not None and not isinstance(content, str):
@@ -381,6 +401,37 @@ def _refuse_non_text(kind: str, body: dict[str, Any]) -> None:
     system = body.get("system")
     if isinstance(system, list) and not all(isinstance(p, dict) and p.get("type") == "text" for p in system):
         raise ValidationError("only text system prompts are metered here", error_code="IF_ERR_UNSUPPORTED_CONTENT")
+
+
+#: Request fields with which the provider adds input or output the request's bytes do not bound (fetched
+#: pages, search results, tool servers' answers, audio, predicted output billed when rejected).
+_UNBOUNDED_FIELDS = frozenset({"web_search_options", "mcp_servers", "container", "audio", "prediction"})
+#: Tool types the swarm defines and runs itself: their definitions are in the request's bytes.
+_OWN_TOOLS = frozenset({"function", "custom"})
+
+
+def _refuse_provider_tools(kind: str, body: dict[str, Any]) -> None:
+    """Only what the byte bound prices: no tools the provider runs or defines (Anthropic's server and
+    built-in tools add prompts and fetched content of their own), no audio or predicted output."""
+    if kind == "embeddings":
+        return
+    unbounded = sorted(_UNBOUNDED_FIELDS.intersection(body))
+    if unbounded:
+        raise ValidationError(f"{', '.join(unbounded)}: not metered here (the provider adds what the request's "
+                              "bytes cannot bound)", error_code="IF_ERR_UNSUPPORTED_CONTENT")
+    modalities = body.get("modalities")
+    if modalities is not None and modalities != ["text"]:
+        raise ValidationError("only text output is metered here", error_code="IF_ERR_UNSUPPORTED_CONTENT")
+    tools = body.get("tools")
+    if tools is None:
+        return
+    if not isinstance(tools, list):
+        raise ValidationError("tools must be a list")
+    for tool in tools:
+        kind_of = tool.get("type", "custom") if isinstance(tool, dict) else None
+        if not isinstance(kind_of, str) or kind_of not in _OWN_TOOLS:
+            raise ValidationError(f"tool type {kind_of!r} is not metered here: only tools the swarm defines "
+                                  "(function, custom)", error_code="IF_ERR_UNSUPPORTED_CONTENT")
 
 
 def _upstream_headers(provider: Provider, request: Request) -> dict[str, str]:
@@ -417,6 +468,9 @@ def create_app(gateway: MeteringGateway) -> AsgiApp:
                     gateway.audit("model_call_refused", {"path": request.url.path, "error_code": exc.error_code},
                                   "WARN")
                 return _error(status, exc.error_code, exc.message)
+            except BackendError as exc:  # the ledger unreachable: nothing was sent to the provider
+                return _error(503, str(getattr(exc, "error_code", "IF_ERR_UNAVAILABLE")),
+                              f"the budget ledger is unavailable: {type(exc).__name__}")
         return endpoint
 
     return fixed_routes({("/v1/chat/completions", "POST"): route("chat"), ("/v1/embeddings", "POST"): route("embeddings"),

@@ -100,7 +100,7 @@ class GatewayConfig:
                 default = str(row["default_model"]) if "default_model" in row else None
                 swarms[str(swarm)] = SwarmPolicy(models, default, _positive(row.get("requests_per_minute")),
                                                  _positive(row.get("tokens_per_minute")),
-                                                 bool(row.get("allow_larger", False)))
+                                                 _flag(row.get("allow_larger", False), "allow_larger"))
             cheaper = {str(k): str(v) for k, v in dict(data.get("policy", {}).get("cheaper_unless_allowed", {})).items()}
             for large, small in cheaper.items():
                 rates.rate(large), rates.rate(small)
@@ -119,6 +119,13 @@ class GatewayConfig:
     def load(cls, path: str | Path) -> "GatewayConfig":
         with open(path, "rb") as f:
             return cls.from_dict(tomllib.load(f))
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A policy switch: true or false, never a string ("false" would read as true and grant the larger model)."""
+    if type(value) is not bool:
+        raise ValueError(f"{name} must be true or false, not {value!r}")
+    return value
 
 
 def _positive(value: Any) -> int | None:

@@ -86,14 +86,15 @@ class StreamMeter:
                 continue
             if isinstance(event, dict):
                 self._event(event)
-            if len(self._buffer) > 1 << 20:  # a line without end: keep memory bounded
-                self._buffer = b""
+        if len(self._buffer) > 1 << 20:  # a line without end: keep memory bounded (its usage, if any, is lost:
+            self._buffer = b""  # the call is then charged its reservation)
 
     def _event(self, event: dict[str, Any]) -> None:
         if self.kind == "messages":
             kind = event.get("type")
             if kind == "message_start" and isinstance(event.get("message"), dict):
-                start = anthropic_usage({**(event["message"].get("usage") or {}), "output_tokens": 0})
+                usage = event["message"].get("usage")
+                start = anthropic_usage({**usage, "output_tokens": 0}) if isinstance(usage, dict) else None
                 self._input = start.input_tokens if start else None
             elif kind == "message_delta":
                 self._final = anthropic_usage(event.get("usage"), self._input)
