@@ -133,10 +133,11 @@ def rates(config: Path = typer.Option(..., help="Gateway TOML holding the rates 
     except (InfraFabricError, OSError) as exc:
         _fail(str(exc))
     table = Table(title=f"rates {card.version} ($ per million tokens)")
-    for column in ("model", "input", "cached input", "output", "max output tokens", "provider"):
+    for column in ("model", "input", "cached input", "cache write", "output", "max output tokens", "provider"):
         table.add_column(column)
     for name, r in sorted(card.rates.items()):
-        table.add_row(name, str(r.input), str(r.cached_input), str(r.output), str(r.max_output_tokens), r.provider)
+        table.add_row(name, str(r.input), str(r.cached_input), str(r.input if r.cache_write is None else r.cache_write),
+                      str(r.output), str(r.max_output_tokens), r.provider)
     console.print(table)
 
 

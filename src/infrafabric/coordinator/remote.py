@@ -101,7 +101,11 @@ class RemoteSwarmClient:
         except (HTTPError, httpx.HTTPError) as exc:
             raise InfraFabricError(f"coordinator service unreachable: {exc}", error_code="IF_ERR_UNAVAILABLE") from None
         raise_for_envelope(status, body)
-        return _json.loads(body)
+        try:
+            return _json.loads(body)
+        except ValueError:  # not the service (a proxy's page, a truncated answer): as unreachable, retried
+            raise InfraFabricError(f"the coordinator service answered {status} with a body that is not JSON",
+                                   error_code="IF_ERR_UNAVAILABLE") from None
 
     async def start(self) -> "RemoteSwarmClient":
         answer = await self._call("POST", "/v1/session", json={"capabilities": self.capabilities})
@@ -125,7 +129,10 @@ class RemoteSwarmClient:
                     continue
                 answer = await self._call("GET", "/v1/inbox", params={"wait": self._poll_wait, "max": min(room, 1000)},
                                           timeout=self._timeout + self._poll_wait)
-                for task in answer["tasks"]:
+                tasks = answer.get("tasks") if isinstance(answer, dict) else None
+                if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+                    raise InfraFabricError("the inbox answer holds no list of tasks", error_code="IF_ERR_UNAVAILABLE")
+                for task in tasks:
                     self.tasks.put_nowait(task)
                 pause = _POLL_BACKOFF[0]
             except asyncio.CancelledError:

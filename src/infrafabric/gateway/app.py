@@ -360,9 +360,11 @@ class MeteringGateway:
             await self.ledger.release(hold, info)
             return
         if usage is not None:
-            cost = rate.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
+            cost = rate.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens,
+                             usage.cache_write_tokens)
             info.update(tokens_in=usage.input_tokens, tokens_out=usage.output_tokens,
-                        cached_tokens=usage.cached_input_tokens)
+                        cached_tokens=usage.cached_input_tokens,
+                        **({"cache_write_tokens": usage.cache_write_tokens} if usage.cache_write_tokens else {}))
             self._minute.add(hold.swarm_id, usage.input_tokens + usage.output_tokens, time.monotonic())
         else:
             cost = hold.amount

@@ -7,7 +7,9 @@ its key, read once when the gateway starts; the key goes only into the upstream 
     [models."gpt-4o-mini"]
     input = 0.15                        # $ per million prompt tokens
     output = 0.60
-    cached_input = 0.075
+    cached_input = 0.075                # optional (default: input): prompt tokens read from the cache
+    # cache_write = 0.1875              # optional (default: input): prompt tokens written to the provider's
+    #                                   # cache (Anthropic bills them at 1.25x input)
     max_output_tokens = 16384
     provider = "openai"
     [providers.openai]

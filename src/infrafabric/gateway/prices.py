@@ -30,10 +30,17 @@ class ModelRate:
     max_output_tokens: int  # what the model may produce when a call sets no max_tokens
     provider: str  # which upstream serves it (``upstream.py``)
     upstream_model: str  # the model's name at that provider
+    cache_write: Decimal | None = None  # $ per million prompt tokens written to the provider's cache (Anthropic
+    # bills them above the input rate: 1.25x for 5 minutes); None: the input rate
 
-    def cost(self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0) -> Decimal:
-        cached = min(max(cached_input_tokens, 0), max(input_tokens, 0))
-        return (self.input * (input_tokens - cached) + self.cached_input * cached
+    def cost(self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0,
+             cache_write_tokens: int = 0) -> Decimal:
+        """``input_tokens`` counts every prompt token, those read from and written to the cache included."""
+        total = max(input_tokens, 0)
+        cached = min(max(cached_input_tokens, 0), total)
+        written = min(max(cache_write_tokens, 0), total - cached)
+        write_rate = self.input if self.cache_write is None else self.cache_write
+        return (self.input * (total - cached - written) + self.cached_input * cached + write_rate * written
                 + self.output * output_tokens) / MILLION
 
     def output_bound(self, max_tokens: int | None) -> int:
@@ -41,9 +48,10 @@ class ModelRate:
         return self.max_output_tokens if max_tokens is None else min(max_tokens, self.max_output_tokens)
 
     def max_cost(self, prompt_bytes: int, output_tokens: int) -> Decimal:
-        """The most a call can cost: every prompt byte a token at the input rate, plus ``output_tokens``
-        (every completion's bound, summed) at the output rate."""
-        return (self.input * prompt_bytes + self.output * output_tokens) / MILLION
+        """The most a call can cost: every prompt byte a token at the dearest prompt rate (input, or a cache
+        write), plus ``output_tokens`` (every completion's bound, summed) at the output rate."""
+        prompt_rate = max(self.input, self.cached_input, self.cache_write or self.input)
+        return (prompt_rate * prompt_bytes + self.output * output_tokens) / MILLION
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,8 @@ class RateCard:
                     model=str(name), input=_price(row["input"]), output=_price(row["output"]),
                     cached_input=_price(row.get("cached_input", row["input"])),
                     max_output_tokens=int(row["max_output_tokens"]), provider=str(row["provider"]),
-                    upstream_model=str(row.get("upstream_model", name)))
+                    upstream_model=str(row.get("upstream_model", name)),
+                    cache_write=_price(row["cache_write"]) if "cache_write" in row else None)
                 if not 1 <= rate.max_output_tokens <= 10_000_000:
                     raise ValueError(f"max_output_tokens of {name} out of range")
                 rates[rate.model] = rate

@@ -22,6 +22,7 @@ class Usage:
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int = 0
+    cache_write_tokens: int = 0  # prompt tokens the provider wrote to its cache (billed at the cache-write rate)
 
 
 def _count(value: Any) -> int | None:
@@ -49,7 +50,7 @@ def anthropic_usage(usage: Any, input_tokens: int | None = None) -> Usage | None
         return None
     cached = _count(usage.get("cache_read_input_tokens")) or 0
     created = _count(usage.get("cache_creation_input_tokens")) or 0
-    return Usage(i + cached + created, o, cached)
+    return Usage(i + cached + created, o, cached, created)
 
 
 

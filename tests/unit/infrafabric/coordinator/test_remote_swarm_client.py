@@ -80,3 +80,27 @@ def test_an_answer_that_is_no_envelope_is_unavailable_not_a_crash() -> None:
         raise_for_envelope(502, b"<html>bad gateway</html>")
     assert caught.value.error_code == "IF_ERR_UNAVAILABLE"
     raise_for_envelope(200, b"not even json")  # a success is not read here
+
+
+async def test_a_success_whose_body_is_not_json_or_no_inbox_is_a_passing_error_not_a_crash() -> None:
+    """A 200 that is no JSON (a proxy's page, a cut answer) or no inbox answer is retried as the service
+    unavailable: the poller goes on and gets the next task, and a direct call raises the platform's error."""
+    inbox = [b"<html>proxy</html>", b"{}", b'{"tasks": [1]}', b'{"tasks": [{"id": "t1"}]}']
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/session" and request.method == "POST":
+            return httpx.Response(200, json={"swarm_id": "s1", "session": "abc", "ttl": 2})
+        if request.url.path == "/v1/inbox":
+            return httpx.Response(200, content=inbox.pop(0) if inbox else b'{"tasks": []}')
+        if request.url.path == "/v1/heartbeat":
+            return httpx.Response(200, content=b"<html>proxy</html>")
+        return httpx.Response(200, json={"closed": True})
+
+    client = await RemoteSwarmClient("http://svc", [], credential="x", transport=httpx.MockTransport(handle),
+                                     poll_wait=0.01).start()
+    with pytest.raises(errors.InfraFabricError) as caught:
+        await client._call("POST", "/v1/heartbeat")
+    assert caught.value.error_code == "IF_ERR_UNAVAILABLE"
+    assert (await client.next_task(5))["id"] == "t1"
+    assert client.transient_errors == 3 and client.error is None
+    await client.stop()

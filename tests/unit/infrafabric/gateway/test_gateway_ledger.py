@@ -154,8 +154,41 @@ def test_the_reservation_bounds_any_usage_within_its_limits(prompt: str, out: in
     assert rate.cost(size, min(out, rate.output_bound(out or None)), min(cached, size)) <= bound
 
 
+@given(size=st.integers(min_value=0, max_value=10_000), out=st.integers(min_value=0, max_value=4096),
+       split=st.tuples(st.integers(min_value=0, max_value=10_000), st.integers(min_value=0, max_value=10_000)),
+       write=st.sampled_from(["0", "0.8", "1.00", "2.0", "9.5"]), cached=st.sampled_from(["0", "0.08", "3"]))
+def test_the_reservation_bounds_cache_reads_and_writes_at_any_rates(size: int, out: int, split: tuple[int, int],
+                                                                    write: str, cached: str) -> None:
+    """Anthropic bills prompt tokens written to its cache above the input rate (1.25x): a call whose prompt
+    tokens (read from, written to the cache or neither, at most one per byte) and output stay within the
+    reservation's limits costs no more than the reservation, whatever the cache rates."""
+    rate = RateCard.from_dict({"version": "v", "models": {"m": {
+        "input": "0.8", "output": "4", "cached_input": cached, "cache_write": write, "max_output_tokens": 4096,
+        "provider": "p"}}}).rate("m")
+    read, written = min(split[0], size), min(split[1], size - min(split[0], size))
+    bound = rate.max_cost(size, rate.output_bound(out or None))
+    assert rate.cost(size, min(out, rate.output_bound(out or None)), read, written) <= bound
+
+
+def test_cache_writes_are_charged_at_their_rate_and_read_from_anthropic_usage() -> None:
+    from infrafabric.gateway.usage import anthropic_usage
+
+    usage = anthropic_usage({"input_tokens": 10, "cache_read_input_tokens": 1000, "cache_creation_input_tokens": 2000,
+                             "output_tokens": 50})
+    assert usage is not None and (usage.input_tokens, usage.cached_input_tokens, usage.cache_write_tokens) == \
+        (3010, 1000, 2000)
+    rate = RateCard.from_dict({"version": "v", "models": {"m": {
+        "input": "1", "output": "5", "cached_input": "0.1", "cache_write": "1.25", "max_output_tokens": 100,
+        "provider": "p"}}}).rate("m")
+    expected = (Decimal(10) * 1 + Decimal(1000) * Decimal("0.1") + Decimal(2000) * Decimal("1.25") + 50 * 5) / 10**6
+    assert rate.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens,
+                     usage.cache_write_tokens) == expected
+
+
 @pytest.mark.parametrize("bad", [
     {"version": "v", "models": {}},
+    {"version": "v", "models": {"m": {"input": 1, "output": 1, "cache_write": "-1", "max_output_tokens": 1,
+                                      "provider": "p"}}},
     {"version": "v", "models": {"m": {"input": "NaN", "output": 1, "max_output_tokens": 1, "provider": "p"}}},
     {"version": "v", "models": {"m": {"input": -1, "output": 1, "max_output_tokens": 1, "provider": "p"}}},
     {"version": "v", "models": {"m": {"input": 1, "output": 1, "max_output_tokens": 0, "provider": "p"}}},
