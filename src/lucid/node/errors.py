@@ -10,7 +10,8 @@ from backends.errors import PlatformError, RateLimited
 
 __all__ = [
     "NodeManagementError", "ValidationError", "NodeNotFoundError", "PoolNotFoundError",
-    "InvalidNodeStatusError", "ResourceLimitError", "InvalidPoOTError", "NonceReplayError",
+    "InvalidNodeStatusError", "NodePayoutsPendingError", "ResourceLimitError", "InvalidPoOTError",
+    "NonceReplayError",
     "PayoutError", "PayoutNotFoundError", "NodeAlreadyExistsError", "PoolAlreadyExistsError",
     "InvalidAllocationError", "BatchOperationError", "BatchConflictError", "IdempotencyKeyConflictError",
     "InternalNodeError",
@@ -51,6 +52,13 @@ class InvalidNodeStatusError(NodeManagementError):
     error_code = "LUCID_ERR_5003"
     http_status = 409
     default_message = "Invalid node status for this operation"
+
+
+class NodePayoutsPendingError(InvalidNodeStatusError):
+    """DELETE of a node a payout is still pending or processing for: deleting it would leave a payment
+    in flight to a node that is gone (409, the node-state conflict code)."""
+
+    default_message = "Node has payouts pending or processing"
 
 
 class ResourceLimitError(NodeManagementError):

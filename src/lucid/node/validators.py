@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -20,7 +21,7 @@ from .errors import ValidationError
 __all__ = [
     "NODE_ID_RE", "POOL_ID_RE", "BATCH_ID_RE", "SAFE_TEXT_RE", "validate_tron_address", "validate_amount",
     "to_micros", "from_micros", "validate_node_id", "validate_public_key", "MAX_AMOUNT", "USDT_DECIMALS",
-    "NodeValidator",
+    "NodeValidator", "ed25519_key_is_weak",
 ]
 
 NODE_ID_RE = re.compile(r"^node_[A-Za-z0-9_-]{3,59}\Z")
@@ -90,7 +91,53 @@ def validate_public_key(value: str) -> str:
         raise ValueError("public_key must be base64") from exc
     if len(raw) != 32:
         raise ValueError("public_key must be a 32-byte Ed25519 key")
+    if ed25519_key_is_weak(raw):
+        raise ValueError("public_key must be a canonical Ed25519 point of large order")
     return value
+
+
+_P = 2**255 - 19
+_D = -121665 * pow(121666, -1, _P) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+
+def _ed25519_decode(raw: bytes) -> tuple[int, int] | None:
+    """RFC 8032 5.1.3 point decoding, strict: None for y >= p, x = 0 with the sign bit set, or no x."""
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    sign = raw[31] >> 7
+    if y >= _P:
+        return None
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
+    x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P
+    if (v * x * x - u) % _P:
+        x = x * _SQRT_M1 % _P
+        if (v * x * x - u) % _P:
+            return None
+    if x == 0 and sign:
+        return None
+    return (_P - x if x & 1 != sign else x), y
+
+
+def _ed25519_double(pt: tuple[int, int]) -> tuple[int, int]:
+    x, y = pt
+    k = _D * x * x * y * y % _P
+    return (2 * x * y * pow(1 + k, -1, _P) % _P, (y * y + x * x) * pow(1 - k, -1, _P) % _P)
+
+
+@functools.lru_cache(maxsize=4096)
+def ed25519_key_is_weak(raw: bytes) -> bool:
+    """True for a key no one should accept: not 32 bytes, not a canonical curve point, or of small order.
+
+    A small-order key (the identity and the other 7 torsion points) lets R = small point, S = 0 verify
+    for any message, and OpenSSL's verify does not refuse it. Cached: verification asks on every proof."""
+    if len(raw) != 32:
+        return True
+    pt = _ed25519_decode(raw)
+    if pt is None:
+        return True
+    for _ in range(3):  # the cofactor is 8: small order iff 8P is the identity
+        pt = _ed25519_double(pt)
+    return pt == (0, 1)
 
 
 class NodeValidator:
@@ -106,6 +153,10 @@ class NodeValidator:
 
     async def validate_update_request(self, request: Any) -> None:
         self._check_limits_fit_hardware(request)
+
+    async def validate_node(self, node: Any) -> None:
+        """The node an update produces: a PUT of limits alone is checked against the stored hardware."""
+        self._check_limits_fit_hardware(node)
 
     async def validate_node_id(self, node_id: str) -> None:
         validate_node_id(node_id)

@@ -98,13 +98,21 @@ class JWTVerifier:
         except jwt.PyJWTError as exc:
             raise AuthenticationError(f"Invalid token: {type(exc).__name__}") from None
         role = claims.get("role")
-        if role not in ROLE_PERMISSIONS:
+        # Type first: a JSON object/array is unhashable and would crash the look-up into a 500.
+        if not isinstance(role, str) or role not in ROLE_PERMISSIONS:
             raise AuthenticationError("Invalid token: unknown role")
         perms = ROLE_PERMISSIONS[role]
-        if isinstance(claims.get("permissions"), list):
-            perms = perms & frozenset(str(p) for p in claims["permissions"])
+        # Narrowing claims fail closed: one of the wrong type is refused, never ignored (ignoring it
+        # would give the token the whole role, or unbind a worker token from its node).
+        if "permissions" in claims:
+            requested = claims["permissions"]
+            if not isinstance(requested, list) or not all(isinstance(p, str) for p in requested):
+                raise AuthenticationError("Invalid token: permissions must be a list of strings")
+            perms = perms & frozenset(requested)
         node_id = claims.get("node_id")
-        return Principal(str(claims["sub"]), role, perms, node_id if isinstance(node_id, str) else None), claims
+        if node_id is not None and not isinstance(node_id, str):
+            raise AuthenticationError("Invalid token: node_id must be a string")
+        return Principal(str(claims["sub"]), role, perms, node_id), claims
 
 
 def mint_token(secret: str, *, role: str, subject: str | None = None, node_id: str | None = None,

@@ -110,10 +110,11 @@ class NodeContainer:
             await self.payout_repo.update_batch(batch_id, status="processing", successful=0, failed=0)
             await self.payouts.run_batch(batch_id)
             counts = await self.payout_repo.status_counts(batch_id)
-            ok, bad = counts.get("completed", 0), counts.get("failed", 0)
+            # a cancelled payout (its node was deleted before it was sent) was not paid: it counts as failed
+            ok, bad = counts.get("completed", 0), counts.get("failed", 0) + counts.get("cancelled", 0)
             unfinished = counts.get("pending", 0) + counts.get("processing", 0)
             for status, n in counts.items():
-                if status in ("completed", "failed"):
+                if status in ("completed", "failed", "cancelled"):
                     self.metrics.payouts.labels(status).inc(n)
             status = "processing" if unfinished else ("completed" if bad == 0 else ("failed" if ok == 0 else "partial"))
             await self.payout_repo.update_batch(batch_id, status=status, successful=ok, failed=bad,

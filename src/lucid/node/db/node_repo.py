@@ -5,6 +5,8 @@ joins cannot overfill a pool."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -13,18 +15,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..errors import (
-    InvalidAllocationError, NodeAlreadyExistsError, NodeNotFoundError, PoolNotFoundError,
+    InvalidAllocationError, NodeAlreadyExistsError, NodeNotFoundError, NodePayoutsPendingError, PoolNotFoundError,
     ResourceLimitError,
 )
 from ..models.node_models import Node, utcnow
 from . import node_sqlite
 from .engine import NodeDatabase
 from .group_commit import drain_groups
-from .tables import node_pools, nodes
+from .tables import node_pools, nodes, payouts
 
 __all__ = ["SqlNodeRepository", "node_from_row", "node_to_row"]
 
 _JSON_FIELDS = ("hardware_info", "location", "configuration")
+_UNSETTLED = ("pending", "processing")  # payout states that may still send money
+# What update() may write: pool membership has its own statements (the pool counters move with it), the
+# score is the PoOT writer's, the id and creation time never change.
+_UPDATABLE = frozenset({"name", "status", "node_type", "hardware_info", "location", "configuration", "public_key",
+                        "last_heartbeat", "updated_at"})
 
 
 def node_to_row(node: Node) -> dict[str, Any]:
@@ -167,15 +174,29 @@ class SqlNodeRepository:
             rows = (await conn.execute(select(nodes).where(nodes.c.node_id.in_(set(node_ids))))).all()
         return {r.node_id: node_from_row(r) for r in rows}
 
-    async def update(self, node: Node, expected_status: str | None = None) -> bool:
-        """Write the node's mutable fields; with ``expected_status`` it is a compare-and-set on status."""
+    async def update(self, node: Node, expected_status: str | None = None, *, fields: Collection[str] | None = None,
+                     expected_updated_at: datetime | None = None) -> bool:
+        """Write the node's mutable fields, or only ``fields`` (``updated_at`` is always set).
+
+        With ``expected_status`` it is a compare-and-set on status, with ``expected_updated_at`` also on the
+        row's last edit. Callers name the columns they changed: a write of the whole row read earlier undid
+        whatever committed in between (a heartbeat restored a rotated-out key). ``poot_score`` is the PoOT
+        writer's alone and is never written here."""
         row = node_to_row(node)
-        for k in ("node_id", "pool_id", "pool_priority", "created_at"):
-            row.pop(k)
+        if fields is None:
+            for k in ("node_id", "pool_id", "pool_priority", "created_at", "poot_score"):
+                row.pop(k)
+        else:
+            unknown = set(fields) - _UPDATABLE
+            if unknown:
+                raise ValueError(f"not updatable through update(): {sorted(unknown)}")
+            row = {k: row[k] for k in fields}
         node.updated_at = row["updated_at"] = utcnow()
         stmt = update(nodes).where(nodes.c.node_id == node.node_id)
         if expected_status is not None:
             stmt = stmt.where(nodes.c.status == str(expected_status))
+        if expected_updated_at is not None:
+            stmt = stmt.where(nodes.c.updated_at == expected_updated_at)
         stmt = stmt.values(**row)
         try:
             # Through the same writer as PoOT saves (NodeDatabase.write): heartbeats and state changes then
@@ -194,10 +215,23 @@ class SqlNodeRepository:
             self.db.node_cache.invalidate(node_id)
 
     async def _delete(self, node_id: str) -> bool:
+        """Delete, unless a payout to the node is pending or processing (NodePayoutsPendingError): a payout
+        must not outlive its node. The node row is locked first (FOR UPDATE; BEGIN IMMEDIATE on SQLite), so a
+        payout claim, which reads it under a share lock, either finished before (and is seen here) or finds
+        the node gone (and cancels the payout). A payout queued after this check meets the same claim rule."""
         async with self.db.engine.begin() as conn:
-            pool_id = (await conn.execute(select(nodes.c.pool_id).where(nodes.c.node_id == node_id))).first()
+            pool_id = (await conn.execute(select(nodes.c.pool_id).where(nodes.c.node_id == node_id)
+                                          .with_for_update())).first()
             if pool_id is None:
                 return False
+            unsettled = await conn.scalar(
+                select(func.count()).select_from(payouts).where(
+                    payouts.c.node_id == node_id, payouts.c.status.in_(_UNSETTLED)))
+            if unsettled:
+                raise NodePayoutsPendingError(
+                    f"Node {node_id} has {unsettled} payout(s) pending or processing; delete it once they "
+                    "settle",
+                    details={"unsettled_payouts": int(unsettled)})
             await conn.execute(nodes.delete().where(nodes.c.node_id == node_id))
             if pool_id[0]:
                 await _leave_pool(conn, pool_id[0])

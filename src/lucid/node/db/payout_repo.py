@@ -1,5 +1,9 @@
 """Payout ledger. Every state change is a compare-and-set on ``status`` (and on the transaction hash when
-a claim is taken), so two workers, or a worker and a recovery pass, never both send one payout."""
+a claim is taken), so two workers, or a worker and a recovery pass, never both send one payout.
+
+A claim also requires the payout's node to exist at that moment (read under a share lock on PostgreSQL, so
+a deletion committing meanwhile is waited for): a payout queued for a node deleted since is never sent,
+and :meth:`SqlPayoutRepository.cancel_orphaned` moves it to ``cancelled``."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import BatchConflictError, IdempotencyKeyConflictError
@@ -18,7 +22,13 @@ from .engine import NodeDatabase
 from .node_repo import node_from_row
 from .tables import nodes, payout_batches, payouts
 
-__all__ = ["SqlPayoutRepository", "Claim", "Outcome", "BatchRecord"]
+__all__ = ["SqlPayoutRepository", "Claim", "Outcome", "BatchRecord", "NODE_GONE"]
+
+NODE_GONE = "Node deleted before the payout was sent"
+# The payout's node still exists; FOR SHARE (PostgreSQL; SQLite's BEGIN IMMEDIATE already serializes) makes
+# a concurrent DELETE of it, which holds the row FOR UPDATE, finish first and then counts as gone.
+_NODE_EXISTS = exists(select(nodes.c.node_id).where(nodes.c.node_id == payouts.c.node_id)
+                      .with_for_update(read=True))
 
 
 @dataclass(frozen=True)
@@ -125,7 +135,8 @@ class SqlPayoutRepository:
             return set()
         now = utcnow()
         stmt = (update(payouts)
-                .where(payouts.c.payout_id == bindparam("b_id"), payouts.c.status == PayoutStatus.PENDING.value)
+                .where(payouts.c.payout_id == bindparam("b_id"), payouts.c.status == PayoutStatus.PENDING.value,
+                       _NODE_EXISTS)
                 .values(status=PayoutStatus.PROCESSING.value, transaction_hash=bindparam("b_tx"),
                         tx_payload=bindparam("b_payload"), processed_at=now, updated_at=now))
         params = [{"b_id": c.payout_id, "b_tx": c.transaction_hash, "b_payload": c.tx_payload} for c in claims]
@@ -139,6 +150,25 @@ class SqlPayoutRepository:
                                        .where(payouts.c.payout_id.in_(list(wanted))))).all()
         return {r.payout_id for r in rows
                 if r.status == PayoutStatus.PROCESSING.value and r.transaction_hash == wanted[r.payout_id]}
+
+    async def cancel_orphaned(self, payout_ids: Sequence[str]) -> list[str]:
+        """pending -> cancelled for those of ``payout_ids`` whose node no longer exists (a claim refused
+        them); returns the ids cancelled. A payout whose node is there is left as it is."""
+        if not payout_ids:
+            return []
+        now = utcnow()
+        ids = list(payout_ids)
+        async with self.db.engine.begin() as conn:
+            res = await conn.execute(
+                update(payouts).where(payouts.c.payout_id.in_(ids), payouts.c.status == PayoutStatus.PENDING.value,
+                                      ~_NODE_EXISTS)
+                .values(status=PayoutStatus.CANCELLED.value, error_message=NODE_GONE, updated_at=now))
+            if res.rowcount == 0:
+                return []
+            rows = (await conn.execute(select(payouts.c.payout_id).where(
+                payouts.c.payout_id.in_(ids), payouts.c.status == PayoutStatus.CANCELLED.value,
+                payouts.c.updated_at == now))).all()
+        return [r[0] for r in rows]
 
     async def replace_transaction(self, payout_id: str, old_hash: str | None, new_hash: str,
                                   payload: dict[str, Any]) -> bool:

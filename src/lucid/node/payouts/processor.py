@@ -1,12 +1,14 @@
 """PayoutProcessor: validates, records, sends and reconciles USDT payouts.
 
-Ledger states: pending -> processing -> completed | failed. A payout's idempotency key is unique in the
-database, so a retried or re-submitted payout finds its row instead of making a new one. With a two-phase
-TRON client (the default local ledger, tronpy) the signed transaction and its id are stored in the same
-transaction that moves the row to ``processing``; only then is it broadcast. After a crash a payout found in
-``processing`` is reconciled by that id: found on chain -> its outcome is recorded; not found and not
-expired -> the *same* signed transaction is re-broadcast (the chain refuses duplicates); not found and
-expired -> it can never land, so a fresh transaction replaces it. Nothing is re-sent blindly.
+Ledger states: pending -> processing -> completed | failed, and pending -> cancelled when the node was
+deleted after the payout was queued (a claim requires the node: nothing is sent to a node that is gone).
+A payout's idempotency key is unique in the database, so a retried or re-submitted payout finds its row
+instead of making a new one. With a two-phase TRON client (the default local ledger, tronpy) the signed
+transaction and its id are stored in the same transaction that moves the row to ``processing``; only then
+is it broadcast. After a crash a payout found in ``processing`` is reconciled by that id: found on chain ->
+its outcome is recorded; not found and not expired -> the *same* signed transaction is re-broadcast (the
+chain refuses duplicates); not found and expired -> it can never land, so a fresh transaction replaces it.
+Nothing is re-sent blindly.
 
 On a chain that executes transactions in later blocks (``final_at_broadcast`` false: TRON through tronpy) an
 accepted broadcast is not yet a payment: the payout stays ``processing`` until the transaction's receipt
@@ -29,7 +31,7 @@ from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
 
-from ..db.payout_repo import BatchRecord, Claim, Outcome, same_payment
+from ..db.payout_repo import NODE_GONE, BatchRecord, Claim, Outcome, same_payment
 from ..errors import IdempotencyKeyConflictError, NodeNotFoundError, TronNodeError, ValidationError
 from ..models.node_models import utcnow
 from ..models.payout_models import FINAL_STATES, Payout, PayoutRequest, PayoutStatus
@@ -194,6 +196,7 @@ class PayoutProcessor:
             return payout.result()  # already paid, failed, or in flight elsewhere: never sent again
         claimed = await self.repository.claim([Claim(payout.payout_id, None, None)])
         if isinstance(claimed, set) and payout.payout_id not in claimed:
+            await self._cancel_orphaned([payout])
             return payout.result()
         payout.status = PayoutStatus.PROCESSING
         try:
@@ -252,6 +255,8 @@ class PayoutProcessor:
         prepared: dict[str, PreparedTransfer] = {p.payout_id: t for p, t in zip(pending, made, strict=True)}
         won = await self.repository.claim([Claim(pid, t.txid, t.to_payload()) for pid, t in prepared.items()])
         sending = [p for p in pending if p.payout_id in won]
+        if len(sending) < len(pending):
+            await self._cancel_orphaned([p for p in pending if p.payout_id not in won])
         try:
             responses = await self.tron_client.broadcast_many([prepared[p.payout_id] for p in sending])
         except Exception as exc:  # noqa: BLE001 - unknown outcome; the stored txids make recovery exact
@@ -346,6 +351,19 @@ class PayoutProcessor:
         self._apply(p, outcome)
         await self._audit(f"payout.{p.status.value}", p, trace_id=None, reconciled=True)
         return True
+
+    async def _cancel_orphaned(self, lost: list[Payout]) -> None:
+        """Claims lost to another worker are left alone; those lost because the node was deleted after the
+        payout was queued are cancelled (never sent) and audited."""
+        cancel = getattr(self.repository, "cancel_orphaned", None)
+        if cancel is None:
+            return
+        gone = set(await cancel([p.payout_id for p in lost]))
+        for p in lost:
+            if p.payout_id in gone:
+                p.status, p.error_message = PayoutStatus.CANCELLED, NODE_GONE
+                _log.warning("payout %s cancelled: node %s no longer exists", p.payout_id, p.node_id)
+                await self._audit("payout.cancelled", p, "WARN")
 
     # ------------------------------------------------------------------ helpers
     @staticmethod

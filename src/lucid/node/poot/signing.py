@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from ..validators import ed25519_key_is_weak
+
 __all__ = ["poot_signing_message", "sign_poot", "verify_poot_signature", "output_hash", "as_utc"]
 
 
@@ -37,7 +39,10 @@ def verify_poot_signature(public_key_b64: str, signature_b64: str | None, messag
     if not signature_b64:
         return False
     try:
-        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_b64))
+        raw = base64.b64decode(public_key_b64)
+        if ed25519_key_is_weak(raw):  # a key stored before keys were checked: it would verify forgeries
+            return False
+        key = Ed25519PublicKey.from_public_bytes(raw)
         key.verify(base64.b64decode(signature_b64, validate=True), message)
     except (InvalidSignature, ValueError, binascii.Error):
         return False

@@ -99,7 +99,11 @@ class PoOTValidator:
             raise InvalidPoOTError("Timestamp out of valid range")
         if not isinstance(output_data, str) or not output_data:
             raise InvalidPoOTError("Output data missing")
-        if len(output_data) > MAX_OUTPUT_BYTES:
+        # The limit is in UTF-8 bytes (a character is 1-4 of them): only a string that could pass either
+        # way is encoded, so the usual small proof is not copied on every request.
+        if len(output_data) > MAX_OUTPUT_BYTES or (
+                len(output_data) * 4 > MAX_OUTPUT_BYTES
+                and len(output_data.encode("utf-8", "surrogatepass")) > MAX_OUTPUT_BYTES):
             raise InvalidPoOTError("Output data too large")
         if not isinstance(nonce, str) or not nonce or len(nonce) > _MAX_NONCE or not nonce.isprintable():
             raise InvalidPoOTError("Invalid nonce")

@@ -4,6 +4,12 @@ start: inactive -> starting -> active (already active: no-op); stop: active -> s
 (already inactive: no-op); anything else raises InvalidNodeStatusError; a failure mid-transition leaves
 ``error``. Each transition is a compare-and-set on the stored status, so two concurrent starts cannot both
 run the start sequence.
+
+Every write names the columns it changes (a transition its status, a heartbeat ``last_heartbeat``), so it
+cannot undo a change committed since its read (an operator's key rotation, the PoOT writer's score). An
+update (PUT) is validated as the node it produces and written only if the row is still the one it read
+(compare-and-set on ``updated_at``), else it is re-applied to a fresh read. A node is not deleted while a
+payout to it is pending or processing (409).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ class NodeService:
         self.repository = node_repository
         self.resource_monitor = resource_monitor
         self.validator = validator
+        self.update_attempts = 5  # a PUT that keeps meeting concurrent edits gives up with 409
 
     async def create_node(self, request: NodeCreateRequest) -> Node:
         await self.validator.validate_create_request(request)
@@ -50,14 +57,15 @@ class NodeService:
             raise NodeNotFoundError(f"Node {node_id} not found")
         return node
 
-    async def _transition(self, node: Node, to: NodeStatus, expected: NodeStatus) -> None:
+    async def _transition(self, node: Node, to: NodeStatus, expected: NodeStatus,
+                          fields: tuple[str, ...] = ("status",)) -> None:
         node.status = to
-        if await self.repository.update(node, expected_status=expected.value) is False:
+        if await self.repository.update(node, expected_status=expected.value, fields=fields) is False:
             raise InvalidNodeStatusError(f"Node {node.node_id} changed state concurrently")
 
     async def _fail(self, node: Node, during: str) -> None:
         node.status = NodeStatus.ERROR
-        await self.repository.update(node)
+        await self.repository.update(node, fields=("status",))
         _log.error("node %s failed during %s; status error", node.node_id, during)
 
     async def start_node(self, node_id: str) -> dict[str, Any]:
@@ -70,7 +78,7 @@ class NodeService:
         try:
             await self.resource_monitor.start_monitoring(node_id)
             node.last_heartbeat = utcnow()
-            await self._transition(node, NodeStatus.ACTIVE, NodeStatus.STARTING)
+            await self._transition(node, NodeStatus.ACTIVE, NodeStatus.STARTING, ("status", "last_heartbeat"))
         except Exception:
             await self._fail(node, "start")
             raise
@@ -105,20 +113,30 @@ class NodeService:
         if node.status != NodeStatus.ACTIVE:
             raise InvalidNodeStatusError(f"Node {node_id} is {node.status.value}, not active")
         node.last_heartbeat = utcnow()
-        if await self.repository.update(node, expected_status=NodeStatus.ACTIVE.value) is False:
+        if await self.repository.update(node, expected_status=NodeStatus.ACTIVE.value,
+                                        fields=("last_heartbeat",)) is False:
             raise InvalidNodeStatusError(f"Node {node_id} changed state concurrently")
         return {"node_id": node_id, "status": "active", "last_heartbeat": node.last_heartbeat.isoformat()}
 
     async def update_node(self, node_id: str, request: NodeUpdateRequest) -> Node:
+        """Apply a PUT. The rules hold for the node it produces, not only for the body: limits sent alone
+        must still fit the hardware already stored. A write that raced another edit is re-applied to the
+        fresh row (a few times, then 409), so it is never validated against a node that no longer is."""
         await self.validator.validate_update_request(request)
-        node = await self._load(node_id)
-        if node.status in (NodeStatus.STARTING, NodeStatus.STOPPING):
-            raise InvalidNodeStatusError(f"Node {node_id} is {node.status.value}; retry later")
-        expected = node.status
-        node = apply_update(node, request)
-        if await self.repository.update(node, expected_status=expected.value) is False:
-            raise InvalidNodeStatusError(f"Node {node_id} changed state concurrently")
-        return node
+        changed = tuple(sorted(request.model_fields_set))
+        for _ in range(self.update_attempts):
+            node = await self._load(node_id)
+            if node.status in (NodeStatus.STARTING, NodeStatus.STOPPING):
+                raise InvalidNodeStatusError(f"Node {node_id} is {node.status.value}; retry later")
+            expected, read_at = node.status, node.updated_at
+            node = apply_update(node, request)
+            await self.validator.validate_node(node)
+            if not changed:
+                return node
+            if await self.repository.update(node, expected_status=expected.value, fields=changed,
+                                            expected_updated_at=read_at) is not False:
+                return node
+        raise InvalidNodeStatusError(f"Node {node_id} changed concurrently; retry")
 
     async def delete_node(self, node_id: str) -> dict[str, Any]:
         node = await self._load(node_id)
