@@ -19,6 +19,8 @@ __all__ = ["MESH_SERVICES", "StackIdentity", "ensure_identity"]
 #: Mesh members with a token key: (service, cluster, plane).
 MESH_SERVICES = (("api-gateway", "api-gateway", "ops"), ("tron-payment", "tron-payment", "wallet"),
                  ("node-management", "node-management", "ops"), ("operator", "admin-interface", "ops"))
+#: Members whose tokens may carry mesh:admin (the operator acts for any service; the services may not).
+MESH_ADMINS = frozenset({"operator"})
 SWARM_CREDENTIAL_TTL = 24 * 3600
 
 
@@ -39,10 +41,12 @@ def mesh_certificates(state: StackState) -> CertificateManager:
 
 
 def write_jwks(state: StackState) -> Path:
-    """The JWK set of every mesh member's token key (public halves only)."""
+    """The JWK set of every mesh member's token key (public halves only), each bound to its owner: the
+    verifiers trust all of them, so without the owner one member's key would sign for any other."""
     keys: list[dict[str, object]] = []
     for service, _, _ in MESH_SERVICES:
-        keys += ServiceAuthProvider(private_key_path=str(state.jwt_key(service))).jwks()["keys"]
+        keys += ServiceAuthProvider(private_key_path=str(state.jwt_key(service)), owner=service,
+                                    admin=service in MESH_ADMINS).jwks()["keys"]
     write_atomic(state.jwks, json.dumps({"keys": keys}, indent=1).encode(), 0o644)
     return state.jwks
 

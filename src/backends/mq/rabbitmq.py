@@ -96,17 +96,29 @@ class _RabbitDelivery(Delivery):
 
 
 def _decode(incoming: AbstractIncomingMessage) -> QueueMessage:
+    """The message as this client sent it. Headers come from any account that may publish to the queue,
+    so anything not as ``publish`` writes it is ValueError (the receiver sends it to the dead end) rather
+    than a TypeError/OverflowError escaping with the message unsettled."""
     headers: dict[str, Any] = dict(incoming.headers or {})
     ts = incoming.timestamp
     sent_us = headers.get("sent_at_us")
-    if isinstance(sent_us, int):
-        stamp = sent_us / 1_000_000
-    else:
-        stamp = ts.timestamp() if isinstance(ts, dt.datetime) else float(ts or 0)
+    ttl = headers.get("ttl", 0)
+    if ttl is None:  # sent without a TTL
+        ttl = 0
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 0:
+        raise ValueError(f"message {incoming.message_id}: ttl header {ttl!r} is not a whole number of seconds")
+    try:
+        if isinstance(sent_us, int) and not isinstance(sent_us, bool):
+            stamp = sent_us / 1_000_000
+        else:
+            stamp = ts.timestamp() if isinstance(ts, dt.datetime) else float(ts or 0)
+        priority = int(incoming.priority or 0)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"message {incoming.message_id}: unreadable timestamp or priority ({exc})") from exc
     return QueueMessage(
         message_id=str(incoming.message_id), source=str(headers.get("source", "")),
         destination=str(headers.get("destination", "")), body=bytes(incoming.body),
-        priority=int(incoming.priority or 0), ttl=int(headers.get("ttl", 0)), timestamp=stamp,
+        priority=priority, ttl=ttl, timestamp=stamp,
         correlation_id=incoming.correlation_id, sender_account=incoming.user_id,
     )
 
@@ -350,7 +362,16 @@ class _Receiver:
                     await self._subscribe()
                 while self.buffer:
                     incoming = heapq.heappop(self.buffer)[2]
-                    message = _decode(incoming)
+                    try:
+                        message = _decode(incoming)
+                    except ValueError:
+                        # a publisher that does not use this client (hostile headers): to the dead end, never
+                        # left unsettled here nor raised at every get (a poison message)
+                        try:
+                            await incoming.reject(requeue=False)
+                        except (AMQPError, ChannelInvalidStateError, ConnectionError):
+                            pass
+                        continue
                     if message.ttl and message.timestamp > 0 and message.timestamp + message.ttl <= time.time():
                         # expired while in this client: RabbitMQ drops expired messages only while they are
                         # queued, and the interface promises an expired message is never delivered

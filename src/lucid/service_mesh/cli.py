@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -77,21 +78,40 @@ def cert_issue(
 
 
 @app.command("jwks")
-def jwks(keys: list[Path] = typer.Option(..., "--key", help="A service's token key (PEM; created if missing)"),
+def jwks(keys: list[str] = typer.Option(..., "--key", help="SERVICE=FILE: a service's token key (PEM; created if "
+                                                          "missing), bound to that service. A bare FILE is an "
+                                                          "issuer key that may sign for every service"),
+         admins: list[str] = typer.Option([], "--admin", help="A SERVICE whose tokens may carry mesh:admin "
+                                                               "(the operator)"),
          out: Path = typer.Option(..., help="JWK set file to write (public keys only)")) -> None:
-    """Write the JWK set of these token keys: the file the discovery API and workloads verify tokens with."""
+    """Write the JWK set of these token keys: the file the discovery API and workloads verify tokens with.
+
+    Each key is published with its owner, so a verifier that trusts several services' keys refuses a
+    token one service signed in another's name."""
     from lucid.service_mesh.errors import LucidMeshError
     from lucid.service_mesh.security.auth_provider import ServiceAuthProvider
     from lucid.service_mesh.security.files import write_atomic
 
     found: list[dict[str, Any]] = []
+    owners: set[str] = set()
     try:
-        for key in keys:
+        for spec in keys:
+            name, sep, file = spec.partition("=")
+            is_owned = bool(sep) and re.fullmatch(r"[a-z0-9-]{1,63}", name) is not None  # else a path with '='
+            owner, key = (name, Path(file)) if is_owned else (None, Path(spec))
+            if owner is None:
+                err.print(f"[yellow]warning[/yellow] {key} has no owner: it may sign tokens for every service")
+            else:
+                owners.add(owner)
             key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            found += ServiceAuthProvider(private_key_path=str(key)).jwks()["keys"]
+            found += ServiceAuthProvider(private_key_path=str(key), owner=owner,
+                                         admin=owner is not None and owner in admins).jwks()["keys"]
     except (LucidMeshError, OSError, ValueError) as exc:
         _fail(exc)
         return
+    if unknown := sorted(set(admins) - owners):
+        err.print(f"[red]LUCID_ERR_1004[/red] --admin {', '.join(unknown)}: no --key SERVICE=FILE for it")
+        raise typer.Exit(2)
     write_atomic(out, json.dumps({"keys": found}, indent=1).encode(), 0o644)
     console.print(f"{len(found)} key(s) → {out}")
 

@@ -46,10 +46,12 @@ class ServiceAlreadyRegisteredError(LucidMeshError):
 
 
 class InvalidServiceConfigError(LucidMeshError, ValueError):
-    """A registration or query argument failed validation."""
+    """A registration or query argument failed validation; 1203 (403) when what it declares breaks the
+    plane map (a Lucid cluster registered in another plane)."""
 
     error_code = "LUCID_ERR_1004"
     http_status = 400
+    status_of_code = {"LUCID_ERR_1203": 403}
 
 
 class PolicyValidationError(LucidMeshError, ValueError):

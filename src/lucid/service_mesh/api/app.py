@@ -2,7 +2,11 @@
 
 Every endpoint needs a service JWT (Bearer). A service may register, update and deregister only
 itself (the token's service_name/cluster/plane must match); a token with the ``mesh:admin``
-permission may act for any service. Errors use the SPEC envelope.
+permission may act for any service. The claims can be trusted for this because the verifier binds each
+key of the JWK set to its owner (a token naming another service than the key's owner is 401, 1203) and
+keeps ``mesh:admin`` only in tokens under an admin key, such as the operator's (``auth_provider``): a
+member's own key can neither speak for another member nor make it an administrator. Errors use the
+SPEC envelope.
 
 Rate limits (429, LUCID_ERR_4291, Retry-After): each service identity (name and cluster) has
 ``per_service`` requests a minute; each client address has ``auth_failures_per_ip`` failed
@@ -36,10 +40,9 @@ from lucid.service_mesh.errors import (
     SecurityPolicyViolation,
     ServiceNotFoundError,
 )
-from lucid.service_mesh.security.auth_provider import ServiceAuthProvider
+from lucid.service_mesh.security.auth_provider import ADMIN_PERMISSION, ServiceAuthProvider
 
 log = logging.getLogger(__name__)
-ADMIN_PERMISSION = "mesh:admin"
 
 
 def envelope(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -147,7 +150,9 @@ def create_app(
     Caller = Annotated[dict[str, Any], Depends(caller)]
 
     def is_admin(claims: dict[str, Any]) -> bool:
-        return ADMIN_PERMISSION in (claims.get("permissions") or [])
+        """Only claims the verifier returned: it has already removed mesh:admin granted by a non-admin key."""
+        permissions = claims.get("permissions")
+        return isinstance(permissions, list) and ADMIN_PERMISSION in permissions
 
     def require_owner(claims: dict[str, Any], name: str, cluster: str, plane: str) -> None:
         if is_admin(claims):

@@ -419,8 +419,8 @@ class AsyncMessageQueueClient:
                 pass  # nothing sent, or the outcome unknown: the outbox keeps it (a resend keeps its id)
             except DeliveryFailed as exc:  # refused outright: the outbox cannot help
                 raise MessageDeliveryError(exc.message) from exc
-        await self._outbox.add(message)  # type: ignore[union-attr]
-        self._outbox_waiting += 1
+        if await self._outbox.add(message):  # type: ignore[union-attr]
+            self._outbox_waiting += 1  # a resend of a waiting message is not a second one to wait for
         self._outbox_wake.set()
         return message.message_id
 
@@ -496,6 +496,8 @@ class AsyncMessageQueueClient:
             payload = loads_bounded(m.body, MAX_PAYLOAD_DEPTH)
         except ValueError:  # not sent by this client: to the queue's dead end, not to the caller
             return None
+        if not isinstance(payload, dict):  # this client sends objects only; a consumer may rely on a dict
+            return None
         return ReceivedMessage(m.message_id, m.source, m.destination, payload,
                                _PRIORITY_NAMES.get(m.priority, str(m.priority)), m.ttl, m.timestamp,
                                m.correlation_id, delivery.redelivered, delivery, m.sender_account)
@@ -507,7 +509,7 @@ class AsyncMessageQueueClient:
         if m.sender_account is None and self.backend == "rabbitmq" and not self.accept_unsigned:
             return MessageDeliveryError(f"message {m.message_id} on {destination} carries no broker-checked sender "
                                         f"(its source {m.source!r} is only a claim); rejected")
-        return MessageDeliveryError(f"message {m.message_id} on {destination} is not JSON; rejected")
+        return MessageDeliveryError(f"message {m.message_id} on {destination} is not a JSON object; rejected")
 
     async def _received(self, destination: str, delivery: Delivery) -> ReceivedMessage:
         accepted = self._accept(destination, delivery)

@@ -8,6 +8,8 @@ confirm. While anything is waiting in the outbox, later sends queue behind it, s
 order holds. A message is sent again only with its own id (after a crash between the confirm and the
 delete, or a confirm that never came), so a consumer can recognise the copy. A message the broker
 refuses outright (it cannot be routed) is kept in the file as ``refused`` for the operator, never dropped.
+A caller that resends with its own ``message_id`` while the first copy still waits adds nothing; a
+different message under that id is refused, since keeping only one of the two would lose the other.
 
 SQLite (stdlib ``sqlite3``) on one worker thread, so the event loop never waits on the disk.
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.mq import QueueMessage
+from lucid.service_mesh.errors import InvalidServiceConfigError, MessageDeliveryError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -61,14 +64,34 @@ class Outbox:
         if self._db is None:
             await self._run(self._open)
 
-    def _add(self, m: QueueMessage) -> None:
+    def _add(self, m: QueueMessage) -> bool:
         assert self._db is not None
-        self._db.execute(  # the same id twice is one message (a resend after an unknown outcome)
+        inserted = self._db.execute(
             f"INSERT OR IGNORE INTO outbox ({_COLUMNS.replace('seq, ', '')}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (m.message_id, m.source, m.destination, m.body, m.priority, m.ttl, m.timestamp, m.correlation_id))
+        if inserted.rowcount == 1:
+            return True
+        row = self._db.execute("SELECT source, destination, body, priority, ttl, correlation_id, state, error "
+                               "FROM outbox WHERE message_id = ?", (m.message_id,)).fetchone()
+        if row is None:  # cannot happen with one writer thread; refuse rather than report a lost message sent
+            raise MessageDeliveryError(f"message {m.message_id} could not be written to the outbox")
+        *kept, state, error = row
+        if tuple(kept[:2]) + (bytes(kept[2]),) + tuple(kept[3:]) != (
+                m.source, m.destination, m.body, m.priority, m.ttl, m.correlation_id):
+            raise InvalidServiceConfigError(
+                f"message id {m.message_id!r} is already in the outbox for a different message; a message id may "
+                "be reused only to resend the same message", details={"field": "message_id"})
+        if state == "refused":
+            raise MessageDeliveryError(f"message {m.message_id} was refused by the broker before and is kept in the "
+                                       f"outbox for the operator: {error}")
+        return False
 
-    async def add(self, message: QueueMessage) -> None:
-        await self._run(self._add, message)
+    async def add(self, message: QueueMessage) -> bool:
+        """Keep ``message`` until the broker confirms it. True if it was added; False if the same message
+        (a resend with its id) is already waiting. A different message under a waiting id is refused
+        (InvalidServiceConfigError, 1004) instead of being dropped in silence; resending a message the broker
+        refused outright is MessageDeliveryError (1301)."""
+        return await self._run(self._add, message)
 
     def _pending(self, limit: int) -> list[tuple[int, QueueMessage]]:
         assert self._db is not None

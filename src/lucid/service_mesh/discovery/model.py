@@ -1,4 +1,9 @@
-"""Registration records and their validation (the API's rules from 01-api-specification)."""
+"""Registration records and their validation (the API's rules from 01-api-specification).
+
+A cluster of the Lucid plane map (``planes.CLUSTER_PLANE``) may be registered only in its own plane
+(LUCID_ERR_1203, as every plane violation): discovery filters by the declared plane, so a wallet service
+declared in ops would otherwise be handed to ops callers as one of theirs. Clusters outside the map
+(applications of their own) may declare any plane."""
 
 from __future__ import annotations
 
@@ -8,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from backends.jsonsafe import json_depth_exceeds
-from lucid.service_mesh.errors import InvalidServiceConfigError
-from lucid.service_mesh.planes import PLANES
+from lucid.service_mesh.errors import InvalidServiceConfigError, SecurityPolicyViolation
+from lucid.service_mesh.planes import CLUSTER_PLANE, PLANES
 
 NAME_RE = re.compile(r"^[a-z0-9-]{3,50}\Z")
 CLUSTER_RE = re.compile(r"^[a-z0-9-]{1,63}\Z")
@@ -100,6 +105,14 @@ class Registration:
                 problems.append("metadata must be JSON-serialisable")
         if problems:
             raise InvalidServiceConfigError("; ".join(problems), details={"problems": problems})
+        home = CLUSTER_PLANE.get(self.cluster)
+        if home is not None and home != self.plane:
+            # a Lucid cluster lives in its own plane only: discovery filtered by plane (and the plane policy
+            # callers apply to what it returns) must never list a wallet or chain service as ops
+            raise InvalidServiceConfigError(
+                f"cluster {self.cluster!r} belongs to plane {home!r}, not {self.plane!r}",
+                error_code=SecurityPolicyViolation.error_code,
+                details={"cluster": self.cluster, "plane": self.plane, "expected_plane": home})
         return self
 
     def to_json(self) -> bytes:

@@ -34,6 +34,14 @@ from lucid.service_mesh.security.mtls_manager import MTLSManager
 
 log = logging.getLogger(__name__)
 MAX_RESPONSE = 4 << 20
+#: Methods that may be sent again when a kept-alive connection breaks after the request went out (RFC 9110
+#: 9.2.2): running one twice has the effect of running it once. Any other method is not resent then: the
+#: server may have processed it, so the caller gets UpstreamCallError (outcome unknown) instead.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+class _StaleConnection(Exception):
+    """A kept-alive connection found closed before any byte of the request was written: safe to replace."""
 
 
 class TokenSource:
@@ -141,7 +149,9 @@ class MeshClient:
         """One call to ``destination`` at host:port, through that destination's circuit breaker.
 
         Denials (401/403) raise the server's LUCID error and do not count against the breaker;
-        connection failures, timeouts and 5xx do (UpstreamCallError).
+        connection failures, timeouts and 5xx do (UpstreamCallError). A kept-alive connection that breaks
+        after the request went out is retried on a fresh one only for idempotent methods
+        (``IDEMPOTENT_METHODS``); a POST/PATCH then raises UpstreamCallError (outcome unknown).
         """
         self._check_own_certificate()
         breaker = self.breakers.get(destination)
@@ -171,11 +181,19 @@ class MeshClient:
                 if conn is not None:
                     try:
                         reply = await self._exchange(conn, host, method, path, payload)
-                    except (ConnectionError, asyncio.IncompleteReadError):
-                        # a kept-alive connection the server closed while idle: the request never got an
-                        # answer, so it is sent once more on a fresh connection
+                    except _StaleConnection:  # closed while idle, seen before writing: nothing was sent
                         conn.close()
                         conn = None
+                    except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                        # the request went out and no answer came: usually the server had closed the idle
+                        # connection, but it may have processed the request and died before answering.
+                        # Only an idempotent request may be sent again; anything else could run twice.
+                        conn.close()
+                        conn = None
+                        if method not in IDEMPOTENT_METHODS:
+                            raise UpstreamCallError(
+                                f"{destination} at {host}:{port}: connection lost after {method} {path} was sent; "
+                                "outcome unknown, not resent", details={"outcome": "unknown"}) from exc
                 if conn is None:
                     conn = await self._connect(destination, host, port)
                     reply = await self._exchange(conn, host, method, path, payload)
@@ -189,7 +207,8 @@ class MeshClient:
             if _refused_our_certificate(exc):  # the server's alert is about us: 1204, not the breaker's business
                 raise MTLSVerificationError(f"{destination} refused our certificate: {exc.reason}") from exc
             raise UpstreamCallError(f"{destination} at {host}:{port} unreachable: {exc!r}") from exc
-        except (OSError, ssl.SSLError, h11.ProtocolError, asyncio.IncompleteReadError, TimeoutError) as exc:
+        except (OSError, ssl.SSLError, h11.ProtocolError, asyncio.IncompleteReadError, TimeoutError,
+                _StaleConnection) as exc:
             if conn is not None:
                 conn.close()
             raise UpstreamCallError(f"{destination} at {host}:{port} unreachable: {exc!r}") from exc
@@ -210,6 +229,8 @@ class MeshClient:
         return reply
 
     async def _exchange(self, conn: _Conn, host: str, method: str, path: str, payload: bytes) -> MeshReply:
+        if conn.reader.at_eof() or conn.writer.is_closing():
+            raise _StaleConnection()  # the peer's close arrived while the connection sat in the pool
         headers = [("host", host), ("content-length", str(len(payload)))]
         token = self.token_source()
         if token:

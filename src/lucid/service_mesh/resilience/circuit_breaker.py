@@ -3,7 +3,10 @@
 One ``threading.Lock`` guards the state, so the breaker is safe when shared by threads and by
 asyncio tasks (the lock is held only for counter updates, never across the protected call).
 Results of calls admitted under an earlier state are ignored, so a slow call that started before
-the breaker opened cannot close or re-open it later by mistake.
+the breaker opened cannot close or re-open it later by mistake. A call that never finished (cancelled,
+or interrupted by a ``BaseException`` that is not an ``Exception``) says nothing about the dependency:
+it frees its half-open trial slot and is neither a success nor a failure, so cancelled trials cannot
+close the breaker and cancelled calls cannot wipe out a run of failures.
 """
 
 from __future__ import annotations
@@ -158,10 +161,15 @@ class CircuitBreaker:
                 self._in_flight += 1
             return self._epoch
 
-    def _record(self, epoch: int, ok: bool) -> None:
+    def _record(self, epoch: int, ok: bool | None) -> None:
+        """``ok`` None: the call did not finish (cancelled); only its half-open slot is given back."""
         with self._lock:
             if epoch != self._epoch:
                 return  # admitted under an earlier state: ignore
+            if ok is None:
+                if self._state is CircuitState.HALF_OPEN:
+                    self._in_flight -= 1
+                return
             if self._state is CircuitState.HALF_OPEN:
                 self._in_flight -= 1
                 if not ok:
@@ -181,6 +189,13 @@ class CircuitBreaker:
     def _counts(self, exc: BaseException) -> bool:
         return isinstance(exc, self.failure_exceptions) and not isinstance(exc, CircuitBreakerOpenError)
 
+    def _outcome(self, exc: BaseException, *, timeout_fails: bool = False) -> bool | None:
+        """What a raised call tells about the dependency: None when it never finished (cancellation,
+        KeyboardInterrupt, ...), False when it failed, True when the error is not the dependency's fault."""
+        if not isinstance(exc, Exception):
+            return None
+        return not (self._counts(exc) or (timeout_fails and isinstance(exc, asyncio.TimeoutError)))
+
     # ------------------------------------------------------------------ calls
     def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call ``func`` through the breaker. A coroutine function returns an awaitable (see ``acall``)."""
@@ -190,7 +205,7 @@ class CircuitBreaker:
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:
-            self._record(epoch, not self._counts(exc))
+            self._record(epoch, self._outcome(exc))
             raise
         if inspect.isawaitable(result):  # a sync callable that returned a coroutine
             return self._finish_async(epoch, result)  # type: ignore[return-value]
@@ -204,10 +219,7 @@ class CircuitBreaker:
             else:
                 result = await awaitable
         except BaseException as exc:
-            ok = isinstance(exc, asyncio.CancelledError) or not (
-                self._counts(exc) or isinstance(exc, asyncio.TimeoutError)
-            )
-            self._record(epoch, ok)
+            self._record(epoch, self._outcome(exc, timeout_fails=True))
             raise
         self._record(epoch, True)
         return result
@@ -218,7 +230,7 @@ class CircuitBreaker:
         try:
             awaitable = func(*args, **kwargs)
         except BaseException as exc:
-            self._record(epoch, not self._counts(exc))
+            self._record(epoch, self._outcome(exc))
             raise
         return await self._finish_async(epoch, awaitable)
 

@@ -3,6 +3,20 @@
 Every verification failure is AuthenticationError (LUCID_ERR_1203). The verifier picks the key by
 ``kid`` and accepts only that key's own algorithm, so ``alg: none``, HS256-with-the-public-key
 (algorithm confusion) and tokens signed by foreign keys are refused.
+
+Keys are bound to who may use them, because a verifier that trusts several services' keys (the stack's
+JWK set holds every mesh member's) must not let one member sign as another:
+
+- A key with an owner (JWK member ``lucid_service``) signs only tokens whose ``service_name`` is that
+  owner; any other token under it is refused (1203), and a provider with an owner will not mint one.
+- ``mesh:admin`` in a token's permissions is honoured only under an admin key (JWK member
+  ``lucid_admin: true``, e.g. the operator's key); under any other key it is removed from the claims
+  the verifier returns, so nothing downstream can act on it.
+- A key without an owner is an *issuer key*: a single token issuer that signs for every service (one
+  provider shared by a test mesh, or a central authentication service). It may sign any identity and
+  carries ``mesh:admin``, since a key that can already speak as every service gains nothing from being
+  refused admin. Never publish a service's own key without its owner: ``stack/identity.write_jwks``
+  and ``lucid mesh jwks --key SERVICE=FILE`` record one for every key.
 """
 
 from __future__ import annotations
@@ -12,6 +26,7 @@ import binascii
 import datetime as dt
 import hashlib
 import logging
+import re
 import threading
 import time
 import uuid
@@ -33,6 +48,10 @@ from lucid.service_mesh.security.files import write_atomic
 log = logging.getLogger(__name__)
 
 SUPPORTED_ALGORITHMS = ("EdDSA", "RS256")
+ADMIN_PERMISSION = "mesh:admin"
+OWNER_MEMBER = "lucid_service"  # JWK member: the service that owns the key
+ADMIN_MEMBER = "lucid_admin"  # JWK member: true for a key whose tokens may carry mesh:admin
+_OWNER_RE = re.compile(r"^[a-z0-9-]{1,63}\Z")
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "iat", "exp", "nbf", "jti", "service_name", "cluster", "plane"]
 
 
@@ -74,6 +93,13 @@ class JWTKey:
     private_key: Any = None
     created_at: float = field(default_factory=time.time)
     retire_after: float | None = None  # unix time after which tokens under this kid are refused
+    owner: str | None = None  # the only service_name this key may sign for; None: an issuer key (any)
+    admin: bool = False  # tokens under this key may carry mesh:admin
+
+    @property
+    def grants_admin(self) -> bool:
+        """An issuer key can already sign as any service, so refusing it admin would protect nothing."""
+        return self.admin or self.owner is None
 
 
 def _generate(algorithm: str) -> Any:
@@ -104,9 +130,17 @@ class ServiceAuthProvider:
         *,
         leeway_seconds: int = 0,
         rotation_grace_seconds: float = 24 * 3600,
+        owner: str | None = None,
+        admin: bool = False,
     ) -> None:
+        """``owner``: the service this key belongs to (it signs only for it; published in ``jwks()``);
+        ``admin``: its tokens may carry mesh:admin (the operator's key)."""
         if algorithm not in SUPPORTED_ALGORITHMS:
             raise AuthenticationError(f"unsupported JWT algorithm {algorithm!r}; use one of {SUPPORTED_ALGORITHMS}")
+        if owner is not None and not (isinstance(owner, str) and _OWNER_RE.match(owner)):
+            raise AuthenticationError(f"invalid key owner {owner!r}")
+        self.owner = owner
+        self.admin = bool(admin)
         self.issuer = issuer
         self.audience = audience
         self.algorithm = algorithm
@@ -143,7 +177,8 @@ class ServiceAuthProvider:
         with self._lock:
             if self._active_kid and self._active_kid in self._keys:
                 self._keys[self._active_kid].retire_after = time.time() + self.rotation_grace_seconds
-            self._keys[kid] = JWTKey(kid=kid, algorithm=_algorithm_of(private), public_key=public, private_key=private)
+            self._keys[kid] = JWTKey(kid=kid, algorithm=_algorithm_of(private), public_key=public, private_key=private,
+                                     owner=self.owner, admin=self.admin)
             self._active_kid = kid
         return kid
 
@@ -165,7 +200,8 @@ class ServiceAuthProvider:
         return self._active_kid
 
     def jwks(self) -> dict[str, list[dict[str, Any]]]:
-        """Public keys as a JWK set, for verifiers in other processes."""
+        """Public keys as a JWK set, for verifiers in other processes; each with its owner and admin mark,
+        so a verifier trusting many services' keys still knows which service each may sign for."""
         out = []
         with self._lock:
             keys = list(self._keys.values())
@@ -173,6 +209,10 @@ class ServiceAuthProvider:
             codec = OKPAlgorithm if k.algorithm == "EdDSA" else RSAAlgorithm
             jwk = codec.to_jwk(k.public_key, as_dict=True)
             jwk.update({"kid": k.kid, "alg": k.algorithm, "use": "sig"})
+            if k.owner is not None:
+                jwk[OWNER_MEMBER] = k.owner
+            if k.admin:
+                jwk[ADMIN_MEMBER] = True
             out.append(jwk)
         return {"keys": out}
 
@@ -180,9 +220,11 @@ class ServiceAuthProvider:
     def verifier_from_jwks(
         cls, jwks: dict[str, Any], issuer: str = "lucid.onion", audience: str = "lucid-services"
     ) -> "ServiceAuthProvider":
-        """A verify-only provider trusting exactly the keys of a JWK set."""
+        """A verify-only provider trusting exactly the keys of a JWK set, each bound to its
+        ``lucid_service`` owner and ``lucid_admin`` mark (module docstring)."""
         self = cls.__new__(cls)
         self.issuer, self.audience, self.algorithm = issuer, audience, "EdDSA"
+        self.owner, self.admin = None, False
         self.leeway_seconds, self.rotation_grace_seconds = 0, 0
         self._keys, self._lock, self._active_kid = {}, threading.Lock(), None
         self._cache, self.cache_size = OrderedDict(), 4096
@@ -194,7 +236,16 @@ class ServiceAuthProvider:
             public = codec.from_jwk(jwk)
             if hasattr(public, "private_bytes"):
                 raise AuthenticationError("JWK set must hold public keys only")
-            self._keys[jwk["kid"]] = JWTKey(kid=jwk["kid"], algorithm=alg, public_key=public)
+            owner, admin = jwk.get(OWNER_MEMBER), jwk.get(ADMIN_MEMBER, False)
+            if owner is not None and not (isinstance(owner, str) and _OWNER_RE.match(owner)):
+                raise AuthenticationError(f"JWK {jwk['kid']!r}: {OWNER_MEMBER} must be a service name")
+            if not isinstance(admin, bool):
+                raise AuthenticationError(f"JWK {jwk['kid']!r}: {ADMIN_MEMBER} must be true or false")
+            key = JWTKey(kid=jwk["kid"], algorithm=alg, public_key=public, owner=owner, admin=admin)
+            known = self._keys.get(key.kid)
+            if known is not None and (known.owner, known.admin) != (owner, admin):
+                raise AuthenticationError(f"JWK {key.kid!r} is listed twice with different owners")
+            self._keys[key.kid] = key
         return self
 
     # ------------------------------------------------------------------ tokens
@@ -214,6 +265,8 @@ class ServiceAuthProvider:
             raise AuthenticationError("this provider holds no signing key (verify-only)")
         if plane not in PLANES:
             raise AuthenticationError(f"unknown plane {plane!r}")
+        if self.owner is not None and service_name != self.owner:  # every verifier would refuse it
+            raise AuthenticationError(f"this key belongs to {self.owner!r}; it cannot sign for {service_name!r}")
         key = self._keys[self._active_kid]
         now = int(time.time())
         nbf = int(not_before.timestamp()) if not_before else now
@@ -287,6 +340,16 @@ class ServiceAuthProvider:
             raise AuthenticationError("invalid token: bad plane or service_name claim")
         if not isinstance(claims.get("cluster"), str):
             raise AuthenticationError("invalid token: bad cluster claim")
+        permissions = claims.get("permissions", [])
+        if not (isinstance(permissions, list) and all(isinstance(p, str) for p in permissions)):
+            raise AuthenticationError("invalid token: permissions must be a list of strings")
+        if key.owner is not None and claims["service_name"] != key.owner:
+            raise AuthenticationError(f"invalid token: {claims['service_name']!r} signed with the key of {key.owner!r}")
+        if ADMIN_PERMISSION in permissions and not key.grants_admin:
+            # a member's own key cannot make it an administrator: honoured only from admin keys
+            log.warning("token of %s claims %s under non-admin key %s; not honoured", claims["service_name"],
+                        ADMIN_PERMISSION, kid)
+            claims["permissions"] = [p for p in permissions if p != ADMIN_PERMISSION]
         with self._lock:
             self._cache[token] = (claims, kid)
             while len(self._cache) > self.cache_size:
