@@ -3,11 +3,18 @@
 The allow-list compares canonical absolute URLs: (scheme, host, port, path prefix at a segment
 boundary). Anything that would need normalising first is refused rather than normalised, because the
 classic bypasses (userinfo, percent-encoding, trailing dots, IDN look-alikes, ``..`` segments, mixed
-case) all live in differences between how a checker and an HTTP client normalise a URL.
+case) all live in differences between how a checker and an HTTP client normalise a URL. A dot
+segment carrying path parameters (``/api/..;/admin``) is refused too: Tomcat and Spring drop the
+``;...`` part and then resolve the ``..``.
+
+A credential's lifetime is checked when it is made: ``created_at`` (caller-supplied) must be a finite
+time no later than now plus a small clock skew, because a future, infinite or NaN one made a
+"short-lived" credential that never expired.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -20,6 +27,7 @@ from .contracts import validate_swarm_id
 from .errors import InvalidContractError
 
 MAX_TTL_SECONDS = 3600  # "short-lived": an hour at most
+CLOCK_SKEW_SECONDS = 5.0  # how far in the future created_at may be (another host's clock)
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _HOST_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _IPV4 = re.compile(r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}\Z")
@@ -90,8 +98,9 @@ def canonicalize(url: str) -> CanonicalURL:
     if not _PATH_CHARS.match(path):
         raise URLRejected("path contains characters that need encoding")
     segments = path.split("/")[1:]
-    if any(seg in (".", "..") for seg in segments):
-        raise URLRejected("dot segments are not allowed in the path")
+    # "..;x" is ".." to servers that strip path parameters (Tomcat, Spring) before resolving dots
+    if any(seg.split(";", 1)[0] in (".", "..") for seg in segments):
+        raise URLRejected("dot segments (with or without ;parameters) are not allowed in the path")
     if "//" in path:
         raise URLRejected("empty path segments are not allowed")
     if parts.query and not _QUERY_CHARS.match(parts.query):
@@ -141,9 +150,16 @@ class ScopedCredentials:
         if self.api_token is not None and not isinstance(self.api_token, str):
             raise InvalidContractError("api_token must be a string", field="api_token")
         if (isinstance(self.ttl_seconds, bool) or not isinstance(self.ttl_seconds, (int, float))
-                or not 0 < self.ttl_seconds <= MAX_TTL_SECONDS):
+                or not math.isfinite(self.ttl_seconds) or not 0 < self.ttl_seconds <= MAX_TTL_SECONDS):
             raise InvalidContractError(
                 f"ttl_seconds must be in (0, {MAX_TTL_SECONDS}] (short-lived credentials)", field="ttl_seconds")
+        # a future, infinite or NaN created_at would make is_expired never true: refuse it
+        if (isinstance(self.created_at, bool) or not isinstance(self.created_at, (int, float))
+                or not math.isfinite(self.created_at)
+                or self.created_at > time.time() + CLOCK_SKEW_SECONDS):
+            raise InvalidContractError(
+                f"created_at must be a finite time no later than now + {CLOCK_SKEW_SECONDS:g} s "
+                "(a credential must not outlive its ttl)", field="created_at")
         if not isinstance(self.allowed_endpoints, (list, tuple)) or not self.allowed_endpoints:
             raise InvalidContractError("allowed_endpoints must be a non-empty list", field="allowed_endpoints")
         canonical: list[CanonicalURL] = []
