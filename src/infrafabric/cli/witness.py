@@ -35,6 +35,10 @@ from infrafabric.cli.witness_access import open_witness as _open
 
 app = typer.Typer(help="IF.witness: the tamper-evident audit log.", no_args_is_help=True)
 
+# What a command reports as "error: ..." with exit 2 instead of a traceback: the witness's coded errors, files
+# that cannot be read, and values no parser takes (a checkpoint file that is not UTF-8, a time out of range).
+_EXPECTED = (WitnessError, OSError, ValueError)
+
 
 
 class ExportFormat(str, Enum):
@@ -71,7 +75,10 @@ PublishedOpt = typer.Option(
 
 def read_checkpoint_file(path: Path) -> Checkpoint:
     """A checkpoint file: as printed by ``witness checkpoint`` or as published (with head hash and tree edge)."""
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise WitnessFormatError(f"{path} is not a checkpoint: not UTF-8 text ({exc.reason})") from None
     try:
         return PublishedCheckpoint.from_json(text).checkpoint
     except WitnessFormatError:
@@ -116,7 +123,7 @@ def verify(
             log = _log_url(url)
             publishers = publishers_for(published or None, key_dir or default_key_dir(), key_id_of(pub), log)
             report = verify_url(log, pub, trusted=trusted, publishers=publishers, all_signatures=all_signatures)
-    except (WitnessError, OSError) as exc:
+    except _EXPECTED as exc:
         _fail(str(exc))
         return
     _print_report(report, as_json)
@@ -143,7 +150,7 @@ def published_cmd(
     try:
         pub = _public_key(public_key, key_dir)
         publisher, newest = _newest_published(published, key_dir, pub, url or default_url())
-    except (WitnessError, OSError) as exc:
+    except _EXPECTED as exc:
         _fail(str(exc))
         return
     if not newest.checkpoint.verify(pub):
@@ -168,7 +175,7 @@ def consistency(
             _newest_published(published, key_dir, pub, log)[1].checkpoint
         second = read_checkpoint_file(new) if new is not None else None
         answer = consistency_at_url(log, pub, first, second)
-    except (WitnessError, OSError) as exc:
+    except _EXPECTED as exc:
         _fail(str(exc))
         return
     typer.echo(json.dumps(answer, indent=2))
@@ -209,7 +216,7 @@ def query(
     witness = _open(url, key_dir)
     try:
         entries = witness.query(component, operation, since, trace_id, until=until, limit=limit)
-    except WitnessError as exc:
+    except _EXPECTED as exc:
         _fail(str(exc))
         return
     finally:
@@ -228,7 +235,7 @@ def trace(
     witness = _open(url, key_dir)
     try:
         info = witness.trace(trace_id)
-    except WitnessError as exc:
+    except _EXPECTED as exc:
         _fail(str(exc))
         return
     finally:
@@ -260,7 +267,7 @@ def export(
             count = witness.export(sys.stdout, fmt.value)
         else:
             count = witness.export(output, fmt.value)
-    except (WitnessError, OSError) as exc:
+    except _EXPECTED as exc:
         _fail(str(exc))
         return
     finally:
@@ -274,9 +281,13 @@ def checkpoint_cmd(url: Optional[str] = UrlOpt, key_dir: Optional[Path] = KeyDir
     """Print the latest signed checkpoint (size, Merkle root, time, signature) as JSON."""
     witness = _open(url, key_dir)
     try:
-        typer.echo(witness.latest_checkpoint().to_json())
+        text = witness.latest_checkpoint().to_json()
+    except _EXPECTED as exc:
+        _fail(str(exc))
+        return
     finally:
         witness.close()
+    typer.echo(text)
 
 
 @app.command()
@@ -290,5 +301,5 @@ def prove(
     """RFC 9162 inclusion proof of one entry, as JSON, from its content hashed again (public key only)."""
     try:
         typer.echo(json.dumps(inclusion_at_url(_log_url(url), _public_key(public_key, key_dir), seq, size), indent=2))
-    except (WitnessError, OSError) as exc:
+    except _EXPECTED as exc:
         _fail(str(exc))

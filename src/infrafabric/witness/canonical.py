@@ -55,11 +55,12 @@ def _default(value: Any) -> Any:
         return sorted(items, key=lambda v: _dumps(v))
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
+    # converted objects become dicts only here, after params_to_json redacted: redact what they hold now
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
+        return _redact(dataclasses.asdict(value))
     model_dump = getattr(value, "model_dump", None)
     if callable(model_dump):  # pydantic v2 models
-        return model_dump(mode="json")
+        return _redact(model_dump(mode="json"))
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
@@ -80,10 +81,15 @@ _SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
 
 
 def _is_secret_key(key: object) -> bool:
+    """Whether ``key``'s value must be redacted; a key that is not text is refused (JSON turns it into text
+    after sorting by the original type, so {2:.., 10:..} would be stored in an order no re-serialisation of
+    the parsed entry gives, and its JSON export would not verify)."""
     verdict = _secret_verdicts.get(key)
     if verdict is None:
-        verdict = isinstance(key, str) and (
-            key.lower() in SECRET_KEYS or key.lower().endswith(("_password", "_secret", "_private_key")))
+        if not isinstance(key, str):
+            raise WitnessInputError(f"params keys must be strings, not {type(key).__name__} {key!r:.40}",
+                                    error_code="WITNESS_INVALID_PARAMS")
+        verdict = key.lower() in SECRET_KEYS or key.lower().endswith(("_password", "_secret", "_private_key"))
         if len(_secret_verdicts) < 65536:
             _secret_verdicts[key] = verdict
             if not verdict:
@@ -138,6 +144,8 @@ def params_to_json(params: Any) -> str:
             ) from None
     try:
         text = _encode_params(_redact(params))
+    except WitnessInputError:
+        raise
     except RecursionError:
         raise WitnessInputError("params are circular or nested too deeply", error_code="WITNESS_INVALID_PARAMS") from None
     except (TypeError, ValueError) as exc:
@@ -208,7 +216,20 @@ def format_timestamp(ns: int) -> str:
 
 
 def parse_since(since: Any) -> str | None:
-    """Accept a datetime, an epoch number or an ISO string and return the canonical timestamp text."""
+    """Accept a datetime, an epoch number or an ISO string and return the canonical timestamp text.
+
+    A time no timestamp can hold (NaN, infinite, beyond year 9999 or before year 1 once in UTC) is an input
+    error like any other bad filter, not a ValueError/OverflowError from the datetime module."""
+    try:
+        return _parse_since(since)
+    except WitnessInputError:
+        raise
+    except (ValueError, OverflowError, OSError) as exc:
+        raise WitnessInputError(f"since/until is out of range: {since!r:.60} ({exc})",
+                                error_code="WITNESS_INVALID_SINCE") from None
+
+
+def _parse_since(since: Any) -> str | None:
     if since is None:
         return None
     if isinstance(since, _dt.datetime):
@@ -225,7 +246,7 @@ def parse_since(since: Any) -> str | None:
             parsed = _dt.datetime.fromisoformat(text)
         except ValueError:
             raise WitnessInputError(f"since is not an ISO 8601 time: {since!r}", error_code="WITNESS_INVALID_SINCE") from None
-        return parse_since(parsed)
+        return _parse_since(parsed)
     raise WitnessInputError(f"since must be a datetime, epoch seconds or ISO text, got {since!r}", error_code="WITNESS_INVALID_SINCE")
 
 

@@ -10,6 +10,7 @@ from typing import IO, Any
 
 from .canonical import ENTRY_VERSION, entry_line
 from .checkpoint import Checkpoint
+from .errors import WitnessStorageError
 from .store.base import StoredEntry
 from .verify import EXPORT_FORMAT
 
@@ -23,6 +24,7 @@ def write_export(fh: IO[str], entries: list[StoredEntry], cp: Checkpoint | None,
     ``json``: one document (verifiable by re-serialising); ``csv``: for spreadsheets (not verifiable)."""
     if fmt == "jsonl":
         for e in entries:
+            e.check()  # an edited row is a coded error, not a TypeError half-way through the file
             fh.write(entry_line(e.content(), e.content_hash, e.signature))
             fh.write("\n")
         if cp is not None:
@@ -41,13 +43,18 @@ def write_export(fh: IO[str], entries: list[StoredEntry], cp: Checkpoint | None,
         writer = csv.writer(fh)
         writer.writerow(CSV_COLUMNS)
         for e in entries:
+            e.check()
             writer.writerow([e.seq, e.id, e.timestamp, e.component, e.operation, e.severity, e.trace_id or "",
                              e.params_json, e.prev_hash, e.content_hash, e.signature, e.sig_seq])
     return len(entries)
 
 
 def _parse_ts(ts: str) -> datetime:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:  # an edited row: say so with a code
+        raise WitnessStorageError(f"a stored timestamp is unreadable: {ts!r:.40} (run verify)",
+                                  error_code="WITNESS_ROW_UNREADABLE") from None
 
 
 def summarise_trace(trace_id: str, entries: list[dict[str, Any]]) -> dict[str, Any]:

@@ -14,7 +14,9 @@ sealer signs only after a head it knows (``HeadTrust.check``); any other head is
 
 The first trusted head is the newest checkpoint published outside the database (``publish.py``), so a
 log rolled back to an older, genuinely signed state is refused too; with nothing published, a writer
-starts from the head's own signed checkpoint. Standard library plus our own Merkle code: the proof is
+starts from the head's own signed checkpoint. A published record's head hash is not covered by its
+checkpoint's signature, so it is not trusted: the first proof from that anchor re-reads the entries of its
+last perfect subtree, whose leaves tie the last entry's hash to the signed root. Standard library plus our own Merkle code: the proof is
 ours because the trust rule is.
 """
 
@@ -34,6 +36,7 @@ from .errors import WitnessHeadRewrittenError, WitnessHeadUnprovenError, Witness
 from .merkle import EMPTY_ROOT, CompactRange
 
 _sha256 = hashlib.sha256
+UNPROVEN_HASH = ""  # head hash of a trusted tree edge whose last entry is not proven yet (see anchor)
 _KEEP = 16  # heads remembered: the pipeline has at most three batches sealed ahead of the commit
 
 
@@ -119,13 +122,19 @@ class HeadTrust:
             self.high_water = max(self.high_water, size)
 
     def anchor(self, checkpoint: Checkpoint, head_hash: str, frontier_text: str) -> None:
-        """Start from a published checkpoint (signature and tree edge checked, else refused)."""
+        """Start from a published checkpoint (signature and tree edge checked, else refused).
+
+        The record's ``head_hash`` is not covered by the checkpoint's signature, so it is not trusted: the
+        head is remembered with no hash (``UNPROVEN_HASH``), the first append finds it unproven, and the proof
+        re-reads the entries of the last perfect subtree, whose leaves bind the last entry's hash to the
+        signed root (``begin_proof``). ``head_hash`` is kept in the signature for callers; it is ignored."""
+        del head_hash
         frontier = frontier_of(frontier_text, checkpoint.size)
         if not checkpoint.verify(self.public_key) or frontier.root().hex() != checkpoint.root:
             raise WitnessHeadRewrittenError(
                 f"the published checkpoint of size {checkpoint.size} is not signed by this witness's key "
                 "or does not match its tree edge")
-        self.remember(TrustedHead(checkpoint.size, head_hash, checkpoint.root, frontier))
+        self.remember(TrustedHead(checkpoint.size, UNPROVEN_HASH, checkpoint.root, frontier))
 
     def check(self, size: int, head_hash: str, frontier: CompactRange) -> None:
         """Raise unless (size, hash, tree edge) is a head this writer sealed or proved."""
@@ -164,10 +173,13 @@ class HeadTrust:
                 f"the log head (size {size}) carries no checkpoint signed by this witness's key over its tree: "
                 "the head row, the entries or the checkpoints were rewritten without the key")
         base = self._base(size)
-        if base is not None:
+        if base is not None and base.head_hash != UNPROVEN_HASH:
             edge, base_hash = base.frontier.copy(), base.head_hash
-        else:  # nothing trusted yet: the head's signature vouches for all but its last perfect subtree
-            edge, base_hash = CompactRange(size - (size & -size), frontier.nodes[:-1]), None
+        else:  # a signed tree edge vouches for all but its last perfect subtree: re-read that one, whose
+            # last leaf holds the last entry's hash (the head's own, or an anchor's whose hash is unsigned)
+            known = frontier if base is None else base.frontier
+            edge = CompactRange(known.size - (known.size & -known.size), known.nodes[:-1])
+            base_hash = None
         return HeadProof(self, TrustedHead(size, head.head_hash, cp.root, frontier), edge, base_hash)
 
     def _base(self, size: int) -> TrustedHead | None:

@@ -5,18 +5,23 @@ keeps ``'abc'`` in an INTEGER column). Each row is checked for the types the log
 turned into the canonical content, so a wrong-typed value is a ``malformed`` finding at its position,
 never a traceback. Stored checkpoints are parsed the same way, the head row is compared with the entries
 (``head_mismatch``), and the newest checkpoints published outside the database (``publish.py``) are
-checked like any other: a log cut shorter than a published checkpoint is ``truncated``.
+checked like any other: a log cut shorter than a published checkpoint is ``truncated``, and so is a log
+with no verified checkpoint of its own size (every batch the writer commits stores one). Each text column
+must also have the shape the writer gives it (hex hashes, one canonical JSON object as params), since the
+signed content is the columns joined and text moved from one column into the next would keep its bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .canonical import GENESIS_HASH
+from .canonical import GENESIS_HASH, _encode_params
 from .checkpoint import Checkpoint
 from .errors import WitnessError, WitnessFormatError
 from .publish import CheckpointPublisher
@@ -27,11 +32,41 @@ from .verify import RawRecord, verify_records
 
 if TYPE_CHECKING:
     from .merkle import MerkleTree
+    from .trust import SignedHead
 
 T = TypeVar("T")
 
 _TEXT_COLUMNS = ("id", "timestamp", "component", "operation", "params_json", "severity", "prev_hash",
                  "content_hash", "signature")
+
+
+_MAX_SEQ = 2**63 - 1  # the largest integer a SQL filter can bind
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+_UNQUOTED = re.compile(r'[^"\\\x00-\x1f]*\Z')  # columns the content embeds raw, between quotes
+
+
+def _column_problem(entry: StoredEntry) -> str | None:
+    """Why the text columns cannot be the ones the writer stored, or None.
+
+    The content is the columns joined into one string, so a key-less editor could move text from one
+    column into its neighbour and keep the signed bytes. Each column the writer fills must therefore have
+    the shape the writer gives it: the hashes lowercase hex, the timestamp free of quotes, the params one
+    canonical JSON object (which cannot end early or run on into the next field).
+    """
+    for column in ("prev_hash", "content_hash"):
+        if not _HEX64.match(getattr(entry, column)):
+            return f"column {column} is not 64 lowercase hex digits"
+    if not _UNQUOTED.match(entry.timestamp):
+        return "column timestamp holds a quote, a backslash or a control character"
+    text = entry.params_json
+    try:
+        params = json.loads(text)
+        canonical = isinstance(params, dict) and _encode_params(params) == text  # the writer's own encoder
+    except (ValueError, TypeError, RecursionError):
+        canonical = False
+    if not canonical:
+        return "column params is not one canonical JSON object"
+    return None
 
 
 def _describe(value: object) -> str:
@@ -52,6 +87,9 @@ def record_of(entry: StoredEntry, position: int) -> RawRecord:
             return RawRecord(None, "", "", f"{where}: column {column} holds {_describe(value)}, not text")
     if entry.trace_id is not None and not isinstance(entry.trace_id, str):
         return RawRecord(None, "", "", f"{where}: column trace_id holds {_describe(entry.trace_id)}, not text")
+    shape = _column_problem(entry)
+    if shape is not None:
+        return RawRecord(None, "", "", f"{where}: {shape}")
     try:
         return RawRecord(entry.content(), entry.content_hash, entry.signature)
     except Exception as exc:  # noqa: BLE001 - any value the canonical form cannot take is the same finding
@@ -68,12 +106,22 @@ def checkpoint_of_row(row: Sequence[object], index: int) -> Checkpoint | Problem
 async def verify_store(store: WitnessStore, public_key: Ed25519PublicKey, *,
                        trusted: Sequence[Checkpoint] = (), publishers: Sequence[CheckpointPublisher] = (),
                        all_signatures: bool = True) -> VerificationReport:
-    """Verify everything the store holds against the public key, its checkpoints and the published ones."""
-    head = await store.signed_head()  # read first: the entries read next extend it
+    """Verify everything the store holds against the public key, its checkpoints and the published ones.
+
+    Other writers may append while this reads. The head row and the checkpoints are read together (the
+    head read again until it did not move, ``_head_and_checkpoints``), then the entries; an append can
+    only add entries above that head, so rows beyond it that a re-read head covers are another writer's
+    and left out. Rows beyond a head that did not grow stay in, and are named as ``head_mismatch``."""
+    head, checkpoint_rows = await _head_and_checkpoints(store)
     entries = await store.query(Query())
+    size = head.size
+    if type(size) is int and entries and type(entries[-1].seq) is int and entries[-1].seq >= size:
+        later = await store.signed_head()
+        if type(later.size) is int and later.size > entries[-1].seq:  # committed since: not part of this view
+            entries = [e for e in entries if not (type(e.seq) is int and e.seq >= size)]
     problems: list[Problem] = []
     checkpoints: list[Checkpoint] = []
-    for i, row in enumerate(await store.checkpoint_rows()):
+    for i, row in enumerate(checkpoint_rows):
         parsed = checkpoint_of_row(row, i)
         (checkpoints if isinstance(parsed, Checkpoint) else problems).append(parsed)  # type: ignore[arg-type]
     for publisher in publishers:
@@ -89,11 +137,34 @@ async def verify_store(store: WitnessStore, public_key: Ed25519PublicKey, *,
     checkpoints.sort(key=lambda c: -c.size)  # newest first: the report lists the one covering most first
     report = verify_records(records, public_key, checkpoints=[*checkpoints, *trusted], all_signatures=all_signatures,
                             require_checkpoint=bool(entries), extra_problems=problems)
+    n = len(records)
+    if n and not any(cp.size == n for cp in (*checkpoints, *trusted)) \
+            and not any(p.kind == "no_checkpoint" for p in report.problems):
+        # every committed batch stores a checkpoint of the log's new size (``is_milestone``: the latest is
+        # always kept), so a log with none of its own size lost its tail together with that checkpoint (one
+        # of that size that does not verify is already named: checkpoint_invalid or checkpoint_mismatch)
+        report.problems.append(Problem(
+            "truncated", f"no checkpoint signed by this key covers the log's {n} entries: the writer signs one "
+            "with every batch, so the tail was cut together with its checkpoint", None, n))
+        report.ok = False
     head_problems = _head_problems(head, records, report.root)
     if head_problems:
         report.problems = head_problems + report.problems
         report.ok = False
     return report
+
+
+async def _head_and_checkpoints(store: WitnessStore) -> "tuple[SignedHead, list[tuple[object, ...]]]":
+    """The head row and the checkpoint rows of one moment: every commit moves the head, so checkpoints read
+    between two equal head reads belong to that head (a commit in between replaces the latest one)."""
+    head = await store.signed_head()
+    for _ in range(50):
+        rows = await store.checkpoint_rows()
+        again = await store.signed_head()
+        if (again.size, again.head_hash) == (head.size, head.head_hash):
+            return head, rows
+        head = again
+    return head, rows  # a log appended to without pause: the report may name a race, never hide tampering
 
 
 def _head_problems(head: object, records: Sequence[RawRecord], root_hex: str) -> list[Problem]:
@@ -202,6 +273,10 @@ async def inclusion_in_store(store: WitnessStore, public_key: Ed25519PublicKey, 
 
     if type(seq) is not int or seq < 0:
         raise WitnessProofError(f"seq must be a non-negative integer, not {seq!r}")
+    if seq >= _MAX_SEQ:  # beyond what a SQL filter can bind, so beyond any stored entry
+        raise WitnessProofError(f"no entry with seq {seq}")
+    if size is not None and (type(size) is not int or not 0 <= size <= _MAX_SEQ):
+        raise WitnessProofError(f"size must be an integer from 0 to {_MAX_SEQ}, not {size!r:.40}")
     found = await store.query(Query(start_seq=seq, end_seq=seq + 1))
     if not found:
         raise WitnessProofError(f"no entry with seq {seq}")

@@ -92,6 +92,24 @@ def sqlite_file_of(store: object) -> str | None:
     return getattr(store, "sqlite_file", None)
 
 
+MAX_SQL_INT = 2**63 - 1  # the largest integer a SQL filter can bind (BIGINT, SQLite INTEGER)
+
+
+def _filter_text(name: str, value: Any) -> str | None:
+    """A text filter as the store can bind it: text that encodes to UTF-8 (no lone surrogates), else refused
+    here rather than by the driver with a UnicodeEncodeError."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise WitnessInputError(f"{name} must be text, not {type(value).__name__}", error_code="WITNESS_INVALID_FILTER")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise WitnessInputError(f"{name} is not valid Unicode text: {value!r:.60}",
+                                error_code="WITNESS_INVALID_FILTER") from None
+    return value
+
+
 class Witness:
     """One tamper-evident log (see module docstring). Thread-safe; usable from any event loop."""
 
@@ -241,7 +259,9 @@ class Witness:
             normalise_severity(severity),
             check_trace_id(trace_id),
         )
-        with self._append_lock:
+        with self._append_lock:  # close() sets _closed under this lock: an entry queued here is flushed by it
+            if self._closed:
+                raise WitnessClosedError("witness is closed")
             if self._appended - self._committed >= self._max_pending:
                 raise WitnessStorageError(f"{self._max_pending} entries are waiting for the store: {self._error}",
                                           error_code="WITNESS_BACKLOG_FULL")
@@ -706,9 +726,10 @@ class Witness:
 
     def close(self, timeout: float | None = 60.0) -> None:
         """Flush, stop the writer and release the store. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._append_lock:  # after this, log() refuses; everything it accepted is in _appended
+            if self._closed:
+                return
+            self._closed = True
         try:
             if self._thread.is_alive():
                 self.flush(timeout)
@@ -735,10 +756,11 @@ class Witness:
     @staticmethod
     def _query(component: str | None, operation: str | None, since: Any, trace_id: str | None,
                until: Any = None, limit: int | None = None) -> Query:
-        if limit is not None and (not isinstance(limit, int) or limit < 1):
-            raise WitnessInputError("limit must be a positive integer")
-        return Query(component=component, operation=operation, since=parse_since(since), until=parse_since(until),
-                     trace_id=trace_id, limit=limit)
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise WitnessInputError("limit must be a positive integer", error_code="WITNESS_INVALID_FILTER")
+        return Query(component=_filter_text("component", component), operation=_filter_text("operation", operation),
+                     since=parse_since(since), until=parse_since(until), trace_id=_filter_text("trace_id", trace_id),
+                     limit=None if limit is None or limit > MAX_SQL_INT else limit)  # more than any log holds
 
     def entries(self, component: str | None = None, operation: str | None = None, since: Any = None,
                 trace_id: str | None = None, *, until: Any = None, limit: int | None = None) -> list[StoredEntry]:
@@ -767,13 +789,15 @@ class Witness:
         if not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise WitnessInputError("limit must be an integer from 1 to 10000")
         for name, value in (("before_seq", before_seq), ("after_seq", after_seq)):
-            if value is not None and (not isinstance(value, int) or value < 0):
-                raise WitnessInputError(f"{name} must be a non-negative integer")
+            if value is not None and (type(value) is not int or not 0 <= value < MAX_SQL_INT):
+                raise WitnessInputError(f"{name} must be an integer from 0 to {MAX_SQL_INT - 1}",
+                                        error_code="WITNESS_INVALID_FILTER")
         if contains is not None and (not isinstance(contains, str) or not 0 < len(contains) <= 256):
             raise WitnessInputError("contains must be a string of 1 to 256 characters")
         if contains is not None:  # params are stored as ASCII-only canonical JSON: match what is stored
             contains = "".join(c if 32 <= ord(c) < 128 else json.dumps(c)[1:-1] for c in contains)
-        q = Query(component=component, operation=operation, contains=contains, limit=limit,
+        q = Query(component=_filter_text("component", component), operation=_filter_text("operation", operation),
+                  contains=contains, limit=limit,
                   start_seq=0 if after_seq is None else after_seq + 1, end_seq=before_seq, newest_first=newest_first)
         return await self._arun(self._store.query(q))
 

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from ..canonical import content_text
 from ..checkpoint import Checkpoint
+from ..errors import WitnessFormatError, WitnessStorageError
 from ..keys import WitnessKeys
 from ..merkle import CompactRange, leaf_hash
 from ..trust import SignedHead
@@ -77,14 +78,38 @@ class StoredEntry:
     def leaf(self) -> bytes:
         return stored_leaf(self.content_hash, self.signature)
 
+    def check(self) -> None:
+        """Raise ``WITNESS_ROW_UNREADABLE`` unless every column has the type the writer stores: a row edited in
+        the database can hold anything (SQLite keeps 'abc' or a blob in any column), and readers of such a
+        row get a coded error, not a TypeError from deep inside a formatter. Verification names it instead."""
+        for name in ("seq", "sig_seq"):
+            if type(getattr(self, name)) is not int:
+                raise unreadable_row(self, f"column {name} is not an integer")
+        for name in _TEXT_FIELDS:
+            if getattr(self, name).__class__ is not str:
+                raise unreadable_row(self, f"column {name} is not text")
+        if self.trace_id is not None and self.trace_id.__class__ is not str:
+            raise unreadable_row(self, "column trace_id is not text")
+
+    def parsed_params(self) -> dict[str, Any]:
+        """The params column parsed (a JSON object), or ``WITNESS_ROW_UNREADABLE``."""
+        try:
+            params = json.loads(self.params_json)
+        except (ValueError, TypeError, RecursionError):
+            params = None
+        if not isinstance(params, dict):
+            raise unreadable_row(self, "column params is not a JSON object")
+        return params
+
     def to_dict(self) -> dict[str, Any]:
+        self.check()
         return {
             "id": self.id,
             "seq": self.seq,
             "timestamp": self.timestamp,
             "component": self.component,
             "operation": self.operation,
-            "params": json.loads(self.params_json),
+            "params": self.parsed_params(),
             "severity": self.severity,
             "trace_id": self.trace_id,
             "prev_hash": self.prev_hash,
@@ -92,6 +117,26 @@ class StoredEntry:
             "signature": self.signature,
             "sig_seq": self.sig_seq,
         }
+
+
+_TEXT_FIELDS = ("id", "timestamp", "component", "operation", "params_json", "severity", "prev_hash", "content_hash",
+                "signature")
+
+
+def unreadable_row(entry: StoredEntry, why: str) -> WitnessStorageError:
+    """The coded error for a stored row that cannot be read as an entry (edited in the database)."""
+    seq = entry.seq if type(entry.seq) is int else repr(entry.seq)[:40]
+    return WitnessStorageError(f"the stored entry at seq {seq} is unreadable: {why} (run verify)",
+                               error_code="WITNESS_ROW_UNREADABLE")
+
+
+def checkpoint_of_stored(row: Sequence[Any]) -> Checkpoint:
+    """A stored checkpoint row (size, root, timestamp, key_id, signature) parsed, or ``WITNESS_ROW_UNREADABLE``."""
+    try:
+        return Checkpoint.from_dict(dict(zip(("size", "root", "timestamp", "key_id", "signature"), row)))
+    except WitnessFormatError as exc:
+        raise WitnessStorageError(f"a stored checkpoint is unreadable: {exc.message} (run verify)",
+                                  error_code="WITNESS_ROW_UNREADABLE") from None
 
 
 # A sealed entry as stored: the fields of StoredEntry, in column order (plain lists: the SQL store passes

@@ -44,7 +44,7 @@ from ..checkpoint import Checkpoint
 from ..errors import WitnessInputError, WitnessKeyError, WitnessStorageError
 from ..keys import WitnessKeys
 from ..merkle import CompactRange
-from .base import ROW_CONTENT_HASH, stored_leaf, PendingEntry, Query, Sealed, Sealer, StoredEntry, WitnessStore, is_milestone
+from .base import ROW_CONTENT_HASH, checkpoint_of_stored, stored_leaf, PendingEntry, Query, Sealed, Sealer, StoredEntry, WitnessStore, is_milestone
 from ..errors import WitnessHeadRewrittenError
 from ..trust import SignedHead, frontier_of
 from .sqlite_append import PRUNE_TRIGGER, SIGNED_HEAD, SqliteAppender, signed_head_of, sqlite_pragmas
@@ -298,7 +298,11 @@ class SqlStore(WitnessStore):
 
     async def size(self) -> int:
         async with self.engine.connect() as conn:
-            return int((await conn.execute(select(head_table.c.size).where(head_table.c.id == 1))).scalar_one())
+            size = (await conn.execute(select(head_table.c.size).where(head_table.c.id == 1))).scalar_one()
+        if type(size) is not int:  # the column as stored: an edited head row is named, not int()-ed
+            raise WitnessStorageError(f"the head row's size is unreadable: {size!r:.40} (run verify)",
+                                      error_code="WITNESS_ROW_UNREADABLE")
+        return size
 
     async def leaves(self, start: int, end: int) -> list[bytes]:
         async with self.engine.connect() as conn:
@@ -332,6 +336,8 @@ class SqlStore(WitnessStore):
                 return [_row_to_entry(r) for r in result]
         except (SQLAlchemyError, OSError) as exc:
             raise WitnessStorageError(f"query failed: {exc}") from exc
+        except (OverflowError, UnicodeEncodeError) as exc:  # a filter the driver cannot bind (callers check first)
+            raise WitnessInputError(f"query filter cannot be used: {exc}", error_code="WITNESS_INVALID_FILTER") from exc
 
     async def existing_ids(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` are stored; asked 500 at a time (a writer process may leave 12,288 to check,
@@ -348,7 +354,7 @@ class SqlStore(WitnessStore):
         c = checkpoints_table.c
         async with self.engine.connect() as conn:
             result = await conn.execute(select(c.size, c.root, c.timestamp, c.key_id, c.signature).order_by(c.size))
-            return [Checkpoint(int(r[0]), r[1], r[2], r[3], r[4]) for r in result]
+            return [checkpoint_of_stored(r) for r in result]
 
     async def signed_head(self) -> SignedHead:
         try:
@@ -383,7 +389,7 @@ class SqlStore(WitnessStore):
             row = (await conn.execute(
                 select(c.size, c.root, c.timestamp, c.key_id, c.signature).order_by(c.size.desc()).limit(1)
             )).first()
-        return None if row is None else Checkpoint(int(row[0]), row[1], row[2], row[3], row[4])
+        return None if row is None else checkpoint_of_stored(row)
 
 
 def sqlite_path(url: str) -> str | None:
