@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -32,8 +33,8 @@ from infrafabric.capability import Capability, parse_capabilities
 from infrafabric.governor.index import CapabilityIndex, base_score
 from infrafabric.governor.ledger_keys import breaker_key as _breaker_key
 from infrafabric.governor.ledger_keys import budget_key as _budget_key
-from infrafabric.governor.money import to_money
-from infrafabric.governor.persistence import StatePersister
+from infrafabric.governor.money import add, share_of, sub, to_money
+from infrafabric.governor.persistence import MISSING, StatePersister
 from infrafabric.governor.policy import ResourcePolicy
 from infrafabric.governor.profile import SwarmProfile
 from infrafabric.reputation import check_reputation
@@ -57,11 +58,16 @@ class _Account:
 
     @property
     def remaining(self) -> Decimal:
-        return self.budget - self.spent
+        return sub(self.budget, self.spent)  # exact, in the ledger's own context
+
+    def record(self) -> dict[str, str]:
+        return {"budget": str(self.budget), "spent": str(self.spent)}
 
 
 @dataclass
 class _Breaker:
+    """A swarm's circuit breaker. Only an operator closes an open one (``reset_circuit_breaker``)."""
+
     state: str = CLOSED
     reason: str | None = None
     consecutive_failures: int = 0
@@ -77,19 +83,56 @@ def _decode(data: bytes) -> Any:
 
 
 GOVERNOR_PREFIX = "/governor/"
+_UNREADABLE = "ledger record unreadable: an operator must set a budget"
+
+
+def _status_of(breaker: "_Breaker") -> str:
+    return "circuit_breaker_tripped" if breaker.state == OPEN else "active"
+
+
+def _stored_dict(record: Any, what: str) -> dict[str, Any]:
+    """A stored record that must be a JSON object (``null``, a list, or unreadable bytes are damage)."""
+    if isinstance(record, BaseException):
+        raise record
+    if not isinstance(record, dict):
+        raise ValueError(f"{what} record is {type(record).__name__}, not an object")
+    return record
 
 
 def _account_from(record: Any) -> "_Account":
     """A stored budget record; raises on any damage (callers fail closed)."""
-    return _Account(to_money(record["budget"], "budget"), to_money(record["spent"], "spent"))
+    fields = _stored_dict(record, "budget")
+    return _Account(to_money(fields["budget"], "budget"), to_money(fields["spent"], "spent"))
+
+
+# The gateway's reservation ledger (gateway/reservations.py) writes ``opened_at`` where the governor writes
+# ``tripped_at``; both are the same field.
+_BREAKER_TIME_FIELDS = ("tripped_at", "opened_at")
 
 
 def _breaker_from(record: Any) -> "_Breaker":
-    """A stored breaker record; raises on any damage, including an unknown state (callers fail closed)."""
-    breaker = _Breaker(**record)
-    if breaker.state not in (OPEN, CLOSED):
-        raise ValueError(f"breaker state {breaker.state!r}")
-    return breaker
+    """A stored breaker record; raises on any damage: an unknown field or state, or a field of the wrong
+    type or range (callers fail closed). Why every field: a corrupted failure count loaded silently
+    (``-1000`` defeats the failure breaker, ``"x"`` breaks the next ``record_task_result``)."""
+    fields = _stored_dict(record, "breaker")
+    unknown = set(fields) - {"state", "reason", "consecutive_failures", *_BREAKER_TIME_FIELDS}
+    if unknown:
+        raise ValueError(f"breaker record has unknown fields {sorted(unknown)}")
+    state = fields.get("state", CLOSED)
+    if state not in (OPEN, CLOSED):
+        raise ValueError(f"breaker state {state!r}")
+    reason = fields.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError(f"breaker reason is {type(reason).__name__}")
+    failures = fields.get("consecutive_failures", 0)
+    if type(failures) is not int or failures < 0:
+        raise ValueError(f"breaker consecutive_failures {failures!r}")
+    times = [fields[f] for f in _BREAKER_TIME_FIELDS if f in fields]
+    for at in times:
+        if at is not None and (type(at) not in (int, float) or not math.isfinite(at) or at < 0):
+            raise ValueError(f"breaker tripped_at {at!r}")
+    tripped_at = next((float(at) for at in times if at is not None), None)
+    return _Breaker(state, reason, failures, tripped_at)
 
 
 class IFGovernor:
@@ -137,16 +180,62 @@ class IFGovernor:
             self._store.put(keys.profile_key(swarm_id), self.swarm_registry[swarm_id].to_record())
 
     def _persist_budget(self, swarm_id: str) -> None:
+        """Blind write of this replica's budget record: only for operator actions and the single-governor
+        ``track_cost`` (replicas charge with ``acharge``)."""
         if self._store is not None:
-            acct = self._accounts[swarm_id]
-            self._store.put(_budget_key(swarm_id), {"budget": str(acct.budget), "spent": str(acct.spent)})
+            self._store.put(_budget_key(swarm_id), self._accounts[swarm_id].record())
 
     def _persist_breaker(self, swarm_id: str) -> None:
+        """Blind write of this replica's breaker: only for the operator's reset, the one action that may
+        close an open breaker. Every other change goes through ``_update_breaker``."""
         if self._store is not None:
             b = self._breakers[swarm_id]
             self._store.put(_breaker_key(swarm_id), b.__dict__)
-            status = "circuit_breaker_tripped" if b.state == OPEN else "active"
-            self._store.put(keys.status_key(swarm_id), status)
+            self._store.put(keys.status_key(swarm_id), _status_of(b))
+
+    def _fail_closed(self, swarm_id: str) -> None:
+        """A swarm whose ledger record is unreadable: nothing to spend, breaker open, until an operator acts."""
+        self._accounts[swarm_id] = _Account(Decimal(0), Decimal(0))
+        self._breakers[swarm_id] = _Breaker(OPEN, _UNREADABLE, 0)
+
+    def _update_breaker(self, swarm_id: str, change: Callable[["_Breaker"], "_Breaker"]) -> None:
+        """Change the swarm's breaker by a compare-and-swap read-modify-write of the stored record (as
+        ``acharge`` does for budgets). Why: a blind write of this replica's cached breaker re-closed a
+        breaker another replica had tripped, and the shared ledger then took charges past zero. ``change``
+        is applied to the stored breaker, and may never close an open one (only an operator does that)."""
+
+        def apply(base: _Breaker) -> _Breaker:
+            after = change(base)
+            if base.state == OPEN and after.state != OPEN:
+                after = _Breaker(OPEN, base.reason, after.consecutive_failures, base.tripped_at)
+            return after
+
+        def settle(outcome: tuple[_Breaker, _Breaker] | BaseException) -> None:
+            if isinstance(outcome, BaseException):
+                self._unreadable(_breaker_key(swarm_id), outcome)
+                self._fail_closed(swarm_id)
+                return
+            before, after = outcome
+            self._breakers[swarm_id] = after
+            if before.state == CLOSED and after.state == OPEN:
+                self._tripped(swarm_id, after.reason or "tripped")
+
+        if self._store is None:
+            before = self._breakers[swarm_id]
+            settle((before, apply(before)))
+            return
+        key, cached = _breaker_key(swarm_id), self._breakers[swarm_id]
+
+        def plan(current: Any) -> tuple[list[tuple[str, Any]] | None, Any]:
+            try:
+                before = cached if current is MISSING else _breaker_from(current)
+            except Exception as exc:  # noqa: BLE001 - damaged record: reported, left as evidence, fail closed
+                return None, exc
+            after = apply(before)
+            return [(key, after.__dict__), (keys.status_key(swarm_id), _status_of(after))], (before, after)
+
+        self._breakers[swarm_id] = apply(cached)  # what readers see until the store answers (queued writes)
+        self._store.update(key, plan, settle)
 
     def _reindex(self, swarm_id: str) -> None:
         profile = self.swarm_registry[swarm_id]
@@ -157,24 +246,74 @@ class IFGovernor:
     # -- registry ---------------------------------------------------------------------------------
 
     def register_swarm(self, profile: SwarmProfile) -> None:
-        """Add (or replace) a swarm; its budget and reputation move into the governor's ledger."""
+        """Add (or replace) a swarm's profile; its budget and reputation move into the governor's ledger.
+
+        A swarm that already has a ledger (here or in the store) keeps it: the budget record and the
+        breaker are created only when missing, each by one create-if-absent transaction. Why: a second
+        registration reset ``spent`` to zero with a blind write, so every charge made so far was forgotten;
+        changing a budget or closing a breaker stays an operator action."""
         if not isinstance(profile, SwarmProfile):
             raise ValidationError("register_swarm takes a SwarmProfile")
         swarm_id = profile.swarm_id
+        fresh = _Account(profile.budget_remaining_exact)
         self._reputation[swarm_id] = profile.reputation_score
-        self._accounts[swarm_id] = _Account(profile.budget_remaining_exact)
+        self._accounts.setdefault(swarm_id, fresh)
         self._breakers.setdefault(swarm_id, _Breaker())
         profile.attach(self)
         self.swarm_registry[swarm_id] = profile
         self._reindex(swarm_id)
         self._persist_profile(swarm_id)
-        self._persist_budget(swarm_id)
-        self._persist_breaker(swarm_id)
+        self._create_ledger(swarm_id)
         self._log(
             "swarm_registered",
             {"swarm_id": swarm_id, "capabilities": [str(c) for c in profile.capabilities],
-             "budget": str(profile.initial_budget), "cost_per_hour": str(profile.cost_per_hour_exact)},
+             "budget": str(self._accounts[swarm_id].budget), "cost_per_hour": str(profile.cost_per_hour_exact)},
         )
+
+    def _create_ledger(self, swarm_id: str) -> None:
+        """Store the swarm's budget and breaker records where they are missing; where they exist, this
+        replica takes the stored ones (damaged ones are reported and fail closed, as in ``load``)."""
+        if self._store is None:
+            return
+        bkey, rkey = _budget_key(swarm_id), _breaker_key(swarm_id)
+        account, breaker = self._accounts[swarm_id], self._breakers[swarm_id]
+
+        def plan_budget(current: Any) -> tuple[list[tuple[str, Any]] | None, Any]:
+            if current is MISSING:
+                return [(bkey, account.record())], account
+            try:
+                return None, _account_from(current)
+            except Exception as exc:  # noqa: BLE001 - damaged record: reported below, never overwritten
+                return None, exc
+
+        def plan_breaker(current: Any) -> tuple[list[tuple[str, Any]] | None, Any]:
+            if current is MISSING:
+                return [(rkey, breaker.__dict__), (keys.status_key(swarm_id), _status_of(breaker))], breaker
+            try:
+                return None, _breaker_from(current)
+            except Exception as exc:  # noqa: BLE001
+                return None, exc
+
+        damaged: list[str] = []
+
+        def took_budget(outcome: "_Account | BaseException") -> None:
+            if isinstance(outcome, BaseException):
+                damaged.append(bkey)
+                self._unreadable(bkey, outcome)
+                self._fail_closed(swarm_id)
+            elif not damaged:
+                self._accounts[swarm_id] = outcome
+
+        def took_breaker(outcome: "_Breaker | BaseException") -> None:
+            if isinstance(outcome, BaseException):
+                damaged.append(rkey)
+                self._unreadable(rkey, outcome)
+                self._fail_closed(swarm_id)
+            elif not damaged:
+                self._breakers[swarm_id] = outcome
+
+        self._store.update(bkey, plan_budget, took_budget)
+        self._store.update(rkey, plan_breaker, took_breaker)
 
     def deregister_swarm(self, swarm_id: str) -> None:
         self._profile(swarm_id)
@@ -339,7 +478,7 @@ class IFGovernor:
         if not required:
             await self._escalate_to_human(blocked_swarm_id, blocker_description, "no required capabilities")
             return []
-        share = self.policy.max_cost_per_task_exact / len(required)
+        share = share_of(self.policy.max_cost_per_task_exact, len(required))  # a valid amount, never above
         blocked = self.swarm_registry.get(blocked_swarm_id)
         covered: set[Capability] = set(blocked.capabilities) if blocked else set()
         team: list[str] = []
@@ -366,7 +505,10 @@ class IFGovernor:
              "coverage": coverage},
         )
         team = await self._dispatch_help(request_id, blocked_swarm_id, required, team, share)
-        if not team:
+        if team:
+            self.task_budgets[request_id] = {h: share for h in team}  # who was reached, not who was planned
+        else:
+            self.task_budgets.pop(request_id, None)
             await self._escalate_to_human(blocked_swarm_id, blocker_description, "no helper could be reached")
         return team
 
@@ -378,7 +520,9 @@ class IFGovernor:
         A helper that cannot take it (not connected, hung: the push times out, dead) is recorded as a
         failure against it, and the capabilities it was to bring go to the next best helper, so a hung
         helper neither stalls the blocked swarm nor is chosen again at once. Bounded: each push has the
-        bus's timeout and each capability gets at most three helpers.
+        bus's timeout, each capability gets at most three helpers, and the team (reached plus queued)
+        never grows past max_swarms_per_task: a failed all-rounder is replaced by as many substitutes as
+        the policy still allows, not one per capability it had.
         """
         if self.coordinator is None:
             return team
@@ -404,6 +548,10 @@ class IFGovernor:
             wanted = [c for c in required if c in self._index.capabilities_of(helper)
                       and not any(c in self._index.capabilities_of(h) for h in reached + queue)]
             for cap in wanted:  # the next best helper for what the failed one was to bring
+                if len(reached) + len(queue) >= self.policy.max_swarms_per_task:
+                    break
+                if any(cap in self._index.capabilities_of(h) for h in queue):
+                    continue  # a substitute queued for an earlier capability brings this one too
                 substitute = self.find_qualified_swarm([cap], share, exclude=[blocked, *reached, *queue, *failed])
                 if substitute is not None and substitute not in queue:
                     queue.append(substitute)
@@ -432,7 +580,7 @@ class IFGovernor:
         if not isinstance(operation, str) or not operation:
             raise ValidationError("operation must be a non-empty string")
         acct = self._accounts[swarm_id]
-        acct.spent += amount
+        acct.spent = add(acct.spent, amount)  # exact or refused, never rounded
         self._persist_budget(swarm_id)
         self._log("budget_charged", {"swarm_id": swarm_id, "operation": operation, "cost": str(amount),
                                      "remaining": str(acct.remaining)})
@@ -476,7 +624,7 @@ class IFGovernor:
                 self._log("charge_refused", {"swarm_id": swarm_id, "operation": operation, "cost": str(amount),
                                              "reason": breaker.reason}, "WARN")
                 raise CircuitOpenError(f"breaker of {swarm_id} is open: {breaker.reason}")
-            account = _Account(account.budget, account.spent + amount)
+            account = _Account(account.budget, add(account.spent, amount))
             trip = account.remaining <= 0
             if trip:
                 breaker = _Breaker(OPEN, "budget_exhausted", breaker.consecutive_failures, time.time())
@@ -511,32 +659,46 @@ class IFGovernor:
         raise BackendUnavailable(f"charge to {swarm_id} kept losing to other replicas; try again")
 
     def _ledger_of(self, swarm_id: str, b_kv: Any, r_kv: Any, profile: SwarmProfile) -> tuple["_Account", "_Breaker"]:
-        """The stored ledger; a record that cannot be read is an open breaker (never a fresh budget)."""
-        try:
-            if b_kv is None:
-                account = _Account(profile.initial_budget)
-            else:
-                account = _account_from(_decode(b_kv.value))
-            state = _breaker_from(_decode(r_kv.value)) if r_kv is not None else _Breaker()
-        except Exception as exc:  # noqa: BLE001 - damaged record: fail closed
-            self._unreadable(_budget_key(swarm_id), exc)
+        """The stored ledger; a record that cannot be read is an open breaker (never a fresh budget),
+        reported under its own key."""
+        damaged = False
+        account, state = _Account(profile.initial_budget), _Breaker()
+        for key, kv in ((_budget_key(swarm_id), b_kv), (_breaker_key(swarm_id), r_kv)):
+            if kv is None:
+                continue  # absent: the fresh record above
+            try:
+                if key == _budget_key(swarm_id):
+                    account = _account_from(_decode(kv.value))
+                else:
+                    state = _breaker_from(_decode(kv.value))
+            except Exception as exc:  # noqa: BLE001 - damaged record: fail closed
+                self._unreadable(key, exc)
+                damaged = True
+        if damaged:
             return _Account(Decimal(0), Decimal(0)), _Breaker(OPEN, "ledger record unreadable", 0)
         return account, state
 
     def record_task_result(self, swarm_id: str, success: bool) -> None:
-        """Count consecutive failures; the policy's threshold trips the breaker."""
+        """Count consecutive failures; the policy's threshold trips the breaker. Counted on the stored
+        breaker (compare-and-swap), so a success never closes a breaker another replica opened."""
         self._profile(swarm_id)
-        breaker = self._breakers[swarm_id]
-        breaker.consecutive_failures = 0 if success else breaker.consecutive_failures + 1
-        if breaker.consecutive_failures >= self.policy.circuit_breaker_failure_threshold and breaker.state == CLOSED:
-            self._trip_circuit_breaker(swarm_id, "consecutive_failures")
-        else:
-            self._persist_breaker(swarm_id)
+        threshold = self.policy.circuit_breaker_failure_threshold
+
+        def count(b: _Breaker) -> _Breaker:
+            failures = 0 if success else b.consecutive_failures + 1
+            if failures >= threshold and b.state == CLOSED:
+                return _Breaker(OPEN, "consecutive_failures", failures, time.time())
+            return _Breaker(b.state, b.reason, failures, b.tripped_at)
+
+        self._update_breaker(swarm_id, count)
 
     def _trip_circuit_breaker(self, swarm_id: str, reason: str) -> None:
-        breaker = self._breakers[swarm_id]
-        breaker.state, breaker.reason, breaker.tripped_at = OPEN, reason, time.time()
-        self._persist_breaker(swarm_id)
+        """Open the breaker (in the store, by compare-and-swap); one already open keeps its reason."""
+        self._update_breaker(swarm_id, lambda b: b if b.state == OPEN else
+                             _Breaker(OPEN, reason, b.consecutive_failures, time.time()))
+
+    def _tripped(self, swarm_id: str, reason: str) -> None:
+        """Audit and escalate a breaker this replica just opened."""
         self._log("circuit_breaker_tripped", {"swarm_id": swarm_id, "reason": reason,
                                               "remaining": str(self._accounts[swarm_id].remaining)}, "HIGH")
         if self.coordinator is not None:
@@ -549,9 +711,20 @@ class IFGovernor:
     @staticmethod
     def _operator(operator: object, action: str) -> Identity:
         """Operator actions take a verified operator identity (``credentials.CredentialVerifier``), never a
-        name a caller types: a swarm that could pass ``operator="ops"`` could raise its own budget."""
+        name a caller types: a swarm that could pass ``operator="ops"`` could raise its own budget.
+
+        The identity must also still be one a verifier would return: a named operator, a credential id
+        (audited with the change), not expired. Why: an ``Identity`` is a plain dataclass, and one that
+        expired in 1970 with no credential id set budgets. (Accepting only identities the verifier itself
+        made is not possible without breaking callers that build the ``Identity`` they already verified.)"""
         if not isinstance(operator, Identity) or operator.role != "operator":
             raise PermissionDeniedError(f"{action} needs an operator identity verified from an operator credential")
+        if not isinstance(operator.name, str) or not operator.name.strip() or \
+                not isinstance(operator.jti, str) or not operator.jti.strip():
+            raise PermissionDeniedError(f"{action} needs an operator identity with a name and a credential id")
+        expires = operator.expires_at
+        if isinstance(expires, bool) or not isinstance(expires, (int, float)) or not expires > time.time():
+            raise PermissionDeniedError(f"{action}: the operator credential has expired")
         return operator
 
     def reset_circuit_breaker(self, swarm_id: str, *, operator: Identity, new_budget: float | None = None,
@@ -617,17 +790,23 @@ class IFGovernor:
                 self._unreadable(key, exc)
                 continue
             swarm_id = profile.swarm_id
-            budget = budgets.get(_budget_key(swarm_id))
-            breaker = breakers.get(_breaker_key(swarm_id))
-            try:
-                account = _account_from(budget) if budget is not None else _Account(profile.initial_budget)
-                state = _breaker_from(breaker) if breaker is not None else _Breaker()
-            except Exception as exc:  # noqa: BLE001 - fail closed: a swarm whose ledger is unreadable
-                self._unreadable(_budget_key(swarm_id) if budget is not None else _breaker_key(swarm_id), exc)
-                account = _Account(Decimal(0), Decimal(0))  # cannot spend until an operator sets a budget
-                state = _Breaker(OPEN, "ledger record unreadable: an operator must set a budget", 0)
-            self._accounts[swarm_id] = account
-            self._breakers[swarm_id] = state
+            bkey, rkey = _budget_key(swarm_id), _breaker_key(swarm_id)
+            self._accounts[swarm_id], self._breakers[swarm_id] = _Account(profile.initial_budget), _Breaker()
+            damaged = False
+            # a key that is present is a record, whatever it holds: JSON null is damage, not absence
+            for key, records in ((bkey, budgets), (rkey, breakers)):
+                if key not in records:
+                    continue
+                try:
+                    if key == bkey:
+                        self._accounts[swarm_id] = _account_from(records[key])
+                    else:
+                        self._breakers[swarm_id] = _breaker_from(records[key])
+                except Exception as exc:  # noqa: BLE001 - reported under the key that failed
+                    self._unreadable(key, exc)
+                    damaged = True
+            if damaged:
+                self._fail_closed(swarm_id)  # cannot spend until an operator sets a budget
             self._reputation[swarm_id] = profile.reputation_score
             profile.attach(self)
             self.swarm_registry[swarm_id] = profile

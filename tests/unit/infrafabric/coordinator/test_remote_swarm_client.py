@@ -91,6 +91,8 @@ async def test_a_success_whose_body_is_not_json_or_no_inbox_is_a_passing_error_n
         if request.url.path == "/v1/session" and request.method == "POST":
             return httpx.Response(200, json={"swarm_id": "s1", "session": "abc", "ttl": 2})
         if request.url.path == "/v1/inbox":
+            if not inbox:
+                await asyncio.sleep(float(request.url.params["wait"]))  # a long poll with nothing to give
             return httpx.Response(200, content=inbox.pop(0) if inbox else b'{"tasks": []}')
         if request.url.path == "/v1/heartbeat":
             return httpx.Response(200, content=b"<html>proxy</html>")
