@@ -296,24 +296,19 @@ class IFGovernor:
 
         damaged: list[str] = []
 
-        def took_budget(outcome: "_Account | BaseException") -> None:
-            if isinstance(outcome, BaseException):
-                damaged.append(bkey)
-                self._unreadable(bkey, outcome)
-                self._fail_closed(swarm_id)
-            elif not damaged:
-                self._accounts[swarm_id] = outcome
+        def adopt(key: str, into: dict[str, Any]) -> Callable[[Any], None]:
+            """Keep the stored (or new) record here; a damaged one is reported and the swarm fails closed."""
+            def took(outcome: Any) -> None:
+                if isinstance(outcome, BaseException):
+                    damaged.append(key)
+                    self._unreadable(key, outcome)
+                    self._fail_closed(swarm_id)
+                elif not damaged:
+                    into[swarm_id] = outcome
+            return took
 
-        def took_breaker(outcome: "_Breaker | BaseException") -> None:
-            if isinstance(outcome, BaseException):
-                damaged.append(rkey)
-                self._unreadable(rkey, outcome)
-                self._fail_closed(swarm_id)
-            elif not damaged:
-                self._breakers[swarm_id] = outcome
-
-        self._store.update(bkey, plan_budget, took_budget)
-        self._store.update(rkey, plan_breaker, took_breaker)
+        self._store.update(bkey, plan_budget, adopt(bkey, self._accounts))
+        self._store.update(rkey, plan_breaker, adopt(rkey, self._breakers))
 
     def deregister_swarm(self, swarm_id: str) -> None:
         self._profile(swarm_id)

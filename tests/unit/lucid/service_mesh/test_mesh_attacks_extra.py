@@ -45,6 +45,7 @@ from lucid.service_mesh.resilience.circuit_breaker import CircuitBreaker
 from lucid.service_mesh.security.auth_provider import ServiceAuthProvider
 from lucid.service_mesh.security.cert_manager import CertificateManager
 from lucid.service_mesh.security.identity import ServiceIdentity, identity_from_certificate
+from tests.security.test_mesh_auth import _claims
 
 GW = ServiceIdentity("api-gateway", "api-gateway", "ops")
 BC = ServiceIdentity("blockchain-core", "blockchain-core", "chain")
@@ -62,12 +63,6 @@ def _bearer(provider: ServiceAuthProvider, ident: ServiceIdentity, permissions: 
 
 # --------------------------------------------------------------------------------------------- JWT
 
-def _claims(**over):
-    now = int(time.time())
-    base = {"iss": "lucid.onion", "aud": "lucid-services", "sub": "gw", "iat": now, "nbf": now, "exp": now + 600,
-            "jti": "j", "service_name": "api-gateway", "cluster": "api-gateway", "plane": "ops", "permissions": []}
-    base.update(over)
-    return base
 
 
 def _sign(provider: ServiceAuthProvider, claims: dict, **headers) -> str:
