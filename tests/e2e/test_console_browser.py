@@ -143,7 +143,7 @@ def test_a_blocker_reported_by_another_process_appears_live(console: Console, br
     page.wait_for_timeout(1500)
     assert requests == [], f"the page polled while nothing happened: {requests}"  # server push only
     description = f"handshake stalls {time.time_ns()}"
-    swarm = run_swarm(console, "session-5-cli", description)
+    swarm = run_swarm(console, "session-9-remote", description)  # not one of the in-process demo swarms
     try:
         line = swarm.stdout.readline()  # type: ignore[union-attr]
         reported = time.monotonic()

@@ -26,7 +26,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from backends.errors import BackendUnavailable, OutcomeUnknown
@@ -38,9 +38,10 @@ from infrafabric.governor.ledger_keys import breaker_key as _breaker_key
 from infrafabric.governor.ledger_keys import budget_key as _budget_key
 from infrafabric.governor.ledger_keys import holds_key as _holds_key
 from infrafabric.governor.ledger_keys import live_key as _live_key
-from infrafabric.governor.money import to_money
+from infrafabric.governor.money import MAX_PLACES, to_money
 
 _ATTEMPTS = 512
+_PLACE = Decimal(1).scaleb(-MAX_PLACES)  # the smallest amount to_money takes
 
 AuditFn = Callable[[str, dict[str, Any], str], None]
 
@@ -198,8 +199,11 @@ class ReservationLedger:
                                                        **(details or {})}, "WARN")
                     raise BudgetExceededError(f"the call may cost {floor} but {swarm_id} has {remaining} left",
                                               remaining=remaining, needed=floor)
-                taking = amount if at_least is None else \
-                    min(amount, max(floor, remaining * share if share is not None else remaining))
+                # a share of what is left, rounded down to an amount's places: shares of shares would
+                # otherwise add two decimals per block until to_money refused the block's own settlement
+                part = remaining if share is None else \
+                    (remaining * share).quantize(_PLACE, rounding=ROUND_DOWN)
+                taking = amount if at_least is None else min(amount, max(floor, part))
                 holds = {**ledger.holds, hold_id: str(taking)}
                 writes: list[Put | Delete] = [Put(_holds_key(swarm_id), _encode({"holds": holds})),
                                               Put(_live_key(swarm_id, hold_id), b"1", lease)]

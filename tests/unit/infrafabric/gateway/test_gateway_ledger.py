@@ -226,3 +226,19 @@ async def test_a_replicas_view_never_outlives_another_writer() -> None:
                                                           "consecutive_failures": 0}))
         await kv.put("/governor/budgets/s", json.dumps({"budget": "2.0", "spent": "1.0"}))  # an operator's reset
         assert (await a.reserve("s", "a4", Decimal("0.5"), lease)).amount == Decimal("0.5")
+
+
+async def test_blocks_taken_as_shares_of_shares_stay_amounts_that_settle() -> None:
+    """Each block takes a quarter of what is left: without rounding, each took two more decimals than the last,
+    until the ledger's own settlement of a block was refused as too precise (the chaos run left 26 holds)."""
+    async with open_kv("memory://") as kv:
+        await _seed(kv, "s", "0.0123457")
+        ledger = ReservationLedger(kv)
+        lease = await kv.grant_lease(60)
+        holds = [await ledger.reserve("s", f"b{i}", Decimal("1"), lease, at_least=Decimal("0.0000001"),
+                                      share=Decimal("0.25")) for i in range(20)]
+        assert all(-h.amount.as_tuple().exponent <= 24 for h in holds)  # type: ignore[operator]
+        for h in holds:
+            assert await ledger.settle(h, h.amount) == h.amount
+        _, spent, left = await _state(kv, "s")
+        assert left == {} and spent == sum((h.amount for h in holds), Decimal(0))
