@@ -311,16 +311,23 @@ _FILTERS: dict[str, Callable[[Witness], Any]] = {
 }
 
 
+def _answers_or_refuses_with_a_code(call: Callable[[], Any]) -> None:
+    """The call returns, or raises a WitnessError carrying a WITNESS_ code (any other exception fails)."""
+    try:
+        call()
+    except WitnessError as exc:
+        assert exc.error_code.startswith("WITNESS_") and exc.message, exc
+    else:
+        return
+
+
 @pytest.mark.parametrize("name", list(_FILTERS))
 def test_hostile_filters_on_sqlite_answer_or_fail_with_a_witness_error(tmp_path: Path, name: str) -> None:
     w = _thread_witness(f"sqlite:///{tmp_path / 'f.db'}", tmp_path / "keys")
     try:
         w.log("IF.chassis", "op", {"i": 1})
         w.flush()
-        try:
-            _FILTERS[name](w)
-        except WitnessError:
-            pass
+        _answers_or_refuses_with_a_code(lambda: _FILTERS[name](w))
     finally:
         w.close()
 
@@ -358,10 +365,7 @@ def test_hostile_stored_rows_read_back_with_a_witness_error(template, tmp_path: 
     url, keys, _ = _corrupt(template, tmp_path, statement)
     w = _thread_witness(url, keys)
     try:
-        try:
-            _READS[read](w)
-        except WitnessError:
-            pass  # a clear, coded refusal is what is asked for
+        _answers_or_refuses_with_a_code(lambda: _READS[read](w))  # a clear, coded refusal is what is asked for
     finally:
         _abandon(w)
 
