@@ -31,17 +31,27 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
 from backends.errors import BackendError
 from infrafabric.errors import CircuitOpenError
 from infrafabric.gateway.reservations import AuditFn, BudgetExceededError, Hold, ReservationLedger
+from infrafabric.governor.money import LEDGER as _L
 from infrafabric.governor.money import to_money
 
 __all__ = ["AllowanceLedger"]
 
 _ZERO = Decimal(0)
+
+
+def _total(amounts: Iterable[Decimal]) -> Decimal:
+    """An exact sum: amounts have up to 40 digits and the default context rounds at 28."""
+    total = _ZERO
+    for amount in amounts:
+        total = _L.add(total, amount)
+    return total
 
 
 @dataclass
@@ -70,17 +80,17 @@ class _Block:
         self.size = self.hold.amount  # as taken: the block is refilled once half of it is spent
 
     def free(self) -> Decimal:
-        return self.hold.amount - self.in_calls - self.in_pending - self.flushing
+        return _L.subtract(_L.subtract(_L.subtract(self.hold.amount, self.in_calls), self.in_pending), self.flushing)
 
     def admit(self, call_id: str, amount: Decimal) -> None:
         self.calls[call_id] = amount
-        self.in_calls += amount
+        self.in_calls = _L.add(self.in_calls, amount)
 
     def settled(self, settlement: _Settlement) -> None:
         amount = self.calls.pop(settlement.hold.hold_id)
-        self.in_calls -= amount
+        self.in_calls = _L.subtract(self.in_calls, amount)
         self.pending.append(settlement)
-        self.in_pending += amount
+        self.in_pending = _L.add(self.in_pending, amount)
 
     def take_pending(self) -> list[_Settlement]:
         taken, self.pending, self.in_pending = self.pending, [], _ZERO
@@ -88,7 +98,7 @@ class _Block:
 
     def put_back(self, taken: list[_Settlement]) -> None:
         self.pending = taken + self.pending
-        self.in_pending = sum((s.hold.amount for s in self.pending), _ZERO)
+        self.in_pending = _total(s.hold.amount for s in self.pending)
 
 
 class AllowanceLedger:
@@ -197,8 +207,8 @@ class AllowanceLedger:
 
     async def _take(self, swarm_id: str, amount: Decimal, lease: int) -> _Block:
         block_id = f"allowance-{self._replica}-{next(self._numbers)}"
-        hold = await self.ledger.reserve(swarm_id, block_id, amount * self.calls, lease, {"for": str(amount)},
-                                         at_least=amount, share=self.share, audit_as="allowance")
+        hold = await self.ledger.reserve(swarm_id, block_id, _L.multiply(amount, Decimal(self.calls)), lease,
+                                         {"for": str(amount)}, at_least=amount, share=self.share, audit_as="allowance")
         return _Block(hold, time.monotonic(), lease)
 
     async def _give_back_free(self, swarm_id: str) -> bool:
@@ -274,10 +284,10 @@ class AllowanceLedger:
         call reserved but did not cost returns to the block's free part); a closing block keeps only what
         its admitted calls hold and gives the rest back. Caller holds the swarm's lock."""
         taken = block.take_pending()
-        held = sum((s.hold.amount for s in taken), _ZERO)
-        cost = sum((s.cost for s in taken), _ZERO)
+        held = _total(s.hold.amount for s in taken)
+        cost = _total(s.cost for s in taken)
         block.flushing = held
-        keep = block.in_calls if block.closing else block.hold.amount - cost
+        keep = block.in_calls if block.closing else _L.subtract(block.hold.amount, cost)
         try:
             charged = await self.ledger.settle(block.hold, cost, {"calls": len(taken)}, "allowance_settled",
                                                keep=keep)

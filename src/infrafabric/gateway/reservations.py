@@ -26,7 +26,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 from backends.errors import BackendUnavailable, OutcomeUnknown
@@ -38,10 +38,9 @@ from infrafabric.governor.ledger_keys import breaker_key as _breaker_key
 from infrafabric.governor.ledger_keys import budget_key as _budget_key
 from infrafabric.governor.ledger_keys import holds_key as _holds_key
 from infrafabric.governor.ledger_keys import live_key as _live_key
-from infrafabric.governor.money import MAX_PLACES, to_money
+from infrafabric.governor.money import LEDGER, part_of, to_money
 
 _ATTEMPTS = 512
-_PLACE = Decimal(1).scaleb(-MAX_PLACES)  # the smallest amount to_money takes
 
 AuditFn = Callable[[str, dict[str, Any], str], None]
 
@@ -180,45 +179,45 @@ class ReservationLedger:
         ``at_least`` does not fit. Audited as ``<audit_as>_reserved`` / ``<audit_as>_refused``."""
         amount = to_money(amount, "amount")
         floor = amount if at_least is None else min(to_money(at_least, "at_least"), amount)
-        async with self._locks[swarm_id]:
-            ledger, fresh = await self._current(swarm_id)
-            for _ in range(_ATTEMPTS):
-                if hold_id in ledger.holds:
-                    return Hold(swarm_id, hold_id, Decimal(ledger.holds[hold_id]))  # a retried, applied reservation
-                remaining = ledger.limit - ledger.spent - ledger.reserved
-                if (ledger.breaker_open or floor > remaining) and not fresh:
-                    ledger, fresh = await self._read(swarm_id), True  # refusals are decided on fresh records
-                    continue
-                if ledger.breaker_open:
-                    self.audit(f"{audit_as}_refused", {"swarm_id": swarm_id, "hold_id": hold_id,
-                                                       "reason": "breaker_open", **(details or {})}, "WARN")
-                    raise CircuitOpenError(f"breaker of {swarm_id} is open")
-                if floor > remaining:
-                    self.audit(f"{audit_as}_refused", {"swarm_id": swarm_id, "hold_id": hold_id, "reason": "budget",
-                                                       "needed": str(floor), "remaining": str(remaining),
-                                                       **(details or {})}, "WARN")
-                    raise BudgetExceededError(f"the call may cost {floor} but {swarm_id} has {remaining} left",
-                                              remaining=remaining, needed=floor)
-                # a share of what is left, rounded down to an amount's places: shares of shares would
-                # otherwise add two decimals per block until to_money refused the block's own settlement
-                part = remaining if share is None else \
-                    (remaining * share).quantize(_PLACE, rounding=ROUND_DOWN)
-                taking = amount if at_least is None else min(amount, max(floor, part))
-                holds = {**ledger.holds, hold_id: str(taking)}
-                writes: list[Put | Delete] = [Put(_holds_key(swarm_id), _encode({"holds": holds})),
-                                              Put(_live_key(swarm_id, hold_id), b"1", lease)]
-                try:
-                    done = await self._write(swarm_id, ledger, writes)
-                except OutcomeUnknown:
-                    self._known.pop(swarm_id, None)
-                    done = hold_id in (await self._read(swarm_id)).holds
-                if not done:  # lost to another writer: decide again on the records that came back
-                    ledger, fresh = (await self._current(swarm_id))[0], True
-                    continue
-                self.audit(f"{audit_as}_reserved", {"swarm_id": swarm_id, "hold_id": hold_id,
-                                                    "amount": str(taking), "remaining": str(remaining - taking),
-                                                    **(details or {})})
-                return Hold(swarm_id, hold_id, taking)
+        with localcontext(LEDGER):  # amounts have up to 40 digits; the default context rounds at 28
+            async with self._locks[swarm_id]:
+                ledger, fresh = await self._current(swarm_id)
+                for _ in range(_ATTEMPTS):
+                    if hold_id in ledger.holds:
+                        return Hold(swarm_id, hold_id, Decimal(ledger.holds[hold_id]))  # a retried, applied reservation
+                    remaining = ledger.limit - ledger.spent - ledger.reserved
+                    if (ledger.breaker_open or floor > remaining) and not fresh:
+                        ledger, fresh = await self._read(swarm_id), True  # refusals are decided on fresh records
+                        continue
+                    if ledger.breaker_open:
+                        self.audit(f"{audit_as}_refused", {"swarm_id": swarm_id, "hold_id": hold_id,
+                                                           "reason": "breaker_open", **(details or {})}, "WARN")
+                        raise CircuitOpenError(f"breaker of {swarm_id} is open")
+                    if floor > remaining:
+                        self.audit(f"{audit_as}_refused", {"swarm_id": swarm_id, "hold_id": hold_id, "reason": "budget",
+                                                           "needed": str(floor), "remaining": str(remaining),
+                                                           **(details or {})}, "WARN")
+                        raise BudgetExceededError(f"the call may cost {floor} but {swarm_id} has {remaining} left",
+                                                  remaining=remaining, needed=floor)
+                    # a share of what is left, rounded down to an amount's places: shares of shares would
+                    # otherwise add two decimals per block until to_money refused the block's own settlement
+                    part = remaining if share is None else part_of(remaining, share)
+                    taking = amount if at_least is None else min(amount, max(floor, part))
+                    holds = {**ledger.holds, hold_id: str(taking)}
+                    writes: list[Put | Delete] = [Put(_holds_key(swarm_id), _encode({"holds": holds})),
+                                                  Put(_live_key(swarm_id, hold_id), b"1", lease)]
+                    try:
+                        done = await self._write(swarm_id, ledger, writes)
+                    except OutcomeUnknown:
+                        self._known.pop(swarm_id, None)
+                        done = hold_id in (await self._read(swarm_id)).holds
+                    if not done:  # lost to another writer: decide again on the records that came back
+                        ledger, fresh = (await self._current(swarm_id))[0], True
+                        continue
+                    self.audit(f"{audit_as}_reserved", {"swarm_id": swarm_id, "hold_id": hold_id,
+                                                        "amount": str(taking), "remaining": str(remaining - taking),
+                                                        **(details or {})})
+                    return Hold(swarm_id, hold_id, taking)
         raise BackendUnavailable(f"reservation for {swarm_id} kept losing to other writers; try again")
 
     async def settle(self, hold: Hold, cost: Decimal, details: dict[str, Any] | None = None,
@@ -231,58 +230,59 @@ class ReservationLedger:
         cost = min(max(to_money(cost, "cost"), Decimal(0)), hold.amount)
         keep = to_money(keep, "keep")
         swarm_id = hold.swarm_id
-        async with self._locks[swarm_id]:
-            try:
-                ledger, fresh = await self._current(swarm_id)
-            except UnknownSwarmError:
-                return None
-            for _ in range(_ATTEMPTS):
-                if hold.hold_id not in ledger.holds:
-                    if not fresh:  # not in our view: make sure on fresh records
+        with localcontext(LEDGER):  # amounts have up to 40 digits; the default context rounds at 28
+            async with self._locks[swarm_id]:
+                try:
+                    ledger, fresh = await self._current(swarm_id)
+                except UnknownSwarmError:
+                    return None
+                for _ in range(_ATTEMPTS):
+                    if hold.hold_id not in ledger.holds:
+                        if not fresh:  # not in our view: make sure on fresh records
+                            try:
+                                ledger, fresh = await self._read(swarm_id), True
+                            except UnknownSwarmError:
+                                return None
+                            continue
+                        return None
+                    held = Decimal(ledger.holds[hold.hold_id])
+                    charge = min(cost, held)
+                    kept = min(max(keep, Decimal(0)), held - charge)
+                    spent = ledger.spent + charge
+                    holds = {k: v for k, v in ledger.holds.items() if k != hold.hold_id}
+                    if kept > 0:
+                        holds[hold.hold_id] = str(kept)
+                    budget = {**ledger.budget, "spent": str(spent), "last_charge": hold.hold_id}
+                    writes: list[Put | Delete] = [Put(_budget_key(swarm_id), _encode(budget)),
+                                                  Put(_holds_key(swarm_id), _encode({"holds": holds}))]
+                    if kept <= 0:
+                        writes.append(Delete(_live_key(swarm_id, hold.hold_id)))
+                    trip = ledger.limit - spent <= 0 and not ledger.breaker_open
+                    if trip:
+                        writes.append(Put(_breaker_key(swarm_id), _encode({
+                            "state": "open", "reason": "budget_exhausted", "consecutive_failures": 0, "opened_at": None})))
+                    try:
+                        done = await self._write(swarm_id, ledger, writes)
+                    except OutcomeUnknown:
+                        self._known.pop(swarm_id, None)
                         try:
-                            ledger, fresh = await self._read(swarm_id), True
+                            after = (await self._read(swarm_id)).holds.get(hold.hold_id)
+                        except UnknownSwarmError:
+                            return None
+                        done = after is None if kept <= 0 else after == str(kept) and after != ledger.holds[hold.hold_id]
+                    if not done:
+                        try:
+                            ledger, fresh = (await self._current(swarm_id))[0], True
                         except UnknownSwarmError:
                             return None
                         continue
-                    return None
-                held = Decimal(ledger.holds[hold.hold_id])
-                charge = min(cost, held)
-                kept = min(max(keep, Decimal(0)), held - charge)
-                spent = ledger.spent + charge
-                holds = {k: v for k, v in ledger.holds.items() if k != hold.hold_id}
-                if kept > 0:
-                    holds[hold.hold_id] = str(kept)
-                budget = {**ledger.budget, "spent": str(spent), "last_charge": hold.hold_id}
-                writes: list[Put | Delete] = [Put(_budget_key(swarm_id), _encode(budget)),
-                                              Put(_holds_key(swarm_id), _encode({"holds": holds}))]
-                if kept <= 0:
-                    writes.append(Delete(_live_key(swarm_id, hold.hold_id)))
-                trip = ledger.limit - spent <= 0 and not ledger.breaker_open
-                if trip:
-                    writes.append(Put(_breaker_key(swarm_id), _encode({
-                        "state": "open", "reason": "budget_exhausted", "consecutive_failures": 0, "opened_at": None})))
-                try:
-                    done = await self._write(swarm_id, ledger, writes)
-                except OutcomeUnknown:
-                    self._known.pop(swarm_id, None)
-                    try:
-                        after = (await self._read(swarm_id)).holds.get(hold.hold_id)
-                    except UnknownSwarmError:
-                        return None
-                    done = after is None if kept <= 0 else after == str(kept) and after != ledger.holds[hold.hold_id]
-                if not done:
-                    try:
-                        ledger, fresh = (await self._current(swarm_id))[0], True
-                    except UnknownSwarmError:
-                        return None
-                    continue
-                self.audit(operation, {"swarm_id": swarm_id, "hold_id": hold.hold_id, "held": str(held),
-                                       "charged": str(charge), "remaining": str(ledger.limit - spent),
-                                       **({"kept": str(kept)} if kept > 0 else {}), **(details or {})})
-                if trip:
-                    self.audit("circuit_breaker_tripped", {"swarm_id": swarm_id, "reason": "budget_exhausted"},
-                               "HIGH")
-                return charge
+                    self.audit(operation, {"swarm_id": swarm_id, "hold_id": hold.hold_id, "held": str(held),
+                                           "charged": str(charge), "remaining": str(ledger.limit - spent),
+                                           **({"kept": str(kept)} if kept > 0 else {}), **(details or {})})
+                    if trip:
+                        self.audit("circuit_breaker_tripped", {"swarm_id": swarm_id, "reason": "budget_exhausted"},
+                                   "HIGH")
+                    return charge
         raise BackendUnavailable(f"settlement for {swarm_id} kept losing to other writers; try again")
 
     async def release(self, hold: Hold, details: dict[str, Any] | None = None) -> None:

@@ -39,6 +39,8 @@ MAX_PLACES = 24  # decimals: float costs down to 1e-7 keep all 17 of their digit
 LEDGER = Context(prec=80, rounding=ROUND_HALF_EVEN, Emin=-999, Emax=999,
                  traps=[InvalidOperation, DivisionByZero, Overflow, Underflow, Subnormal, Inexact, Rounded, Clamped])
 _QUANTUM = Decimal(1).scaleb(-MAX_PLACES)
+# where rounding is the point (a share of an amount), always down: a share never exceeds what it is of
+_CUT = Context(prec=80, rounding=ROUND_DOWN, Emin=-999, Emax=999, traps=[InvalidOperation, DivisionByZero, Overflow])
 
 
 def to_money(value: object, what: str = "amount", *, allow_negative: bool = False) -> Decimal:
@@ -79,6 +81,12 @@ def sub(a: Decimal, b: Decimal) -> Decimal:
         return LEDGER.subtract(a, b)
     except DecimalException as exc:
         raise InvalidCostError(f"the difference of {_short(a)} and {_short(b)} cannot be kept exactly") from exc
+
+
+def part_of(amount: Decimal, fraction: Decimal) -> Decimal:
+    """``amount × fraction`` rounded down to ``MAX_PLACES`` decimals: never more than the exact product, and
+    itself a valid amount (shares of shares would otherwise gain decimals without end)."""
+    return _CUT.multiply(amount, fraction).quantize(_QUANTUM, context=_CUT)
 
 
 def share_of(total: Decimal, parts: int) -> Decimal:

@@ -313,3 +313,23 @@ async def test_the_next_block_is_taken_before_the_one_in_use_runs_out() -> None:
         _, spent, held = await _state(kv, "s")
         assert spent == Decimal("20.1") and held == {}
         assert audit.charged("model_call_settled") == Decimal("20.1")
+
+
+@pytest.mark.parametrize("budget", ["1000000", "999999999999999.123456789012345678901234", "10000.000000000000000000000001"])
+async def test_large_budgets_with_every_decimal_are_reserved_and_settled_exactly(budget: str) -> None:
+    """A budget of 10,000 or more left, with an amount's 24 decimals, has more digits than Decimal's default
+    context keeps (28): a block's share of it was refused as InvalidOperation, a 500 on every model call
+    (the benchmark's swarm of 1,000,000 found it), and sums of holds were rounded."""
+    async with open_kv("memory://") as kv:
+        await _seed(kv, "big", budget)
+        audit = Audit()
+        ledger = _replica(kv, audit)
+        lease = await kv.grant_lease(60)
+        cost = Decimal("0.000000000000000000000007")
+        holds = [await ledger.reserve("big", f"c{i}", Decimal("1.000000000000000000000003"), lease) for i in range(20)]
+        for hold in holds:
+            await ledger.settle(hold, cost)
+        await ledger.close()
+        limit, spent, left = await _state(kv, "big")
+        assert left == {} and spent == cost * 20 and limit == Decimal(budget)
+        assert audit.charged("allowance_settled") == cost * 20
