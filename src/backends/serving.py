@@ -1,4 +1,4 @@
-"""Serving plumbing shared by every service command: an ASGI app on uvicorn inside the caller's loop, and
+"""Serving plumbing shared by every service command: an ASGI app on our HTTP/1.1 server inside the caller's loop, and
 waiting for the signal that stops a service (a supervisor's SIGTERM, an operator's Ctrl-C)."""
 
 from __future__ import annotations
@@ -116,27 +116,28 @@ async def until_signalled() -> None:
 
 
 class AsgiServer:
-    """An ASGI app served by uvicorn inside the caller's event loop; ``start`` returns once it listens
-    (or raises why it could not: port taken, bad certificate)."""
+    """An ASGI app served by the platform's HTTP/1.1 server (``backends.http_server``) inside the caller's
+    event loop; ``start`` returns once it listens (or raises why it could not: port taken, bad certificate)."""
 
     def __init__(self, app: Any, host: str, port: int, *, ssl_certfile: str | None = None,
                  ssl_keyfile: str | None = None) -> None:
-        import uvicorn
+        from backends.http_server import HttpServer
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
-                                                    proxy_headers=False,  # no proxy in front is trusted
-                                                    ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile))
-        self._task: asyncio.Task[None] | None = None
+        context = None
+        if ssl_certfile:
+            import ssl
+
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(ssl_certfile, ssl_keyfile)
+        self.http = HttpServer(app, host, port, ssl=context)
+
+    @property
+    def port(self) -> int:
+        return self.http.bound_port
 
     async def start(self) -> "AsgiServer":
-        self._task = asyncio.create_task(self.server.serve())
-        while not self.server.started:
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.01)
+        await self.http.start()
         return self
 
     async def stop(self) -> None:
-        self.server.should_exit = True
-        if self._task is not None:
-            await self._task
+        await self.http.stop()

@@ -86,7 +86,7 @@ async def embedded_platform(state_dir: Path, *, swarm_api: str = "127.0.0.1:0") 
         gateway = SwarmGateway(coordinator, CredentialVerifier(authority.public_key, coordinator.kv))
         host, _, port = swarm_api.rpartition(":")
         server = await AsgiServer(create_app(gateway), host or "127.0.0.1", int(port)).start()
-        bound = server.server.servers[0].sockets[0].getsockname()[1]
+        bound = server.port
         platform = Platform(kv=coordinator.kv, governor=governor, witness=witness,
                             verifier=CredentialVerifier(authority.public_key, coordinator.kv), mesh_kv=mesh_kv, mq=mq,
                             mq_destinations=QUEUE_DESTINATIONS,
