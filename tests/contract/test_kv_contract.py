@@ -283,3 +283,15 @@ async def test_read_only_txns_read_one_snapshot_and_decide_compares(kv: KeyValue
         assert r.succeeded is expected
     empty = await kv.txn([Compare.version(f"{ns}/missing", 0, ">")], [], [])
     assert not empty.succeeded and empty.results == []
+
+
+async def test_many_leases_refreshed_at_once_each_get_their_own_answer(kv: KeyValueStore, ns: str) -> None:
+    """A coordinator refreshes thousands of session leases: every refresh answers for its own lease (etcd
+    carries them all on one stream), and an unknown lease among them fails alone."""
+    leases = [await kv.grant_lease(30 + i % 7) for i in range(300)]
+    answers = await asyncio.gather(*(kv.refresh_lease(lease) for lease in leases),
+                                   kv.refresh_lease(987654321), return_exceptions=True)
+    assert [a for a in answers[:-1]] == [30 + i % 7 for i in range(300)]
+    assert isinstance(answers[-1], LeaseNotFound)
+    for lease in leases:
+        await kv.revoke_lease(lease)

@@ -25,6 +25,7 @@ from etcd3aio._protobuf import Compare as PbCompare
 from etcd3aio.kv import KVService, prefix_range_end
 
 from backends.inflight import InFlightLimit
+from backends.kv.etcd_keepalive import KeepAliveStream
 from backends.errors import AuthenticationError, BackendUnavailable, LeaseNotFound, OutcomeUnknown
 from backends.kv.base import (
     WATCH_ENDED,
@@ -187,6 +188,7 @@ class EtcdKV(KeyValueStore):
         # Calls beyond this many wait locally, so a burst (10,000 registrations at once) queues here
         # instead of spending its deadline in gRPC's queue.
         self._in_flight = InFlightLimit(max_in_flight)
+        self._keepalive: KeepAliveStream | None = None
         self.url = url or "etcd://" + ",".join(self.endpoints)
         self.timeout = timeout
         self._username = username
@@ -244,6 +246,9 @@ class EtcdKV(KeyValueStore):
         return self._client
 
     async def close(self) -> None:
+        if self._keepalive is not None:
+            await self._keepalive.close()
+            self._keepalive = None
         for watch in list(self._watches):  # a watch left open would outlive its client as a pending task
             await watch.cancel()
         if self._refresher is not None:
@@ -383,18 +388,18 @@ class EtcdKV(KeyValueStore):
 
     async def refresh_lease(self, lease_id: int) -> int:
         client = await self._client_ready()
-        assert client.lease is not None
-        stream = client.lease.keep_alive(lease_id)
-        try:
-            with _Translate("lease keepalive"):
-                async with asyncio.timeout(self.timeout):
-                    async for resp in stream:
-                        if resp.TTL <= 0:
-                            raise LeaseNotFound(f"lease {lease_id} not found")
-                        return int(resp.TTL)
-        finally:
-            stream.cancel()
-        raise LeaseNotFound(f"lease {lease_id}: no keepalive response")
+        if self._keepalive is None:
+            def open_stream() -> Any:  # the client's lease service as it is now (a new one after a reconnect)
+                lease = client.lease
+                assert lease is not None
+                return lease._stub.LeaseKeepAlive(metadata=lease._metadata or None)
+
+            self._keepalive = KeepAliveStream(open_stream)  # one stream for every lease
+        with _Translate("lease keepalive"):
+            ttl = await self._keepalive.refresh(lease_id, self.timeout)
+        if ttl <= 0:
+            raise LeaseNotFound(f"lease {lease_id} not found")
+        return ttl
 
     async def revoke_lease(self, lease_id: int) -> None:
         client = await self._client_ready()
