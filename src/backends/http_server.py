@@ -1,13 +1,13 @@
 """A small HTTP/1.1 server for ASGI apps: llhttp (httptools) parsing on an asyncio protocol.
 
 Why our own and not uvicorn: the swarm API's and the model gateway's requests are tiny and their latency
-goals are set against the raw engine, so the server's own CPU per request is on the critical path. On
-the 2-core machines here uvicorn (httptools) cost ~67 µs more per request at p50 than a bare httptools
-protocol answering the same JSON (benchmarks/RESULTS.md, 2026-12-07 night): a ``RequestResponseCycle``
-and a flow-control object per request, header lowercasing and scope building in Python, a write for the
-head and another for the body. This server keeps what the platform's apps use of ASGI 3 (``http`` scopes,
-streamed request bodies, streamed responses, ``http.disconnect`` on a hang-up) and nothing else: no
-lifespan, no websockets, no proxy headers. The parsing is llhttp's, the same as uvicorn's.
+goals are set against the raw engine, so the server's own CPU per request is on the critical path.
+uvicorn spends it on a ``RequestResponseCycle`` and a flow-control object per request, header handling and
+scope building in Python, and separate writes for a response's head and body (what that cost, and what
+this server saves, is in benchmarks/RESULTS.md, "Figures behind the code"). This server keeps what the
+platform's apps use of ASGI 3 (``http`` scopes, streamed request bodies, streamed responses,
+``http.disconnect`` on a hang-up) and nothing else: no lifespan, no websockets, no proxy headers. The
+parsing is llhttp's, the same as uvicorn's.
 
 What it guarantees a client cannot do to the process (each held by a test in
 ``tests/unit/backends/test_http_server.py``): hold a connection open without finishing a request head
