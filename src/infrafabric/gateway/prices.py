@@ -19,6 +19,7 @@ from typing import Any
 from infrafabric.errors import ValidationError
 
 MILLION = Decimal(1_000_000)
+MAX_PRICE_PLACES = 12  # dollars per million tokens: 18 places per token, 6 to spare of an amount's 24
 
 
 @dataclass(frozen=True)
@@ -100,4 +101,8 @@ def _price(value: Any) -> Decimal:
     price = Decimal(str(value))
     if not price.is_finite() or price < 0 or price > 1_000_000:
         raise ValueError(f"price {value!r} must be a finite number of dollars per million tokens, 0 to 1e6")
+    if -int(price.as_tuple().exponent) > MAX_PRICE_PLACES:
+        # a charge is a price x tokens / 10**6 and must fit an amount's 24 decimals: a price with more
+        # places would make every call through this model unchargeable
+        raise ValueError(f"price {value!r} may have at most {MAX_PRICE_PLACES} decimals")
     return price

@@ -170,6 +170,18 @@ def test_the_reservation_bounds_cache_reads_and_writes_at_any_rates(size: int, o
     assert rate.cost(size, min(out, rate.output_bound(out or None)), read, written) <= bound
 
 
+@given(price=st.decimals(min_value=0, max_value=1_000_000, places=12, allow_nan=False, allow_infinity=False),
+       size=st.integers(min_value=0, max_value=16 * 1024 * 1024), out=st.integers(min_value=0, max_value=1_000_000))
+def test_every_charge_a_rates_table_allows_is_an_amount_the_ledger_takes(price: Decimal, size: int, out: int) -> None:
+    from infrafabric.governor.money import to_money
+
+    rate = RateCard.from_dict({"version": "v", "models": {"m": {
+        "input": str(price), "output": str(price), "cached_input": str(price), "max_output_tokens": 1_000_000,
+        "provider": "p"}}}).rate("m")
+    assert to_money(rate.max_cost(size, out)) == rate.max_cost(size, out)
+    assert to_money(rate.cost(size, out, size // 2)) == rate.cost(size, out, size // 2)
+
+
 def test_cache_writes_are_charged_at_their_rate_and_read_from_anthropic_usage() -> None:
     from infrafabric.gateway.usage import anthropic_usage
 
@@ -192,6 +204,9 @@ def test_cache_writes_are_charged_at_their_rate_and_read_from_anthropic_usage() 
     {"version": "v", "models": {"m": {"input": "NaN", "output": 1, "max_output_tokens": 1, "provider": "p"}}},
     {"version": "v", "models": {"m": {"input": -1, "output": 1, "max_output_tokens": 1, "provider": "p"}}},
     {"version": "v", "models": {"m": {"input": 1, "output": 1, "max_output_tokens": 0, "provider": "p"}}},
+    # 19 decimals per million tokens: a charge would need 25, more than an amount holds (every call refused)
+    {"version": "v", "models": {"m": {"input": "0.1234567890123456789", "output": 1, "max_output_tokens": 1,
+                                      "provider": "p"}}},
 ])
 def test_a_bad_rates_table_is_refused(bad: dict) -> None:
     with pytest.raises(ValidationError):
