@@ -20,6 +20,7 @@ malformed request gets a 400 and the connection is closed; an app that fails bef
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl as ssl_module
 from collections import deque
@@ -38,6 +39,7 @@ AsgiApp = Callable[[dict[str, Any], Callable[[], Awaitable[Message]], Callable[[
                    Awaitable[None]]
 
 _READ_HIGH_WATER = 256 * 1024  # body bytes buffered for an app before the socket stops being read
+_PIPELINE_DEPTH = 8  # requests queued behind the running one before the socket stops being read
 _STATUS_LINES: dict[int, bytes] = {}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSE_HEADER = b"connection: close\r\n"
@@ -66,7 +68,7 @@ class _Cycle:
     """One request and its response: the ASGI ``receive`` and ``send`` of one call of the app."""
 
     __slots__ = ("conn", "scope", "body", "body_done", "event", "started", "finished", "chunked", "expect_continue",
-                 "keep_alive", "disconnected", "head", "delivered", "head_only")
+                 "keep_alive", "disconnected", "head", "delivered", "no_body", "length_left", "http11")
 
     def __init__(self, conn: _Connection, scope: dict[str, Any], keep_alive: bool, expect_continue: bool) -> None:
         self.conn = conn
@@ -82,7 +84,9 @@ class _Cycle:
         self.disconnected = False
         self.head = b""
         self.delivered = False  # the whole body went to the app
-        self.head_only = scope["method"] == "HEAD"
+        self.no_body = scope["method"] == "HEAD"  # and 1xx, 204, 304 answers: framing says there is none
+        self.length_left: int | None = None  # body bytes the answer's content-length still allows
+        self.http11 = scope["http_version"] == "1.1"
 
     async def receive(self) -> Message:
         conn = self.conn
@@ -96,7 +100,7 @@ class _Cycle:
                 async with asyncio.timeout(conn.server.body_timeout):
                     await self.event.wait()
             except TimeoutError:  # a body trickled slower than this is a held connection, not a request
-                conn.transport.close()
+                conn.abort()
                 self.disconnected = True
         if self.disconnected or (self.finished and not self.body):
             return {"type": "http.disconnect"}
@@ -118,40 +122,55 @@ class _Cycle:
             self.conn.transport.write(self.head)
         self.head = b""
 
+    def _start(self, message: Message) -> None:
+        if self.started:
+            raise RuntimeError("http.response.start sent twice")
+        status = int(message["status"])
+        head = [_status_line(status)]
+        length: int | None = None
+        for name, value in message.get("headers", ()):
+            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name or b":" in name:
+                raise RuntimeError("a response header may not contain a line break")  # before anything is sent
+            lowered = name.lower()
+            if lowered == b"content-length":
+                if length is not None or not value.isdigit():
+                    raise RuntimeError(f"content-length {value!r} is not one whole number")
+                length = int(value)
+            elif lowered == b"transfer-encoding":
+                continue  # the framing is the server's to choose, once (an app's or a relayed header would double it)
+            elif lowered == b"connection":
+                if value.lower() == b"close":
+                    self.keep_alive = False
+                continue
+            head.append(name + b": " + value + b"\r\n")
+        self.started = True
+        if status < 200 or status in (204, 304):
+            self.no_body = True
+        if length is not None:
+            self.length_left = length
+        elif not self.no_body:
+            if self.http11:
+                self.chunked = True
+                head.append(b"transfer-encoding: chunked\r\n")
+            else:  # HTTP/1.0 knows no chunks: the body ends where the connection does
+                self.keep_alive = False
+        if self.conn.server.stopping or not self.body_done:
+            # an answer before the whole body came: the rest is not read only to be thrown away
+            self.keep_alive = False
+        if not self.keep_alive:
+            head.append(_CLOSE_HEADER)
+        head.append(b"\r\n")
+        # written with the first piece of the body (one write, one segment) if it comes before the loop
+        # runs again; else on its own, so a stream's client sees the head before its first event
+        self.head = b"".join(head)
+        self.conn.loop.call_soon(self._flush_head)
+
     async def send(self, message: Message) -> None:
         if self.disconnected:
             return  # as uvicorn: a response to nobody is dropped; the app learns of the hang-up from receive
         kind = message["type"]
         if kind == "http.response.start":
-            if self.started:
-                raise RuntimeError("http.response.start sent twice")
-            status = int(message["status"])
-            head = [_status_line(status)]
-            has_length = False
-            for name, value in message.get("headers", ()):
-                if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name or b":" in name:
-                    raise RuntimeError("a response header may not contain a line break")  # before anything is sent
-                lowered = name.lower()
-                if lowered == b"content-length":
-                    has_length = True
-                elif lowered == b"connection" and value.lower() == b"close":
-                    self.keep_alive = False
-                    continue
-                head.append(name + b": " + value + b"\r\n")
-            self.started = True
-            if not has_length and not self.head_only and status >= 200 and status not in (204, 304):
-                self.chunked = True
-                head.append(b"transfer-encoding: chunked\r\n")
-            if self.conn.server.stopping or not self.body_done:
-                # an answer before the whole body came: the rest is not read only to be thrown away
-                self.keep_alive = False
-            if not self.keep_alive:
-                head.append(_CLOSE_HEADER)
-            head.append(b"\r\n")
-            # written with the first piece of the body (one write, one segment) if it comes before the loop
-            # runs again; else on its own, so a stream's client sees the head before its first event
-            self.head = b"".join(head)
-            self.conn.loop.call_soon(self._flush_head)
+            self._start(message)
             return
         if kind != "http.response.body":
             raise RuntimeError(f"unexpected ASGI message {kind!r}")
@@ -159,12 +178,23 @@ class _Cycle:
             raise RuntimeError("http.response.body outside a response")
         body: bytes = message.get("body", b"")
         more: bool = message.get("more_body", False)
-        if self.head_only:
+        if self.no_body:
             piece = b""
         elif self.chunked:
             piece = (b"%x\r\n" % len(body) + body + b"\r\n") if body else b""
             if not more:
                 piece += b"0\r\n\r\n"
+        elif self.length_left is not None:
+            if len(body) > self.length_left:  # more than it declared: never sent, or the client would take
+                logger.error("%s %s: the app's body is longer than its content-length; cut, connection closed",
+                             self.scope["method"], self.scope["path"])  # the rest for the next answer
+                body = body[:self.length_left]
+                self.keep_alive = False
+                more = False
+            self.length_left -= len(body)
+            if not more and self.length_left:  # shorter than declared: the client waits for bytes that
+                self.keep_alive = False  # never come; closing is the only end it can tell
+            piece = body
         else:
             piece = body
         conn = self.conn
@@ -193,14 +223,20 @@ class _Connection(asyncio.Protocol):
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0
+        self.in_head = True  # between requests, or inside a request's head (not its body or trailers)
+        self.began_now = False  # a message began in the data being fed
+        self.head_fed = 0  # bytes fed since, while the head went on (the first piece not counted)
         self.cycle: _Cycle | None = None  # the one running
         self.parsing: _Cycle | None = None  # the one whose body is arriving (may be queued behind ``cycle``)
         self.pipeline: deque[_Cycle] = deque()
         self.read_paused = False
         self.write_paused = False
+        self.next_when_drained = False  # a queued request waits for the last answer to leave the buffer
         self.drain_waiter: asyncio.Future[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.stall: asyncio.TimerHandle | None = None
         self.closed = False
+        self.ignoring = False  # the client sent something we refused: finish what runs, read no more
         self.base_scope: dict[str, Any] = {}
 
     # -- transport -------------------------------------------------------------------------------------
@@ -217,22 +253,52 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.server.connections.discard(self)
+        server = self.server
+        server.connections.discard(self)
+        if server._all_gone is not None and not server.connections:
+            server._all_gone.set()
         self._disarm()
+        if self.stall is not None:
+            self.stall.cancel()
+            self.stall = None
         for cycle in (self.cycle, self.parsing, *self.pipeline):
             if cycle is not None:
                 cycle.disconnected = True
                 cycle.event.set()
+        self.pipeline.clear()
         if self.drain_waiter is not None and not self.drain_waiter.done():
             self.drain_waiter.set_result(None)
+
+    def close(self) -> None:
+        """Close once what is written has gone."""
+        self.closed = True
+        self.transport.close()
+
+    def abort(self) -> None:
+        """Close now, dropping what is not sent (a client that reads nothing cannot hold us by it)."""
+        self.closed = True
+        self.transport.abort()
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        if self.stall is None:
+            self.stall = self.loop.call_later(self.server.send_timeout, self._stalled)
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.stall is not None:
+            self.stall.cancel()
+            self.stall = None
         if self.drain_waiter is not None and not self.drain_waiter.done():
             self.drain_waiter.set_result(None)
+        if self.next_when_drained:
+            self.next_when_drained = False
+            self._next()
+
+    def _stalled(self) -> None:
+        self.stall = None
+        logger.info("a client read nothing of its answer for %.0f s: connection dropped", self.server.send_timeout)
+        self.abort()
 
     async def drained(self) -> None:
         if self.write_paused and not self.closed:
@@ -240,12 +306,12 @@ class _Connection(asyncio.Protocol):
             await self.drain_waiter
 
     def resume_reading(self) -> None:
-        if self.read_paused and not self.closed:
+        if self.read_paused and not self.closed and not self.ignoring:
             self.read_paused = False
             self.transport.resume_reading()
 
     def _pause_reading(self) -> None:
-        if not self.read_paused:
+        if not self.read_paused and not self.closed:
             self.read_paused = True
             self.transport.pause_reading()
 
@@ -260,35 +326,58 @@ class _Connection(asyncio.Protocol):
 
     def _timed_out(self) -> None:
         self.timer = None
-        if self.cycle is None:
-            self.transport.close()  # idle, or a request head that never finished
+        if self.cycle is None and not self.closed:
+            self.abort()  # idle, or a request head that never finished
 
     def _refuse(self, status: int, text: str) -> None:
-        """A request we will not run: answer (if nothing is being answered) and close."""
-        if self.cycle is None and not self.closed:
-            self.transport.write(_plain(status, text))
-        self.transport.close()
-        self.closed = True
+        """A request we will not run. With nothing running: answer it and close. Behind a running request
+        (pipelined, or bytes after a ``connection: close`` request): let what was asked before it be
+        answered, read nothing more, then close."""
+        broken = self.parsing  # a request whose head was taken but whose body failed: it never runs
+        if broken is not None:
+            broken.disconnected = True
+            broken.event.set()
+            if broken in self.pipeline:
+                self.pipeline.remove(broken)
+            self.parsing = None
+        if self.cycle is None or self.cycle is broken:
+            if not self.closed:
+                if self.cycle is None:
+                    self.transport.write(_plain(status, text))
+                self.close()
+            return
+        self.ignoring = True
+        self._pause_reading()
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self.ignoring:
             return
+        self.began_now = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._refuse(400, "protocol upgrades are not served here")
+            return
         except httptools.HttpParserError as exc:
             refused = exc.__context__  # an exception in a callback comes back as the parser's, with it as context
             if isinstance(refused, _Refused):
                 self._refuse(refused.status, refused.text)
             else:
                 self._refuse(400, "malformed HTTP request")
+            return
+        if self.in_head and not self.began_now:  # a head still going on after a whole read: llhttp buffers
+            self.head_fed += len(data)  # an unfinished line without bound, so the limit is counted here
+            if self.head_fed > self.server.max_head_bytes:
+                self._refuse(431, "request head too large")
 
     # -- parser callbacks --------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.url = b""
         self.headers = []
         self.head_bytes = 0
+        self.in_head = True
+        self.began_now = True
+        self.head_fed = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -297,12 +386,15 @@ class _Connection(asyncio.Protocol):
             raise _Refused(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.in_head:
+            return  # a chunked body's trailer section: not request headers, never shown to the app
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > self.server.max_head_bytes or len(self.headers) >= self.server.max_headers:
             raise _Refused(431, "request head too large")
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         if self.cycle is None:
             self._disarm()
         parser = self.parser
@@ -315,19 +407,22 @@ class _Connection(asyncio.Protocol):
         if "%" in path:
             path = unquote(path)
         version = parser.get_http_version()
+        http11 = version == "1.1"
+        keep_alive = http11 and parser.should_keep_alive()
         expect_continue = False
-        if version != "1.1":
-            keep_alive = False
-        else:
-            keep_alive = parser.should_keep_alive()
         upgrade = False
+        codings: list[bytes] = []
         for name, value in self.headers:
             if name == b"expect" and value.lower() == b"100-continue":
-                expect_continue = True
+                expect_continue = http11  # RFC 9110 10.1.1: a 1.0 client's expectation is ignored
             elif name == b"upgrade":
                 upgrade = True
+            elif name == b"transfer-encoding":
+                codings += [c.strip().lower() for c in value.split(b",")]
         if upgrade:  # websockets, h2c: not served here, and not to be half-run before the parser gives up
             raise _Refused(400, "protocol upgrades are not served here")
+        if codings and codings[-1] != b"chunked":  # a body whose end nobody can tell (llhttp says so too,
+            raise _Refused(400, "a request's transfer-encoding must end in chunked")  # but after this call)
         scope = dict(self.base_scope)
         scope["http_version"] = version
         scope["method"] = parser.get_method().decode("ascii")
@@ -337,11 +432,12 @@ class _Connection(asyncio.Protocol):
         scope["headers"] = self.headers
         cycle = _Cycle(self, scope, keep_alive, expect_continue)
         self.parsing = cycle
-        if self.cycle is None:
+        if self.cycle is None and not self.pipeline and not self.next_when_drained:
             self._run(cycle)
         else:
-            self.pipeline.append(cycle)  # in order, after the one running: stop reading more meanwhile
-            self._pause_reading()
+            self.pipeline.append(cycle)  # in order, after the one running
+            if len(self.pipeline) >= _PIPELINE_DEPTH:
+                self._pause_reading()  # read on (a hang-up must be seen) until this many wait
 
     def on_body(self, body: bytes) -> None:
         cycle = self.parsing
@@ -358,6 +454,7 @@ class _Connection(asyncio.Protocol):
             cycle.body_done = True
             cycle.event.set()
         self.parsing = None
+        self.in_head = True
 
     # -- running ------------------------------------------------------------------------------------------
     def _run(self, cycle: _Cycle) -> None:
@@ -367,38 +464,62 @@ class _Connection(asyncio.Protocol):
         task.add_done_callback(self.server.tasks.discard)
 
     async def _call(self, cycle: _Cycle) -> None:
+        if cycle.disconnected:
+            self._after_unfinished()
+            return  # refused (or hung up) before the app was called: it never sees the request
         try:
             await self.app(cycle.scope, cycle.receive, cycle.send)
         except BaseException as exc:
+            if cycle.finished:  # its answer is complete (and the next request may be running): log only
+                if isinstance(exc, Exception):
+                    logger.exception("%s %s failed after its answer", cycle.scope["method"], cycle.scope["path"])
+                    return
+                raise
             if not isinstance(exc, Exception):
-                self.transport.close()
+                self.abort()
                 raise
             logger.exception("%s %s failed in the app", cycle.scope["method"], cycle.scope["path"])
-            if not cycle.started and not cycle.disconnected:
-                cycle.keep_alive = False
+            if not cycle.started and not cycle.disconnected and not self.closed:
                 self.transport.write(_plain(500, "internal error"))
                 cycle.finished = True
-            self.transport.close()
+            self._after_unfinished()
             return
-        if not cycle.finished and not cycle.disconnected:
-            logger.error("%s %s returned without finishing its response", cycle.scope["method"], cycle.scope["path"])
-            if not cycle.started:
-                self.transport.write(_plain(500, "internal error"))
-            self.transport.close()
+        if not cycle.finished:
+            if not cycle.disconnected:
+                logger.error("%s %s returned without finishing its response", cycle.scope["method"],
+                             cycle.scope["path"])
+                if not cycle.started and not self.closed:
+                    self.transport.write(_plain(500, "internal error"))
+            self._after_unfinished()
+
+    def _after_unfinished(self) -> None:
+        """A request that ended without a whole answer: the connection's framing is lost, so it closes."""
+        if not self.closed:
+            self.close()
 
     def response_done(self, cycle: _Cycle) -> None:
         if self.closed:
             return
         if not cycle.keep_alive or not cycle.body_done or self.server.stopping:
             # a body the app did not read would be taken for the next request: close instead
-            self.transport.close()
-            self.closed = True
+            self.close()
             return
         self.cycle = None
+        if self.write_paused:  # the answer is still in the buffer: the next one waits until it has gone
+            self.next_when_drained = True
+            return
+        self._next()
+
+    def _next(self) -> None:
+        if self.closed or self.cycle is not None:
+            return
         if self.pipeline:
             self._run(self.pipeline.popleft())
-            if not self.pipeline:
+            if len(self.pipeline) < _PIPELINE_DEPTH and self.parsing is None or \
+                    self.parsing is not None and len(self.parsing.body) <= _READ_HIGH_WATER:
                 self.resume_reading()
+        elif self.ignoring:
+            self.close()  # everything asked before what we refused is answered
         else:
             self.resume_reading()
             self._arm(self.server.keep_alive_timeout)
@@ -421,7 +542,8 @@ class HttpServer:
 
     def __init__(self, app: AsgiApp, host: str, port: int, *, ssl: ssl_module.SSLContext | None = None,
                  head_timeout: float = 10.0, keep_alive_timeout: float = 5.0, max_head_bytes: int = 64 * 1024,
-                 max_headers: int = 128, body_timeout: float = 30.0, grace: float = 10.0) -> None:
+                 max_headers: int = 128, body_timeout: float = 30.0, send_timeout: float = 30.0,
+                 grace: float = 10.0) -> None:
         self.app = app
         self.host = host
         self.port = port
@@ -431,10 +553,12 @@ class HttpServer:
         self.max_head_bytes = max_head_bytes
         self.max_headers = max_headers
         self.body_timeout = body_timeout
+        self.send_timeout = send_timeout
         self.grace = grace
         self.connections: set[_Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
+        self._all_gone: asyncio.Event | None = None  # set when the last connection goes, while stopping
         self.bound: tuple[str, int] = (host, port)
         self._server: asyncio.base_events.Server | None = None
 
@@ -451,16 +575,29 @@ class HttpServer:
         return self.bound[1]
 
     async def stop(self) -> None:
+        """Stop listening; answer what is running (for at most ``grace`` seconds, writes included), then drop
+        whatever is left (a client that reads nothing cannot hold the stop)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace
         self.stopping = True
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
-            if conn.cycle is None:
-                conn.transport.close()  # idle keep-alive connections
+            if conn.cycle is None and not conn.pipeline and not conn.closed:
+                conn.close()  # idle keep-alive connections
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=self.grace)
         for conn in list(self.connections):
-            conn.transport.close()
+            if conn.cycle is None and not conn.closed:
+                conn.close()  # answered: closed once the answer has left
+        remaining = deadline - loop.time()
+        if self.connections and remaining > 0:
+            self._all_gone = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._all_gone.wait()
+        for conn in list(self.connections):
+            conn.abort()
         for task in list(self.tasks):
             task.cancel()
         if self.tasks:

@@ -19,7 +19,8 @@ from backends.errors import PlatformError, RateLimited
 
 PACKAGES = ("backends", "infrafabric", "lucid", "stack")
 # Private control-flow signals that never leave their module, and a framework exception Starlette handles.
-NOT_PLATFORM = {"infrafabric.chassis.sandbox._HostAbort", "infrafabric.coordinator.http1._ProtocolError",
+NOT_PLATFORM = {"backends.http_server._Refused",
+                "infrafabric.chassis.sandbox._HostAbort", "infrafabric.coordinator.http1._ProtocolError",
                 "infrafabric.witness.store.sqlite_append._HeadMoved", "lucid.node.api.observability.BodyTooLarge",
                 "lucid.service_mesh.policy.mesh_client._StaleConnection"}
 
