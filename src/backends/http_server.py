@@ -306,9 +306,14 @@ class _Connection(asyncio.Protocol):
             await self.drain_waiter
 
     def resume_reading(self) -> None:
-        if self.read_paused and not self.closed and not self.ignoring:
-            self.read_paused = False
-            self.transport.resume_reading()
+        """Read again, unless the queue is full, a queued body is at its bound, or we read no more."""
+        if not self.read_paused or self.closed or self.ignoring or len(self.pipeline) >= _PIPELINE_DEPTH:
+            return
+        parsing = self.parsing
+        if parsing is not None and parsing is not self.cycle and len(parsing.body) > _READ_HIGH_WATER:
+            return
+        self.read_paused = False
+        self.transport.resume_reading()
 
     def _pause_reading(self) -> None:
         if not self.read_paused and not self.closed:
@@ -515,9 +520,7 @@ class _Connection(asyncio.Protocol):
             return
         if self.pipeline:
             self._run(self.pipeline.popleft())
-            if len(self.pipeline) < _PIPELINE_DEPTH and self.parsing is None or \
-                    self.parsing is not None and len(self.parsing.body) <= _READ_HIGH_WATER:
-                self.resume_reading()
+            self.resume_reading()
         elif self.ignoring:
             self.close()  # everything asked before what we refused is answered
         else:

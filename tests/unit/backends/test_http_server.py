@@ -368,3 +368,41 @@ def test_hostile_bytes_never_break_the_server(junk: bytes) -> None:
             await server.stop()
 
     asyncio.run(run())
+
+
+async def test_a_full_pipeline_keeps_the_socket_unread_while_its_requests_run() -> None:
+    """Requests queued behind a running one up to the pipeline's depth stop the socket being read; answering
+    them one by one must not resume reading while the queue is still full (nor may a running request reading
+    its own body reopen it)."""
+    from backends.http_server import _PIPELINE_DEPTH
+
+    releases: list[asyncio.Event] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await receive()  # its own body: reading it must not reopen a socket held for a full queue
+        release = asyncio.Event()
+        releases.append(release)
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    server = await HttpServer(app, "127.0.0.1", 0).start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+        writer.write(b"POST /q HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nq" * (_PIPELINE_DEPTH + 4)
+                     + b"POST /p HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc")
+        async with asyncio.timeout(3):
+            while not server.connections or next(iter(server.connections)).parsing is None or not releases:
+                await asyncio.sleep(0.01)
+        (conn,) = server.connections
+        for answered in range(3):  # the queue is still over its depth after each of these answers
+            assert conn.read_paused and len(conn.pipeline) > _PIPELINE_DEPTH, (answered, len(conn.pipeline))
+            waiting = len(releases)
+            releases[-1].set()
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+            async with asyncio.timeout(3):
+                while len(releases) == waiting:  # the next queued request is running (and read its body)
+                    await asyncio.sleep(0.01)
+        writer.close()
+    finally:
+        await server.stop()
