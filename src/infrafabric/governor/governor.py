@@ -49,9 +49,11 @@ COMPONENT = "IF.governor"
 CLOSED, OPEN = "closed", "open"
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Account:
-    """A swarm's exact budget: what it started with (or was reset to) and what it has spent since."""
+    """A swarm's exact budget: what it started with (or was reset to) and what it has spent since.
+    Frozen: a queued store write holds the account it was planned with (a charge changed one in place, and
+    the swarm's queued registration then stored the charge as well as the charge's own write)."""
 
     budget: Decimal
     spent: Decimal = Decimal(0)
@@ -180,8 +182,8 @@ class IFGovernor:
             self._store.put(keys.profile_key(swarm_id), self.swarm_registry[swarm_id].to_record())
 
     def _persist_budget(self, swarm_id: str) -> None:
-        """Blind write of this replica's budget record: only for operator actions and the single-governor
-        ``track_cost`` (replicas charge with ``acharge``)."""
+        """Blind write of this replica's budget record: only for operator actions, which set a budget anew
+        (charges go through ``acharge`` or ``_store_charge``, both compare-and-swap)."""
         if self._store is not None:
             self._store.put(_budget_key(swarm_id), self._accounts[swarm_id].record())
 
@@ -575,8 +577,9 @@ class IFGovernor:
         if not isinstance(operation, str) or not operation:
             raise ValidationError("operation must be a non-empty string")
         acct = self._accounts[swarm_id]
-        acct.spent = add(acct.spent, amount)  # exact or refused, never rounded
-        self._persist_budget(swarm_id)
+        self._accounts[swarm_id] = _Account(acct.budget, add(acct.spent, amount))  # exact or refused, never rounded
+        self._store_charge(swarm_id, amount)
+        acct = self._accounts[swarm_id]  # the stored total where the store answered at once
         self._log("budget_charged", {"swarm_id": swarm_id, "operation": operation, "cost": str(amount),
                                      "remaining": str(acct.remaining)})
         if self._cost_sink is not None:
@@ -584,6 +587,34 @@ class IFGovernor:
         if acct.remaining <= 0 and self._breakers[swarm_id].state == CLOSED:
             self._trip_circuit_breaker(swarm_id, "budget_exhausted")
         return acct.remaining
+
+    def _store_charge(self, swarm_id: str, amount: Decimal) -> None:
+        """Add a ``track_cost`` charge to the stored total by compare-and-swap (at once, or queued in order
+        on a running loop). Why: the cached record was written back blindly, and a charge another replica
+        or the model gateway's ledger had stored in between was forgotten. Once stored, this replica's
+        account is the stored one, and a total taken to zero by everyone's charges trips the breaker."""
+        if self._store is None:
+            return
+        key, profile, charge_id = _budget_key(swarm_id), self.swarm_registry[swarm_id], uuid.uuid4().hex
+
+        def plan(current: Any) -> tuple[list[tuple[str, Any]] | None, Any]:
+            try:
+                base = _Account(profile.initial_budget) if current is MISSING else _account_from(current)
+            except Exception as exc:  # noqa: BLE001 - damaged record: reported, left as evidence, fail closed
+                return None, exc
+            after = _Account(base.budget, add(base.spent, amount))
+            return [(key, {**after.record(), "last_charge": charge_id})], after
+
+        def settle(outcome: "_Account | BaseException") -> None:
+            if isinstance(outcome, BaseException):
+                self._unreadable(key, outcome)
+                self._fail_closed(swarm_id)
+                return
+            self._accounts[swarm_id] = outcome
+            if outcome.remaining <= 0 and self._breakers[swarm_id].state == CLOSED:
+                self._trip_circuit_breaker(swarm_id, "budget_exhausted")
+
+        self._store.update(key, plan, settle)
 
     async def acharge(self, swarm_id: str, operation: str, cost: float | str | Decimal) -> Decimal:
         """Charge a cost against the swarm's ledger *in the store*: what replicas must use.
