@@ -465,7 +465,8 @@ class IFGovernor:
 
         Never the blocked swarm itself, at most max_swarms_per_task helpers, each within an equal share
         of max_cost_per_task. Coverage counts the blocked swarm's own capabilities; below
-        min_capability_match the blocker is escalated to a human and no one is assigned. ``request_id``
+        min_capability_match the blocker is escalated to a human and no one is assigned; a team that falls
+        below it because helpers could not be reached (nor replaced) keeps its tasks and is escalated too. ``request_id``
         (the blocker's id when the responder answers an event) names the help tasks:
         ``help-<request_id>-<helper>``; their completion resolves the blocker.
         """
@@ -502,11 +503,20 @@ class IFGovernor:
              "coverage": coverage},
         )
         team = await self._dispatch_help(request_id, blocked_swarm_id, required, team, share)
-        if team:
-            self.task_budgets[request_id] = {h: share for h in team}  # who was reached, not who was planned
-        else:
+        if not team:
             self.task_budgets.pop(request_id, None)
             await self._escalate_to_human(blocked_swarm_id, blocker_description, "no helper could be reached")
+            return team
+        self.task_budgets[request_id] = {h: share for h in team}  # who was reached, not who was planned
+        reached = set(blocked.capabilities) if blocked else set()
+        for helper in team:
+            reached |= self._index.capabilities_of(helper)
+        after = len(reached.intersection(required)) / len(required)
+        if after + 1e-12 < self.policy.min_capability_match:
+            # helpers who could not be reached nor replaced: those reached keep their tasks (they help
+            # with what they can), and a human is told the team is short of the policy
+            await self._escalate_to_human(blocked_swarm_id, blocker_description,
+                                          f"coverage {after:.0%} below policy after unreachable helpers")
         return team
 
     async def _dispatch_help(

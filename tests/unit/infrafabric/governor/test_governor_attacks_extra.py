@@ -344,3 +344,40 @@ async def test_a_help_team_never_contains_the_blocked_swarm_or_a_tripped_helper(
     governor.track_cost("broke", "op", 10)
     team = await governor.request_help_for_blocker("blocked", {"required_capabilities": ["cap-x"]})
     assert team == ["good"]
+
+
+class _RecordingBus:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        self.events.append((subject, json.loads(data)))
+
+
+async def test_a_team_left_below_the_coverage_policy_by_unreachable_helpers_is_escalated() -> None:
+    """The team was checked against min_capability_match before the pushes, never after: with the only
+    cap-b helper hung and no one to replace it, the blocked swarm got half the help it needs, silently."""
+    coordinator = _Coordinator(hung={"only-b"})
+    coordinator.bus = _RecordingBus()  # type: ignore[assignment]
+    audit: list[tuple[str, dict[str, Any]]] = []
+    governor = IFGovernor(coordinator, ResourcePolicy(min_capability_match=1.0),  # type: ignore[arg-type]
+                          audit=lambda component, op, params, severity="INFO": audit.append((op, params)),
+                          cost_sink=None)
+    governor.register_swarm(_profile("only-a", ["cap-a"], cost=1.0))
+    governor.register_swarm(_profile("only-b", ["cap-b"], cost=1.0))
+    team = await governor.request_help_for_blocker("blocked", {"required_capabilities": ["cap-a", "cap-b"]})
+    assert team == ["only-a"] and coordinator.pushed == ["only-a"]  # it has its task: it helps with what it can
+    escalations = [event for subject, event in coordinator.bus.events if subject == "if.events.escalation"]
+    assert len(escalations) == 1 and "coverage 50%" in escalations[0]["reason"], coordinator.bus.events
+    assert any(op == "blocker_escalated" for op, _ in audit)
+
+
+async def test_a_team_still_within_the_coverage_policy_after_a_failed_push_is_not_escalated() -> None:
+    coordinator = _Coordinator(hung={"only-b"})
+    coordinator.bus = _RecordingBus()  # type: ignore[assignment]
+    governor = IFGovernor(coordinator, ResourcePolicy(min_capability_match=0.5),  # type: ignore[arg-type]
+                          audit=None, cost_sink=None)
+    governor.register_swarm(_profile("only-a", ["cap-a"], cost=1.0))
+    governor.register_swarm(_profile("only-b", ["cap-b"], cost=1.0))
+    team = await governor.request_help_for_blocker("blocked", {"required_capabilities": ["cap-a", "cap-b"]})
+    assert team == ["only-a"] and not coordinator.bus.events
