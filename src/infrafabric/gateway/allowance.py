@@ -5,7 +5,9 @@ front of every model call, and its settlement a second one behind it. A replica 
 block: one hold in the same ledger (``ReservationLedger``), sized for ``calls`` calls like the one that
 needed it but at most a quarter of what is left of the budget (never less than that one call). Calls are admitted against the block's free part in memory; their
 settlements are written to the ledger together (one guarded transaction charges what they cost and shrinks
-the block by what they cost), after the answer has gone, as Doorman-style quota leases do.
+the block by what they cost), after the answer has gone, as Doorman-style quota leases do. A settled call
+keeps only its cost taken in the block until that write; the rest of what it reserved is free at once (calls
+that cost a fraction of their bound reuse one block instead of taking a new one every ``calls`` calls).
 
 What still holds, for any number of replicas: the ledger's spent plus held never passes the budget (a block
 is a hold, taken by the ledger's compare-and-swap); a call is charged once, at most what it reserved; a
@@ -71,8 +73,9 @@ class _Block:
     calls: dict[str, Decimal] = field(default_factory=dict)  # admitted, not settled yet
     pending: list[_Settlement] = field(default_factory=list)  # settled here, not in the ledger yet
     in_calls: Decimal = _ZERO  # what ``calls`` hold
-    in_pending: Decimal = _ZERO  # what ``pending`` held
-    flushing: Decimal = _ZERO  # held amounts of the settlements being written now
+    in_pending: Decimal = _ZERO  # what ``pending`` cost (a settled call's cost is known: the rest of what it
+    # held is free again at once, not after the ledger write)
+    flushing: Decimal = _ZERO  # what the settlements being written now cost
     closing: bool = False
     last_used: float = field(default_factory=time.monotonic)
 
@@ -90,7 +93,7 @@ class _Block:
         amount = self.calls.pop(settlement.hold.hold_id)
         self.in_calls = _L.subtract(self.in_calls, amount)
         self.pending.append(settlement)
-        self.in_pending = _L.add(self.in_pending, amount)
+        self.in_pending = _L.add(self.in_pending, settlement.cost)
 
     def take_pending(self) -> list[_Settlement]:
         taken, self.pending, self.in_pending = self.pending, [], _ZERO
@@ -98,7 +101,7 @@ class _Block:
 
     def put_back(self, taken: list[_Settlement]) -> None:
         self.pending = taken + self.pending
-        self.in_pending = _total(s.hold.amount for s in self.pending)
+        self.in_pending = _total(s.cost for s in self.pending)
 
 
 class AllowanceLedger:
@@ -284,9 +287,8 @@ class AllowanceLedger:
         call reserved but did not cost returns to the block's free part); a closing block keeps only what
         its admitted calls hold and gives the rest back. Caller holds the swarm's lock."""
         taken = block.take_pending()
-        held = _total(s.hold.amount for s in taken)
         cost = _total(s.cost for s in taken)
-        block.flushing = held
+        block.flushing = cost
         keep = block.in_calls if block.closing else _L.subtract(block.hold.amount, cost)
         try:
             charged = await self.ledger.settle(block.hold, cost, {"calls": len(taken)}, "allowance_settled",

@@ -162,6 +162,32 @@ async def test_one_replica_uses_its_block_without_a_round_trip_per_call() -> Non
         assert spent == Decimal("0.08") and held == {}
 
 
+async def test_a_settled_call_frees_what_it_did_not_cost_before_the_ledger_write() -> None:
+    """A settled call's cost is known: only that stays taken in its block until the next ledger write. The
+    rest of what it reserved is free at once, so calls that cost a fraction of their bound reuse one block
+    (before: every settled call kept its whole reservation until the write, a block of 8 ran out within a
+    settlement window, and the replica took a new block every 8 calls)."""
+    async with open_kv("memory://") as kv:
+        await _seed(kv, "s", "100")
+        audit = Audit()
+        replica = AllowanceLedger(ReservationLedger(kv, audit=audit), audit=audit, calls=8, flush_window=1.0)
+        lease = await kv.grant_lease(60)
+        writes = _Writes(kv)
+        settling = []
+        for i in range(64):  # 8 blocks' worth of calls, all settled within one (long) settlement window
+            hold = await replica.reserve("s", f"c{i}", Decimal("0.1"), lease)
+            settling.append(asyncio.ensure_future(replica.settle(hold, Decimal("0.001"))))
+            await asyncio.sleep(0)  # the settlement is queued for the window's write
+        assert writes.total <= 2, writes.total  # the first block only: a read, then its guarded write
+        _, spent, held = await _state(kv, "s")
+        assert spent == 0 and list(held.values()) == ["0.8"]
+        await replica.close()  # the window's write charges them all, then the block goes back
+        assert all(task.done() for task in settling)
+        _, spent, held = await _state(kv, "s")
+        assert spent == Decimal("0.064") and held == {}
+        assert audit.charged("model_call_settled") == Decimal("0.064")
+
+
 async def test_a_call_is_refused_only_when_the_ledger_cannot_fit_it_with_every_free_part_given_back() -> None:
     async with open_kv("memory://") as kv:
         await _seed(kv, "s", "0.35")
@@ -172,8 +198,9 @@ async def test_a_call_is_refused_only_when_the_ledger_cannot_fit_it_with_every_f
         _, _, holds = await _state(kv, "s")
         assert list(holds.values()) == ["0.1"]  # not less than the call, not a quarter more
         held_by_b = await b.reserve("s", "b1", Decimal("0.1"), lease)  # so the other replica still has room
-        await a.settle(first, Decimal("0.02"))  # a's block keeps 0.08 free
+        await a.settle(first, Decimal("0.02"))  # a's block keeps 0.08 free (its refill, if taken, is free too)
         await b.settle(held_by_b, Decimal("0.1"))
+        await b.close()  # another replica's idle block may keep room from a (documented); here it is given back
         big = await a.reserve("s", "a2", Decimal("0.2"), lease)  # 0.15 left in the ledger, 0.08 free in a's block:
         assert big.amount == Decimal("0.2")  # admitted once a gave its free part back
         with pytest.raises(BudgetExceededError) as refused:
@@ -182,7 +209,6 @@ async def test_a_call_is_refused_only_when_the_ledger_cannot_fit_it_with_every_f
         assert audit.ops("model_call_refused")[-1]["hold_id"] == "a3"
         await a.settle(big, Decimal("0.2"))
         await a.close()
-        await b.close()
         _, spent, holds = await _state(kv, "s")
         assert spent == Decimal("0.32") and holds == {}
 
