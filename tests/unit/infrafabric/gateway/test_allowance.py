@@ -359,3 +359,60 @@ async def test_large_budgets_with_every_decimal_are_reserved_and_settled_exactly
         limit, spent, left = await _state(kv, "big")
         assert left == {} and spent == cost * 20 and limit == Decimal(budget)
         assert audit.charged("allowance_settled") == cost * 20
+
+
+async def test_the_calls_in_flight_run_between_the_settlements_of_one_ledger_write() -> None:
+    """A window's settlements are answered one per turn of the event loop: a dozen audit entries and the
+    cost accounting of the calls waiting for them, in one go, held the answers of calls in flight back."""
+    async with open_kv("memory://") as kv:
+        await _seed(kv, "s", "100")
+        order: list[str] = []
+
+        def audit(operation: str, params: dict[str, Any], severity: str = "INFO") -> None:
+            order.append(operation)
+
+        replica = AllowanceLedger(ReservationLedger(kv, audit=audit), audit=audit, calls=16, flush_window=0.05)
+        lease = await kv.grant_lease(60)
+        holds = [await replica.reserve("s", f"c{i}", Decimal("0.1"), lease) for i in range(12)]
+        settling = [asyncio.ensure_future(replica.settle(h, Decimal("0.01"))) for h in holds]
+        stop = False
+
+        async def in_flight() -> None:  # a call whose answer arrives while the settlements are answered
+            while not stop:
+                order.append("tick")
+                await asyncio.sleep(0)
+
+        ticker = asyncio.ensure_future(in_flight())
+        await asyncio.gather(*settling)
+        stop = True
+        await ticker
+        settled = [i for i, op in enumerate(order) if op == "model_call_settled"]
+        assert len(settled) == 12
+        assert all("tick" in order[a:b] for a, b in zip(settled, settled[1:])), order[settled[0]:settled[-1] + 1]
+        await replica.close()
+
+
+async def test_settlements_of_a_write_cancelled_midway_are_all_answered_and_audited() -> None:
+    async with open_kv("memory://") as kv:
+        await _seed(kv, "s", "100")
+        audit = Audit()
+        replica = AllowanceLedger(ReservationLedger(kv, audit=audit), audit=audit, calls=16, flush_window=60.0)
+        lease = await kv.grant_lease(60)
+        holds = [await replica.reserve("s", f"c{i}", Decimal("0.1"), lease) for i in range(6)]
+        settling = [asyncio.ensure_future(replica.settle(h, Decimal("0.01"))) for h in holds]
+        await asyncio.sleep(0)
+        (block,) = replica._blocks["s"]
+        async with replica._locks["s"]:
+            write = asyncio.ensure_future(replica._write("s", block))
+            while len(audit.ops("model_call_settled")) < 2:  # the charge is in the ledger, two answered
+                await asyncio.sleep(0)
+            write.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await write
+        assert len(audit.ops("model_call_settled")) == 6  # the rest answered at the cancellation, none lost
+        assert [await task for task in settling] == [Decimal("0.01")] * 6
+        _, spent, _ = await _state(kv, "s")
+        assert spent == Decimal("0.06")
+        for flusher in list(replica._flushers.values()):
+            flusher.cancel()
+        await replica.close()
