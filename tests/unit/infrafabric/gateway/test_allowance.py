@@ -416,3 +416,57 @@ async def test_settlements_of_a_write_cancelled_midway_are_all_answered_and_audi
         for flusher in list(replica._flushers.values()):
             flusher.cancel()
         await replica.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=st.lists(st.tuples(st.sampled_from(["reserve", "settle", "tick"]), st.integers(0, 1), amounts,
+                              st.decimals(min_value=Decimal(0), max_value=Decimal("0.5"), places=6)),
+                    min_size=1, max_size=60),
+       calls=st.integers(1, 8))
+def test_settlements_waiting_for_their_write_never_let_a_block_admit_past_its_hold(
+        ops: list[tuple[str, int, Decimal, Decimal]], calls: int) -> None:
+    """Settlements left pending (a real window, not awaited) while more calls are admitted: what a settled
+    call did not cost is free at once, and yet no block ever admits more than it holds in the ledger, the
+    ledger never holds and spends more than the budget, and every admitted call is charged once."""
+    async def run() -> None:
+        async with open_kv("memory://") as kv:
+            await _seed(kv, "s", "1.0")
+            audit = Audit()
+            replicas = [AllowanceLedger(ReservationLedger(kv, audit=audit), audit=audit, calls=calls,
+                                        flush_window=0.002) for _ in range(2)]
+            lease = await kv.grant_lease(60)
+            open_calls: list[tuple[int, Hold]] = []
+            settling: list[asyncio.Future[Decimal | None]] = []
+
+            def check() -> None:
+                for replica in replicas:
+                    for block in replica._blocks.get("s", ()):
+                        taken = block.in_calls + block.in_pending + block.flushing  # admitted + settled, unwritten
+                        assert taken <= block.hold.amount, (block.hold.amount, block.in_calls, block.in_pending)
+
+            for n, (op, r, amount, cost) in enumerate(ops):
+                if op == "reserve":
+                    try:
+                        open_calls.append((r, await replicas[r].reserve("s", f"c{n}", amount, lease)))
+                    except (BudgetExceededError, CircuitOpenError):
+                        pass
+                elif op == "settle" and open_calls:
+                    owner, hold = open_calls.pop(r % len(open_calls))
+                    settling.append(asyncio.ensure_future(replicas[owner].settle(hold, cost)))
+                    await asyncio.sleep(0)
+                else:
+                    await asyncio.sleep(0.003 * r)  # sometimes a window's write happens here
+                check()
+                budget, spent, holds = await _state(kv, "s")
+                assert spent + sum((Decimal(v) for v in holds.values()), Decimal(0)) <= budget
+            for owner, hold in open_calls:
+                settling.append(asyncio.ensure_future(replicas[owner].settle(hold, hold.amount)))
+            charged = sum([c or Decimal(0) for c in await asyncio.gather(*settling)], Decimal(0))
+            for replica in replicas:
+                await replica.close()
+            _, spent, holds = await _state(kv, "s")
+            assert holds == {} and spent == charged == audit.charged("model_call_settled") and spent <= Decimal("1.0")
+            admitted = sorted(p["hold_id"] for p in audit.ops("model_call_reserved"))
+            assert sorted(p["hold_id"] for p in audit.ops("model_call_settled")) == admitted
+
+    asyncio.run(run())
