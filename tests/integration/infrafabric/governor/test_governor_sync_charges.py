@@ -116,14 +116,22 @@ async def test_a_budget_two_replicas_exhaust_together_trips_the_stored_breaker(t
         await governor.close()
 
 
-async def test_a_damaged_budget_record_is_left_as_evidence_and_the_swarm_fails_closed(two_stores) -> None:  # type: ignore[no-untyped-def]
+DAMAGED_BUDGETS = [b'{"budget": "10", "spent": "not money"}', b'{"budget": "10", "spent": "-1"}',
+                   b'{"budget": "NaN", "spent": "0"}', b'{"budget": "10", "spent": "Infinity"}',
+                   b'{"budget": "10", "spent": "1e400"}', b'{"budget": true, "spent": "0"}', b'{"budget": "10"}',
+                   b'{"spent": "0"}', b'{"budget": null, "spent": null}', b'null', b'[]', b'"10"', b'{"budget": "10",',
+                   b'\xff\xfe', b'']
+
+
+@pytest.mark.parametrize("damaged", DAMAGED_BUDGETS)
+async def test_a_damaged_budget_record_is_left_as_evidence_and_the_swarm_fails_closed(two_stores, damaged: bytes) -> None:  # type: ignore[no-untyped-def]
     sid, first, second = await _replicas(two_stores, 10.0)
-    await two_stores[0].put(BUDGET_KEY.format(sid), b'{"budget": "10", "spent": "not money"}')
+    await two_stores[0].put(BUDGET_KEY.format(sid), damaged)
     audit: list[tuple[str, dict[str, object]]] = []
     second._audit = lambda component, op, params, severity="INFO": audit.append((op, params))
     second.track_cost(sid, "llm", Decimal("1"))
     await second.flush()
-    assert (await two_stores[0].get(BUDGET_KEY.format(sid))).value == b'{"budget": "10", "spent": "not money"}'
+    assert (await two_stores[0].get(BUDGET_KEY.format(sid))).value == damaged
     assert not second.is_available(sid) and second.budget_remaining(sid) == 0
     assert any(op == "governor_record_unreadable" and params["key"] == BUDGET_KEY.format(sid) for op, params in audit)
     assert second.load_problems and second.load_problems[-1][0] == BUDGET_KEY.format(sid)
