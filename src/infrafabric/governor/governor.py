@@ -796,8 +796,31 @@ class IFGovernor:
         value = check_reputation(reputation)
         self._reputation[swarm_id] = value
         self._reindex(swarm_id)
-        self._persist_profile(swarm_id)
+        self._store_reputation(swarm_id, value)
         self._log("reputation_updated", {"swarm_id": swarm_id, "reputation": value})
+
+    def _store_reputation(self, swarm_id: str, value: float) -> None:
+        """Set the stored profile's reputation alone, by compare-and-swap. Why: this replica's whole cached
+        profile was written back, so a replica that had not seen an operator's re-registration yet put the
+        swarm's old capabilities and price back with the new reputation."""
+        if self._store is None:
+            return
+        key, cached = keys.profile_key(swarm_id), self.swarm_registry[swarm_id].to_record()
+
+        def plan(current: Any) -> tuple[list[tuple[str, Any]] | None, Any]:
+            if current is MISSING:
+                return [(key, cached)], None
+            try:
+                SwarmProfile.from_record(current)  # the stored one must be a profile to be changed in place
+            except Exception as exc:  # noqa: BLE001 - damaged record: reported, left as evidence
+                return None, exc
+            return [(key, {**current, "reputation_score": value})], None
+
+        def reported(outcome: Any) -> None:
+            if isinstance(outcome, BaseException):
+                self._unreadable(key, outcome)
+
+        self._store.update(key, plan, reported)
 
     # -- persistence ----------------------------------------------------------------------------------
 

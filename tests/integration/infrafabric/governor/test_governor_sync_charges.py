@@ -169,3 +169,33 @@ def test_any_interleaving_of_two_replicas_charges_sums_exactly(tmp_path: Path,
             await second.close()
 
     asyncio.run(scenario())
+
+
+async def test_a_reputation_update_keeps_a_re_registration_another_replica_stored(two_stores) -> None:  # type: ignore[no-untyped-def]
+    """Only the reputation changes in the stored profile: a replica that has not seen an operator's
+    re-registration yet no longer writes the swarm's old capabilities and price back."""
+    sid, first, second = await _replicas(two_stores, 10.0)
+    new_cap = f"code:rust-{sid[-8:]}"  # this test's own (other tests' swarms share the etcd)
+    first.register_swarm(SwarmProfile(sid, ["code:python", new_cap], 3.0, 0.9, 10.0))  # the operator's change
+    await first.flush()
+    second.update_reputation(sid, 0.42)  # second still has the old profile
+    await second.flush()
+    stored = await _stored(two_stores[0], f"/swarms/{sid}/profile")
+    assert stored["capabilities"] == ["code:python", new_cap] and stored["cost_per_hour"] == "3.0"
+    assert stored["reputation_score"] == 0.42
+    fresh = IFGovernor(kv=two_stores[1], audit=None, cost_sink=None)
+    await fresh.load()
+    assert fresh.reputation(sid) == 0.42 and fresh.find_qualified_swarm([new_cap], 5.0) == sid
+    for governor in (first, second, fresh):
+        await governor.close()
+
+
+async def test_a_reputation_update_leaves_a_damaged_profile_as_evidence(two_stores) -> None:  # type: ignore[no-untyped-def]
+    sid, first, second = await _replicas(two_stores, 10.0)
+    await two_stores[0].put(f"/swarms/{sid}/profile", b'{"swarm_id": 7}')
+    second.update_reputation(sid, 0.3)
+    await second.flush()
+    assert (await two_stores[0].get(f"/swarms/{sid}/profile")).value == b'{"swarm_id": 7}'
+    assert second.load_problems[-1][0] == f"/swarms/{sid}/profile" and second.reputation(sid) == 0.3
+    await first.close()
+    await second.close()
