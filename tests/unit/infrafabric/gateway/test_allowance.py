@@ -75,11 +75,22 @@ async def _ledger(budget: str, **options: Any) -> AsyncIterator[tuple[Any, Audit
 amounts = st.decimals(min_value=Decimal("0.000001"), max_value=Decimal("0.3"), places=6)
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=st.lists(st.tuples(st.sampled_from(["reserve", "settle", "release"]), st.integers(0, 1), amounts,
+async def _try_reserve(replica: AllowanceLedger, call_id: str, amount: Decimal, lease: int) -> Hold | None:
+    try:
+        return await replica.reserve("s", call_id, amount, lease)
+    except (BudgetExceededError, CircuitOpenError):
+        return None
+
+
+def ledger_ops(kinds: list[str], max_size: int) -> st.SearchStrategy[list[tuple[str, int, Decimal, Decimal]]]:
+    """(operation, which replica or call, amount reserved, cost settled) steps."""
+    return st.lists(st.tuples(st.sampled_from(kinds), st.integers(0, 1), amounts,
                               st.decimals(min_value=Decimal(0), max_value=Decimal("0.5"), places=6)),
-                    min_size=1, max_size=40),
-       calls=st.integers(1, 8))
+                    min_size=1, max_size=max_size)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=ledger_ops(["reserve", "settle", "release"], 40), calls=st.integers(1, 8))
 def test_two_replicas_never_pass_the_budget_and_the_ledger_agrees_with_the_audit(
         ops: list[tuple[str, int, Decimal, Decimal]], calls: int) -> None:
     async def run() -> None:
@@ -92,10 +103,8 @@ def test_two_replicas_never_pass_the_budget_and_the_ledger_agrees_with_the_audit
             charged = Decimal(0)
             for n, (op, r, amount, cost) in enumerate(ops):
                 if op == "reserve":
-                    try:
-                        open_calls.append((r, await replicas[r].reserve("s", f"c{n}", amount, lease)))
-                    except (BudgetExceededError, CircuitOpenError):
-                        pass
+                    if (hold := await _try_reserve(replicas[r], f"c{n}", amount, lease)) is not None:
+                        open_calls.append((r, hold))
                 elif open_calls:
                     owner, hold = open_calls.pop(r % len(open_calls))
                     if op == "settle":
@@ -419,10 +428,7 @@ async def test_settlements_of_a_write_cancelled_midway_are_all_answered_and_audi
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=st.lists(st.tuples(st.sampled_from(["reserve", "settle", "tick"]), st.integers(0, 1), amounts,
-                              st.decimals(min_value=Decimal(0), max_value=Decimal("0.5"), places=6)),
-                    min_size=1, max_size=60),
-       calls=st.integers(1, 8))
+@given(ops=ledger_ops(["reserve", "settle", "tick"], 60), calls=st.integers(1, 8))
 def test_settlements_waiting_for_their_write_never_let_a_block_admit_past_its_hold(
         ops: list[tuple[str, int, Decimal, Decimal]], calls: int) -> None:
     """Settlements left pending (a real window, not awaited) while more calls are admitted: what a settled
@@ -446,10 +452,8 @@ def test_settlements_waiting_for_their_write_never_let_a_block_admit_past_its_ho
 
             for n, (op, r, amount, cost) in enumerate(ops):
                 if op == "reserve":
-                    try:
-                        open_calls.append((r, await replicas[r].reserve("s", f"c{n}", amount, lease)))
-                    except (BudgetExceededError, CircuitOpenError):
-                        pass
+                    if (hold := await _try_reserve(replicas[r], f"c{n}", amount, lease)) is not None:
+                        open_calls.append((r, hold))
                 elif op == "settle" and open_calls:
                     owner, hold = open_calls.pop(r % len(open_calls))
                     settling.append(asyncio.ensure_future(replicas[owner].settle(hold, cost)))
