@@ -182,10 +182,18 @@ class IFGovernor:
             self._store.put(keys.profile_key(swarm_id), self.swarm_registry[swarm_id].to_record())
 
     def _persist_budget(self, swarm_id: str) -> None:
-        """Blind write of this replica's budget record: only for operator actions, which set a budget anew
-        (charges go through ``acharge`` or ``_store_charge``, both compare-and-swap)."""
-        if self._store is not None:
-            self._store.put(_budget_key(swarm_id), self._accounts[swarm_id].record())
+        """Write this replica's budget record whatever is stored: only for operator actions, which set a
+        budget anew (charges go through ``acharge`` or ``_store_charge``, both compare-and-swap). Queued
+        behind the charges already waiting, and once stored it is this replica's view again: a charge
+        being written when the operator acted answered after, and its old budget stayed on show."""
+        if self._store is None:
+            return
+        key, account = _budget_key(swarm_id), self._accounts[swarm_id]
+
+        def took(stored: _Account) -> None:
+            self._accounts[swarm_id] = stored
+
+        self._store.update(key, lambda _current: ([(key, account.record())], account), took)
 
     def _persist_breaker(self, swarm_id: str) -> None:
         """Blind write of this replica's breaker: only for the operator's reset, the one action that may
@@ -810,8 +818,9 @@ class IFGovernor:
         def plan(current: Any) -> tuple[list[tuple[str, Any]] | None, Any]:
             if current is MISSING:
                 return [(key, cached)], None
-            try:
-                SwarmProfile.from_record(current)  # the stored one must be a profile to be changed in place
+            try:  # the stored one must be this swarm's profile to be changed in place (as ``load`` reads it)
+                if SwarmProfile.from_record(current).swarm_id != swarm_id:
+                    raise ValueError(f"the record names swarm {current.get('swarm_id')!r}, not {swarm_id!r}")
             except Exception as exc:  # noqa: BLE001 - damaged record: reported, left as evidence
                 return None, exc
             return [(key, {**current, "reputation_score": value})], None

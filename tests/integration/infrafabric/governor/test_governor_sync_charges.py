@@ -190,12 +190,41 @@ async def test_a_reputation_update_keeps_a_re_registration_another_replica_store
         await governor.close()
 
 
-async def test_a_reputation_update_leaves_a_damaged_profile_as_evidence(two_stores) -> None:  # type: ignore[no-untyped-def]
+OTHER_PROFILE = json.dumps(SwarmProfile("someone-else", ["code:python"], 1.0, 0.9, 5.0).to_record()).encode()
+
+
+@pytest.mark.parametrize("damaged", [b'{"swarm_id": 7}', b"null", b"[]", b"{", OTHER_PROFILE])
+async def test_a_reputation_update_leaves_a_damaged_profile_as_evidence(two_stores, damaged: bytes) -> None:  # type: ignore[no-untyped-def]
     sid, first, second = await _replicas(two_stores, 10.0)
-    await two_stores[0].put(f"/swarms/{sid}/profile", b'{"swarm_id": 7}')
+    await two_stores[0].put(f"/swarms/{sid}/profile", damaged)
     second.update_reputation(sid, 0.3)
     await second.flush()
-    assert (await two_stores[0].get(f"/swarms/{sid}/profile")).value == b'{"swarm_id": 7}'
+    assert (await two_stores[0].get(f"/swarms/{sid}/profile")).value == damaged
     assert second.load_problems[-1][0] == f"/swarms/{sid}/profile" and second.reputation(sid) == 0.3
+    await first.close()
+    await second.close()
+
+
+@pytest.mark.parametrize("charge_in_flight", [False, True])
+async def test_an_operator_budget_after_a_queued_charge_is_what_the_replica_then_shows(
+        two_stores, charge_in_flight: bool) -> None:  # type: ignore[no-untyped-def]
+    """The charge's write and the operator's new budget wait in one queue: once both are stored, the replica
+    shows the operator's budget (the charge's answer, arriving first, must not leave the old one shown)."""
+    from infrafabric.coordinator.credentials import Identity
+
+    operator = Identity("operator", "alice", "test-credential", 0, 2**31)
+    sid, first, second = await _replicas(two_stores, 10.0)
+    second.track_cost(sid, "llm", Decimal("4"))
+    if charge_in_flight:
+        await asyncio.sleep(0)  # the queue's writer has taken the charge and is reading the record
+    second.set_budget(sid, 50.0, operator=operator)
+    assert second.budget_remaining(sid) == Decimal("50")
+    await second.flush()
+    stored = await _stored(two_stores[0], BUDGET_KEY.format(sid))
+    assert (Decimal(stored["budget"]), Decimal(stored["spent"])) == (Decimal("50"), Decimal("0"))
+    assert second.budget_remaining(sid) == Decimal("50")
+    second.track_cost(sid, "llm", Decimal("1"))
+    await second.flush()
+    assert second.budget_remaining(sid) == Decimal("49")
     await first.close()
     await second.close()
